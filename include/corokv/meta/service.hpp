@@ -1,0 +1,602 @@
+#pragma once
+// The metadata service: which keys exist, where their replicas live, who holds
+// a lease, and which nodes are alive. Sans-I/O: plain data structures behind
+// mutexes and an injected clock. The embedded store calls it directly; the
+// network server (net/) wraps the same object.
+//
+// Every object operation takes a batch of keys and writes one result per key,
+// at the key's index, into an output span of the same length. A length
+// mismatch fails the whole call with invalid_argument and writes nothing.
+//
+// Concurrency: all member functions are thread-safe. Keys are spread over
+// shards, each with its own mutex, so batches from several threads proceed in
+// parallel. Lock order: nodes -> shards (ascending) -> segment pool.
+
+#include <corokv/detail/batch_plan.hpp>
+#include <corokv/meta/clock.hpp>
+#include <corokv/meta/object_shard.hpp>
+#include <corokv/meta/segment_pool.hpp>
+#include <corokv/types.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace corokv::meta {
+
+struct service_options {
+  std::size_t shards = 16;
+  duration lease_ttl = std::chrono::seconds(5);       // granted by query()
+  duration put_timeout = std::chrono::seconds(30);    // a pending put older than this is revoked
+  duration node_ttl = std::chrono::seconds(10);       // a node silent this long is dead
+  double high_watermark = 0.95;                       // usage above this fraction triggers eviction...
+  double low_watermark = 0.85;                        // ...down to this fraction
+  std::uint64_t alignment = 64;                       // allocation granularity in bytes
+  // First version and first segment id. 0 derives it from the wall clock, so
+  // that ids handed out before a restart of the service are not reused after.
+  std::uint64_t id_seed = 0;
+};
+
+struct mount_result {
+  errc status = errc::success;
+  segment_id id = 0;
+};
+
+// What one maintain() call did.
+struct maintenance_report {
+  std::size_t dead_nodes = 0;
+  std::size_t expired_puts = 0;
+  std::size_t reclaimed_removed = 0;
+  std::size_t evicted = 0;
+};
+
+struct service_stats {
+  std::size_t objects = 0;          // committed and visible
+  std::size_t pending_puts = 0;
+  std::size_t removed_leased = 0;   // removed, memory held until the lease ends
+  std::size_t nodes = 0;
+  pool_usage pool;
+  std::uint64_t evicted_total = 0;
+  std::uint64_t expired_puts_total = 0;
+  std::uint64_t dead_nodes_total = 0;
+};
+
+class service {
+ public:
+  explicit service(service_options options = {}, clock_source clock = steady_clock_source())
+      : options_(sanitize(options)),
+        clock_(std::move(clock)),
+        pool_(options_.alignment, options_.id_seed),
+        shards_(options_.shards),
+        next_version_(options_.id_seed) {
+    for (auto& s : shards_) s = std::make_unique<object_shard>();
+  }
+
+  service(const service&) = delete;
+  service& operator=(const service&) = delete;
+
+  const service_options& options() const noexcept { return options_; }
+  time_point now() const { return clock_(); }
+
+  // ------------------------------------------------------------ nodes
+  // Registers a node (idempotent) and marks it alive now. Node id 0 is
+  // reserved for writers that do not take part in liveness.
+  errc register_node(node_id node) {
+    if (node == 0) return errc::invalid_argument;
+    std::lock_guard lock(nodes_mu_);
+    nodes_[node] = now();
+    return errc::success;
+  }
+
+  // node_unknown tells the node to register again and remount its segments
+  // (it was declared dead, or the service restarted).
+  errc heartbeat(node_id node) {
+    std::lock_guard lock(nodes_mu_);
+    auto it = nodes_.find(node);
+    if (it == nodes_.end()) return errc::node_unknown;
+    it->second = now();
+    return errc::success;
+  }
+
+  // A graceful leave: the same clean-up as a death, at once.
+  errc unregister_node(node_id node) {
+    {
+      std::lock_guard lock(nodes_mu_);
+      if (nodes_.erase(node) == 0) return errc::node_unknown;
+    }
+    drop_node(node);
+    return errc::success;
+  }
+
+  std::vector<node_id> nodes() const {
+    std::lock_guard lock(nodes_mu_);
+    std::vector<node_id> out;
+    out.reserve(nodes_.size());
+    for (auto& [id, seen] : nodes_) out.push_back(id);
+    return out;
+  }
+
+  // ------------------------------------------------------------ segments
+  // Mounts `size` bytes of the node's memory; registers the node if needed.
+  mount_result mount_segment(node_id node, std::uint64_t size, segment_endpoints endpoints = {}) {
+    if (node == 0 || size < options_.alignment) return {errc::invalid_argument, 0};
+    std::lock_guard lock(nodes_mu_);
+    nodes_.try_emplace(node, now());
+    return {errc::success, pool_.mount(node, size, std::move(endpoints))};
+  }
+
+  // Unmounts at once: the owner is taking its memory back, so replicas on the
+  // segment are dropped even if leased, objects left without a replica are
+  // erased, and pending puts with a replica there are revoked.
+  errc unmount_segment(segment_id id) {
+    if (!pool_.contains(id)) return errc::segment_not_found;
+    const segment_id ids[] = {id};
+    drop_segments(ids, 0);
+    return errc::success;
+  }
+
+  std::vector<segment_descriptor> segments() const { return pool_.descriptors(); }
+  std::optional<segment_descriptor> segment(segment_id id) const { return pool_.find(id); }
+
+  // ------------------------------------------------------------ puts
+  // Phase one of a put: reserves `sizes[i]` bytes on `options.replicas`
+  // distinct segments for each key and a fresh version. The object stays
+  // invisible until put_end. Per key: already_exists (committed),
+  // put_in_progress (another pending put), invalid_argument (size 0),
+  // replicas_unavailable (fewer segments than replicas), no_space (even after
+  // eviction). `writer` (0 = anonymous) ties the reservation to a node's life.
+  errc put_start(key_span keys, std::span<const std::uint64_t> sizes, const put_options& opts, node_id writer,
+                 std::span<put_start_result> out) {
+    if (sizes.size() != keys.size() || out.size() != keys.size()) return errc::invalid_argument;
+    if (opts.replicas == 0 || opts.replicas > max_replicas) return errc::invalid_argument;
+    if (writer != 0) {
+      std::lock_guard lock(nodes_mu_);
+      if (!nodes_.count(writer)) return errc::node_unknown;
+    }
+    const time_point t = now();
+    std::vector<std::uint32_t> retry;
+    auto reserve = [&](object_shard& shard, std::uint32_t i, std::string_view key) {
+      out[i] = reserve_one(shard, key, sizes[i], opts.replicas, writer, t);
+      if (out[i].status == errc::no_space && pool_.could_ever_fit(sizes[i])) retry.push_back(i);
+    };
+    auto& plan = detail::thread_batch_plan();
+    plan.build(keys, shards_.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) out[i] = {plan.admission(i), no_version, {}};
+    for_each_group(plan, keys, reserve);
+
+    if (!retry.empty()) {
+      // An allocation failed: evict down to the low watermark, and at least
+      // enough for the largest failed key, then try those keys once more.
+      std::uint64_t largest = 0;
+      for (auto i : retry) largest = std::max(largest, sizes[i]);
+      evict(t, eviction_target(largest));
+      for (auto i : retry) {
+        object_shard& shard = shard_for(keys[i]);
+        std::lock_guard lock(shard.mu);
+        out[i] = reserve_one(shard, keys[i], sizes[i], opts.replicas, writer, t);
+      }
+    }
+    evict_above_high_watermark(t);
+    return errc::success;
+  }
+
+  // Phase two: makes each reservation visible. Per key: success (also when
+  // already committed at that version: retries are harmless), not_found (no
+  // such reservation), version_mismatch (another reservation or object),
+  // timeout (the reservation expired; its space is freed).
+  errc put_end(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
+    if (versions.size() != keys.size() || out.size() != keys.size()) return errc::invalid_argument;
+    const time_point t = now();
+    const std::uint64_t use = lru_clock_.fetch_add(keys.size());
+    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, std::string_view key) {
+      object_entry* e = shard.find(key);
+      if (!e) return errc::not_found;
+      if (e->version != versions[i]) return errc::version_mismatch;
+      if (e->committed) return errc::success;
+      if (!e->leased(t)) {
+        release(shard, *e);
+        ++expired_puts_total_;
+        return errc::timeout;
+      }
+      shard.commit(*e, use + i);
+      return errc::success;
+    });
+    evict_above_high_watermark(t);
+    return errc::success;
+  }
+
+  // Abandons reservations and frees their space. Per key: success,
+  // not_found, version_mismatch, or already_exists if it was committed
+  // meanwhile (use remove()).
+  errc put_revoke(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
+    if (versions.size() != keys.size() || out.size() != keys.size()) return errc::invalid_argument;
+    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, std::string_view key) {
+      object_entry* e = shard.find(key);
+      if (!e) return errc::not_found;
+      if (e->version != versions[i]) return errc::version_mismatch;
+      if (e->committed) return errc::already_exists;
+      release(shard, *e);
+      return errc::success;
+    });
+    return errc::success;
+  }
+
+  // ------------------------------------------------------------ reads
+  // Looks keys up and grants or extends a lease on each found object:
+  // deadline = max(deadline, now + ttl). Leased objects are neither evicted
+  // nor, once removed, reclaimed. Marks them recently used.
+  errc query(key_span keys, std::span<query_result> out) { return query(keys, options_.lease_ttl, out); }
+
+  errc query(key_span keys, duration ttl, std::span<query_result> out) {
+    if (out.size() != keys.size() || ttl < duration::zero()) return errc::invalid_argument;
+    const time_point t = now();
+    const time_point lease_end = t + ttl;
+    const std::uint64_t use = lru_clock_.fetch_add(keys.size());
+    auto& plan = detail::thread_batch_plan();
+    plan.build(keys, shards_.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      out[i] = query_result{};
+      out[i].status = plan.admission(i);
+    }
+    for_each_group(plan, keys, [&](object_shard& shard, std::uint32_t i, std::string_view key) {
+      query_result& r = out[i];
+      object_entry* e = shard.find(key);
+      if (!e || !e->committed) {
+        r.status = errc::not_found;
+        return;
+      }
+      e->deadline = std::max(e->deadline, lease_end);
+      shard.touch(*e, use + i);
+      r.status = errc::success;
+      r.size = e->size;
+      r.version = e->version;
+      r.replicas = e->replicas;
+      r.lease_deadline = e->deadline;
+    });
+    return errc::success;
+  }
+
+  // Existence only: grants no lease and does not count as a use, so that
+  // probes never hold memory back from eviction.
+  errc exist(key_span keys, std::span<errc> out) {
+    if (out.size() != keys.size()) return errc::invalid_argument;
+    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, std::string_view key) {
+      object_entry* e = shard.find(key);
+      return e && e->committed ? errc::success : errc::not_found;
+    });
+    return errc::success;
+  }
+
+  // How many leading keys of a prefix chain exist: what a serving engine
+  // asks to find the longest cached prefix. Grants no lease.
+  prefix_result exist_prefix(key_span keys) {
+    std::vector<errc> found(keys.size());
+    exist(keys, found);
+    prefix_result r;
+    while (r.matched < found.size() && found[r.matched] == errc::success) ++r.matched;
+    if (r.matched < found.size()) r.stopped_by = found[r.matched];
+    return r;
+  }
+
+  // Which (key, version) pairs are still committed: success, version_mismatch
+  // (the key now names another object) or not_found. Clients use it to check
+  // reads that completed after their lease.
+  errc validate(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
+    if (versions.size() != keys.size() || out.size() != keys.size()) return errc::invalid_argument;
+    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, std::string_view key) {
+      object_entry* e = shard.find(key);
+      if (!e || !e->committed) return errc::not_found;
+      return e->version == versions[i] ? errc::success : errc::version_mismatch;
+    });
+    return errc::success;
+  }
+
+  // ------------------------------------------------------------ remove
+  // Hides each key at once. Its memory is freed now if unleased, otherwise
+  // when the lease ends (never earlier). Pending puts are not affected
+  // (not_found): they are revoked with put_revoke.
+  errc remove(key_span keys, std::span<errc> out) {
+    if (out.size() != keys.size()) return errc::invalid_argument;
+    const time_point t = now();
+    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, std::string_view key) {
+      object_entry* e = shard.find(key);
+      if (!e || !e->committed) return errc::not_found;
+      release_after_lease(shard, *e, t);
+      return errc::success;
+    });
+    return errc::success;
+  }
+
+  // ------------------------------------------------------------ upkeep
+  // Declares silent nodes dead, revokes expired pending puts, reclaims removed
+  // objects whose lease ended and evicts above the high watermark. The owner
+  // calls it periodically (the embedded store and the server on a timer).
+  maintenance_report maintain() {
+    const time_point t = now();
+    maintenance_report report;
+    std::vector<node_id> dead;
+    {
+      std::lock_guard lock(nodes_mu_);
+      for (auto it = nodes_.begin(); it != nodes_.end();) {
+        if (it->second + options_.node_ttl <= t) {
+          dead.push_back(it->first);
+          it = nodes_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (node_id n : dead) drop_node(n);
+    report.dead_nodes = dead.size();
+    dead_nodes_total_ += dead.size();
+
+    for (auto& shard_ptr : shards_) {
+      object_shard& shard = *shard_ptr;
+      std::lock_guard lock(shard.mu);
+      while (shard.pending.back() && !shard.pending.back()->leased(t)) {
+        release(shard, *shard.pending.back());
+        ++report.expired_puts;
+      }
+      report.reclaimed_removed += reclaim_removed(shard, t);
+    }
+    expired_puts_total_ += report.expired_puts;
+    report.evicted = evict_above_high_watermark(t);
+    return report;
+  }
+
+  service_stats stats() const {
+    service_stats s;
+    for (auto& shard_ptr : shards_) {
+      std::lock_guard lock(shard_ptr->mu);
+      s.objects += shard_ptr->lru.size();
+      s.pending_puts += shard_ptr->pending.size();
+      s.removed_leased += shard_ptr->removed.size();
+    }
+    {
+      std::lock_guard lock(nodes_mu_);
+      s.nodes = nodes_.size();
+    }
+    s.pool = pool_.usage();
+    s.evicted_total = evicted_total_;
+    s.expired_puts_total = expired_puts_total_;
+    s.dead_nodes_total = dead_nodes_total_;
+    return s;
+  }
+
+  // For tests: checks, under every lock, that the allocators are sound, that
+  // no two live allocations (committed, pending or removed-but-leased) overlap,
+  // and that the space they hold equals the pool's used bytes. Empty string
+  // when all is well, else what is wrong.
+  std::string check_invariants() const {
+    auto locks = lock_all_shards();
+    if (auto err = pool_.check_invariants(); !err.empty()) return err;
+    std::map<segment_id, std::vector<std::pair<std::uint64_t, std::uint64_t>>> extents;
+    for (auto& shard_ptr : shards_) {
+      for (auto& [key, e] : shard_ptr->objects) {
+        if (e.replicas.empty()) return "object without replicas: " + key;
+        for (auto& r : e.replicas) extents[r.segment].emplace_back(r.offset, r.length);
+        if (e.key != &key) return "entry's key pointer is stale: " + key;
+      }
+      for (auto& z : shard_ptr->removed)
+        for (auto& r : z.replicas) extents[r.segment].emplace_back(r.offset, r.length);
+      if (shard_ptr->lru.size() + shard_ptr->pending.size() != shard_ptr->objects.size())
+        return "lists and table disagree";
+    }
+    std::uint64_t held = 0;
+    std::string err;
+    pool_.for_each_segment([&](const segment_descriptor& d, const extent_allocator& space) {
+      auto it = extents.find(d.id);
+      if (it == extents.end()) {
+        if (space.used() != 0 && err.empty()) err = "segment holds space no object owns";
+        return;
+      }
+      auto& list = it->second;
+      std::sort(list.begin(), list.end());
+      std::uint64_t seg_held = 0, end = 0;
+      for (auto [offset, length] : list) {
+        if (offset < end && err.empty()) err = "live allocations overlap in segment " + std::to_string(d.id);
+        end = offset + space.rounded(length);
+        if (end > space.capacity() && err.empty()) err = "allocation beyond segment end";
+        seg_held += space.rounded(length);
+      }
+      if (seg_held != space.used() && err.empty()) err = "segment used bytes differ from live allocations";
+      held += seg_held;
+      extents.erase(it);
+    });
+    if (!err.empty()) return err;
+    if (!extents.empty()) return "replica on a segment that is not mounted";
+    if (held != pool_.usage().used) return "pool usage differs from live allocations";
+    return {};
+  }
+
+ private:
+  static service_options sanitize(service_options o) {
+    if (o.shards == 0) o.shards = 1;
+    if (o.alignment == 0) o.alignment = 1;
+    o.high_watermark = std::clamp(o.high_watermark, 0.0, 1.0);
+    o.low_watermark = std::clamp(o.low_watermark, 0.0, o.high_watermark);
+    if (o.id_seed == 0) {
+      // Microseconds since the epoch: grows across restarts, leaves 2^63 ids.
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::system_clock::now().time_since_epoch());
+      o.id_seed = static_cast<std::uint64_t>(us.count()) | 1;
+    }
+    return o;
+  }
+
+  object_shard& shard_for(std::string_view key) {
+    return *shards_[detail::shard_of(detail::hash_key(key), shards_.size())];
+  }
+
+  // Calls f(shard, index, key) under the shard's lock for every admitted key,
+  // one lock per shard touched.
+  template <class F>
+  void for_each_group(const detail::batch_plan& plan, key_span keys, F&& f) {
+    for (std::size_t s = 0; s < plan.shard_count(); ++s) {
+      auto group = plan.group(s);
+      if (group.empty()) continue;
+      object_shard& shard = *shards_[s];
+      std::lock_guard lock(shard.mu);
+      for (std::uint32_t i : group) f(shard, i, keys[i]);
+    }
+  }
+
+  // The common shape of operations whose per-key result is an errc.
+  template <class F>
+  void for_each_key(key_span keys, std::span<errc> out, F&& f) {
+    auto& plan = detail::thread_batch_plan();
+    plan.build(keys, shards_.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) out[i] = plan.admission(i);
+    for_each_group(plan, keys, [&](object_shard& shard, std::uint32_t i, std::string_view key) {
+      out[i] = f(shard, i, key);
+    });
+  }
+
+  put_start_result reserve_one(object_shard& shard, std::string_view key, std::uint64_t size, std::size_t copies,
+                               node_id writer, time_point t) {
+    if (size == 0) return {errc::invalid_argument, no_version, {}};
+    if (object_entry* e = shard.find(key)) {
+      if (e->committed) return {errc::already_exists, no_version, {}};
+      if (e->leased(t)) return {errc::put_in_progress, no_version, {}};
+      release(shard, *e);  // an expired reservation: the writer gave up
+      ++expired_puts_total_;
+    }
+    put_start_result r;
+    r.status = pool_.allocate(size, copies, r.replicas);
+    if (r.status != errc::success) return r;
+    object_entry& e = shard.insert_pending(key);
+    e.size = size;
+    e.version = r.version = next_version_.fetch_add(1);
+    e.replicas = r.replicas;
+    e.deadline = t + options_.put_timeout;
+    e.writer = writer;
+    return r;
+  }
+
+  // Takes an entry out of the table and returns its space to the pool.
+  void release(object_shard& shard, object_entry& e) {
+    pool_.free(e.replicas);
+    shard.erase(e);
+  }
+
+  // Takes a committed entry out of the table; if it is leased past `t` its
+  // space waits on the shard's removed list until the lease ends.
+  void release_after_lease(object_shard& shard, object_entry& e, time_point t) {
+    if (!e.leased(t)) return release(shard, e);
+    shard.removed.push_back({e.replicas, e.deadline});
+    shard.erase(e);
+  }
+
+  std::size_t reclaim_removed(object_shard& shard, time_point t) {
+    auto expired = std::partition(shard.removed.begin(), shard.removed.end(),
+                                  [&](const removed_object& z) { return z.lease_deadline > t; });
+    std::size_t n = static_cast<std::size_t>(shard.removed.end() - expired);
+    for (auto it = expired; it != shard.removed.end(); ++it) pool_.free(it->replicas);
+    shard.removed.erase(expired, shard.removed.end());
+    return n;
+  }
+
+  std::vector<std::unique_lock<std::mutex>> lock_all_shards() const {
+    std::vector<std::unique_lock<std::mutex>> locks;
+    locks.reserve(shards_.size());
+    for (auto& s : shards_) locks.emplace_back(s->mu);
+    return locks;
+  }
+
+  // Used bytes to evict down to: the low watermark, and low enough that
+  // `needed` more bytes fit in the total.
+  std::uint64_t eviction_target(std::uint64_t needed) const {
+    const pool_usage u = pool_.usage();
+    auto low = static_cast<std::uint64_t>(static_cast<double>(u.capacity) * options_.low_watermark);
+    return std::min(low, u.capacity > needed ? u.capacity - needed : 0);
+  }
+
+  std::size_t evict_above_high_watermark(time_point t) {
+    const pool_usage u = pool_.usage();
+    if (static_cast<double>(u.used) <= static_cast<double>(u.capacity) * options_.high_watermark) return 0;
+    return evict(t, eviction_target(0));
+  }
+
+  // Frees space until the pool's used bytes reach `target`: first removed
+  // objects whose lease ended, then committed, unleased objects in global LRU
+  // order (a merge over the shards' LRU tails). Returns objects evicted.
+  std::size_t evict(time_point t, std::uint64_t target) {
+    auto locks = lock_all_shards();
+    for (auto& s : shards_) reclaim_removed(*s, t);
+    auto oldest_unleased = [&](object_entry* e) {
+      while (e && e->leased(t)) e = e->prev;
+      return e;
+    };
+    std::vector<object_entry*> cursor(shards_.size());
+    for (std::size_t s = 0; s < shards_.size(); ++s) cursor[s] = oldest_unleased(shards_[s]->lru.back());
+    std::size_t evicted = 0;
+    while (pool_.usage().used > target) {
+      std::size_t best = shards_.size();
+      for (std::size_t s = 0; s < shards_.size(); ++s)
+        if (cursor[s] && (best == shards_.size() || cursor[s]->last_use < cursor[best]->last_use)) best = s;
+      if (best == shards_.size()) break;  // everything left is leased or pending
+      object_entry* victim = cursor[best];
+      cursor[best] = oldest_unleased(victim->prev);
+      release(*shards_[best], *victim);
+      ++evicted;
+    }
+    evicted_total_ += evicted;
+    return evicted;
+  }
+
+  void drop_node(node_id node) {
+    auto segs = pool_.segments_of(node);
+    drop_segments(segs, node);
+  }
+
+  // Unmounts segments and repairs every object that had a replica on them;
+  // also revokes pending puts written by `writer` (0: none).
+  void drop_segments(std::span<const segment_id> segs, node_id writer) {
+    auto locks = lock_all_shards();
+    for (segment_id s : segs) pool_.unmount(s);
+    auto on_dropped = [&](const replica_descriptor& r) {
+      return std::find(segs.begin(), segs.end(), r.segment) != segs.end();
+    };
+    for (auto& shard_ptr : shards_) {
+      object_shard& shard = *shard_ptr;
+      for (auto it = shard.objects.begin(); it != shard.objects.end();) {
+        object_entry& e = (it++)->second;  // advance first: e may be erased
+        if (!e.committed) {
+          bool hit = std::any_of(e.replicas.begin(), e.replicas.end(), on_dropped);
+          if (hit || (writer != 0 && e.writer == writer)) {
+            e.replicas.erase_if(on_dropped);
+            release(shard, e);
+          }
+          continue;
+        }
+        if (e.replicas.erase_if(on_dropped) != 0 && e.replicas.empty()) shard.erase(e);
+      }
+      for (auto& z : shard.removed) z.replicas.erase_if(on_dropped);
+      std::erase_if(shard.removed, [](const removed_object& z) { return z.replicas.empty(); });
+    }
+  }
+
+  service_options options_;
+  clock_source clock_;
+  segment_pool pool_;
+  std::vector<std::unique_ptr<object_shard>> shards_;
+  std::atomic<version_t> next_version_;
+  std::atomic<std::uint64_t> lru_clock_{1};
+  std::atomic<std::uint64_t> evicted_total_{0};
+  std::atomic<std::uint64_t> expired_puts_total_{0};
+  std::atomic<std::uint64_t> dead_nodes_total_{0};
+  mutable std::mutex nodes_mu_;
+  std::unordered_map<node_id, time_point> nodes_;
+};
+
+}  // namespace corokv::meta
