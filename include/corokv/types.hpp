@@ -4,6 +4,7 @@
 
 #include <corokv/error.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cassert>
 #include <chrono>
@@ -117,6 +118,15 @@ inline constexpr std::size_t max_replicas = 4;
 
 class replica_list {
  public:
+  replica_list() noexcept = default;
+  // Copies only the replicas in use: results are copied per key on the
+  // metadata hot path, and most objects have one replica of four slots.
+  replica_list(const replica_list& other) noexcept { assign(other); }
+  replica_list& operator=(const replica_list& other) noexcept {
+    if (this != &other) assign(other);
+    return *this;
+  }
+
   std::size_t size() const noexcept { return size_; }
   bool empty() const noexcept { return size_ == 0; }
   bool full() const noexcept { return size_ == max_replicas; }
@@ -124,7 +134,10 @@ class replica_list {
   const replica_descriptor* end() const noexcept { return items_.data() + size_; }
   replica_descriptor* begin() noexcept { return items_.data(); }
   replica_descriptor* end() noexcept { return items_.data() + size_; }
-  const replica_descriptor& operator[](std::size_t i) const noexcept { return items_[i]; }
+  const replica_descriptor& operator[](std::size_t i) const noexcept {
+    assert(i < size_);
+    return items_[i];
+  }
 
   void push_back(const replica_descriptor& r) noexcept {
     assert(size_ < max_replicas);
@@ -135,24 +148,26 @@ class replica_list {
   // Removes every replica for which pred holds; keeps the order of the rest.
   template <class Pred>
   std::size_t erase_if(Pred pred) noexcept {
-    std::size_t kept = 0;
-    for (std::size_t i = 0; i < size_; ++i)
+    std::uint32_t kept = 0;
+    for (std::uint32_t i = 0; i < size_; ++i)
       if (!pred(items_[i])) items_[kept++] = items_[i];
-    std::size_t removed = size_ - kept;
+    const std::size_t removed = size_ - kept;
     size_ = kept;
     return removed;
   }
 
   friend bool operator==(const replica_list& a, const replica_list& b) noexcept {
-    if (a.size_ != b.size_) return false;
-    for (std::size_t i = 0; i < a.size_; ++i)
-      if (!(a.items_[i] == b.items_[i])) return false;
-    return true;
+    return std::equal(a.begin(), a.end(), b.begin(), b.end());
   }
 
  private:
+  void assign(const replica_list& other) noexcept {
+    size_ = other.size_;
+    std::copy(other.begin(), other.end(), items_.begin());
+  }
+
+  std::uint32_t size_ = 0;  // first, so that it shares a cache line with the first replica
   std::array<replica_descriptor, max_replicas> items_{};
-  std::size_t size_ = 0;
 };
 
 // ---------------------------------------------------------------- results

@@ -3,35 +3,17 @@
 // LRU order, the puts still pending, and removed objects whose memory waits
 // for their lease to end. Guarded by the shard's mutex; holds no other lock.
 
+#include <corokv/meta/object_entry.hpp>
+#include <corokv/meta/object_table.hpp>
 #include <corokv/types.hpp>
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <mutex>
-#include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 namespace corokv::meta {
-
-struct object_entry {
-  bool committed = false;
-  std::uint64_t size = 0;
-  version_t version = no_version;
-  replica_list replicas;
-  // committed: end of the lease (time_point{} = never leased);
-  // pending: when the put times out.
-  time_point deadline{};
-  node_id writer = 0;          // pending only: whose death revokes the put
-  std::uint64_t last_use = 0;  // LRU sequence number, committed only
-  const std::string* key = nullptr;  // the map's own key, for erasure from a list
-  object_entry* prev = nullptr;      // in lru (committed) or pending list
-  object_entry* next = nullptr;
-
-  bool leased(time_point now) const noexcept { return deadline > now; }
-};
 
 // Intrusive doubly-linked list: front = newest, back = oldest. An entry is
 // in at most one list at a time (committed -> lru, pending -> pending).
@@ -67,11 +49,6 @@ class entry_list {
   std::size_t size_ = 0;
 };
 
-struct string_hash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
-
 // A removed object still under lease: hidden from every lookup, but its
 // replicas keep their space until the lease ends.
 struct removed_object {
@@ -81,21 +58,17 @@ struct removed_object {
 
 struct object_shard {
   std::mutex mu;
-  std::unordered_map<std::string, object_entry, string_hash, std::equal_to<>> objects;
+  object_table objects;
   entry_list lru;
   entry_list pending;
   std::vector<removed_object> removed;
 
-  object_entry* find(std::string_view key) {
-    auto it = objects.find(key);
-    return it == objects.end() ? nullptr : &it->second;
-  }
+  object_entry* find(const hashed_key& key) const { return objects.find(key.bytes, key.hash); }
 
-  object_entry& insert_pending(std::string_view key) {
-    auto [it, inserted] = objects.try_emplace(std::string(key));
-    it->second.key = &it->first;
-    pending.push_front(&it->second);
-    return it->second;
+  object_entry& insert_pending(const hashed_key& key) {
+    object_entry& e = objects.insert(key.bytes, key.hash);
+    pending.push_front(&e);
+    return e;
   }
 
   void commit(object_entry& e, std::uint64_t use) {
@@ -111,10 +84,10 @@ struct object_shard {
     lru.move_to_front(&e);
   }
 
-  // Unlinks and erases an entry; the caller has dealt with its replicas.
+  // Unlinks and destroys an entry; the caller has dealt with its replicas.
   void erase(object_entry& e) {
     (e.committed ? lru : pending).unlink(&e);
-    objects.erase(objects.find(std::string_view(*e.key)));  // by iterator: e.key points into the node
+    objects.erase(&e);
   }
 };
 

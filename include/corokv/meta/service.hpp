@@ -165,7 +165,7 @@ class service {
     }
     const time_point t = now();
     std::vector<std::uint32_t> retry;
-    auto reserve = [&](object_shard& shard, std::uint32_t i, std::string_view key) {
+    auto reserve = [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
       out[i] = reserve_one(shard, key, sizes[i], opts.replicas, writer, t);
       if (out[i].status == errc::no_space && pool_.could_ever_fit(sizes[i])) retry.push_back(i);
     };
@@ -181,9 +181,10 @@ class service {
       for (auto i : retry) largest = std::max(largest, sizes[i]);
       evict(t, eviction_target(largest));
       for (auto i : retry) {
-        object_shard& shard = shard_for(keys[i]);
+        const hashed_key key = hashed(keys[i]);
+        object_shard& shard = shard_for(key);
         std::lock_guard lock(shard.mu);
-        out[i] = reserve_one(shard, keys[i], sizes[i], opts.replicas, writer, t);
+        out[i] = reserve_one(shard, key, sizes[i], opts.replicas, writer, t);
       }
     }
     evict_above_high_watermark(t);
@@ -198,7 +199,7 @@ class service {
     if (versions.size() != keys.size() || out.size() != keys.size()) return errc::invalid_argument;
     const time_point t = now();
     const std::uint64_t use = lru_clock_.fetch_add(keys.size());
-    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, std::string_view key) {
+    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
       object_entry* e = shard.find(key);
       if (!e) return errc::not_found;
       if (e->version != versions[i]) return errc::version_mismatch;
@@ -220,7 +221,7 @@ class service {
   // meanwhile (use remove()).
   errc put_revoke(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
     if (versions.size() != keys.size() || out.size() != keys.size()) return errc::invalid_argument;
-    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, std::string_view key) {
+    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
       object_entry* e = shard.find(key);
       if (!e) return errc::not_found;
       if (e->version != versions[i]) return errc::version_mismatch;
@@ -244,15 +245,17 @@ class service {
     const std::uint64_t use = lru_clock_.fetch_add(keys.size());
     auto& plan = detail::thread_batch_plan();
     plan.build(keys, shards_.size());
-    for (std::size_t i = 0; i < keys.size(); ++i) {
-      out[i] = query_result{};
-      out[i].status = plan.admission(i);
-    }
-    for_each_group(plan, keys, [&](object_shard& shard, std::uint32_t i, std::string_view key) {
+    // Each result is written exactly once: large batches overflow the cache.
+    for (std::size_t i = 0; i < keys.size(); ++i)
+      if (plan.admission(i) != errc::success) {
+        out[i] = query_result{};
+        out[i].status = plan.admission(i);
+      }
+    for_each_group(plan, keys, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
       query_result& r = out[i];
       object_entry* e = shard.find(key);
       if (!e || !e->committed) {
-        r.status = errc::not_found;
+        r = query_result{};
         return;
       }
       e->deadline = std::max(e->deadline, lease_end);
@@ -270,7 +273,7 @@ class service {
   // probes never hold memory back from eviction.
   errc exist(key_span keys, std::span<errc> out) {
     if (out.size() != keys.size()) return errc::invalid_argument;
-    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, std::string_view key) {
+    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, const hashed_key& key) {
       object_entry* e = shard.find(key);
       return e && e->committed ? errc::success : errc::not_found;
     });
@@ -293,7 +296,7 @@ class service {
   // reads that completed after their lease.
   errc validate(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
     if (versions.size() != keys.size() || out.size() != keys.size()) return errc::invalid_argument;
-    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, std::string_view key) {
+    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
       object_entry* e = shard.find(key);
       if (!e || !e->committed) return errc::not_found;
       return e->version == versions[i] ? errc::success : errc::version_mismatch;
@@ -308,7 +311,7 @@ class service {
   errc remove(key_span keys, std::span<errc> out) {
     if (out.size() != keys.size()) return errc::invalid_argument;
     const time_point t = now();
-    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, std::string_view key) {
+    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, const hashed_key& key) {
       object_entry* e = shard.find(key);
       if (!e || !e->committed) return errc::not_found;
       release_after_lease(shard, *e, t);
@@ -382,11 +385,12 @@ class service {
     if (auto err = pool_.check_invariants(); !err.empty()) return err;
     std::map<segment_id, std::vector<std::pair<std::uint64_t, std::uint64_t>>> extents;
     for (auto& shard_ptr : shards_) {
-      for (auto& [key, e] : shard_ptr->objects) {
-        if (e.replicas.empty()) return "object without replicas: " + key;
+      std::string err;
+      shard_ptr->objects.for_each([&](const object_entry& e) {
+        if (e.replicas.empty() && err.empty()) err = "object without replicas: " + std::string(e.key());
         for (auto& r : e.replicas) extents[r.segment].emplace_back(r.offset, r.length);
-        if (e.key != &key) return "entry's key pointer is stale: " + key;
-      }
+      });
+      if (!err.empty()) return err;
       for (auto& z : shard_ptr->removed)
         for (auto& r : z.replicas) extents[r.segment].emplace_back(r.offset, r.length);
       if (shard_ptr->lru.size() + shard_ptr->pending.size() != shard_ptr->objects.size())
@@ -434,20 +438,36 @@ class service {
     return o;
   }
 
-  object_shard& shard_for(std::string_view key) {
-    return *shards_[detail::shard_of(detail::hash_key(key), shards_.size())];
-  }
+  hashed_key hashed(std::string_view key) const { return {key, detail::hash_key(key)}; }
+  object_shard& shard_for(const hashed_key& key) { return *shards_[detail::shard_of(key.hash, shards_.size())]; }
 
   // Calls f(shard, index, key) under the shard's lock for every admitted key,
-  // one lock per shard touched.
+  // one lock per shard touched per chunk of the batch. Lookups run as a pipeline: while key j is
+  // handled, the slot of key j + 3d, the entry of key j + 2d and the LRU
+  // neighbours of key j + d are on their way into the cache, so a batch pays
+  // DRAM latency about once per d keys instead of several times per key.
   template <class F>
   void for_each_group(const detail::batch_plan& plan, key_span keys, F&& f) {
+    constexpr std::size_t d = 4;
+    for (std::size_t c = 0; c < plan.chunk_count(); ++c)
     for (std::size_t s = 0; s < plan.shard_count(); ++s) {
-      auto group = plan.group(s);
+      auto group = plan.group(c, s);
       if (group.empty()) continue;
       object_shard& shard = *shards_[s];
       std::lock_guard lock(shard.mu);
-      for (std::uint32_t i : group) f(shard, i, keys[i]);
+      const object_table& table = shard.objects;
+      const std::size_t n = group.size();
+      auto hash_at = [&](std::size_t j) { return plan.hash(group[j]); };
+      for (std::size_t j = 0; j < std::min(n, 3 * d); ++j) table.prefetch_slot(hash_at(j));
+      for (std::size_t j = 0; j < std::min(n, 2 * d); ++j) table.prefetch_entry(hash_at(j));
+      for (std::size_t j = 0; j < std::min(n, d); ++j) table.prefetch_neighbours(hash_at(j));
+      for (std::size_t j = 0; j < n; ++j) {
+        if (j + 3 * d < n) table.prefetch_slot(hash_at(j + 3 * d));
+        if (j + 2 * d < n) table.prefetch_entry(hash_at(j + 2 * d));
+        if (j + d < n) table.prefetch_neighbours(hash_at(j + d));
+        const std::uint32_t i = group[j];
+        f(shard, i, hashed_key{keys[i], plan.hash(i)});
+      }
     }
   }
 
@@ -457,12 +477,12 @@ class service {
     auto& plan = detail::thread_batch_plan();
     plan.build(keys, shards_.size());
     for (std::size_t i = 0; i < keys.size(); ++i) out[i] = plan.admission(i);
-    for_each_group(plan, keys, [&](object_shard& shard, std::uint32_t i, std::string_view key) {
+    for_each_group(plan, keys, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
       out[i] = f(shard, i, key);
     });
   }
 
-  put_start_result reserve_one(object_shard& shard, std::string_view key, std::uint64_t size, std::size_t copies,
+  put_start_result reserve_one(object_shard& shard, const hashed_key& key, std::uint64_t size, std::size_t copies,
                                node_id writer, time_point t) {
     if (size == 0) return {errc::invalid_argument, no_version, {}};
     if (object_entry* e = shard.find(key)) {
@@ -569,17 +589,18 @@ class service {
     };
     for (auto& shard_ptr : shards_) {
       object_shard& shard = *shard_ptr;
-      for (auto it = shard.objects.begin(); it != shard.objects.end();) {
-        object_entry& e = (it++)->second;  // advance first: e may be erased
-        if (!e.committed) {
-          bool hit = std::any_of(e.replicas.begin(), e.replicas.end(), on_dropped);
-          if (hit || (writer != 0 && e.writer == writer)) {
-            e.replicas.erase_if(on_dropped);
-            release(shard, e);
-          }
-          continue;
-        }
-        if (e.replicas.erase_if(on_dropped) != 0 && e.replicas.empty()) shard.erase(e);
+      std::vector<object_entry*> affected;
+      shard.objects.for_each([&](object_entry& e) {
+        if (std::any_of(e.replicas.begin(), e.replicas.end(), on_dropped) ||
+            (!e.committed && writer != 0 && e.writer == writer))
+          affected.push_back(&e);
+      });
+      for (object_entry* e : affected) {
+        e->replicas.erase_if(on_dropped);
+        if (!e->committed)
+          release(shard, *e);  // a pending put is revoked whole
+        else if (e->replicas.empty())
+          shard.erase(*e);  // nothing left to free
       }
       for (auto& z : shard.removed) z.replicas.erase_if(on_dropped);
       std::erase_if(shard.removed, [](const removed_object& z) { return z.replicas.empty(); });

@@ -116,3 +116,103 @@ TEST_CASE("replica_list keeps order when erasing") {
   CHECK(l[0].segment == 1);
   CHECK(l[1].segment == 3);
 }
+
+#include <corokv/detail/batch_plan.hpp>
+#include <corokv/detail/hash.hpp>
+#include <corokv/meta/object_table.hpp>
+
+#include <map>
+#include <random>
+
+TEST_CASE("object table: random inserts and erases under heavy collisions match a model") {
+  // Hashes drawn from a tiny range force long clusters, wrap-around at the
+  // end of the slot array and backward shifts across them.
+  std::mt19937 rng(7);
+  corokv::meta::object_table table;
+  std::map<std::string, std::uint64_t> model;
+  for (int step = 0; step < 20000; ++step) {
+    const std::string key = "k" + std::to_string(rng() % 300);
+    const std::uint64_t hash = (rng() % 2 == 0) ? corokv::detail::hash_key(key) % 7 : corokv::detail::hash_key(key);
+    auto it = model.find(key);
+    if (it == model.end()) {
+      if (!table.find(key, hash)) {
+        corokv::meta::object_entry& e = table.insert(key, hash);
+        CHECK(e.key() == key);
+        model.emplace(key, hash);
+      }
+    } else if (rng() % 2) {
+      corokv::meta::object_entry* e = table.find(key, it->second);
+      REQUIRE(e);
+      table.erase(e);
+      model.erase(it);
+    }
+    if (step % 500 == 0) {
+      REQUIRE(table.size() == model.size());
+      for (auto& [k, h] : model) {
+        auto* e = table.find(k, h);
+        REQUIRE(e);
+        CHECK(e->key() == k);
+      }
+    }
+  }
+  std::size_t visited = 0;
+  table.for_each([&](const corokv::meta::object_entry& e) {
+    ++visited;
+    CHECK(model.count(std::string(e.key())) == 1);
+  });
+  CHECK(visited == model.size());
+}
+
+TEST_CASE("object table keeps keys of every length intact, beside their entries") {
+  corokv::meta::object_table table;
+  std::vector<std::string> keys;
+  for (std::size_t len : {1, 7, 8, 9, 63, 64, 65, 1024}) keys.push_back(std::string(len, static_cast<char>('a' + len % 26)));
+  for (auto& k : keys) table.insert(k, corokv::detail::hash_key(k)).size = k.size();
+  for (auto& k : keys) {
+    auto* e = table.find(k, corokv::detail::hash_key(k));
+    REQUIRE(e);
+    CHECK(e->key() == k);
+    CHECK(e->size == k.size());
+  }
+  CHECK_FALSE(table.find("absent", corokv::detail::hash_key("absent")));
+}
+
+TEST_CASE("batch plan: admission, duplicates and grouping by chunk and shard") {
+  std::vector<std::string> keys;
+  for (int i = 0; i < 1500; ++i) keys.push_back("key" + std::to_string(i % 1200));  // 300 repeats
+  keys[5] = "";
+  corokv::detail::batch_plan plan;
+  plan.build(keys, 16);
+  CHECK(plan.admission(5) == corokv::errc::invalid_key);
+  CHECK(plan.admission(1200) == corokv::errc::duplicate_key);  // "key0" again
+  CHECK(plan.admission(0) == corokv::errc::success);
+  CHECK(plan.chunk_count() == 3);
+  std::vector<int> seen(keys.size(), 0);
+  for (std::size_t c = 0; c < plan.chunk_count(); ++c)
+    for (std::size_t s = 0; s < plan.shard_count(); ++s) {
+      std::uint32_t previous = 0;
+      bool first = true;
+      for (auto i : plan.group(c, s)) {
+        CHECK(i / corokv::detail::batch_plan::chunk_size == c);
+        CHECK(corokv::detail::shard_of(plan.hash(i), 16) == s);
+        CHECK((first || i > previous));  // batch order within a group
+        previous = i;
+        first = false;
+        ++seen[i];
+      }
+    }
+  for (std::size_t i = 0; i < keys.size(); ++i) CHECK(seen[i] == (plan.admission(i) == corokv::errc::success ? 1 : 0));
+}
+
+TEST_CASE("the key hash spreads similar keys") {
+  std::set<std::uint64_t> hashes, low_bits;
+  for (int i = 0; i < 4096; ++i) {
+    auto h = corokv::detail::hash_key("prefix-" + std::to_string(i));
+    hashes.insert(h);
+    low_bits.insert(h & 4095);
+  }
+  CHECK(hashes.size() == 4096);
+  CHECK(low_bits.size() > 2400);  // a uniform hash fills ~63% of 4096 buckets
+  CHECK(corokv::detail::hash_key("a") != corokv::detail::hash_key("b"));
+  CHECK(corokv::detail::hash_key("") != corokv::detail::hash_key(std::string_view("\0", 1)));
+}
