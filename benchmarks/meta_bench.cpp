@@ -70,6 +70,10 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (cfg.keys <= 4096) {
+    std::fprintf(stderr, "meta_bench: --keys must exceed the largest batch (4096)\n");
+    return 2;
+  }
   meta::service_options opts;
   opts.shards = 16;
   opts.high_watermark = 1.0;  // measure lookups, not eviction
