@@ -3,6 +3,14 @@
 
 #include <corokv/corokv.hpp>
 
+#ifdef EXPECT_OPTIONAL_LAYERS
+#if !defined(COROKV_HAS_RDMA) || !defined(COROKV_HAS_URING)
+#error "the optional layers' targets did not bring their definitions"
+#endif
+#include <infiniband/verbs.h>
+#include <liburing.h>
+#endif
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -22,6 +30,16 @@ int main() {
   const std::error_code missing = corokv::errc::not_found;
   const bool ok = q[0].ok() && q[0].size == 4096 && missing.message() == "key not found" &&
                   std::string(missing.category().name()) == "corokv";
+#ifdef EXPECT_OPTIONAL_LAYERS
+  // Linked for real: the symbols resolve through the exported targets.
+  int devices = -1;
+  ibv_device** list = ibv_get_device_list(&devices);
+  if (list) ibv_free_device_list(list);
+  io_uring ring;
+  const bool uring_ok = io_uring_queue_init(4, &ring, 0) == 0;
+  if (uring_ok) io_uring_queue_exit(&ring);
+  std::printf("consumer: rdma devices %d, io_uring %s\n", devices, uring_ok ? "available" : "unavailable here");
+#endif
   std::printf("consumer: %s\n", ok ? "corokv works" : "corokv is broken");
   return ok ? 0 : 1;
 }
