@@ -3,6 +3,7 @@
 // LRU order, the puts still pending, and removed objects whose memory waits
 // for their lease to end. Guarded by the shard's mutex; holds no other lock.
 
+#include <corokv/detail/intrusive_list.hpp>
 #include <corokv/meta/object_entry.hpp>
 #include <corokv/meta/object_table.hpp>
 #include <corokv/types.hpp>
@@ -15,40 +16,6 @@
 
 namespace corokv::meta {
 
-// Intrusive doubly-linked list: front = newest, back = oldest. An entry is
-// in at most one list at a time (committed -> lru, pending -> pending).
-class entry_list {
- public:
-  object_entry* front() const noexcept { return head_; }
-  object_entry* back() const noexcept { return tail_; }
-  std::size_t size() const noexcept { return size_; }
-
-  void push_front(object_entry* e) noexcept {
-    e->prev = nullptr;
-    e->next = head_;
-    if (head_) head_->prev = e;
-    head_ = e;
-    if (!tail_) tail_ = e;
-    ++size_;
-  }
-  void unlink(object_entry* e) noexcept {
-    (e->prev ? e->prev->next : head_) = e->next;
-    (e->next ? e->next->prev : tail_) = e->prev;
-    e->prev = e->next = nullptr;
-    --size_;
-  }
-  void move_to_front(object_entry* e) noexcept {
-    if (head_ == e) return;
-    unlink(e);
-    push_front(e);
-  }
-
- private:
-  object_entry* head_ = nullptr;
-  object_entry* tail_ = nullptr;
-  std::size_t size_ = 0;
-};
-
 // A removed object still under lease: hidden from every lookup, but its
 // replicas keep their space until the lease ends.
 struct removed_object {
@@ -59,8 +26,8 @@ struct removed_object {
 struct object_shard {
   std::mutex mu;
   object_table objects;
-  entry_list lru;
-  entry_list pending;
+  detail::intrusive_list<object_entry> lru;      // committed, by last use
+  detail::intrusive_list<object_entry> pending;  // pending puts, by start
   std::vector<removed_object> removed;
 
   object_entry* find(const hashed_key& key) const { return objects.find(key.bytes, key.hash); }
