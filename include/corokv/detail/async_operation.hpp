@@ -1,0 +1,124 @@
+#pragma once
+// Turns a coroutine that computes (std::error_code, T) into an Asio
+// asynchronous operation with signature void(boost::system::error_code, T),
+// usable with any completion token: deferred, use_awaitable, use_future,
+// as_tuple, a plain callback.
+//
+// The coroutine runs on the completion handler's associated executor,
+// falling back to the one given (the store's), and the handler is invoked
+// there too. The handler's cancellation slot is connected to the coroutine:
+// a cancellation signal reaches whatever the coroutine is awaiting, and the
+// coroutine can ask whether one was requested, even before it started.
+// The library starts no thread: all of this happens on those executors.
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_allocator.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <atomic>
+#include <exception>
+#include <memory>
+#include <system_error>
+#include <utility>
+
+namespace corokv::detail {
+
+namespace asio = boost::asio;
+
+template <class T>
+using op_result = std::pair<std::error_code, T>;
+
+// Sits between the caller's cancellation slot and the coroutine. co_spawn
+// attaches the coroutine's cancellation state only once the coroutine starts
+// running, so a request made earlier would be lost; the bridge is installed
+// at initiation, remembers every request, and forwards it to the coroutine's
+// slot (co_spawn dispatches it onto the coroutine's executor from there).
+// As with all Asio cancellation, the caller emits from the operation's
+// executor or otherwise serialises emissions with it.
+class cancellation_bridge {
+ public:
+  void request(asio::cancellation_type type) {
+    requested_.fetch_or(static_cast<unsigned>(type), std::memory_order_acq_rel);
+    signal_.emit(type);
+  }
+  bool requested() const noexcept { return requested_.load(std::memory_order_acquire) != 0; }
+  asio::cancellation_slot slot() noexcept { return signal_.slot(); }
+
+ private:
+  asio::cancellation_signal signal_;
+  std::atomic<unsigned> requested_{0};
+};
+
+// What an operation's coroutine asks to learn whether it was cancelled.
+class cancellation_check {
+ public:
+  cancellation_check() = default;
+  explicit cancellation_check(std::shared_ptr<cancellation_bridge> bridge) : bridge_(std::move(bridge)) {}
+  bool operator()() const noexcept { return bridge_ && bridge_->requested(); }
+
+ private:
+  std::shared_ptr<cancellation_bridge> bridge_;
+};
+
+// The handler co_spawn calls: unpacks the pair and forwards the handler's
+// executor and allocator, and the bridge's slot, so that co_spawn runs and
+// completes where the caller asked and cancellation reaches the coroutine.
+template <class T, class Handler>
+class completion_adapter {
+ public:
+  completion_adapter(Handler handler, asio::any_io_executor fallback, std::shared_ptr<cancellation_bridge> bridge)
+      : handler_(std::move(handler)), fallback_(std::move(fallback)), bridge_(std::move(bridge)) {}
+
+  using executor_type = asio::associated_executor_t<Handler, asio::any_io_executor>;
+  executor_type get_executor() const noexcept { return asio::get_associated_executor(handler_, fallback_); }
+
+  using allocator_type = asio::associated_allocator_t<Handler>;
+  allocator_type get_allocator() const noexcept { return asio::get_associated_allocator(handler_); }
+
+  using cancellation_slot_type = asio::cancellation_slot;
+  cancellation_slot_type get_cancellation_slot() const noexcept {
+    return bridge_ ? bridge_->slot() : asio::cancellation_slot();
+  }
+
+  void operator()(std::exception_ptr failure, op_result<T> result) {
+    // The operation is over: the caller's slot no longer leads anywhere.
+    if (bridge_) asio::get_associated_cancellation_slot(handler_).clear();
+    // Only resource exhaustion can throw in corokv's coroutines; it
+    // propagates out of the executor's run(), as Asio handlers' do.
+    if (failure) std::rethrow_exception(failure);
+    std::move(handler_)(boost::system::error_code(result.first), std::move(result.second));
+  }
+
+ private:
+  Handler handler_;
+  asio::any_io_executor fallback_;
+  std::shared_ptr<cancellation_bridge> bridge_;
+};
+
+// `make(cancellation_check)` creates the coroutine; it is called when the
+// operation is initiated, which for asio::deferred is when the deferred
+// operation is first awaited or invoked.
+template <class T, class Token, class MakeCoroutine>
+auto launch(const asio::any_io_executor& fallback, Token&& token, MakeCoroutine make) {
+  return asio::async_initiate<Token, void(boost::system::error_code, T)>(
+      [](auto handler, const asio::any_io_executor& fallback_ex, MakeCoroutine make_coroutine) {
+        auto ex = asio::get_associated_executor(handler, fallback_ex);
+        std::shared_ptr<cancellation_bridge> bridge;
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        if (slot.is_connected()) {
+          bridge = std::make_shared<cancellation_bridge>();
+          slot.assign([bridge](asio::cancellation_type type) { bridge->request(type); });
+        }
+        asio::co_spawn(ex, make_coroutine(cancellation_check(bridge)),
+                       completion_adapter<T, decltype(handler)>(std::move(handler), fallback_ex, bridge));
+      },
+      token, fallback, std::move(make));
+}
+
+}  // namespace corokv::detail

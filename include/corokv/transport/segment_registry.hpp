@@ -1,0 +1,64 @@
+#pragma once
+// Which segments this process can reach by address, and where they are.
+// Shared by the stores of one process (and their transports), so that a
+// store can read another in-process store's segments by memcpy.
+//
+// Readers hold a shared lock for a whole batch of copies; removing a segment
+// takes the exclusive lock, so a segment's memory is never unmapped while a
+// copy from or into it is running.
+
+#include <corokv/types.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <shared_mutex>
+#include <span>
+#include <unordered_map>
+
+namespace corokv {
+
+class segment_registry {
+ public:
+  void add(segment_id id, std::byte* base, std::uint64_t size) {
+    std::unique_lock lock(mu_);
+    segments_[id] = {base, size};
+  }
+
+  // Returns once no batch is still copying from or into the segment.
+  void remove(segment_id id) {
+    std::unique_lock lock(mu_);
+    segments_.erase(id);
+  }
+
+  bool contains(segment_id id) const {
+    std::shared_lock lock(mu_);
+    return segments_.count(id) != 0;
+  }
+
+  // Runs f(resolve) under the shared lock, where resolve(replica) is the
+  // replica's bytes, or an empty span if its segment is not here or the range
+  // falls outside it.
+  template <class F>
+  decltype(auto) with_segments(F&& f) const {
+    std::shared_lock lock(mu_);
+    auto resolve = [this](const replica_descriptor& r) -> std::span<std::byte> {
+      auto it = segments_.find(r.segment);
+      if (it == segments_.end()) return {};
+      const region& g = it->second;
+      if (r.offset > g.size || r.length > g.size - r.offset) return {};
+      return {g.base + r.offset, r.length};
+    };
+    return f(resolve);
+  }
+
+ private:
+  struct region {
+    std::byte* base = nullptr;
+    std::uint64_t size = 0;
+  };
+  mutable std::shared_mutex mu_;
+  std::unordered_map<segment_id, region> segments_;
+};
+
+}  // namespace corokv
