@@ -289,7 +289,7 @@ class basic_store {
   }
 
   coro<segment_id> add_segment_coro(std::uint64_t size) {
-    auto memory = std::make_unique<local_segment>(size);
+    auto memory = std::make_unique<local_segment>(size, options_.populate_segments);
     if (!memory->valid()) co_return finish(detail::op_result<segment_id>{memory->error(), 0});
     segment_endpoints where;
     where.host_id = detail::host_id();
@@ -395,7 +395,9 @@ class basic_store {
       co_return finish(result{errc::invalid_argument, {}});
     const std::size_t n = keys.size();
     std::vector<errc> status(n);
-    detail::batch_plan plan;
+    // The per-thread plan is read only before the first suspension: the
+    // coroutine may resume on another thread, and metadata calls rebuild it.
+    detail::batch_plan& plan = detail::thread_batch_plan();
     plan.build(keys, 1);
 
     // The keys that go to the metadata service, by index into the batch.
@@ -507,8 +509,15 @@ class basic_store {
       co_return finish(result{errc::invalid_argument, {}});
     const std::size_t n = keys.size();
     std::vector<get_result> results(n);
-    std::vector<query_result> chosen(n);  // the metadata each key is read with
-    detail::batch_plan plan;
+    struct key_read {
+      query_result meta;              // the metadata the key is read with
+      std::uint8_t next_replica = 0;  // the replica to try next
+    };
+    std::vector<key_read> reading(n);
+    // The per-thread plan is read only in step 1, before the first
+    // suspension: the coroutine may resume on another thread, and metadata
+    // calls rebuild it.
+    detail::batch_plan& plan = detail::thread_batch_plan();
     plan.build(keys, 1);
     const time_point started = options_.clock();
 
@@ -516,7 +525,7 @@ class basic_store {
     //    their lease holds; the rest is re-queried below.
     std::vector<std::uint32_t> requery;
     auto accept = [&](std::uint32_t i, const query_result& q, key_source source) {
-      chosen[i] = q;
+      reading[i].meta = q;
       results[i].source = source;
     };
     if (use_given) {
@@ -561,10 +570,9 @@ class basic_store {
     // 3. Transfers, in passes: a key whose replica fails is tried again on
     //    its next reachable replica.
     std::vector<std::uint32_t> pending;
-    std::vector<std::uint8_t> next_replica(n, 0);
     for (std::uint32_t i = 0; i < n; ++i) {
       if (results[i].source == key_source::none) continue;
-      if (buffers[i].size() < chosen[i].size) {
+      if (buffers[i].size() < reading[i].meta.size) {
         results[i].status = errc::buffer_too_small;
         continue;
       }
@@ -578,10 +586,11 @@ class basic_store {
       reads.clear();
       read_owner.clear();
       for (std::uint32_t i : pending) {
-        const replica_list& replicas = chosen[i].replicas;
-        while (next_replica[i] < replicas.size() && !transport_.reaches(replicas[next_replica[i]])) ++next_replica[i];
-        if (next_replica[i] == replicas.size()) continue;  // none left: keeps its last status
-        reads.push_back({replicas[next_replica[i]++], asio::mutable_buffer(buffers[i].data(), chosen[i].size)});
+        const replica_list& replicas = reading[i].meta.replicas;
+        std::uint8_t& next = reading[i].next_replica;
+        while (next < replicas.size() && !transport_.reaches(replicas[next])) ++next;
+        if (next == replicas.size()) continue;  // none left: keeps its last status
+        reads.push_back({replicas[next++], asio::mutable_buffer(buffers[i].data(), reading[i].meta.size)});
         read_owner.push_back(i);
       }
       if (reads.empty()) break;
@@ -610,16 +619,16 @@ class basic_store {
     std::vector<std::uint32_t> late;
     for (std::uint32_t i = 0; i < n; ++i) {
       if (results[i].status != errc::success || results[i].source == key_source::none) continue;
-      results[i].size = chosen[i].size;
-      results[i].version = chosen[i].version;
-      if (chosen[i].lease_deadline <= finished) late.push_back(i);
+      results[i].size = reading[i].meta.size;
+      results[i].version = reading[i].meta.version;
+      if (reading[i].meta.lease_deadline <= finished) late.push_back(i);
     }
     if (!late.empty()) {
       std::vector<std::string_view> sub(late.size());
       std::vector<version_t> versions(late.size());
       for (std::size_t k = 0; k < late.size(); ++k) {
         sub[k] = keys[late[k]];
-        versions[k] = chosen[late[k]].version;
+        versions[k] = reading[late[k]].meta.version;
       }
       std::vector<errc> still(late.size());
       std::error_code ec;

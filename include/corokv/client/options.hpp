@@ -20,6 +20,7 @@ struct store_options {
   duration lease_ttl = std::chrono::seconds(5);
   duration lease_margin = std::chrono::milliseconds(100);
   std::size_t cache_capacity = 1 << 16;  // keys in the metadata cache; 0 disables it
+  bool populate_segments = true;         // fault segment memory in at add_segment, not on first write
   meta::clock_source clock = meta::steady_clock_source();
 };
 

@@ -1,6 +1,8 @@
 #pragma once
 // Memory a store contributes to the pool: an anonymous private mapping,
-// page-aligned, committed lazily by the kernel as objects are written.
+// page-aligned. Populated up front by default, so that the first writes into
+// it do not stall on page faults; unpopulated, the kernel commits pages as
+// objects are written.
 
 #include <corokv/error.hpp>
 
@@ -17,8 +19,9 @@ namespace corokv {
 class local_segment {
  public:
   // Maps `size` bytes; check valid() / error() afterwards.
-  explicit local_segment(std::uint64_t size) : size_(size) {
-    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  explicit local_segment(std::uint64_t size, bool populate = true) : size_(size) {
+    const int flags = MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : MAP_NORESERVE);
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, -1, 0);
     if (p == MAP_FAILED) {
       error_ = std::error_code(errno, std::system_category());
       size_ = 0;
