@@ -66,10 +66,11 @@ inline std::string host_id() {
   return id;
 }
 
-inline node_id random_node_id() {
+// A random nonzero 64-bit id, for node ids and proposed segment ids.
+inline std::uint64_t random_id() {
   std::random_device rd;
-  node_id id = 0;
-  while (id == 0) id = (static_cast<node_id>(rd()) << 32) ^ rd();
+  std::uint64_t id = 0;
+  while (id == 0) id = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
   return id;
 }
 
@@ -246,7 +247,7 @@ class basic_store {
   };
 
   static store_options sanitize(store_options o) {
-    if (o.node == 0) o.node = detail::random_node_id();
+    if (o.node == 0) o.node = detail::random_id();
     if (!o.clock) o.clock = meta::steady_clock_source();
     if (o.lease_ttl < duration::zero()) o.lease_ttl = duration::zero();
     o.lease_margin = std::clamp(o.lease_margin, duration::zero(), o.lease_ttl);
@@ -288,25 +289,34 @@ class basic_store {
                                               [&](const replica_descriptor& r) { return r.length == q.size; });
   }
 
+  // The memory is reachable under its id before the id is announced: the
+  // store proposes a random id, enters the memory in the registry under it,
+  // and only then mounts, so no allocation can land in memory the transport
+  // cannot find yet. A proposal that is taken (already_exists) is retried.
   coro<segment_id> add_segment_coro(std::uint64_t size) {
+    using result = detail::op_result<segment_id>;
     auto memory = std::make_unique<local_segment>(size, options_.populate_segments);
-    if (!memory->valid()) co_return finish(detail::op_result<segment_id>{memory->error(), 0});
+    if (!memory->valid()) co_return finish(result{memory->error(), 0});
     segment_endpoints where;
     where.host_id = detail::host_id();
     where.base_address = reinterpret_cast<std::uintptr_t>(memory->data());
-    std::pair<std::error_code, segment_id> mounted;
-    {
-      metadata_timer timing{counters_};
-      mounted = co_await metadata_.mount(node_, size, std::move(where));
+    std::pair<std::error_code, segment_id> mounted{errc::already_exists, 0};
+    for (int attempt = 0; attempt < 3 && mounted.first == errc::already_exists; ++attempt) {
+      const segment_id proposal = detail::random_id();
+      transport_.registry().add(proposal, memory->data(), memory->size());
+      {
+        metadata_timer timing{counters_};
+        mounted = co_await metadata_.mount(node_, size, where, proposal);
+      }
+      if (mounted.first) transport_.registry().remove(proposal);
     }
-    if (mounted.first) co_return finish(detail::op_result<segment_id>{mounted.first, 0});
-    transport_.registry().add(mounted.second, memory->data(), memory->size());
+    if (mounted.first) co_return finish(result{mounted.first, 0});
     {
       std::lock_guard lock(segments_mu_);
       segments_.push_back({mounted.second, std::move(memory)});
     }
     registered_ = true;
-    co_return finish(detail::op_result<segment_id>{{}, mounted.second});
+    co_return finish(result{{}, mounted.second});
   }
 
   // A writer must be a registered node, so that its death revokes its puts.

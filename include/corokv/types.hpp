@@ -29,7 +29,7 @@ using duration = std::chrono::nanoseconds;
 // ---------------------------------------------------------------- ids
 using version_t = std::uint64_t;   // 0 never names a committed object
 using node_id = std::uint64_t;     // chosen by the node, stable across master restarts
-using segment_id = std::uint64_t;  // assigned by the metadata service at mount
+using segment_id = std::uint64_t;  // proposed by its node at mount, or assigned by the service
 
 inline constexpr version_t no_version = 0;
 

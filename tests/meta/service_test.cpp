@@ -470,3 +470,17 @@ TEST_CASE("batches from several threads proceed concurrently and stay consistent
   CHECK(f.svc.stats().objects == threads * rounds / 2 * batch);
   f.check();
 }
+
+TEST_CASE("a node may propose its segment's id; a taken id answers already_exists") {
+  service_fixture f;
+  auto first = f.svc.mount_segment(1, 1 << 20, {}, 777);
+  CHECK(first.status == errc::success);
+  CHECK(first.id == 777);
+  auto clash = f.svc.mount_segment(2, 1 << 20, {}, 777);
+  CHECK(clash.status == errc::already_exists);
+  CHECK(f.svc.segments().size() == 1);
+  CHECK(f.svc.heartbeat(2) == errc::node_unknown);  // a refused mount registers nothing
+  auto assigned = f.svc.mount_segment(2, 1 << 20);
+  CHECK(assigned.status == errc::success);
+  CHECK(assigned.id != 777);
+}

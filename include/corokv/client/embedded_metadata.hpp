@@ -47,9 +47,10 @@ class embedded_metadata {
     co_return e;
   }
 
-  result<std::pair<std::error_code, segment_id>> mount(node_id node, std::uint64_t size, segment_endpoints where) {
+  result<std::pair<std::error_code, segment_id>> mount(node_id node, std::uint64_t size, segment_endpoints where,
+                                                       segment_id requested) {
     upkeep();
-    auto r = service_->mount_segment(node, size, std::move(where));
+    auto r = service_->mount_segment(node, size, std::move(where), requested);
     if (r.status == errc::success) remember(node);
     co_return std::pair<std::error_code, segment_id>{r.status, r.id};
   }

@@ -30,10 +30,13 @@ class segment_pool {
   explicit segment_pool(std::uint64_t alignment = 64, segment_id first_id = 1)
       : alignment_(alignment), next_id_(first_id == 0 ? 1 : first_id) {}
 
-  // Mounts a segment and returns the id the service assigned to it.
-  segment_id mount(node_id node, std::uint64_t size, segment_endpoints endpoints) {
+  // Mounts a segment under `requested` (0: the pool picks one) and returns
+  // its id, or 0 if the requested id is taken.
+  segment_id mount(node_id node, std::uint64_t size, segment_endpoints endpoints, segment_id requested = 0) {
     std::lock_guard lock(mu_);
-    segment_id id = next_id_++;
+    if (requested != 0 && segments_.count(requested)) return 0;
+    segment_id id = requested;
+    while (id == 0 || segments_.count(id)) id = next_id_++;
     auto& seg = segments_.emplace(id, entry{{id, node, size, std::move(endpoints)}, extent_allocator(size, alignment_)})
                     .first->second;
     capacity_ += seg.space.capacity();

@@ -128,11 +128,17 @@ class service {
 
   // ------------------------------------------------------------ segments
   // Mounts `size` bytes of the node's memory; registers the node if needed.
-  mount_result mount_segment(node_id node, std::uint64_t size, segment_endpoints endpoints = {}) {
+  // A node may propose the segment's id (`requested`, nonzero), so that it
+  // can make the memory reachable under that id before any allocation can
+  // land in it; a proposal already in use answers already_exists.
+  mount_result mount_segment(node_id node, std::uint64_t size, segment_endpoints endpoints = {},
+                             segment_id requested = 0) {
     if (node == 0 || size < options_.alignment) return {errc::invalid_argument, 0};
     std::lock_guard lock(nodes_mu_);
+    const segment_id id = pool_.mount(node, size, std::move(endpoints), requested);
+    if (id == 0) return {errc::already_exists, 0};
     nodes_.try_emplace(node, now());
-    return {errc::success, pool_.mount(node, size, std::move(endpoints))};
+    return {errc::success, id};
   }
 
   // Unmounts at once: the owner is taking its memory back, so replicas on the
