@@ -134,66 +134,75 @@ TEST_CASE("cancelled before it starts, batch_get completes with cancelled and wr
   CHECK(out[0] == std::string(100, '\0'));
 }
 
-TEST_CASE("cancelling a batch_get in flight: the transfer stops, then the operation completes") {
+namespace {
+
+// One key stored behind a delayed transport, and a batch_get of it bound to
+// a cancellation signal that fires 20 ms after the operation starts.
+struct cancellation_case {
   store_fixture<delayed_transport> f;
-  f.add_segment(1 << 20);
   std::vector<std::string> keys{"k"};
-  f.put(keys, {value_for(0, 100)});
-  auto q = f.query(keys);
-  auto& control = f.store.transport().control();
-  control.delay = 10s;  // would take long; cancellation ends it
+  std::vector<query_result> q;
   std::vector<std::string> out{std::string(100, '\0')};
-  auto buffers = mutable_buffers(out);
+  std::vector<asio::mutable_buffer> buffers = mutable_buffers(out);
   asio::cancellation_signal signal;
+  delayed_transport::state& control = f.store.transport().control();
+
+  cancellation_case(std::chrono::milliseconds delay, bool honour) {
+    f.add_segment(1 << 20);
+    f.put(keys, {value_for(0, 100)});
+    q = f.query(keys);
+    control.delay = delay;
+    control.honour_cancellation = honour;
+  }
+
+  // Starts the read, cancels it after 20 ms, runs everything to completion.
+  // `on_complete` runs inside the completion handler.
+  template <class F>
+  void run(F on_complete) {
+    f.store.batch_get(keys, q, buffers,
+                      asio::bind_cancellation_slot(signal.slot(),
+                                                   [&, on_complete](boost::system::error_code ec,
+                                                                    std::vector<get_result>) { on_complete(ec); }));
+    asio::steady_timer soon(f.io, 20ms);
+    soon.async_wait([&](boost::system::error_code) {
+      CHECK(control.in_flight == 1);  // the read is under way
+      signal.emit(asio::cancellation_type::terminal);
+    });
+    f.io.restart();
+    f.io.run();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cancelling a batch_get in flight: the transfer stops, then the operation completes") {
+  cancellation_case c(10s, true);  // would take long; cancellation ends it
   boost::system::error_code result_ec;
   int in_flight_at_completion = -1;
-  f.store.batch_get(keys, q, buffers,
-                    asio::bind_cancellation_slot(signal.slot(), [&](boost::system::error_code ec, std::vector<get_result>) {
-                      result_ec = ec;
-                      in_flight_at_completion = control.in_flight;
-                    }));
-  asio::steady_timer soon(f.io, 20ms);
-  soon.async_wait([&](boost::system::error_code) {
-    CHECK(control.in_flight == 1);  // the read is waiting
-    signal.emit(asio::cancellation_type::terminal);
-  });
   const auto started = std::chrono::steady_clock::now();
-  f.io.restart();
-  f.io.run();
+  c.run([&](boost::system::error_code ec) {
+    result_ec = ec;
+    in_flight_at_completion = c.control.in_flight;
+  });
   CHECK(std::chrono::steady_clock::now() - started < 5s);
   CHECK(result_ec == errc::cancelled);
   CHECK(in_flight_at_completion == 0);
-  CHECK(control.reads_cancelled == 1);
-  CHECK(control.copies_done == 0);
-  CHECK(out[0] == std::string(100, '\0'));
+  CHECK(c.control.reads_cancelled == 1);
+  CHECK(c.control.copies_done == 0);
+  CHECK(c.out[0] == std::string(100, '\0'));
 }
 
 TEST_CASE("a transfer that cannot be aborted is waited for: completion comes only after it stopped writing") {
-  store_fixture<delayed_transport> f;
-  f.add_segment(1 << 20);
-  std::vector<std::string> keys{"k"};
-  f.put(keys, {value_for(0, 100)});
-  auto q = f.query(keys);
-  auto& control = f.store.transport().control();
-  control.delay = 200ms;
-  control.honour_cancellation = false;
-  std::vector<std::string> out{std::string(100, '\0')};
-  auto buffers = mutable_buffers(out);
-  asio::cancellation_signal signal;
+  cancellation_case c(200ms, false);
   boost::system::error_code result_ec;
   int copies_at_completion = -1, in_flight_at_completion = -1;
-  f.store.batch_get(keys, q, buffers,
-                    asio::bind_cancellation_slot(signal.slot(), [&](boost::system::error_code ec, std::vector<get_result>) {
-                      result_ec = ec;
-                      copies_at_completion = control.copies_done;
-                      in_flight_at_completion = control.in_flight;
-                    }));
-  asio::steady_timer soon(f.io, 20ms);
-  soon.async_wait([&](boost::system::error_code) { signal.emit(asio::cancellation_type::terminal); });
-  f.io.restart();
-  f.io.run();
+  c.run([&](boost::system::error_code ec) {
+    result_ec = ec;
+    copies_at_completion = c.control.copies_done;
+    in_flight_at_completion = c.control.in_flight;
+  });
   CHECK(copies_at_completion == 1);  // the copy finished before the handler ran
   CHECK(in_flight_at_completion == 0);
   CHECK(result_ec == errc::cancelled);  // terminal: the caller asked to stop
-  CHECK(out[0] == value_for(0, 100));   // the one write that happened, happened before completion
+  CHECK(c.out[0] == value_for(0, 100));  // the one write that happened, happened before completion
 }
