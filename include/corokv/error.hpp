@@ -29,6 +29,7 @@ enum class errc : int {
   protocol_error,
   cancelled,
   version_mismatch,
+  internal_error,
 };
 
 namespace detail {
@@ -59,6 +60,7 @@ class error_category final : public std::error_category {
       case errc::protocol_error: return "protocol error";
       case errc::cancelled: return "operation cancelled";
       case errc::version_mismatch: return "object version does not match";
+      case errc::internal_error: return "an exception escaped the operation";
     }
     return "unknown corokv error";
   }

@@ -424,12 +424,18 @@ class basic_store {
     }
     if (index.empty()) co_return finish(result{{}, std::move(status)});
 
-    if (std::error_code ec = co_await ensure_registered()) co_return finish(result{ec, {}});
     std::vector<put_start_result> started(index.size());
     std::error_code ec;
-    {
-      metadata_timer timing{counters_};
-      ec = co_await metadata_.put_start(sub_keys, sizes, opts, node_, started);
+    // A writer must be registered. node_unknown means the service forgot this
+    // node (declared it dead, or restarted): register again and retry once.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if ((ec = co_await ensure_registered())) break;
+      {
+        metadata_timer timing{counters_};
+        ec = co_await metadata_.put_start(sub_keys, sizes, opts, node_, started);
+      }
+      if (ec != errc::node_unknown) break;
+      registered_ = false;
     }
     if (ec) co_return finish(result{ec, {}});
 
@@ -489,8 +495,16 @@ class basic_store {
         metadata_timer timing{counters_};
         end_ec = co_await metadata_.put_end(commit_keys, commit_versions, ended);
       }
-      if (end_ec) co_return finish(result{end_ec, {}});
-      for (std::size_t c = 0; c < committed.size(); ++c) outcome[committed[c]] = ended[c];
+      if (end_ec) {
+        // Whether anything committed is unknown: revoke all of it (a
+        // committed key answers already_exists and stays) and report the
+        // failure after the clean-up below.
+        ec = end_ec;
+        revoke_keys.insert(revoke_keys.end(), commit_keys.begin(), commit_keys.end());
+        revoke_versions.insert(revoke_versions.end(), commit_versions.begin(), commit_versions.end());
+      } else {
+        for (std::size_t c = 0; c < committed.size(); ++c) outcome[committed[c]] = ended[c];
+      }
     }
     if (!revoke_keys.empty()) {
       // Best effort: a reservation that cannot be revoked now expires by the

@@ -484,3 +484,31 @@ TEST_CASE("a node may propose its segment's id; a taken id answers already_exist
   CHECK(assigned.status == errc::success);
   CHECK(assigned.id != 777);
 }
+
+TEST_CASE("an object no set of segments could hold fails with no_space and evicts nothing") {
+  service_fixture f;
+  f.mount(1, 64 * 100);
+  f.mount(2, 64 * 10);
+  f.put({"keep"}, 64 * 5);
+  // Two copies of 20 units: only one segment is large enough.
+  CHECK(f.start({"wide"}, 64 * 20, 2)[0].status == errc::no_space);
+  // A size whose rounding would overflow.
+  CHECK(f.start({"absurd"}, UINT64_MAX - 10)[0].status == errc::no_space);
+  CHECK(f.exist({"keep"})[0] == errc::success);
+  CHECK(f.svc.stats().evicted_total == 0);
+  f.check();
+}
+
+TEST_CASE("a node registered as not expiring survives silence; expiring ones do not") {
+  meta::service_options o = small_options();
+  o.node_ttl = 3s;
+  service_fixture f(o);
+  REQUIRE(f.svc.register_node(1, /*expires=*/false) == errc::success);
+  f.mount(1, 1 << 20);  // mounting keeps its registration as it is
+  f.mount(2, 1 << 20);
+  f.clock.advance(10s);
+  CHECK(f.svc.maintain().dead_nodes == 1);
+  CHECK(f.svc.heartbeat(1) == errc::success);
+  CHECK(f.svc.heartbeat(2) == errc::node_unknown);
+  CHECK(f.svc.segments().size() == 1);
+}

@@ -460,3 +460,94 @@ TEST_CASE("counters read as a struct and as JSON") {
   CHECK(j.contains("metadata_ns_per_batch"));
   CHECK(j.contains("data_ns_per_batch"));
 }
+
+TEST_CASE("an idle store sharing a service is not declared dead; a forgotten one registers again") {
+  store_fixture<> f;
+  f.add_segment(1 << 20);
+  basic_store<embedded_metadata, local_transport> idle(
+      f.io.get_executor(), embedded_metadata(f.service), local_transport(f.store.transport().shared_registry()),
+      store_options{.clock = f.clock.source()});
+  f.run([&]() -> asio::awaitable<segment_id> { co_return co_await idle.add_segment(1 << 20); }());
+  f.clock.advance(2h);  // far beyond node_ttl
+  f.service->maintain();
+  CHECK(f.service->segments().size() == 2);  // in-process nodes do not expire
+  CHECK(f.service->heartbeat(idle.node()) == errc::success);
+
+  // If the service forgets the node anyway (a restart), the next put
+  // registers it again instead of failing.
+  REQUIRE(f.service->unregister_node(idle.node()) == errc::success);
+  std::vector<std::string> keys{"after"};
+  std::vector<std::string> values{value_for(0, 100)};
+  auto put = f.run([&]() -> asio::awaitable<std::vector<errc>> {
+    auto b = const_buffers(values);
+    co_return co_await idle.batch_put(keys, b);
+  }());
+  CHECK(put[0] == errc::success);  // lands in the other store's segment
+  CHECK(f.service->heartbeat(idle.node()) == errc::success);
+}
+
+namespace {
+
+// An endpoint whose commit fails as a whole, as a lost connection would.
+struct failing_commit_metadata : embedded_metadata {
+  using embedded_metadata::embedded_metadata;
+  result<std::error_code> put_end(key_span, std::span<const version_t>, std::span<errc>) {
+    co_return errc::rpc_failed;
+  }
+};
+
+// A transport that throws, as a buggy user-supplied one might.
+struct throwing_transport : local_transport {
+  using local_transport::local_transport;
+  asio::awaitable<std::error_code> read(std::span<const read_request>, std::span<errc>) {
+    throw std::runtime_error("device on fire");
+    co_return std::error_code{};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a commit that fails as a whole revokes every reservation and reports the failure") {
+  asio::io_context io;
+  auto service = std::make_shared<meta::service>();
+  basic_store<failing_commit_metadata, local_transport> st(io.get_executor(), failing_commit_metadata(service),
+                                                           local_transport{});
+  std::vector<std::string> keys{"a", "b"};
+  std::vector<std::string> values{value_for(0, 100), value_for(1, 100)};
+  auto buffers = const_buffers(values);
+  auto [ec, put] = run(io, [&]() -> asio::awaitable<std::tuple<boost::system::error_code, std::vector<errc>>> {
+    co_await st.add_segment(1 << 20);
+    co_return co_await st.batch_put(keys, buffers, asio::as_tuple(asio::deferred));
+  }());
+  CHECK(ec == errc::rpc_failed);
+  CHECK(service->stats().pending_puts == 0);
+  CHECK(service->stats().pool.used == 0);
+}
+
+TEST_CASE("an exception inside an operation completes it with an error instead of hanging") {
+  asio::io_context io;
+  basic_store<embedded_metadata, throwing_transport> st(io.get_executor(), embedded_metadata{}, throwing_transport{});
+  std::vector<std::string> keys{"k"};
+  std::vector<std::string> values{value_for(0, 10)};
+  std::vector<std::string> out{std::string(10, '\0')};
+  auto in = const_buffers(values);
+  auto bufs = mutable_buffers(out);
+  auto [ec, got] = run(io, [&]() -> asio::awaitable<std::tuple<boost::system::error_code, std::vector<get_result>>> {
+    co_await st.add_segment(1 << 20);
+    co_await st.batch_put(keys, in);
+    co_return co_await st.batch_get(keys, bufs, asio::as_tuple(asio::deferred));
+  }());
+  CHECK(ec == errc::internal_error);
+  CHECK(got.empty());
+}
+
+TEST_CASE("a move-only callback works as a completion token") {
+  store_fixture<> f;
+  std::vector<std::string> keys{"m"};
+  auto owned = std::make_unique<int>(7);
+  int seen = 0;
+  f.store.batch_exist(keys, [p = std::move(owned), &seen](boost::system::error_code, std::vector<errc>) { seen = *p; });
+  f.io.restart();
+  f.io.run();
+  CHECK(seen == 7);
+}

@@ -4,9 +4,11 @@
 // awaitables complete without suspending. The remote endpoint (net/) offers
 // the same member functions over a connection.
 //
-// Housekeeping rides on the calls: at most once per maintenance_interval a
-// call first heartbeats the nodes registered through this endpoint (they live
-// as long as this process) and runs the service's maintain(). No timer and no
+// Nodes registered through this endpoint live in this process, so they are
+// registered as nodes that never expire for silence; they leave when their
+// store is destroyed. Housekeeping rides on the calls: at most once per
+// maintenance_interval a call first runs the service's maintain() (expired
+// puts, reclaim after leases, eviction, silent remote nodes). No timer and no
 // thread are needed, so an io_context with nothing else to do returns from
 // run().
 
@@ -17,11 +19,9 @@
 
 #include <atomic>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <system_error>
 #include <utility>
-#include <vector>
 
 namespace corokv {
 
@@ -32,7 +32,7 @@ class embedded_metadata {
       : service_(std::move(service)), interval_(maintenance_interval) {}
 
   embedded_metadata(embedded_metadata&& other) noexcept
-      : service_(std::move(other.service_)), interval_(other.interval_), nodes_(std::move(other.nodes_)) {}
+      : service_(std::move(other.service_)), interval_(other.interval_) {}
 
   meta::service& service() const noexcept { return *service_; }
   const std::shared_ptr<meta::service>& shared_service() const noexcept { return service_; }
@@ -42,16 +42,15 @@ class embedded_metadata {
 
   result<std::error_code> register_node(node_id node) {
     upkeep();
-    const errc e = service_->register_node(node);
-    if (e == errc::success) remember(node);
-    co_return e;
+    co_return service_->register_node(node, /*expires=*/false);
   }
 
   result<std::pair<std::error_code, segment_id>> mount(node_id node, std::uint64_t size, segment_endpoints where,
                                                        segment_id requested) {
     upkeep();
+    if (const errc e = service_->register_node(node, /*expires=*/false); e != errc::success)
+      co_return std::pair<std::error_code, segment_id>{e, 0};
     auto r = service_->mount_segment(node, size, std::move(where), requested);
-    if (r.status == errc::success) remember(node);
     co_return std::pair<std::error_code, segment_id>{r.status, r.id};
   }
 
@@ -91,35 +90,20 @@ class embedded_metadata {
 
   // Synchronous, for a store's destructor: the node leaves, its segments are
   // unmounted and its pending puts revoked.
-  void leave(node_id node) noexcept {
-    service_->unregister_node(node);
-    std::lock_guard lock(nodes_mu_);
-    std::erase(nodes_, node);
-  }
+  void leave(node_id node) noexcept { service_->unregister_node(node); }
 
  private:
-  void remember(node_id node) {
-    std::lock_guard lock(nodes_mu_);
-    if (std::find(nodes_.begin(), nodes_.end(), node) == nodes_.end()) nodes_.push_back(node);
-  }
-
   // Runs at most once per interval, by whichever call gets there first.
   void upkeep() {
     const auto now = clock_type::now().time_since_epoch().count();
     auto due = next_upkeep_.load(std::memory_order_relaxed);
     if (now < due || !next_upkeep_.compare_exchange_strong(due, now + interval_.count())) return;
-    {
-      std::lock_guard lock(nodes_mu_);
-      for (node_id n : nodes_) service_->heartbeat(n);
-    }
     service_->maintain();
   }
 
   std::shared_ptr<meta::service> service_;
   duration interval_;
   std::atomic<duration::rep> next_upkeep_{0};
-  std::mutex nodes_mu_;
-  std::vector<node_id> nodes_;
 };
 
 }  // namespace corokv

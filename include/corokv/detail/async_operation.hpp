@@ -11,6 +11,8 @@
 // coroutine can ask whether one was requested, even before it started.
 // The library starts no thread: all of this happens on those executors.
 
+#include <corokv/error.hpp>
+
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_allocator.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -20,10 +22,12 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/system/error_code.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <atomic>
 #include <exception>
 #include <memory>
+#include <new>
 #include <system_error>
 #include <utility>
 
@@ -66,6 +70,21 @@ class cancellation_check {
   std::shared_ptr<cancellation_bridge> bridge_;
 };
 
+// The error an escaped exception becomes: its own code if it carries one.
+inline std::error_code error_from(std::exception_ptr failure) {
+  try {
+    std::rethrow_exception(failure);
+  } catch (const boost::system::system_error& e) {
+    return e.code();
+  } catch (const std::system_error& e) {
+    return e.code();
+  } catch (const std::bad_alloc&) {
+    return std::make_error_code(std::errc::not_enough_memory);
+  } catch (...) {
+    return errc::internal_error;
+  }
+}
+
 // The handler co_spawn calls: unpacks the pair and forwards the handler's
 // executor and allocator, and the bridge's slot, so that co_spawn runs and
 // completes where the caller asked and cancellation reaches the coroutine.
@@ -89,9 +108,10 @@ class completion_adapter {
   void operator()(std::exception_ptr failure, op_result<T> result) {
     // The operation is over: the caller's slot no longer leads anywhere.
     if (bridge_) asio::get_associated_cancellation_slot(handler_).clear();
-    // Only resource exhaustion can throw in corokv's coroutines; it
-    // propagates out of the executor's run(), as Asio handlers' do.
-    if (failure) std::rethrow_exception(failure);
+    // An exception (out of memory, or thrown by a user-supplied transport or
+    // endpoint) still completes the operation, as an error: a caller waiting
+    // on it must never hang.
+    if (failure) result = {error_from(failure), T{}};
     std::move(handler_)(boost::system::error_code(result.first), std::move(result.second));
   }
 

@@ -34,8 +34,10 @@ class extent_allocator {
   std::size_t free_extents() const noexcept { return by_offset_.size(); }
   std::uint64_t largest_free() const noexcept { return by_size_.empty() ? 0 : by_size_.rbegin()->first; }
 
-  // The space an object of `size` bytes really occupies.
+  // The space an object of `size` bytes really occupies; saturates instead
+  // of wrapping, so an absurd size never looks small.
   std::uint64_t rounded(std::uint64_t size) const noexcept {
+    if (size > UINT64_MAX - (alignment_ - 1)) return UINT64_MAX;
     return (size + alignment_ - 1) / alignment_ * alignment_;
   }
 

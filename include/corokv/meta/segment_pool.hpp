@@ -99,11 +99,14 @@ class segment_pool {
     free_locked(replicas);
   }
 
-  // True if `size` bytes could fit in some mounted segment were it empty.
-  bool could_ever_fit(std::uint64_t size) const {
+  // True if `copies` distinct segments could each hold `size` bytes were they
+  // empty: only then can eviction make room.
+  bool could_ever_fit(std::uint64_t size, std::size_t copies) const {
     std::lock_guard lock(mu_);
-    return std::any_of(segments_.begin(), segments_.end(),
-                       [&](const auto& s) { return s.second.space.capacity() >= s.second.space.rounded(size); });
+    const auto fitting = std::count_if(segments_.begin(), segments_.end(), [&](const auto& s) {
+      return s.second.space.capacity() >= s.second.space.rounded(size);
+    });
+    return static_cast<std::size_t>(fitting) >= copies;
   }
 
   pool_usage usage() const {

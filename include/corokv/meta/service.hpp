@@ -90,11 +90,16 @@ class service {
 
   // ------------------------------------------------------------ nodes
   // Registers a node (idempotent) and marks it alive now. Node id 0 is
-  // reserved for writers that do not take part in liveness.
-  errc register_node(node_id node) {
+  // reserved for writers that do not take part in liveness. A node that does
+  // not `expire` is never declared dead for silence: an in-process node,
+  // which lives exactly as long as the service's process; it still leaves
+  // through unregister_node.
+  errc register_node(node_id node, bool expires = true) {
     if (node == 0) return errc::invalid_argument;
     std::lock_guard lock(nodes_mu_);
-    nodes_[node] = now();
+    auto& state = nodes_[node];
+    state.last_seen = now();
+    state.expires = expires;
     return errc::success;
   }
 
@@ -104,17 +109,21 @@ class service {
     std::lock_guard lock(nodes_mu_);
     auto it = nodes_.find(node);
     if (it == nodes_.end()) return errc::node_unknown;
-    it->second = now();
+    it->second.last_seen = now();
     return errc::success;
   }
 
   // A graceful leave: the same clean-up as a death, at once.
   errc unregister_node(node_id node) {
+    std::vector<segment_id> segs;
     {
       std::lock_guard lock(nodes_mu_);
       if (nodes_.erase(node) == 0) return errc::node_unknown;
+      // Listed under the nodes lock: a segment the node mounts after leaving
+      // (it registered again) is not dropped with the old ones.
+      segs = pool_.segments_of(node);
     }
-    drop_node(node);
+    drop_segments(segs, node);
     return errc::success;
   }
 
@@ -137,7 +146,7 @@ class service {
     std::lock_guard lock(nodes_mu_);
     const segment_id id = pool_.mount(node, size, std::move(endpoints), requested);
     if (id == 0) return {errc::already_exists, 0};
-    nodes_.try_emplace(node, now());
+    nodes_.try_emplace(node, node_state{now(), true});
     return {errc::success, id};
   }
 
@@ -173,7 +182,7 @@ class service {
     std::vector<std::uint32_t> retry;
     auto reserve = [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
       out[i] = reserve_one(shard, key, sizes[i], opts.replicas, writer, t);
-      if (out[i].status == errc::no_space && pool_.could_ever_fit(sizes[i])) retry.push_back(i);
+      if (out[i].status == errc::no_space && pool_.could_ever_fit(sizes[i], opts.replicas)) retry.push_back(i);
     };
     auto& plan = detail::thread_batch_plan();
     plan.build(keys, shards_.size());
@@ -182,10 +191,12 @@ class service {
 
     if (!retry.empty()) {
       // An allocation failed: evict down to the low watermark, and at least
-      // enough for the largest failed key, then try those keys once more.
+      // enough for the largest failed key's copies, then try those keys once
+      // more.
       std::uint64_t largest = 0;
       for (auto i : retry) largest = std::max(largest, sizes[i]);
-      evict(t, eviction_target(largest));
+      const bool overflows = largest > UINT64_MAX / opts.replicas;
+      evict(t, eviction_target(overflows ? UINT64_MAX : largest * opts.replicas));
       for (auto i : retry) {
         const hashed_key key = hashed(keys[i]);
         object_shard& shard = shard_for(key);
@@ -333,28 +344,35 @@ class service {
   maintenance_report maintain() {
     const time_point t = now();
     maintenance_report report;
-    std::vector<node_id> dead;
+    std::vector<std::pair<node_id, std::vector<segment_id>>> dead;
     {
       std::lock_guard lock(nodes_mu_);
       for (auto it = nodes_.begin(); it != nodes_.end();) {
-        if (it->second + options_.node_ttl <= t) {
-          dead.push_back(it->first);
+        if (it->second.expires && it->second.last_seen + options_.node_ttl <= t) {
+          // Segments listed under the nodes lock, as in unregister_node.
+          dead.emplace_back(it->first, pool_.segments_of(it->first));
           it = nodes_.erase(it);
         } else {
           ++it;
         }
       }
     }
-    for (node_id n : dead) drop_node(n);
+    for (auto& [node, segs] : dead) drop_segments(segs, node);
     report.dead_nodes = dead.size();
     dead_nodes_total_ += dead.size();
 
     for (auto& shard_ptr : shards_) {
       object_shard& shard = *shard_ptr;
       std::lock_guard lock(shard.mu);
-      while (shard.pending.back() && !shard.pending.back()->leased(t)) {
-        release(shard, *shard.pending.back());
-        ++report.expired_puts;
+      // The whole list: reservations made concurrently are not strictly in
+      // deadline order.
+      for (object_entry* e = shard.pending.back(); e;) {
+        object_entry* newer = e->prev;
+        if (!e->leased(t)) {
+          release(shard, *e);
+          ++report.expired_puts;
+        }
+        e = newer;
       }
       report.reclaimed_removed += reclaim_removed(shard, t);
     }
@@ -580,11 +598,6 @@ class service {
     return evicted;
   }
 
-  void drop_node(node_id node) {
-    auto segs = pool_.segments_of(node);
-    drop_segments(segs, node);
-  }
-
   // Unmounts segments and repairs every object that had a replica on them;
   // also revokes pending puts written by `writer` (0: none).
   void drop_segments(std::span<const segment_id> segs, node_id writer) {
@@ -622,8 +635,12 @@ class service {
   std::atomic<std::uint64_t> evicted_total_{0};
   std::atomic<std::uint64_t> expired_puts_total_{0};
   std::atomic<std::uint64_t> dead_nodes_total_{0};
+  struct node_state {
+    time_point last_seen;
+    bool expires = true;
+  };
   mutable std::mutex nodes_mu_;
-  std::unordered_map<node_id, time_point> nodes_;
+  std::unordered_map<node_id, node_state> nodes_;
 };
 
 }  // namespace corokv::meta
