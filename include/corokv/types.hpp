@@ -92,6 +92,8 @@ struct segment_endpoints {
   std::uint32_t rdma_rkey = 0;    // remote key when registered with a verbs device
   std::string rdma_gid;           // textual GID of the owner's port
   std::uint32_t rdma_qpn = 0;
+
+  friend bool operator==(const segment_endpoints&, const segment_endpoints&) = default;
 };
 
 struct segment_descriptor {
@@ -99,6 +101,8 @@ struct segment_descriptor {
   node_id node = 0;
   std::uint64_t size = 0;
   segment_endpoints endpoints;
+
+  friend bool operator==(const segment_descriptor&, const segment_descriptor&) = default;
 };
 
 // One copy of an object: a byte range inside a segment. Valid only together
@@ -183,6 +187,7 @@ struct query_result {
 
   bool ok() const noexcept { return status == errc::success; }
   std::error_code ec() const noexcept { return status; }
+  friend bool operator==(const query_result&, const query_result&) = default;
 };
 
 // Put reservation for one key: where to write, and the version to commit.
@@ -193,6 +198,7 @@ struct put_start_result {
 
   bool ok() const noexcept { return status == errc::success; }
   std::error_code ec() const noexcept { return status; }
+  friend bool operator==(const put_start_result&, const put_start_result&) = default;
 };
 
 // How many leading keys of a prefix chain exist, and what ended the match:
@@ -200,6 +206,7 @@ struct put_start_result {
 struct prefix_result {
   std::size_t matched = 0;
   errc stopped_by = errc::success;
+  friend bool operator==(const prefix_result&, const prefix_result&) = default;
 };
 
 // ---------------------------------------------------------------- options

@@ -1,0 +1,93 @@
+#pragma once
+// The frame every corokv message travels in: a fixed 16-byte header, then
+// `payload_size` bytes. All integers are little-endian.
+//
+//   offset 0  u16 magic 0x4B43 ("CK")
+//          2  u8  protocol version (1)
+//          3  u8  message type (a response has the request's type | 0x80)
+//          4  u64 request id (responses echo it; pipelined requests may be
+//                 answered in any order)
+//         12  u32 payload size (at most limits::max_payload)
+//
+// A header that fails any check is a protocol_error: the connection that
+// sent it is closed, nothing else is affected.
+
+#include <corokv/error.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+namespace corokv::wire {
+
+inline constexpr std::uint16_t magic = 0x4B43;
+inline constexpr std::uint8_t protocol_version = 1;
+inline constexpr std::size_t header_size = 16;
+inline constexpr std::uint8_t response_bit = 0x80;
+
+enum class message_type : std::uint8_t {
+  register_node = 1,
+  heartbeat,
+  unregister_node,
+  mount_segment,
+  unmount_segment,
+  list_segments,
+  put_start,
+  put_end,
+  put_revoke,
+  query,
+  exist,
+  exist_prefix,
+  remove,
+  validate,
+  data_read,
+  data_write,
+};
+inline constexpr std::uint8_t last_message_type = static_cast<std::uint8_t>(message_type::data_write);
+
+// What a peer may send; everything beyond is refused before allocation.
+struct limits {
+  std::uint32_t max_payload = 64u << 20;  // metadata frames; data frames carry their bytes after the table
+  std::uint32_t max_batch = 1u << 16;     // items in one list
+};
+
+struct frame_header {
+  message_type type = message_type::query;
+  bool response = false;
+  std::uint64_t request_id = 0;
+  std::uint32_t payload_size = 0;
+};
+
+inline std::array<std::byte, header_size> encode_header(const frame_header& h) {
+  std::array<std::byte, header_size> out{};
+  auto put = [&](std::size_t at, std::uint64_t v, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) out[at + i] = static_cast<std::byte>(v >> (8 * i));
+  };
+  put(0, magic, 2);
+  put(2, protocol_version, 1);
+  put(3, static_cast<std::uint8_t>(h.type) | (h.response ? response_bit : 0), 1);
+  put(4, h.request_id, 8);
+  put(12, h.payload_size, 4);
+  return out;
+}
+
+// Checks magic, version, type and size before anything else is read.
+inline errc decode_header(std::span<const std::byte> in, const limits& lim, frame_header& out) {
+  if (in.size() < header_size) return errc::protocol_error;
+  auto get = [&](std::size_t at, std::size_t n) {
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < n; ++i) v |= static_cast<std::uint64_t>(in[at + i]) << (8 * i);
+    return v;
+  };
+  if (get(0, 2) != magic || get(2, 1) != protocol_version) return errc::protocol_error;
+  const auto type = static_cast<std::uint8_t>(get(3, 1));
+  const std::uint8_t base = type & static_cast<std::uint8_t>(~response_bit);
+  if (base == 0 || base > last_message_type) return errc::protocol_error;
+  const auto size = static_cast<std::uint32_t>(get(12, 4));
+  if (size > lim.max_payload) return errc::protocol_error;
+  out = {static_cast<message_type>(base), (type & response_bit) != 0, get(4, 8), size};
+  return errc::success;
+}
+
+}  // namespace corokv::wire

@@ -1,0 +1,338 @@
+#pragma once
+// Every request and response of the metadata protocol and the data plane,
+// as plain structs, each with one `fields` function that both encodes and
+// decodes it. Decoded keys are views into the payload they came from.
+//
+// Data frames carry bytes after their table: a data_write request the bytes
+// of each item, in order; a data_read response the bytes of each item that
+// succeeded, in order. decode() checks that exactly those bytes follow and
+// hands them back as `trailing`, so large values are never copied by the
+// codec.
+
+#include <corokv/types.hpp>
+#include <corokv/wire/codec.hpp>
+#include <corokv/wire/frame.hpp>
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace corokv::wire {
+
+// ------------------------------------------------------------ requests
+struct node_request {  // register_node, heartbeat, unregister_node
+  node_id node = 0;
+  friend bool operator==(const node_request&, const node_request&) = default;
+};
+struct mount_request {
+  node_id node = 0;
+  std::uint64_t size = 0;
+  segment_id requested = 0;
+  segment_endpoints endpoints;
+  friend bool operator==(const mount_request&, const mount_request&) = default;
+};
+struct unmount_request {
+  segment_id segment = 0;
+  friend bool operator==(const unmount_request&, const unmount_request&) = default;
+};
+struct list_segments_request {
+  friend bool operator==(const list_segments_request&, const list_segments_request&) = default;
+};
+struct put_start_request {
+  std::vector<std::string_view> keys;
+  std::vector<std::uint64_t> sizes;
+  std::uint8_t replicas = 1;
+  node_id writer = 0;
+  friend bool operator==(const put_start_request&, const put_start_request&) = default;
+};
+struct versioned_keys_request {  // put_end, put_revoke, validate
+  std::vector<std::string_view> keys;
+  std::vector<version_t> versions;
+  friend bool operator==(const versioned_keys_request&, const versioned_keys_request&) = default;
+};
+struct keys_request {  // exist, exist_prefix, remove
+  std::vector<std::string_view> keys;
+  friend bool operator==(const keys_request&, const keys_request&) = default;
+};
+struct query_request {
+  std::vector<std::string_view> keys;
+  std::int64_t ttl_ns = 0;
+  friend bool operator==(const query_request&, const query_request&) = default;
+};
+// One range of a segment, as the data plane names it. The version lets a
+// data server refuse ranges it knows to be stale.
+struct data_item {
+  segment_id segment = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  version_t version = no_version;
+  friend bool operator==(const data_item&, const data_item&) = default;
+};
+struct data_read_request {
+  std::vector<data_item> items;
+  friend bool operator==(const data_read_request&, const data_read_request&) = default;
+};
+struct data_write_request {  // followed by every item's bytes
+  std::vector<data_item> items;
+  friend bool operator==(const data_write_request&, const data_write_request&) = default;
+};
+
+// ------------------------------------------------------------ responses
+// `status` is the whole call's outcome; lists answer per key or item.
+struct status_response {
+  errc status = errc::success;
+  friend bool operator==(const status_response&, const status_response&) = default;
+};
+struct mount_response {
+  errc status = errc::success;
+  segment_id id = 0;
+  friend bool operator==(const mount_response&, const mount_response&) = default;
+};
+struct segments_response {
+  errc status = errc::success;
+  std::vector<segment_descriptor> segments;
+  friend bool operator==(const segments_response&, const segments_response&) = default;
+};
+struct put_start_response {
+  errc status = errc::success;
+  std::vector<put_start_result> results;
+  friend bool operator==(const put_start_response&, const put_start_response&) = default;
+};
+struct statuses_response {  // put_end, put_revoke, validate, exist, remove, data_write
+  errc status = errc::success;
+  std::vector<errc> results;
+  friend bool operator==(const statuses_response&, const statuses_response&) = default;
+};
+// Lease deadlines do not travel: each side's clock is its own, and the
+// client computes its deadline from when it sent the query.
+struct query_response {
+  errc status = errc::success;
+  std::vector<query_result> results;
+  friend bool operator==(const query_response&, const query_response&) = default;
+};
+struct prefix_response {
+  errc status = errc::success;
+  prefix_result result;
+  friend bool operator==(const prefix_response&, const prefix_response&) = default;
+};
+struct data_read_response {  // followed by the bytes of each successful item
+  errc status = errc::success;
+  std::vector<errc> results;
+  std::vector<std::uint64_t> lengths;
+  friend bool operator==(const data_read_response&, const data_read_response&) = default;
+};
+
+// ------------------------------------------------------------ fields
+template <class A> void fields(A& a, node_request& m) { a.u64(m.node); }
+template <class A> void endpoints(A& a, segment_endpoints& e) {
+  a.string(e.host_id);
+  a.string(e.tcp_host);
+  a.u16(e.tcp_port);
+  a.string(e.shm_name);
+  a.u64(e.base_address);
+  a.u32(e.rdma_rkey);
+  a.string(e.rdma_gid);
+  a.u32(e.rdma_qpn);
+}
+inline constexpr std::size_t endpoints_min_size = 4 * 2 + 2 + 8 + 4 + 4;
+template <class A> void fields(A& a, mount_request& m) {
+  a.u64(m.node);
+  a.u64(m.size);
+  a.u64(m.requested);
+  endpoints(a, m.endpoints);
+}
+template <class A> void fields(A& a, unmount_request& m) { a.u64(m.segment); }
+template <class A> void fields(A&, list_segments_request&) {}
+template <class A> void fields(A& a, put_start_request& m) {
+  keys(a, m.keys);
+  u64s(a, m.sizes);
+  a.u8(m.replicas);
+  a.u64(m.writer);
+}
+template <class A> void fields(A& a, versioned_keys_request& m) {
+  keys(a, m.keys);
+  u64s(a, m.versions);
+}
+template <class A> void fields(A& a, keys_request& m) { keys(a, m.keys); }
+template <class A> void fields(A& a, query_request& m) {
+  keys(a, m.keys);
+  a.i64(m.ttl_ns);
+}
+template <class A> void data_items(A& a, std::vector<data_item>& items) {
+  list(a, items, 32, [](A& ar, data_item& d) {
+    ar.u64(d.segment);
+    ar.u64(d.offset);
+    ar.u64(d.length);
+    ar.u64(d.version);
+  });
+}
+template <class A> void fields(A& a, data_read_request& m) { data_items(a, m.items); }
+template <class A> void fields(A& a, data_write_request& m) { data_items(a, m.items); }
+
+template <class A> void fields(A& a, status_response& m) { a.status_code(m.status); }
+template <class A> void fields(A& a, mount_response& m) {
+  a.status_code(m.status);
+  a.u64(m.id);
+}
+template <class A> void fields(A& a, segments_response& m) {
+  a.status_code(m.status);
+  list(a, m.segments, 24 + endpoints_min_size, [](A& ar, segment_descriptor& d) {
+    ar.u64(d.id);
+    ar.u64(d.node);
+    ar.u64(d.size);
+    endpoints(ar, d.endpoints);
+  });
+}
+template <class A> void fields(A& a, put_start_response& m) {
+  a.status_code(m.status);
+  list(a, m.results, 10, [](A& ar, put_start_result& r) {
+    ar.status_code(r.status);
+    ar.u64(r.version);
+    replicas(ar, r.replicas);
+  });
+}
+template <class A> void fields(A& a, statuses_response& m) {
+  a.status_code(m.status);
+  statuses(a, m.results);
+}
+template <class A> void fields(A& a, query_response& m) {
+  a.status_code(m.status);
+  list(a, m.results, 18, [](A& ar, query_result& r) {
+    ar.status_code(r.status);
+    ar.u64(r.size);
+    ar.u64(r.version);
+    replicas(ar, r.replicas);
+  });
+}
+template <class A> void fields(A& a, prefix_response& m) {
+  a.status_code(m.status);
+  std::uint64_t matched = m.result.matched;
+  a.u64(matched);
+  a.status_code(m.result.stopped_by);
+  if constexpr (A::reading) m.result.matched = matched;
+}
+template <class A> void fields(A& a, data_read_response& m) {
+  a.status_code(m.status);
+  statuses(a, m.results);
+  u64s(a, m.lengths);
+  if (m.lengths.size() != m.results.size()) a.reject();
+}
+
+// ------------------------------------------------------------ bytes after the table
+// How many bytes must follow a message: 0 for all but the data frames.
+template <class M>
+std::uint64_t trailing_size(const M&) {
+  return 0;
+}
+inline std::uint64_t trailing_size(const data_write_request& m) {
+  std::uint64_t total = 0;
+  for (auto& item : m.items) total = item.length > UINT64_MAX - total ? UINT64_MAX : total + item.length;
+  return total;
+}
+inline std::uint64_t trailing_size(const data_read_response& m) {
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < m.results.size(); ++i)
+    if (m.results[i] == errc::success)
+      total = m.lengths[i] > UINT64_MAX - total ? UINT64_MAX : total + m.lengths[i];
+  return total;
+}
+
+// ------------------------------------------------------------ encode / decode
+// Appends the message's table to `payload` (data bytes are the caller's to
+// append after it). invalid_argument if the message exceeds the limits.
+template <class M>
+errc encode(const M& message, std::vector<std::byte>& payload, const limits& lim = {}) {
+  writer w(payload, lim);
+  fields(w, const_cast<M&>(message));  // the writer only reads
+  return w.status();
+}
+
+// Decodes a payload into `message`. protocol_error unless the table is
+// well-formed and followed by exactly trailing_size(message) bytes, which
+// are returned in `trailing`.
+template <class M>
+errc decode(std::span<const std::byte> payload, M& message, std::span<const std::byte>& trailing,
+            const limits& lim = {}) {
+  reader r(payload, lim);
+  fields(r, message);
+  if (r.status() != errc::success) return errc::protocol_error;
+  if (trailing_size(message) != r.remaining()) return errc::protocol_error;
+  trailing = r.rest();
+  return errc::success;
+}
+
+template <class M>
+errc decode(std::span<const std::byte> payload, M& message, const limits& lim = {}) {
+  std::span<const std::byte> trailing;
+  return decode(payload, message, trailing, lim);
+}
+
+// ------------------------------------------------------------ by message type
+using request = std::variant<node_request, mount_request, unmount_request, list_segments_request, put_start_request,
+                             versioned_keys_request, keys_request, query_request, data_read_request,
+                             data_write_request>;
+using response = std::variant<status_response, mount_response, segments_response, put_start_response,
+                              statuses_response, query_response, prefix_response, data_read_response>;
+
+// The request and response shapes of each message type.
+inline request empty_request(message_type t) {
+  switch (t) {
+    case message_type::register_node:
+    case message_type::heartbeat:
+    case message_type::unregister_node: return node_request{};
+    case message_type::mount_segment: return mount_request{};
+    case message_type::unmount_segment: return unmount_request{};
+    case message_type::list_segments: return list_segments_request{};
+    case message_type::put_start: return put_start_request{};
+    case message_type::put_end:
+    case message_type::put_revoke:
+    case message_type::validate: return versioned_keys_request{};
+    case message_type::query: return query_request{};
+    case message_type::exist:
+    case message_type::exist_prefix:
+    case message_type::remove: return keys_request{};
+    case message_type::data_read: return data_read_request{};
+    case message_type::data_write: return data_write_request{};
+  }
+  return list_segments_request{};
+}
+
+inline response empty_response(message_type t) {
+  switch (t) {
+    case message_type::register_node:
+    case message_type::heartbeat:
+    case message_type::unregister_node:
+    case message_type::unmount_segment: return status_response{};
+    case message_type::mount_segment: return mount_response{};
+    case message_type::list_segments: return segments_response{};
+    case message_type::put_start: return put_start_response{};
+    case message_type::put_end:
+    case message_type::put_revoke:
+    case message_type::validate:
+    case message_type::exist:
+    case message_type::remove:
+    case message_type::data_write: return statuses_response{};
+    case message_type::query: return query_response{};
+    case message_type::exist_prefix: return prefix_response{};
+    case message_type::data_read: return data_read_response{};
+  }
+  return status_response{};
+}
+
+// What a server does with a frame whose header was accepted.
+inline errc decode_request(message_type t, std::span<const std::byte> payload, request& out,
+                           std::span<const std::byte>& trailing, const limits& lim = {}) {
+  out = empty_request(t);
+  return std::visit([&](auto& m) { return decode(payload, m, trailing, lim); }, out);
+}
+
+// What a client does with a response frame.
+inline errc decode_response(message_type t, std::span<const std::byte> payload, response& out,
+                            std::span<const std::byte>& trailing, const limits& lim = {}) {
+  out = empty_response(t);
+  return std::visit([&](auto& m) { return decode(payload, m, trailing, lim); }, out);
+}
+
+}  // namespace corokv::wire

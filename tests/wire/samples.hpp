@@ -1,0 +1,74 @@
+#pragma once
+// One well-formed instance of every message, shared by the wire tests and
+// the fuzzers' seed corpus.
+
+#include <corokv/wire/messages.hpp>
+
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace corokv::wire::samples {
+
+inline replica_list two_replicas() {
+  replica_list r;
+  r.push_back({11, 1, 4096, 100});
+  r.push_back({12, 2, 0, 100});
+  return r;
+}
+
+inline segment_endpoints some_endpoints() {
+  return {"boot-id", "127.0.0.1", 7000, "/corokv-seg", 0x7f0000001000, 42, "fe80::1", 17};
+}
+
+// (type, request) pairs; keys are views of string literals.
+inline std::vector<std::pair<message_type, request>> requests() {
+  const std::vector<std::string_view> keys{"prompt-1/block-0", "prompt-1/block-1", "k"};
+  return {
+      {message_type::register_node, node_request{7}},
+      {message_type::heartbeat, node_request{7}},
+      {message_type::unregister_node, node_request{7}},
+      {message_type::mount_segment, mount_request{7, 1 << 20, 99, some_endpoints()}},
+      {message_type::unmount_segment, unmount_request{99}},
+      {message_type::list_segments, list_segments_request{}},
+      {message_type::put_start, put_start_request{keys, {100, 200, 300}, 2, 7}},
+      {message_type::put_end, versioned_keys_request{keys, {5, 6, 7}}},
+      {message_type::put_revoke, versioned_keys_request{keys, {5, 6, 7}}},
+      {message_type::validate, versioned_keys_request{keys, {5, 6, 7}}},
+      {message_type::query, query_request{keys, 5'000'000'000}},
+      {message_type::exist, keys_request{keys}},
+      {message_type::exist_prefix, keys_request{keys}},
+      {message_type::remove, keys_request{keys}},
+      {message_type::data_read, data_read_request{{{11, 4096, 100, 5}, {12, 0, 50, 6}}}},
+      {message_type::data_write, data_write_request{{{11, 4096, 3, 5}, {12, 0, 2, 6}}}},
+  };
+}
+
+inline std::vector<std::pair<message_type, response>> responses() {
+  query_result found;
+  found.status = errc::success;
+  found.size = 100;
+  found.version = 5;
+  found.replicas = two_replicas();
+  put_start_result reserved{errc::success, 5, two_replicas()};
+  return {
+      {message_type::register_node, status_response{errc::success}},
+      {message_type::mount_segment, mount_response{errc::success, 99}},
+      {message_type::list_segments, segments_response{errc::success, {{99, 7, 1 << 20, some_endpoints()}}}},
+      {message_type::put_start, put_start_response{errc::success, {reserved, {errc::already_exists, 0, {}}}}},
+      {message_type::put_end, statuses_response{errc::success, {errc::success, errc::timeout}}},
+      {message_type::query, query_response{errc::success, {found, query_result{}}}},
+      {message_type::exist_prefix, prefix_response{errc::success, {2, errc::not_found}}},
+      {message_type::data_read, data_read_response{errc::success, {errc::success, errc::segment_not_found}, {4, 9}}},
+  };
+}
+
+// The bytes that must follow a data frame's table, for the samples above.
+inline std::vector<std::byte> trailing_for(const request& r) {
+  return std::vector<std::byte>(std::visit([](auto& m) { return trailing_size(m); }, r), std::byte{0x5a});
+}
+inline std::vector<std::byte> trailing_for(const response& r) {
+  return std::vector<std::byte>(std::visit([](auto& m) { return trailing_size(m); }, r), std::byte{0xa5});
+}
+
+}  // namespace corokv::wire::samples
