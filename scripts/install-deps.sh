@@ -9,6 +9,7 @@ packages=(
   libboost1.81-dev libfmt-dev nlohmann-json3-dev doctest-dev
   meson
   liburing-dev libibverbs-dev
+  clang libclang-rt-14-dev
 )
 
 missing=()
