@@ -1,0 +1,242 @@
+#pragma once
+// Serves a meta::service over TCP with the wire protocol. One coroutine per
+// connection reads a frame (header first, checked before the payload is
+// read), decodes it, calls the service and writes the response with the
+// request's id. A client may pipeline: it can send many requests without
+// waiting; each connection answers them in order. A malformed frame, or a
+// response frame sent to the server, is a protocol error: that connection is
+// closed and counted, and every other connection goes on.
+//
+// Everything runs on the executor given at construction (use a strand or a
+// one-thread io_context per server: the server's own state is not locked; the
+// service is thread-safe by itself). A timer on that executor runs the
+// service's maintain() every maintenance_interval while the server runs.
+
+#include <corokv/meta/service.hpp>
+#include <corokv/wire/frame.hpp>
+#include <corokv/wire/messages.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <array>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <variant>
+#include <vector>
+
+namespace corokv::net {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+struct master_options {
+  wire::limits limits;
+  duration maintenance_interval = std::chrono::milliseconds(100);
+};
+
+struct master_stats {
+  std::uint64_t connections_accepted = 0;
+  std::uint64_t connections_open = 0;
+  std::uint64_t protocol_errors = 0;  // connections closed for a malformed frame
+  std::uint64_t requests = 0;
+};
+
+class master_server {
+ public:
+  master_server(asio::any_io_executor ex, std::shared_ptr<meta::service> service, const tcp::endpoint& listen,
+                master_options options = {})
+      : executor_(ex), service_(std::move(service)), options_(options), acceptor_(ex, listen), timer_(ex) {}
+
+  master_server(const master_server&) = delete;
+  master_server& operator=(const master_server&) = delete;
+
+  tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
+  const master_stats& stats() const noexcept { return stats_; }
+  meta::service& service() noexcept { return *service_; }
+
+  // Starts accepting and the maintenance timer. Call on the executor.
+  void start() {
+    asio::co_spawn(executor_, accept_loop(), asio::detached);
+    asio::co_spawn(executor_, maintenance_loop(), asio::detached);
+  }
+
+  // Stops accepting, closes every connection and the timer; the coroutines
+  // end on their own once their pending operations are cancelled. Call on
+  // the executor.
+  void stop() {
+    stopped_ = true;
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    timer_.cancel();
+    for (auto& socket : connections_) socket->close(ignored);
+  }
+
+ private:
+  asio::awaitable<void> accept_loop() {
+    while (!stopped_) {
+      auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+      if (ec) {
+        if (stopped_ || ec == asio::error::operation_aborted) break;
+        continue;  // a failed accept (e.g. out of descriptors) affects only that client
+      }
+      socket.set_option(tcp::no_delay(true), ec);
+      ++stats_.connections_accepted;
+      auto shared = std::make_shared<tcp::socket>(std::move(socket));
+      connections_.push_back(shared);
+      asio::co_spawn(executor_, serve(shared, std::prev(connections_.end())), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> maintenance_loop() {
+    while (!stopped_) {
+      timer_.expires_after(options_.maintenance_interval);
+      auto [ec] = co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (ec || stopped_) break;
+      service_->maintain();
+    }
+  }
+
+  asio::awaitable<void> serve(std::shared_ptr<tcp::socket> socket, std::list<std::shared_ptr<tcp::socket>>::iterator self) {
+    ++stats_.connections_open;
+    std::array<std::byte, wire::header_size> head{};
+    std::vector<std::byte> payload, out;
+    for (;;) {
+      auto [read_ec, n] = co_await asio::async_read(*socket, asio::buffer(head), asio::as_tuple(asio::use_awaitable));
+      if (read_ec) break;  // the peer closed, or the server stopped
+      wire::frame_header h;
+      if (wire::decode_header(head, options_.limits, h) != errc::success || h.response) {
+        ++stats_.protocol_errors;
+        break;
+      }
+      payload.resize(h.payload_size);
+      auto [payload_ec, m] =
+          co_await asio::async_read(*socket, asio::buffer(payload), asio::as_tuple(asio::use_awaitable));
+      if (payload_ec) break;  // truncated frame: the peer went away mid-frame
+      wire::request request;
+      std::span<const std::byte> trailing;
+      if (wire::decode_request(h.type, payload, request, trailing, options_.limits) != errc::success) {
+        ++stats_.protocol_errors;
+        break;
+      }
+      ++stats_.requests;
+      out.assign(wire::header_size, std::byte{0});
+      if (respond(h.type, request, out) != errc::success) {
+        // A response we cannot encode (over the limits): report it to this
+        // client as a failed call, in the shape it expects.
+        out.resize(wire::header_size);
+        encode_failure(h.type, errc::invalid_argument, out);
+      }
+      const auto header = wire::encode_header(
+          {h.type, true, h.request_id, static_cast<std::uint32_t>(out.size() - wire::header_size)});
+      std::copy(header.begin(), header.end(), out.begin());
+      auto [write_ec, w] = co_await asio::async_write(*socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+      if (write_ec) break;
+    }
+    boost::system::error_code ignored;
+    socket->close(ignored);
+    connections_.erase(self);
+    --stats_.connections_open;
+  }
+
+  // Calls the service for one decoded request and appends the encoded
+  // response to `out`.
+  errc respond(wire::message_type type, const wire::request& request, std::vector<std::byte>& out) {
+    using wire::message_type;
+    meta::service& svc = *service_;
+    auto status_only = [&](errc e) { return wire::encode(wire::status_response{e}, out); };
+    auto statuses = [&](std::size_t n, auto call) {
+      wire::statuses_response r;
+      r.results.resize(n);
+      r.status = call(std::span<errc>(r.results));
+      if (r.status != errc::success) r.results.clear();
+      return wire::encode(r, out);
+    };
+    switch (type) {
+      case message_type::register_node:
+        return status_only(svc.register_node(std::get<wire::node_request>(request).node));
+      case message_type::heartbeat: return status_only(svc.heartbeat(std::get<wire::node_request>(request).node));
+      case message_type::unregister_node:
+        return status_only(svc.unregister_node(std::get<wire::node_request>(request).node));
+      case message_type::mount_segment: {
+        const auto& m = std::get<wire::mount_request>(request);
+        const auto r = svc.mount_segment(m.node, m.size, m.endpoints, m.requested);
+        return wire::encode(wire::mount_response{r.status, r.id}, out);
+      }
+      case message_type::unmount_segment:
+        return status_only(svc.unmount_segment(std::get<wire::unmount_request>(request).segment));
+      case message_type::list_segments: return wire::encode(wire::segments_response{errc::success, svc.segments()}, out);
+      case message_type::put_start: {
+        const auto& m = std::get<wire::put_start_request>(request);
+        wire::put_start_response r;
+        r.results.resize(m.keys.size());
+        r.status = svc.put_start(m.keys, m.sizes, put_options{m.replicas}, m.writer, r.results);
+        if (r.status != errc::success) r.results.clear();
+        return wire::encode(r, out);
+      }
+      case message_type::put_end:
+      case message_type::put_revoke:
+      case message_type::validate: {
+        const auto& m = std::get<wire::versioned_keys_request>(request);
+        return statuses(m.keys.size(), [&](std::span<errc> results) {
+          if (type == message_type::put_end) return svc.put_end(m.keys, m.versions, results);
+          if (type == message_type::put_revoke) return svc.put_revoke(m.keys, m.versions, results);
+          return svc.validate(m.keys, m.versions, results);
+        });
+      }
+      case message_type::query: {
+        const auto& m = std::get<wire::query_request>(request);
+        wire::query_response r;
+        r.results.resize(m.keys.size());
+        r.status = svc.query(m.keys, duration(m.ttl_ns), r.results);
+        if (r.status != errc::success) r.results.clear();
+        return wire::encode(r, out);
+      }
+      case message_type::exist:
+      case message_type::remove: {
+        const auto& m = std::get<wire::keys_request>(request);
+        return statuses(m.keys.size(), [&](std::span<errc> results) {
+          return type == message_type::exist ? svc.exist(m.keys, results) : svc.remove(m.keys, results);
+        });
+      }
+      case message_type::exist_prefix:
+        return wire::encode(
+            wire::prefix_response{errc::success, svc.exist_prefix(std::get<wire::keys_request>(request).keys)}, out);
+      case message_type::data_read:
+      case message_type::data_write:
+        // Well-formed, but for a data server: refused as a call, the
+        // connection stays open.
+        return encode_failure(type, errc::invalid_argument, out);
+    }
+    return encode_failure(type, errc::invalid_argument, out);
+  }
+
+  // The response a request of `type` expects, failed as a whole with `e`.
+  static errc encode_failure(wire::message_type type, errc e, std::vector<std::byte>& out) {
+    wire::response r = wire::empty_response(type);
+    return std::visit(
+        [&](auto& m) {
+          m.status = e;
+          return wire::encode(m, out);
+        },
+        r);
+  }
+
+  asio::any_io_executor executor_;
+  std::shared_ptr<meta::service> service_;
+  master_options options_;
+  tcp::acceptor acceptor_;
+  asio::steady_timer timer_;
+  std::list<std::shared_ptr<tcp::socket>> connections_;
+  master_stats stats_;
+  bool stopped_ = false;
+};
+
+}  // namespace corokv::net
