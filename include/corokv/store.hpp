@@ -27,6 +27,7 @@
 #include <corokv/client/options.hpp>
 #include <corokv/detail/async_operation.hpp>
 #include <corokv/detail/batch_plan.hpp>
+#include <corokv/detail/identity.hpp>
 #include <corokv/transport/local_segment.hpp>
 #include <corokv/transport/local_transport.hpp>
 #include <corokv/types.hpp>
@@ -42,10 +43,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <fstream>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <span>
 #include <string>
 #include <string_view>
@@ -57,24 +56,6 @@ namespace corokv {
 
 namespace asio = boost::asio;
 
-namespace detail {
-
-// Identifies this host for same-host transports (the kernel's boot id).
-inline std::string host_id() {
-  std::string id;
-  std::ifstream("/proc/sys/kernel/random/boot_id") >> id;
-  return id;
-}
-
-// A random nonzero 64-bit id, for node ids and proposed segment ids.
-inline std::uint64_t random_id() {
-  std::random_device rd;
-  std::uint64_t id = 0;
-  while (id == 0) id = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
-  return id;
-}
-
-}  // namespace detail
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
@@ -243,8 +224,10 @@ class basic_store {
 
   struct owned_segment {
     segment_id id;
-    std::unique_ptr<local_segment> memory;
+    std::shared_ptr<local_segment> memory;
   };
+
+  static bool is_corokv_error(const std::error_code& ec) { return ec.category() == error_category(); }
 
   static store_options sanitize(store_options o) {
     if (o.node == 0) o.node = detail::random_id();
@@ -295,18 +278,17 @@ class basic_store {
   // cannot find yet. A proposal that is taken (already_exists) is retried.
   coro<segment_id> add_segment_coro(std::uint64_t size) {
     using result = detail::op_result<segment_id>;
-    auto memory = std::make_unique<local_segment>(size, options_.populate_segments);
-    if (!memory->valid()) co_return finish(result{memory->error(), 0});
-    segment_endpoints where;
-    where.host_id = detail::host_id();
-    where.base_address = reinterpret_cast<std::uintptr_t>(memory->data());
     std::pair<std::error_code, segment_id> mounted{errc::already_exists, 0};
+    std::shared_ptr<local_segment> memory;
     for (int attempt = 0; attempt < 3 && mounted.first == errc::already_exists; ++attempt) {
       const segment_id proposal = detail::random_id();
-      transport_.registry().add(proposal, memory->data(), memory->size());
+      auto [made, where] = make_segment(size, proposal);
+      if (!made->valid()) co_return finish(result{made->error(), 0});
+      memory = std::move(made);
+      transport_.registry().add(proposal, memory->data(), memory->size(), memory);
       {
         metadata_timer timing{counters_};
-        mounted = co_await metadata_.mount(node_, size, where, proposal);
+        mounted = co_await metadata_.mount(node_, size, std::move(where), proposal);
       }
       if (mounted.first) transport_.registry().remove(proposal);
     }
@@ -317,6 +299,20 @@ class basic_store {
     }
     registered_ = true;
     co_return finish(result{{}, mounted.second});
+  }
+
+  // The transport decides what memory its peers can reach and how; one
+  // without an opinion gets private memory, reachable in this process only.
+  std::pair<std::shared_ptr<local_segment>, segment_endpoints> make_segment(std::uint64_t size, segment_id id) {
+    if constexpr (requires { transport_.make_segment(size, true, id); }) {
+      return transport_.make_segment(size, options_.populate_segments, id);
+    } else {
+      auto memory = std::make_shared<local_segment>(size, options_.populate_segments);
+      segment_endpoints where;
+      where.host_id = detail::host_id();
+      where.base_address = reinterpret_cast<std::uintptr_t>(memory->data());
+      return {std::move(memory), std::move(where)};
+    }
   }
 
   // A writer must be a registered node, so that its death revokes its puts.
@@ -582,7 +578,17 @@ class basic_store {
       std::vector<std::string_view> sub(requery.size());
       for (std::size_t k = 0; k < requery.size(); ++k) sub[k] = keys[requery[k]];
       std::vector<query_result> fresh(requery.size());
-      if (std::error_code ec = co_await query_metadata(sub, fresh)) co_return finish(result{ec, {}});
+      if (std::error_code ec = co_await query_metadata(sub, fresh)) {
+        // The metadata is unreachable (a lost connection, a timeout). Keys
+        // that have leased metadata are still read; the others fail with
+        // that error, per key. With nothing left to read, the whole
+        // operation fails with it.
+        const bool others = std::any_of(results.begin(), results.end(),
+                                        [](const get_result& r) { return r.source != key_source::none; });
+        if (!others || !is_corokv_error(ec)) co_return finish(result{ec, {}});
+        for (std::uint32_t i : requery) results[i].status = static_cast<errc>(ec.value());
+        requery.clear();
+      }
       for (std::size_t k = 0; k < requery.size(); ++k) {
         if (fresh[k].ok())
           accept(requery[k], fresh[k], key_source::requery);
@@ -660,13 +666,16 @@ class basic_store {
         metadata_timer timing{counters_};
         ec = co_await metadata_.validate(sub, versions, still);
       }
-      if (ec) co_return finish(result{ec, {}});
+      // Unconfirmed bytes are not reported good: each late key fails with
+      // the metadata's error, the others stand.
+      if (ec && !is_corokv_error(ec)) co_return finish(result{ec, {}});
+      if (ec) std::fill(still.begin(), still.end(), static_cast<errc>(ec.value()));
       detail::counter_set::add(counters_.keys_revalidated, late.size());
       cache_.locked([&](metadata_cache::view& cache) {
         for (std::size_t k = 0; k < late.size(); ++k) {
           if (still[k] == errc::success) continue;
           get_result& r = results[late[k]];
-          r = get_result{errc::lease_expired, 0, no_version, r.source};
+          r = get_result{ec ? still[k] : errc::lease_expired, 0, no_version, r.source};
           cache.invalidate(sub[k]);
           detail::counter_set::add(counters_.lease_expiries, 1);
         }

@@ -139,11 +139,19 @@ class service {
   // Mounts `size` bytes of the node's memory; registers the node if needed.
   // A node may propose the segment's id (`requested`, nonzero), so that it
   // can make the memory reachable under that id before any allocation can
-  // land in it; a proposal already in use answers already_exists.
+  // land in it; a proposal in use by another node or with another size
+  // answers already_exists.
   mount_result mount_segment(node_id node, std::uint64_t size, segment_endpoints endpoints = {},
                              segment_id requested = 0) {
     if (node == 0 || size < options_.alignment) return {errc::invalid_argument, 0};
     std::lock_guard lock(nodes_mu_);
+    // A node remounting what it already has (its connection to a remote
+    // service broke and came back) gets the same segment, untouched.
+    if (requested != 0)
+      if (auto had = pool_.find(requested); had && had->node == node && had->size == size) {
+        nodes_.try_emplace(node, node_state{now(), true});
+        return {errc::success, requested};
+      }
     const segment_id id = pool_.mount(node, size, std::move(endpoints), requested);
     if (id == 0) return {errc::already_exists, 0};
     nodes_.try_emplace(node, node_state{now(), true});

@@ -13,6 +13,7 @@
 // service's maintain() every maintenance_interval while the server runs.
 
 #include <corokv/meta/service.hpp>
+#include <corokv/net/frame_io.hpp>
 #include <corokv/wire/frame.hpp>
 #include <corokv/wire/messages.hpp>
 
@@ -61,6 +62,7 @@ class master_server {
   tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
   const master_stats& stats() const noexcept { return stats_; }
   meta::service& service() noexcept { return *service_; }
+  const meta::service& service() const noexcept { return *service_; }
 
   // Starts accepting and the maintenance timer. Call on the executor.
   void start() {
@@ -106,29 +108,21 @@ class master_server {
 
   asio::awaitable<void> serve(std::shared_ptr<tcp::socket> socket, std::list<std::shared_ptr<tcp::socket>>::iterator self) {
     ++stats_.connections_open;
-    std::array<std::byte, wire::header_size> head{};
     std::vector<std::byte> payload, out;
     for (;;) {
-      auto [read_ec, n] = co_await asio::async_read(*socket, asio::buffer(head), asio::as_tuple(asio::use_awaitable));
-      if (read_ec) break;  // the peer closed, or the server stopped
       wire::frame_header h;
-      if (wire::decode_header(head, options_.limits, h) != errc::success || h.response) {
-        ++stats_.protocol_errors;
-        break;
-      }
-      payload.resize(h.payload_size);
-      auto [payload_ec, m] =
-          co_await asio::async_read(*socket, asio::buffer(payload), asio::as_tuple(asio::use_awaitable));
-      if (payload_ec) break;  // truncated frame: the peer went away mid-frame
+      const frame_status got = co_await read_frame(*socket, options_.limits, /*response=*/false, h, payload);
+      if (got == frame_status::closed) break;  // the peer closed or went away mid-frame, or the server stopped
       wire::request request;
       std::span<const std::byte> trailing;
-      if (wire::decode_request(h.type, payload, request, trailing, options_.limits) != errc::success) {
+      if (got == frame_status::malformed ||
+          wire::decode_request(h.type, payload, request, trailing, options_.limits) != errc::success) {
         ++stats_.protocol_errors;
         break;
       }
       ++stats_.requests;
       out.assign(wire::header_size, std::byte{0});
-      if (respond(h.type, request, out) != errc::success) {
+      if (respond(h.type, request, out) != errc::success || out.size() - wire::header_size > options_.limits.max_payload) {
         // A response we cannot encode (over the limits): report it to this
         // client as a failed call, in the shape it expects.
         out.resize(wire::header_size);

@@ -5,12 +5,15 @@
 //
 // Readers hold a shared lock for a whole batch of copies; removing a segment
 // takes the exclusive lock, so a segment's memory is never unmapped while a
-// copy from or into it is running.
+// copy from or into it is running. Asynchronous users (a data server sending
+// from a segment) pin() instead: the entry's owner keeps the memory mapped
+// until they let go, even if the segment is removed meanwhile.
 
 #include <corokv/types.hpp>
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <shared_mutex>
 #include <span>
@@ -20,15 +23,35 @@ namespace corokv {
 
 class segment_registry {
  public:
-  void add(segment_id id, std::byte* base, std::uint64_t size) {
+  // `owner` (optional) keeps the memory mapped while pinned.
+  void add(segment_id id, std::byte* base, std::uint64_t size, std::shared_ptr<const void> owner = {}) {
     std::unique_lock lock(mu_);
-    segments_[id] = {base, size};
+    segments_[id] = {base, size, std::move(owner)};
   }
 
   // Returns once no batch is still copying from or into the segment.
   void remove(segment_id id) {
     std::unique_lock lock(mu_);
     segments_.erase(id);
+  }
+
+  struct pinned {
+    std::shared_ptr<const void> owner;
+    std::span<std::byte> bytes;  // empty if not here or out of range
+  };
+  // The replica's bytes and their owner, for use beyond this call.
+  pinned pin(segment_id id, std::uint64_t offset, std::uint64_t length) const {
+    std::shared_lock lock(mu_);
+    auto it = segments_.find(id);
+    if (it == segments_.end()) return {};
+    const region& g = it->second;
+    if (offset > g.size || length > g.size - offset) return {};
+    return {g.owner, {g.base + offset, length}};
+  }
+
+  std::size_t size() const {
+    std::shared_lock lock(mu_);
+    return segments_.size();
   }
 
   bool contains(segment_id id) const {
@@ -56,6 +79,7 @@ class segment_registry {
   struct region {
     std::byte* base = nullptr;
     std::uint64_t size = 0;
+    std::shared_ptr<const void> owner;
   };
   mutable std::shared_mutex mu_;
   std::unordered_map<segment_id, region> segments_;

@@ -263,6 +263,18 @@ errc decode(std::span<const std::byte> payload, M& message, std::span<const std:
   return errc::success;
 }
 
+// For streams: the data frames' bytes travel after the frame, outside its
+// payload_size (so a batch of large values is bounded by the segments it
+// names, not by max_payload). The payload then holds the table alone, and
+// the receiver reads trailing_size(message) bytes straight into place.
+template <class M>
+errc decode_table(std::span<const std::byte> payload, M& message, const limits& lim = {}) {
+  reader r(payload, lim);
+  fields(r, message);
+  if (r.status() != errc::success || !r.at_end()) return errc::protocol_error;
+  return errc::success;
+}
+
 template <class M>
 errc decode(std::span<const std::byte> payload, M& message, const limits& lim = {}) {
   std::span<const std::byte> trailing;

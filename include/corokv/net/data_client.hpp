@@ -1,0 +1,207 @@
+#pragma once
+// The client side of the TCP data plane: moves one batch of ranges to or
+// from one node's data server in one request. Bytes go straight between the
+// socket and the caller's buffers (a scatter read, a gathered write), never
+// through an intermediate copy.
+//
+// Connections are pooled per peer: a batch takes an idle connection or opens
+// one, and gives it back when the exchange completed cleanly. A connection on
+// which anything went wrong (an I/O error, a reply that does not answer the
+// request, io_timeout) is closed, and every item of that batch reports
+// transfer_failed, so the store can try another replica; the error never
+// escapes as an exception and never hangs.
+
+#include <corokv/net/frame_io.hpp>
+#include <corokv/transport/transfer.hpp>
+#include <corokv/wire/messages.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace corokv::net {
+
+struct data_peer {
+  std::string host;
+  std::uint16_t port = 0;
+  friend auto operator<=>(const data_peer&, const data_peer&) = default;
+};
+
+struct data_client_options {
+  duration io_timeout = std::chrono::seconds(10);  // one whole exchange
+  std::size_t idle_per_peer = 8;
+  wire::limits limits;
+};
+
+class data_client {
+ public:
+  explicit data_client(data_client_options options = {}) : options_(options) {}
+
+  // Reads every request's range from `peer` into its destination. Per item:
+  // success, segment_not_found (the server refused the range) or
+  // transfer_failed (the exchange failed).
+  asio::awaitable<void> read(const data_peer& peer, std::span<const read_request> requests, std::span<errc> status) {
+    std::fill(status.begin(), status.end(), errc::transfer_failed);
+    auto socket = co_await acquire(peer);
+    if (!socket) co_return;
+    exchange_guard guard(*socket, options_.io_timeout);
+    bool clean = false;
+    do {
+      wire::data_read_request request;
+      request.items.reserve(requests.size());
+      for (auto& r : requests) request.items.push_back({r.replica.segment, r.replica.offset, r.replica.length, no_version});
+      std::vector<std::byte> frame;
+      const std::uint64_t id = ++next_id_;
+      if (append_frame(wire::message_type::data_read, false, id, request, frame, options_.limits) != errc::success)
+        break;
+      auto [wec, w] = co_await asio::async_write(*socket, asio::buffer(frame), asio::as_tuple(asio::use_awaitable));
+      if (wec) break;
+      wire::frame_header h;
+      std::vector<std::byte> payload;
+      if (co_await read_frame(*socket, options_.limits, true, h, payload) != frame_status::ok) break;
+      wire::data_read_response response;
+      if (h.type != wire::message_type::data_read || h.request_id != id ||
+          wire::decode_table(payload, response, options_.limits) != errc::success ||
+          response.results.size() != requests.size())
+        break;
+      // The reply must announce exactly the lengths asked for: a peer cannot
+      // make us write past a caller's buffer.
+      std::vector<asio::mutable_buffer> scatter;
+      bool consistent = response.status == errc::success;
+      for (std::size_t i = 0; i < requests.size() && consistent; ++i) {
+        if (response.results[i] != errc::success) continue;
+        consistent = response.lengths[i] == requests[i].replica.length &&
+                     requests[i].destination.size() >= requests[i].replica.length;
+        scatter.push_back(asio::buffer(requests[i].destination.data(), requests[i].replica.length));
+      }
+      if (!consistent) break;
+      auto [rec, n] = co_await asio::async_read(*socket, scatter, asio::as_tuple(asio::use_awaitable));
+      if (rec) break;
+      for (std::size_t i = 0; i < requests.size(); ++i) status[i] = response.results[i];
+      clean = true;
+    } while (false);
+    finish(peer, std::move(socket), guard, clean);
+  }
+
+  // Writes every request's source bytes into its range on `peer`.
+  asio::awaitable<void> write(const data_peer& peer, std::span<const write_request> requests, std::span<errc> status) {
+    for (auto& r : requests)
+      if (r.source.size() != r.replica.length) {
+        std::fill(status.begin(), status.end(), errc::size_mismatch);
+        co_return;
+      }
+    std::fill(status.begin(), status.end(), errc::transfer_failed);
+    auto socket = co_await acquire(peer);
+    if (!socket) co_return;
+    exchange_guard guard(*socket, options_.io_timeout);
+    bool clean = false;
+    do {
+      wire::data_write_request request;
+      request.items.reserve(requests.size());
+      for (auto& r : requests) request.items.push_back({r.replica.segment, r.replica.offset, r.replica.length, no_version});
+      std::vector<std::byte> frame;
+      const std::uint64_t id = ++next_id_;
+      if (append_frame(wire::message_type::data_write, false, id, request, frame, options_.limits) != errc::success)
+        break;
+      std::vector<asio::const_buffer> gather{asio::buffer(frame)};
+      for (auto& r : requests) gather.push_back(r.source);
+      auto [wec, w] = co_await asio::async_write(*socket, gather, asio::as_tuple(asio::use_awaitable));
+      if (wec) break;
+      wire::frame_header h;
+      std::vector<std::byte> payload;
+      if (co_await read_frame(*socket, options_.limits, true, h, payload) != frame_status::ok) break;
+      wire::statuses_response response;
+      if (h.type != wire::message_type::data_write || h.request_id != id ||
+          wire::decode(payload, response, options_.limits) != errc::success || response.status != errc::success ||
+          response.results.size() != requests.size())
+        break;
+      std::copy(response.results.begin(), response.results.end(), status.begin());
+      clean = true;
+    } while (false);
+    finish(peer, std::move(socket), guard, clean);
+  }
+
+  // Closes idle connections (those in use close when their batch ends).
+  void close_idle() {
+    std::lock_guard lock(mu_);
+    idle_.clear();
+  }
+
+ private:
+  using socket_ptr = std::shared_ptr<tcp::socket>;
+
+  // Closes the socket if the exchange outlives io_timeout; the pending
+  // operation then fails and the batch reports transfer_failed.
+  class exchange_guard {
+   public:
+    exchange_guard(tcp::socket& socket, duration timeout) : timer_(socket.get_executor(), timeout) {
+      timer_.async_wait([&socket, fired = fired_](boost::system::error_code ec) {
+        if (ec) return;
+        *fired = true;
+        boost::system::error_code ignored;
+        socket.close(ignored);
+      });
+    }
+    ~exchange_guard() { timer_.cancel(); }
+    bool fired() const { return *fired_; }
+
+   private:
+    std::shared_ptr<bool> fired_ = std::make_shared<bool>(false);
+    asio::steady_timer timer_;
+  };
+
+  asio::awaitable<socket_ptr> acquire(const data_peer& peer) {
+    {
+      std::lock_guard lock(mu_);
+      auto& idle = idle_[peer];
+      if (!idle.empty()) {
+        socket_ptr s = std::move(idle.back());
+        idle.pop_back();
+        co_return s;
+      }
+    }
+    auto ex = co_await asio::this_coro::executor;
+    auto socket = std::make_shared<tcp::socket>(ex);
+    tcp::resolver resolver(ex);
+    const std::string service = std::to_string(peer.port);
+    auto [rec, endpoints] = co_await resolver.async_resolve(peer.host, service, asio::as_tuple(asio::use_awaitable));
+    if (rec) co_return nullptr;
+    exchange_guard guard(*socket, options_.io_timeout);
+    auto [cec, ep] = co_await asio::async_connect(*socket, endpoints, asio::as_tuple(asio::use_awaitable));
+    if (cec || guard.fired()) co_return nullptr;
+    boost::system::error_code ignored;
+    socket->set_option(tcp::no_delay(true), ignored);
+    co_return socket;
+  }
+
+  void finish(const data_peer& peer, socket_ptr socket, const exchange_guard& guard, bool clean) {
+    if (!clean || guard.fired() || !socket->is_open()) {
+      boost::system::error_code ignored;
+      socket->close(ignored);
+      return;
+    }
+    std::lock_guard lock(mu_);
+    auto& idle = idle_[peer];
+    if (idle.size() < options_.idle_per_peer) idle.push_back(std::move(socket));
+  }
+
+  data_client_options options_;
+  std::atomic<std::uint64_t> next_id_{0};
+  std::mutex mu_;
+  std::map<data_peer, std::vector<socket_ptr>> idle_;
+};
+
+}  // namespace corokv::net

@@ -1,0 +1,599 @@
+#pragma once
+// The metadata endpoint of a store whose metadata service runs in a
+// corokv-master process: the same member functions as embedded_metadata,
+// each one a request over one TCP connection.
+//
+// - Pipelining: any number of calls may be in flight on the connection;
+//   frames queued while a write is running go out together in the next one.
+//   Replies are matched by request id.
+// - Reconnect: a lost connection is re-established with exponential backoff.
+//   Calls already sent on the lost connection fail with rpc_failed (whether
+//   the master acted on them is unknown, so none is re-sent); calls not yet
+//   sent wait for the next connection.
+// - Rejoin: before any other traffic on a new connection, every node
+//   registered through this endpoint registers again and remounts its
+//   segments under their old ids (after a master restart the segments come
+//   back unchanged; objects do not, the new master starts empty). The same
+//   happens when a heartbeat answers node_unknown (the master declared the
+//   node dead).
+// - Heartbeats every heartbeat_interval for each registered node.
+// - Never a hang: a call unanswered after request_timeout, connected or
+//   not, fails with errc::timeout.
+//
+// All connection state lives on a strand of the executor given at
+// construction; calls may come from any executor and complete on their own.
+
+#include <corokv/error.hpp>
+#include <corokv/net/frame_io.hpp>
+#include <corokv/types.hpp>
+#include <corokv/wire/messages.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/append.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace corokv::net {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+struct remote_metadata_options {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;
+  duration request_timeout = std::chrono::seconds(5);
+  duration connect_timeout = std::chrono::seconds(2);
+  duration heartbeat_interval = std::chrono::seconds(1);  // well under the master's node_ttl
+  duration reconnect_initial = std::chrono::milliseconds(20);
+  duration reconnect_max = std::chrono::seconds(1);
+  wire::limits limits;
+};
+
+struct remote_metadata_stats {
+  std::uint64_t connects = 0;
+  std::uint64_t disconnects = 0;
+  std::uint64_t calls = 0;
+  std::uint64_t lost_in_flight = 0;  // failed with rpc_failed when their connection broke
+  std::uint64_t timeouts = 0;
+  std::uint64_t rejoins = 0;         // nodes registered again (new connection or node_unknown)
+  std::uint64_t remount_failures = 0;
+};
+
+namespace detail {
+
+// A call's outcome: success with the reply's payload, or why not.
+using reply = std::pair<errc, std::vector<std::byte>>;
+
+// Where a reply goes: the awaiting caller's handler, completed on the
+// caller's own executor. Erased here, where the handler's type is still
+// known, so its associated executor is looked up exactly.
+struct reply_sink {
+  virtual ~reply_sink() = default;
+  virtual void deliver(reply r) = 0;
+};
+using reply_handler = std::unique_ptr<reply_sink>;
+
+template <class Handler, class Fallback>
+struct handler_sink final : reply_sink {
+  handler_sink(Handler h, Fallback f) : handler(std::move(h)), fallback(std::move(f)) {}
+  void deliver(reply r) override {
+    auto ex = asio::get_associated_executor(handler, fallback);
+    asio::post(ex, asio::append(std::move(handler), std::move(r)));
+  }
+  Handler handler;
+  Fallback fallback;
+};
+
+struct ignore_sink final : reply_sink {
+  void deliver(reply) override {}
+};
+
+class metadata_session : public std::enable_shared_from_this<metadata_session> {
+ public:
+  metadata_session(asio::any_io_executor ex, remote_metadata_options options)
+      : strand_(asio::make_strand(ex)), options_(std::move(options)), wake_(strand_), tick_(strand_) {}
+
+  void start() {
+    auto self = shared_from_this();
+    asio::co_spawn(strand_, [self]() { return self->run(); }, asio::detached);
+    asio::co_spawn(strand_, [self]() { return self->ticker(); }, asio::detached);
+  }
+
+  // Sends one request and awaits its reply, from any executor. `control`
+  // calls (rejoin) may go out before the connection is ready for others.
+  template <class Message>
+  asio::awaitable<reply> call(wire::message_type type, const Message& message, bool control = false) {
+    std::vector<std::byte> frame;
+    if (append_frame(type, false, 0, message, frame, options_.limits) != errc::success)
+      co_return reply{errc::invalid_argument, {}};
+    // Named, not a temporary inside the co_await: GCC 12 destroys such a
+    // temporary twice, which would release `self` once too often.
+    auto initiation = [self = shared_from_this(), type, control](auto handler, std::vector<std::byte> bytes) {
+      reply_handler h = std::make_unique<handler_sink<decltype(handler), decltype(self->strand_)>>(std::move(handler),
+                                                                                                self->strand_);
+      asio::post(self->strand_, [self, type, control, frame = std::move(bytes), h = std::move(h)]() mutable {
+        self->enqueue(type, std::move(frame), std::move(h), control);
+      });
+    };
+    co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(reply)>(initiation, asio::use_awaitable,
+                                                                                       std::move(frame));
+  }
+
+  // Sends without waiting for the outcome (a leaving node's unregister).
+  template <class Message>
+  void send_and_forget(wire::message_type type, const Message& message) {
+    std::vector<std::byte> frame;
+    if (append_frame(type, false, 0, message, frame, options_.limits) != errc::success) return;
+    asio::post(strand_, [self = shared_from_this(), type, frame = std::move(frame)]() mutable {
+      self->enqueue(type, std::move(frame), std::make_unique<ignore_sink>(), false);
+    });
+  }
+
+  // What to redo on a new connection or after node_unknown.
+  void remember_node(node_id node) {
+    std::lock_guard lock(records_mu_);
+    if (std::find(nodes_.begin(), nodes_.end(), node) == nodes_.end()) nodes_.push_back(node);
+  }
+  void remember_mount(const wire::mount_request& mount) {
+    std::lock_guard lock(records_mu_);
+    mounts_.push_back(mount);
+  }
+  void forget_node(node_id node) {
+    std::lock_guard lock(records_mu_);
+    std::erase(nodes_, node);
+    std::erase_if(mounts_, [&](const wire::mount_request& m) { return m.node == node; });
+  }
+
+  // Ends the session once what is queued went out (at most 500 ms): the
+  // unregister of a store being destroyed still reaches the master.
+  void shutdown() {
+    asio::co_spawn(strand_, [self = shared_from_this()]() { return self->close_when_drained(); }, asio::detached);
+  }
+
+  remote_metadata_stats stats() const {
+    std::lock_guard lock(stats_mu_);
+    return stats_;
+  }
+  bool ready() const noexcept { return ready_flag_.load(std::memory_order_acquire); }
+  const remote_metadata_options& options() const noexcept { return options_; }
+
+ private:
+  struct pending_call {
+    wire::message_type type;
+    std::vector<std::byte> frame;  // empty once written
+    reply_handler handler;
+    clock_type::time_point deadline;
+    bool control = false;
+    bool sent = false;
+  };
+
+  template <class F>
+  void count(F f) {
+    std::lock_guard lock(stats_mu_);
+    f(stats_);
+  }
+
+  void enqueue(wire::message_type type, std::vector<std::byte> frame, reply_handler handler, bool control) {
+    if (stopped_) {
+      complete(std::move(handler), reply{errc::cancelled, {}});
+      return;
+    }
+    const std::uint64_t id = ++next_id_;
+    for (std::size_t i = 0; i < 8; ++i) frame[4 + i] = static_cast<std::byte>(id >> (8 * i));
+    calls_.emplace(id, pending_call{type, std::move(frame), std::move(handler),
+                                    clock_type::now() + options_.request_timeout, control, false});
+    (control ? control_queue_ : queue_).push_back(id);
+    count([](auto& s) { ++s.calls; });
+    pump();
+  }
+
+  // Completes a caller's operation on its own executor.
+  static void complete(reply_handler handler, reply r) { handler->deliver(std::move(r)); }
+
+  // Writes everything that may go out now in one gathered write.
+  void pump() {
+    if (!socket_ || writing_) return;
+    write_buffer_.clear();
+    auto take = [&](std::deque<std::uint64_t>& q) {
+      while (!q.empty() && write_buffer_.size() < (1u << 20)) {
+        auto it = calls_.find(q.front());
+        q.pop_front();
+        if (it == calls_.end()) continue;  // timed out while queued
+        write_buffer_.insert(write_buffer_.end(), it->second.frame.begin(), it->second.frame.end());
+        it->second.frame = {};
+        it->second.sent = true;
+      }
+    };
+    take(control_queue_);
+    if (ready_) take(queue_);
+    if (write_buffer_.empty()) return;
+    writing_ = true;
+    asio::async_write(*socket_, asio::buffer(write_buffer_),
+                      asio::bind_executor(strand_, [self = shared_from_this(), gen = generation_](
+                                                       boost::system::error_code ec, std::size_t) {
+                        self->writing_ = false;
+                        if (gen != self->generation_) return;
+                        if (ec)
+                          self->lose(gen);
+                        else
+                          self->pump();
+                      }));
+  }
+
+  // The connection of generation `gen` broke: what was sent on it fails.
+  void lose(std::uint64_t gen) {
+    if (gen != generation_ || !socket_) return;
+    boost::system::error_code ignored;
+    socket_->close(ignored);
+    socket_.reset();
+    ready_ = false;
+    ready_flag_.store(false, std::memory_order_release);
+    ++generation_;
+    std::uint64_t lost = 0;
+    for (auto it = calls_.begin(); it != calls_.end();) {
+      if (!it->second.sent) {
+        ++it;
+        continue;
+      }
+      complete(std::move(it->second.handler), reply{errc::rpc_failed, {}});
+      it = calls_.erase(it);
+      ++lost;
+    }
+    count([&](auto& s) {
+      ++s.disconnects;
+      s.lost_in_flight += lost;
+    });
+    wake_.cancel();
+  }
+
+  asio::awaitable<void> reader(std::shared_ptr<tcp::socket> socket, std::uint64_t gen) {
+    wire::frame_header h;
+    std::vector<std::byte> payload;
+    for (;;) {
+      const frame_status got = co_await read_frame(*socket, options_.limits, /*response=*/true, h, payload);
+      if (gen != generation_) co_return;
+      if (got != frame_status::ok) break;
+      auto it = calls_.find(h.request_id);
+      if (it == calls_.end()) continue;  // its caller timed out already
+      if (it->second.type != h.type) break;  // a reply that answers another question: the stream is broken
+      complete(std::move(it->second.handler), reply{errc::success, std::move(payload)});
+      calls_.erase(it);
+      payload = {};
+    }
+    lose(gen);
+  }
+
+  asio::awaitable<errc> connect(tcp::socket& socket) {
+    tcp::resolver resolver(strand_);
+    const std::string service = std::to_string(options_.port);
+    auto [rec, endpoints] =
+        co_await resolver.async_resolve(options_.host, service, asio::as_tuple(asio::use_awaitable));
+    if (rec) co_return errc::rpc_failed;
+    asio::steady_timer limit(strand_, options_.connect_timeout);
+    limit.async_wait([&socket](boost::system::error_code ec) {
+      boost::system::error_code ignored;
+      if (!ec) socket.close(ignored);
+    });
+    auto [cec, ep] = co_await asio::async_connect(socket, endpoints, asio::as_tuple(asio::use_awaitable));
+    limit.cancel();
+    if (cec || !socket.is_open()) co_return errc::rpc_failed;
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    co_return errc::success;
+  }
+
+  asio::awaitable<void> run() {
+    duration backoff = options_.reconnect_initial;
+    while (!stopped_) {
+      auto socket = std::make_shared<tcp::socket>(strand_);
+      if (co_await connect(*socket) != errc::success) {
+        wake_.expires_after(backoff);
+        co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
+        backoff = std::min(backoff * 2, options_.reconnect_max);
+        continue;
+      }
+      if (stopped_) break;
+      backoff = options_.reconnect_initial;
+      socket_ = socket;
+      const std::uint64_t gen = ++generation_;
+      count([](auto& s) { ++s.connects; });
+      asio::co_spawn(strand_, reader(socket, gen), asio::detached);
+      std::vector<node_id> nodes;
+      {
+        std::lock_guard lock(records_mu_);
+        nodes = nodes_;
+      }
+      for (node_id node : nodes) co_await rejoin(node);
+      if (gen == generation_) {
+        ready_ = true;
+        ready_flag_.store(true, std::memory_order_release);
+        pump();
+      }
+      while (gen == generation_ && !stopped_) {
+        wake_.expires_at(clock_type::time_point::max());
+        co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+    }
+  }
+
+  // Registers the node again and remounts its segments under their ids.
+  asio::awaitable<void> rejoin(node_id node) {
+    std::vector<wire::mount_request> mounts;
+    {
+      std::lock_guard lock(records_mu_);
+      for (auto& m : mounts_)
+        if (m.node == node) mounts.push_back(m);
+    }
+    count([](auto& s) { ++s.rejoins; });
+    auto registered = co_await call(wire::message_type::register_node, wire::node_request{node}, true);
+    if (registered.first != errc::success) co_return;
+    for (auto& m : mounts) {
+      auto mounted = co_await call(wire::message_type::mount_segment, m, true);
+      wire::mount_response r;
+      if (mounted.first != errc::success || wire::decode(mounted.second, r, options_.limits) != errc::success ||
+          r.status != errc::success)
+        count([](auto& s) { ++s.remount_failures; });
+    }
+  }
+
+  // Times out calls and sends heartbeats.
+  asio::awaitable<void> ticker() {
+    auto next_heartbeat = clock_type::now() + options_.heartbeat_interval;
+    const duration period = std::min<duration>(options_.heartbeat_interval, std::chrono::milliseconds(50));
+    while (!stopped_) {
+      tick_.expires_after(period);
+      co_await tick_.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (stopped_) break;
+      const auto now = clock_type::now();
+      std::uint64_t expired = 0;
+      for (auto it = calls_.begin(); it != calls_.end();) {
+        if (it->second.deadline > now) {
+          ++it;
+          continue;
+        }
+        complete(std::move(it->second.handler), reply{errc::timeout, {}});
+        it = calls_.erase(it);
+        ++expired;
+      }
+      if (expired) count([&](auto& s) { s.timeouts += expired; });
+      if (ready_ && now >= next_heartbeat) {
+        next_heartbeat = now + options_.heartbeat_interval;
+        std::vector<node_id> nodes;
+        {
+          std::lock_guard lock(records_mu_);
+          nodes = nodes_;
+        }
+        for (node_id node : nodes)
+          asio::co_spawn(strand_, heartbeat(node), asio::detached);
+      }
+    }
+  }
+
+  asio::awaitable<void> heartbeat(node_id node) {
+    auto r = co_await call(wire::message_type::heartbeat, wire::node_request{node});
+    wire::status_response status;
+    if (r.first == errc::success && wire::decode(r.second, status, options_.limits) == errc::success &&
+        status.status == errc::node_unknown)
+      co_await rejoin(node);
+  }
+
+  asio::awaitable<void> close_when_drained() {
+    asio::steady_timer pause(strand_);
+    const auto until = clock_type::now() + std::chrono::milliseconds(500);
+    while (socket_ && ready_ && !calls_.empty() && clock_type::now() < until) {
+      pause.expires_after(std::chrono::milliseconds(2));
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    stopped_ = true;
+    if (socket_) lose(generation_);
+    for (auto& [id, c] : calls_) complete(std::move(c.handler), reply{errc::cancelled, {}});
+    calls_.clear();
+    tick_.cancel();
+    wake_.cancel();
+  }
+
+  asio::strand<asio::any_io_executor> strand_;
+  remote_metadata_options options_;
+  // Strand state.
+  std::shared_ptr<tcp::socket> socket_;
+  std::uint64_t generation_ = 0;
+  std::uint64_t next_id_ = 0;
+  bool ready_ = false;
+  bool writing_ = false;
+  bool stopped_ = false;
+  std::unordered_map<std::uint64_t, pending_call> calls_;
+  std::deque<std::uint64_t> control_queue_, queue_;
+  std::vector<std::byte> write_buffer_;
+  asio::steady_timer wake_, tick_;
+  std::atomic<bool> ready_flag_{false};
+  // Any thread.
+  mutable std::mutex records_mu_;
+  std::vector<node_id> nodes_;
+  std::vector<wire::mount_request> mounts_;
+  mutable std::mutex stats_mu_;
+  remote_metadata_stats stats_;
+};
+
+}  // namespace detail
+
+class remote_metadata {
+ public:
+  remote_metadata(asio::any_io_executor ex, remote_metadata_options options)
+      : session_(std::make_shared<detail::metadata_session>(std::move(ex), std::move(options))) {
+    session_->start();
+  }
+  remote_metadata(remote_metadata&&) noexcept = default;
+  remote_metadata& operator=(remote_metadata&&) = delete;
+  ~remote_metadata() {
+    if (session_) session_->shutdown();
+  }
+
+  template <class T>
+  using result = asio::awaitable<T>;
+
+  remote_metadata_stats stats() const { return session_->stats(); }
+  // Whether the connection is up and this endpoint's nodes have rejoined.
+  bool ready() const noexcept { return session_->ready(); }
+
+  result<std::error_code> register_node(node_id node) {
+    session_->remember_node(node);
+    co_return co_await status_call(wire::message_type::register_node, wire::node_request{node});
+  }
+
+  result<std::pair<std::error_code, segment_id>> mount(node_id node, std::uint64_t size, segment_endpoints where,
+                                                       segment_id requested) {
+    session_->remember_node(node);
+    wire::mount_request m{node, size, requested, std::move(where)};
+    auto r = co_await session_->call(wire::message_type::mount_segment, m);
+    wire::mount_response decoded;
+    const errc e = decode_reply(r, decoded);
+    if (e != errc::success) co_return std::pair<std::error_code, segment_id>{e, 0};
+    if (decoded.status == errc::success) {
+      m.requested = decoded.id;
+      session_->remember_mount(m);
+    }
+    co_return std::pair<std::error_code, segment_id>{decoded.status, decoded.id};
+  }
+
+  result<std::error_code> put_start(key_span keys, std::span<const std::uint64_t> sizes, put_options opts,
+                                    node_id writer, std::span<put_start_result> out) {
+    wire::put_start_request m{views(keys), {sizes.begin(), sizes.end()}, static_cast<std::uint8_t>(opts.replicas), writer};
+    wire::put_start_response r;
+    co_return co_await list_call(wire::message_type::put_start, m, r, out);
+  }
+  result<std::error_code> put_end(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
+    co_return co_await versioned_call(wire::message_type::put_end, keys, versions, out);
+  }
+  result<std::error_code> put_revoke(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
+    co_return co_await versioned_call(wire::message_type::put_revoke, keys, versions, out);
+  }
+  result<std::error_code> validate(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
+    co_return co_await versioned_call(wire::message_type::validate, keys, versions, out);
+  }
+  result<std::error_code> query(key_span keys, duration ttl, std::span<query_result> out) {
+    wire::query_request m{views(keys), ttl.count()};
+    wire::query_response r;
+    co_return co_await list_call(wire::message_type::query, m, r, out);
+  }
+  result<std::error_code> exist(key_span keys, std::span<errc> out) {
+    const wire::keys_request m{views(keys)};
+    wire::statuses_response r;
+    co_return co_await list_call(wire::message_type::exist, m, r, out);
+  }
+  result<std::error_code> remove(key_span keys, std::span<errc> out) {
+    const wire::keys_request m{views(keys)};
+    wire::statuses_response r;
+    co_return co_await list_call(wire::message_type::remove, m, r, out);
+  }
+  result<std::pair<std::error_code, prefix_result>> exist_prefix(key_span keys) {
+    const wire::keys_request m{views(keys)};
+    auto r = co_await session_->call(wire::message_type::exist_prefix, m);
+    wire::prefix_response decoded;
+    errc e = decode_reply(r, decoded);
+    if (e == errc::success) e = decoded.status;
+    co_return std::pair<std::error_code, prefix_result>{e, decoded.result};
+  }
+
+  // Every mounted segment and where it can be reached; transports use it to
+  // find the nodes behind replica descriptors.
+  result<std::pair<std::error_code, std::vector<segment_descriptor>>> list_segments() {
+    auto r = co_await session_->call(wire::message_type::list_segments, wire::list_segments_request{});
+    wire::segments_response decoded;
+    errc e = decode_reply(r, decoded);
+    if (e == errc::success) e = decoded.status;
+    co_return std::pair<std::error_code, std::vector<segment_descriptor>>{e, std::move(decoded.segments)};
+  }
+
+  // The same call as a function object that shares the connection (and
+  // outlives this handle's moves), for a transport's segment directory.
+  std::function<asio::awaitable<std::pair<std::error_code, std::vector<segment_descriptor>>>()> segment_lister() {
+    return [session = session_]() -> asio::awaitable<std::pair<std::error_code, std::vector<segment_descriptor>>> {
+      auto r = co_await session->call(wire::message_type::list_segments, wire::list_segments_request{});
+      wire::segments_response decoded;
+      errc e = r.first;
+      if (e == errc::success && wire::decode(r.second, decoded, session->options().limits) != errc::success)
+        e = errc::protocol_error;
+      if (e == errc::success) e = decoded.status;
+      co_return std::pair<std::error_code, std::vector<segment_descriptor>>{e, std::move(decoded.segments)};
+    };
+  }
+
+  // For a store's destructor: the node leaves (its segments are unmounted and
+  // its pending puts revoked) if the connection can still say so; otherwise
+  // the master declares it dead after node_ttl.
+  void leave(node_id node) noexcept {
+    session_->forget_node(node);
+    session_->send_and_forget(wire::message_type::unregister_node, wire::node_request{node});
+  }
+
+ private:
+  static std::vector<std::string_view> views(key_span keys) {
+    std::vector<std::string_view> out(keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) out[i] = keys[i];
+    return out;
+  }
+
+  // The reply's payload decoded as the response it must be; a payload that
+  // does not decode is a protocol_error of this call.
+  template <class Response>
+  errc decode_reply(const detail::reply& r, Response& out) const {
+    if (r.first != errc::success) return r.first;
+    return wire::decode(r.second, out, session_->options().limits);
+  }
+
+  result<std::error_code> status_call(wire::message_type type, const wire::node_request& m) {
+    auto r = co_await session_->call(type, m);
+    wire::status_response decoded;
+    const errc e = decode_reply(r, decoded);
+    co_return e != errc::success ? e : decoded.status;
+  }
+
+  result<std::error_code> versioned_call(wire::message_type type, key_span keys, std::span<const version_t> versions,
+                                         std::span<errc> out) {
+    wire::versioned_keys_request m{views(keys), {versions.begin(), versions.end()}};
+    wire::statuses_response r;
+    co_return co_await list_call(type, m, r, out);
+  }
+
+  // A call answered per key: the results land in `out`, which must match
+  // the number of keys sent.
+  template <class Request, class Response, class Out>
+  result<std::error_code> list_call(wire::message_type type, const Request& m, Response& r, std::span<Out> out) {
+    auto reply = co_await session_->call(type, m);
+    errc e = decode_reply(reply, r);
+    if (e == errc::success) e = r.status;
+    if (e == errc::success && r.results.size() != out.size()) e = errc::protocol_error;
+    if (e != errc::success) co_return std::error_code(e);
+    std::move(r.results.begin(), r.results.end(), out.begin());
+    co_return std::error_code{};
+  }
+
+  std::shared_ptr<detail::metadata_session> session_;
+};
+
+}  // namespace corokv::net

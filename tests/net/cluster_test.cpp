@@ -1,0 +1,311 @@
+// Cluster stores in one test process, talking over real TCP on 127.0.0.1
+// to a master and to each other's data servers: data across nodes over TCP
+// and over shared memory, a master restart, lost connections, and malformed
+// frames sent to a data server. (tests/cluster/ does the same with separate
+// processes.)
+
+#include <corokv/cluster.hpp>
+#include <corokv/net/master_server.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include <doctest/doctest.h>
+
+#include <future>
+#include <optional>
+#include <thread>
+
+using namespace corokv;
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+// An io_context running on its own thread until destroyed.
+struct io_thread {
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
+  std::thread runner{[this] { io.run(); }};
+  ~io_thread() {
+    work.reset();
+    io.stop();
+    runner.join();
+  }
+  template <class F>
+  auto on_thread(F f) {
+    std::promise<decltype(f())> p;
+    asio::post(io, [&] { p.set_value(f()); });
+    return p.get_future().get();
+  }
+};
+
+// A master on its own thread; restartable on the same port.
+struct master_process {
+  io_thread thread;
+  std::shared_ptr<meta::service> service;
+  std::optional<net::master_server> server;
+  std::uint16_t port = 0;
+
+  explicit master_process(std::uint16_t p = 0) { start(p); }
+  ~master_process() { stop(); }
+  void start(std::uint16_t p) {
+    service = std::make_shared<meta::service>();
+    thread.on_thread([&] {
+      server.emplace(thread.io.get_executor(), service, tcp::endpoint(asio::ip::make_address("127.0.0.1"), p));
+      server->start();
+      port = server->local_endpoint().port();
+      return 0;
+    });
+  }
+  void stop() {
+    thread.on_thread([&] {
+      if (server) server->stop();
+      return 0;
+    });
+    // The server's coroutines end once their cancelled operations ran.
+    std::this_thread::sleep_for(20ms);
+    thread.on_thread([&] {
+      server.reset();
+      return 0;
+    });
+  }
+};
+
+cluster_options node_options(std::uint16_t master_port, bool shared_memory) {
+  cluster_options o;
+  o.master.port = master_port;
+  o.master.request_timeout = 500ms;
+  o.master.heartbeat_interval = 50ms;
+  o.master.reconnect_max = 50ms;
+  o.transport.shared_memory = shared_memory;
+  return o;
+}
+
+// Runs a deferred operation to completion: (error_code, result).
+template <class Op>
+auto wait(Op&& op) {
+  auto f = std::forward<Op>(op)(asio::use_future);
+  using T = decltype(f.get());
+  try {
+    return std::tuple<boost::system::error_code, T>{boost::system::error_code{}, f.get()};
+  } catch (const boost::system::system_error& e) {
+    return std::tuple<boost::system::error_code, T>{e.code(), T{}};
+  }
+}
+
+struct dataset {
+  std::vector<std::string> keys;
+  std::vector<std::vector<char>> values;
+  std::vector<asio::const_buffer> value_buffers;
+  dataset(const std::string& prefix, std::size_t n, std::size_t size) {
+    for (std::size_t i = 0; i < n; ++i) {
+      keys.push_back(prefix + std::to_string(i));
+      values.emplace_back(size);
+      for (std::size_t b = 0; b < size; ++b) values.back()[b] = static_cast<char>((b * 131 + i * 7) & 0xff);
+      value_buffers.push_back(asio::buffer(values.back()));
+    }
+  }
+};
+
+// Reads every key into fresh buffers; returns per-key status and whether
+// each successful key's bytes equal the value written.
+template <class Store>
+std::vector<errc> read_back(Store& kv, const dataset& d, std::vector<bool>* intact = nullptr) {
+  std::vector<std::vector<char>> out(d.keys.size(), std::vector<char>(d.values[0].size()));
+  std::vector<asio::mutable_buffer> buffers;
+  for (auto& b : out) buffers.push_back(asio::buffer(b));
+  auto [ec, results] = wait(kv.batch_get(d.keys, buffers, asio::deferred));
+  REQUIRE(!ec);
+  std::vector<errc> status;
+  if (intact) intact->clear();
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    status.push_back(results[i].status);
+    if (intact) intact->push_back(results[i].ok() && out[i] == d.values[i]);
+  }
+  return status;
+}
+
+bool all(const std::vector<errc>& s, errc e) {
+  return std::all_of(s.begin(), s.end(), [&](errc x) { return x == e; });
+}
+
+}  // namespace
+
+TEST_CASE("a value written on one node is read on another over TCP") {
+  master_process master;
+  io_thread clients;
+  auto a = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
+  auto b = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
+  auto [seg_ec, seg] = wait(a.add_segment(8 << 20, asio::deferred));
+  REQUIRE(!seg_ec);
+
+  dataset d("tcp-", 32, 64 * 1024);
+  auto [put_ec, put] = wait(b.batch_put(d.keys, d.value_buffers, asio::deferred));
+  REQUIRE(!put_ec);
+  CHECK(all(put, errc::success));
+  CHECK(b.transport().stats().bytes_tcp == 32u * 64 * 1024);  // b has no segment: every byte went to a
+
+  std::vector<bool> intact;
+  CHECK(all(read_back(b, d, &intact), errc::success));
+  CHECK(std::all_of(intact.begin(), intact.end(), [](bool x) { return x; }));
+  CHECK(b.transport().stats().bytes_tcp == 2u * 32 * 64 * 1024);
+  CHECK(b.transport().stats().tcp_requests == 2);  // one per node per batch
+  CHECK(all(read_back(a, d, &intact), errc::success));
+  CHECK(a.transport().stats().bytes_in_process == 32u * 64 * 1024);
+  CHECK(a.transport().stats().bytes_tcp == 0);
+}
+
+TEST_CASE("a same-host replica is read through shared memory, without a socket") {
+  master_process master;
+  io_thread clients;
+  auto a = make_cluster_store(clients.io.get_executor(), node_options(master.port, true));
+  auto b = make_cluster_store(clients.io.get_executor(), node_options(master.port, true));
+  auto [seg_ec, seg] = wait(a.add_segment(4 << 20, asio::deferred));
+  REQUIRE(!seg_ec);
+  dataset d("shm-", 16, 32 * 1024);
+  auto [put_ec, put] = wait(b.batch_put(d.keys, d.value_buffers, asio::deferred));
+  REQUIRE(!put_ec);
+  CHECK(all(put, errc::success));
+  std::vector<bool> intact;
+  CHECK(all(read_back(b, d, &intact), errc::success));
+  CHECK(std::all_of(intact.begin(), intact.end(), [](bool x) { return x; }));
+  const auto s = b.transport().stats();
+  CHECK(s.bytes_shared_memory == 2u * 16 * 32 * 1024);
+  CHECK(s.bytes_tcp == 0);
+  CHECK(a.transport().data_server()->stats().bytes_sent == 0);
+}
+
+TEST_CASE("after a master restart, nodes reconnect, remount and go on; old objects are gone") {
+  master_process master;
+  const std::uint16_t port = master.port;
+  io_thread clients;
+  auto a = make_cluster_store(clients.io.get_executor(), node_options(port, false));
+  auto b = make_cluster_store(clients.io.get_executor(), node_options(port, false));
+  auto [seg_ec, seg] = wait(a.add_segment(4 << 20, asio::deferred));
+  REQUIRE(!seg_ec);
+  dataset before("before-", 8, 4096);
+  auto [put_ec, put] = wait(b.batch_put(before.keys, before.value_buffers, asio::deferred));
+  REQUIRE(!put_ec);
+  REQUIRE(all(put, errc::success));
+
+  master.stop();
+  master.start(port);
+  // Within the reconnect backoff the node is back, with its segment.
+  for (int i = 0; i < 200 && !(a.metadata().ready() && master.service->segments().size() == 1); ++i)
+    std::this_thread::sleep_for(10ms);
+  REQUIRE(master.service->segments().size() == 1);
+  CHECK(master.service->segments()[0].id == seg);
+  CHECK(a.metadata().stats().connects >= 2);
+
+  // The new master knows none of the old objects: nothing stale is returned.
+  b.cache().clear();
+  CHECK(all(read_back(b, before), errc::not_found));
+  dataset after("after-", 8, 4096);
+  auto [put2_ec, put2] = wait(b.batch_put(after.keys, after.value_buffers, asio::deferred));
+  REQUIRE(!put2_ec);
+  CHECK(all(put2, errc::success));
+  std::vector<bool> intact;
+  CHECK(all(read_back(b, after, &intact), errc::success));
+  CHECK(std::all_of(intact.begin(), intact.end(), [](bool x) { return x; }));
+}
+
+TEST_CASE("with the master gone, calls fail with typed errors and leased keys are still read") {
+  master_process master;
+  io_thread clients;
+  auto a = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
+  auto [seg_ec, seg] = wait(a.add_segment(4 << 20, asio::deferred));
+  REQUIRE(!seg_ec);
+  dataset d("lease-", 4, 8192);
+  auto [put_ec, put] = wait(a.batch_put(d.keys, d.value_buffers, asio::deferred));
+  REQUIRE(all(put, errc::success));
+  std::vector<std::string> queried(d.keys.begin(), d.keys.begin() + 3);
+  auto [q_ec, leased] = wait(a.batch_query(queried, asio::deferred));
+  REQUIRE(!q_ec);
+  a.cache().clear();
+
+  master.stop();
+  const auto started = std::chrono::steady_clock::now();
+  auto [e_ec, exists] = wait(a.batch_exist(d.keys, asio::deferred));
+  CHECK((e_ec == errc::timeout || e_ec == errc::rpc_failed));
+  CHECK(std::chrono::steady_clock::now() - started < 2s);  // request_timeout is 500 ms
+
+  // Three keys have leased metadata, the fourth needs the master: it fails
+  // per key, the others are read.
+  std::vector<query_result> given(leased.begin(), leased.end());
+  given.push_back(query_result{errc::not_found, 0, no_version, {}, {}});
+  std::vector<std::vector<char>> out(4, std::vector<char>(8192));
+  std::vector<asio::mutable_buffer> buffers;
+  for (auto& o : out) buffers.push_back(asio::buffer(o));
+  auto [g_ec, got] = wait(a.batch_get(d.keys, given, buffers, asio::deferred));
+  REQUIRE(!g_ec);
+  for (int i = 0; i < 3; ++i) {
+    CHECK(got[i].status == errc::success);
+    CHECK(out[i] == d.values[i]);
+  }
+  CHECK((got[3].status == errc::timeout || got[3].status == errc::rpc_failed));
+}
+
+TEST_CASE("a call in flight when the connection breaks fails with rpc_failed") {
+  // A fake master that reads one request and hangs up without answering.
+  io_thread fake;
+  tcp::acceptor acceptor(fake.io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const std::uint16_t port = acceptor.local_endpoint().port();
+  std::thread hang_up([&] {
+    tcp::socket s(fake.io);
+    acceptor.accept(s);
+    std::array<std::byte, wire::header_size> head{};
+    boost::system::error_code ec;
+    asio::read(s, asio::buffer(head), ec);
+    acceptor.close();  // reconnects are refused from now on
+  });
+  io_thread clients;
+  net::remote_metadata_options o;
+  o.port = port;
+  o.request_timeout = 2s;
+  net::remote_metadata metadata(clients.io.get_executor(), o);
+  std::vector<std::string> keys{"k"};
+  std::vector<errc> out(1);
+  auto result = asio::co_spawn(clients.io, metadata.exist(keys, out), asio::use_future).get();
+  CHECK(result == errc::rpc_failed);
+  CHECK(metadata.stats().lost_in_flight == 1);
+  hang_up.join();
+}
+
+TEST_CASE("a data server refuses ranges outside its segments and closes only a malformed connection") {
+  master_process master;
+  io_thread clients;
+  auto a = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
+  auto [seg_ec, seg] = wait(a.add_segment(1 << 20, asio::deferred));
+  REQUIRE(!seg_ec);
+  const tcp::endpoint data = a.transport().data_endpoint();
+
+  asio::io_context io;
+  // Garbage: that connection is closed.
+  tcp::socket bad(io);
+  bad.connect(data);
+  asio::write(bad, asio::buffer(std::string(32, 'x')));
+  std::array<char, 1> one{};
+  boost::system::error_code ec;
+  bad.read_some(asio::buffer(one), ec);
+  CHECK((ec == asio::error::eof || ec == asio::error::connection_reset));
+
+  // A well-formed read of an in-range and an out-of-range item, on another
+  // connection: per-item answers.
+  net::data_client client;
+  std::vector<std::byte> first(64), second(64);
+  std::vector<read_request> reads{{{seg, a.node(), 0, 64}, asio::buffer(first)},
+                                  {{seg, a.node(), (1 << 20) - 32, 64}, asio::buffer(second)}};
+  std::vector<errc> status(2);
+  asio::co_spawn(io, client.read({"127.0.0.1", data.port()}, reads, status), asio::use_future);
+  io.run();
+  CHECK(status[0] == errc::success);
+  CHECK(status[1] == errc::segment_not_found);
+  const auto s = a.transport().data_server()->stats();
+  CHECK(s.protocol_errors == 1);
+  CHECK(s.items_refused == 1);
+}
