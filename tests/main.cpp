@@ -1,2 +1,4 @@
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
-#include <doctest/doctest.h>
+#define DOCTEST_CONFIG_IMPLEMENT
+#include "doctest_main.hpp"
+
+int main(int argc, char** argv) { return corokv::test::run_tests(argc, argv); }

@@ -88,7 +88,7 @@ TEST_CASE("spans of the wrong length fail the whole call and write nothing") {
   CHECK(f.svc.stats().pending_puts == 0);
 }
 
-TEST_CASE("putting a committed key answers already_exists; a pending one put_in_progress") {
+TEST_CASE("putting a committed key answers already_exists: a pending one put_in_progress") {
   service_fixture f;
   f.mount(1, 1 << 20);
   f.put({"done"}, 100);
@@ -112,7 +112,7 @@ TEST_CASE("put_end is idempotent and checks the version") {
   CHECK(out[0] == errc::version_mismatch);
 }
 
-TEST_CASE("put_revoke frees the reservation; a committed object cannot be revoked") {
+TEST_CASE("put_revoke frees the reservation: a committed object cannot be revoked") {
   service_fixture f;
   f.mount(1, 1 << 20);
   auto started = f.start({"k"}, 4096);
@@ -180,7 +180,7 @@ TEST_CASE("query grants a lease: deadline = max(deadline, now + ttl)") {
   CHECK(out[0].lease_deadline == t0 + 24s);
 }
 
-TEST_CASE("a lease blocks eviction; once it ends the object can be evicted") {
+TEST_CASE("a lease blocks eviction: once it ends the object can be evicted") {
   meta::service_options o = small_options();
   service_fixture f(o);
   f.mount(1, 64 * 10);
@@ -329,7 +329,7 @@ TEST_CASE("put_end after the timeout but before maintenance fails with timeout")
   CHECK(f.query({"k"})[0].status == errc::not_found);
 }
 
-TEST_CASE("re-put after remove gets a new version; validate tells them apart") {
+TEST_CASE("re-put after remove gets a new version: validate tells them apart") {
   service_fixture f;
   f.mount(1, 1 << 20);
   auto v1 = f.put({"k"}, 100);
@@ -383,7 +383,7 @@ TEST_CASE("a node silent for node_ttl is dead: segments, replicas, objects and i
   f.check();
 }
 
-TEST_CASE("heartbeat of an unknown node answers node_unknown; put_start from one fails") {
+TEST_CASE("heartbeat of an unknown node answers node_unknown: put_start from one fails") {
   service_fixture f;
   f.mount(1, 1 << 20);
   CHECK(f.svc.heartbeat(42) == errc::node_unknown);
@@ -471,7 +471,7 @@ TEST_CASE("batches from several threads proceed concurrently and stay consistent
   f.check();
 }
 
-TEST_CASE("a node may propose its segment's id; a taken id answers already_exists") {
+TEST_CASE("a node may propose its segment's id: a taken id answers already_exists") {
   service_fixture f;
   auto first = f.svc.mount_segment(1, 1 << 20, {}, 777);
   CHECK(first.status == errc::success);
@@ -499,7 +499,7 @@ TEST_CASE("an object no set of segments could hold fails with no_space and evict
   f.check();
 }
 
-TEST_CASE("a node registered as not expiring survives silence; expiring ones do not") {
+TEST_CASE("a node registered as not expiring survives silence: expiring ones do not") {
   meta::service_options o = small_options();
   o.node_ttl = 3s;
   service_fixture f(o);

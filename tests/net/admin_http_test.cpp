@@ -284,7 +284,7 @@ TEST_CASE("an oversized header is 413 and a body on GET 400, each closing its co
   CHECK(keeper.get("/health").body() == "ok\n");
 }
 
-TEST_CASE("garbage closes that connection; other connections still get /health") {
+TEST_CASE("garbage closes that connection: other connections still get /health") {
   running_admin s;
   http_client before(s.admin.local_endpoint());
   CHECK(before.get("/health").result() == http::status::ok);

@@ -180,7 +180,7 @@ TEST_CASE("a same-host replica is read through shared memory, without a socket")
   CHECK(a.transport().data_server()->stats().bytes_sent == 0);
 }
 
-TEST_CASE("after a master restart, nodes reconnect, remount and go on; old objects are gone") {
+TEST_CASE("after a master restart, nodes reconnect, remount and go on: old objects are gone") {
   master_process master;
   const std::uint16_t port = master.port;
   io_thread clients;

@@ -133,7 +133,7 @@ TEST_CASE("pipelined requests are answered in order with their ids") {
   CHECK(s.service->nodes().size() == 10);
 }
 
-TEST_CASE("a malformed frame closes that connection only; the server keeps serving") {
+TEST_CASE("a malformed frame closes that connection only: the server keeps serving") {
   running_server s;
   raw_client good(s.server.local_endpoint());
   raw_client bad_magic(s.server.local_endpoint());

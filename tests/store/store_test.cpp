@@ -201,7 +201,7 @@ TEST_CASE("the cache is bounded and evicts the least recently used key") {
   CHECK(probe(keys[1]) == key_source::requery);
 }
 
-TEST_CASE("bad input fails only its own key; the rest of the batch proceeds") {
+TEST_CASE("bad input fails only its own key: the rest of the batch proceeds") {
   store_fixture<> f;
   f.add_segment(1 << 20);
   const std::string too_long(max_key_length + 1, 'k');
@@ -461,7 +461,7 @@ TEST_CASE("counters read as a struct and as JSON") {
   CHECK(j.contains("data_ns_per_batch"));
 }
 
-TEST_CASE("an idle store sharing a service is not declared dead; a forgotten one registers again") {
+TEST_CASE("an idle store sharing a service is not declared dead: a forgotten one registers again") {
   store_fixture<> f;
   f.add_segment(1 << 20);
   basic_store<embedded_metadata, local_transport> idle(
