@@ -19,6 +19,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
@@ -50,10 +51,13 @@ class data_client {
  public:
   explicit data_client(data_client_options options = {}) : options_(options) {}
 
+  // The peer is taken by value, as by every coroutine here: the operation
+  // may start after the caller's argument is gone (co_spawn, deferred).
+
   // Reads every request's range from `peer` into its destination. Per item:
   // success, segment_not_found (the server refused the range) or
   // transfer_failed (the exchange failed).
-  asio::awaitable<void> read(const data_peer& peer, std::span<const read_request> requests, std::span<errc> status) {
+  asio::awaitable<void> read(data_peer peer, std::span<const read_request> requests, std::span<errc> status) {
     std::fill(status.begin(), status.end(), errc::transfer_failed);
     auto socket = co_await acquire(peer);
     if (!socket) co_return;
@@ -97,7 +101,7 @@ class data_client {
   }
 
   // Writes every request's source bytes into its range on `peer`.
-  asio::awaitable<void> write(const data_peer& peer, std::span<const write_request> requests, std::span<errc> status) {
+  asio::awaitable<void> write(data_peer peer, std::span<const write_request> requests, std::span<errc> status) {
     for (auto& r : requests)
       if (r.source.size() != r.replica.length) {
         std::fill(status.begin(), status.end(), errc::size_mismatch);
@@ -163,7 +167,7 @@ class data_client {
     asio::steady_timer timer_;
   };
 
-  asio::awaitable<socket_ptr> acquire(const data_peer& peer) {
+  asio::awaitable<socket_ptr> acquire(data_peer peer) {
     {
       std::lock_guard lock(mu_);
       auto& idle = idle_[peer];
