@@ -4,9 +4,12 @@
 // usable with any completion token: deferred, use_awaitable, use_future,
 // as_tuple, a plain callback.
 //
-// The coroutine runs on the completion handler's associated executor,
-// falling back to the one given (the store's), and the handler is invoked
-// there too. The handler's cancellation slot is connected to the coroutine:
+// As with an Asio I/O object, the work runs on the object's executor (the
+// store's), and the handler is invoked through its own associated executor
+// (the awaiting coroutine's, a strand it is bound to). Running the work on
+// the handler's executor instead would put it, for asio::use_future, on
+// Asio's system executor: a pool of threads the library must not start.
+// The handler's cancellation slot is connected to the coroutine:
 // a cancellation signal reaches whatever the coroutine is awaiting, and the
 // coroutine can ask whether one was requested, even before it started.
 // The library starts no thread: all of this happens on those executors.
@@ -21,6 +24,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -86,8 +90,8 @@ inline std::error_code error_from(std::exception_ptr failure) {
 }
 
 // The handler co_spawn calls: unpacks the pair and forwards the handler's
-// executor and allocator, and the bridge's slot, so that co_spawn runs and
-// completes where the caller asked and cancellation reaches the coroutine.
+// executor and allocator, and the bridge's slot, so that co_spawn completes
+// where the caller asked and cancellation reaches the coroutine.
 template <class T, class Handler>
 class completion_adapter {
  public:
@@ -125,20 +129,24 @@ class completion_adapter {
 // operation is initiated, which for asio::deferred is when the deferred
 // operation is first awaited or invoked.
 template <class T, class Token, class MakeCoroutine>
-auto launch(const asio::any_io_executor& fallback, Token&& token, MakeCoroutine make) {
+auto launch(const asio::any_io_executor& executor, Token&& token, MakeCoroutine make) {
   return asio::async_initiate<Token, void(boost::system::error_code, T)>(
-      [](auto handler, const asio::any_io_executor& fallback_ex, MakeCoroutine make_coroutine) {
-        auto ex = asio::get_associated_executor(handler, fallback_ex);
-        std::shared_ptr<cancellation_bridge> bridge;
+      [](auto handler, const asio::any_io_executor& work_ex, MakeCoroutine make_coroutine) {
         auto slot = asio::get_associated_cancellation_slot(handler);
-        if (slot.is_connected()) {
-          bridge = std::make_shared<cancellation_bridge>();
-          slot.assign([bridge](asio::cancellation_type type) { bridge->request(type); });
+        if (!slot.is_connected()) {
+          asio::co_spawn(work_ex, make_coroutine(cancellation_check()),
+                         completion_adapter<T, decltype(handler)>(std::move(handler), work_ex, nullptr));
+          return;
         }
-        asio::co_spawn(ex, make_coroutine(cancellation_check(bridge)),
-                       completion_adapter<T, decltype(handler)>(std::move(handler), fallback_ex, bridge));
+        // Cancellable: the coroutine runs on a strand of its own, onto which
+        // co_spawn dispatches each request, so that a request never runs
+        // beside the coroutine on another thread of a pool.
+        auto bridge = std::make_shared<cancellation_bridge>();
+        slot.assign([bridge](asio::cancellation_type type) { bridge->request(type); });
+        asio::co_spawn(asio::make_strand(work_ex), make_coroutine(cancellation_check(bridge)),
+                       completion_adapter<T, decltype(handler)>(std::move(handler), work_ex, bridge));
       },
-      token, fallback, std::move(make));
+      token, executor, std::move(make));
 }
 
 }  // namespace corokv::detail
