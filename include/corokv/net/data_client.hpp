@@ -12,13 +12,15 @@
 // escapes as an exception and never hangs.
 
 #include <corokv/net/frame_io.hpp>
+#include <corokv/net/socket_deadline.hpp>
 #include <corokv/transport/transfer.hpp>
 #include <corokv/wire/messages.hpp>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -35,11 +37,8 @@
 
 namespace corokv::net {
 
-struct data_peer {
-  std::string host;
-  std::uint16_t port = 0;
-  friend auto operator<=>(const data_peer&, const data_peer&) = default;
-};
+// A node's data server. An address, never a name: see address.hpp.
+using data_peer = tcp::endpoint;
 
 struct data_client_options {
   duration io_timeout = std::chrono::seconds(10);  // one whole exchange
@@ -59,9 +58,42 @@ class data_client {
   // transfer_failed (the exchange failed).
   asio::awaitable<void> read(data_peer peer, std::span<const read_request> requests, std::span<errc> status) {
     std::fill(status.begin(), status.end(), errc::transfer_failed);
+    co_await on_own_strand(read_exchange(peer, requests, status));
+  }
+
+  // Writes every request's source bytes into its range on `peer`.
+  asio::awaitable<void> write(data_peer peer, std::span<const write_request> requests, std::span<errc> status) {
+    for (auto& r : requests)
+      if (r.source.size() != r.replica.length) {
+        std::fill(status.begin(), status.end(), errc::size_mismatch);
+        co_return;
+      }
+    std::fill(status.begin(), status.end(), errc::transfer_failed);
+    co_await on_own_strand(write_exchange(peer, requests, status));
+  }
+
+  // Closes idle connections (those in use close when their batch ends).
+  void close_idle() {
+    std::lock_guard lock(mu_);
+    idle_.clear();
+  }
+
+ private:
+  using socket_ptr = std::shared_ptr<tcp::socket>;
+
+  // An exchange runs on a strand of its own, which its deadline's timer
+  // shares: the timer can close the socket only between two steps of the
+  // exchange, never while one runs on another thread of a pool.
+  static asio::awaitable<void> on_own_strand(asio::awaitable<void> exchange) {
+    auto ex = co_await asio::this_coro::executor;
+    co_await asio::co_spawn(asio::make_strand(ex), std::move(exchange), asio::deferred);
+  }
+
+  asio::awaitable<void> read_exchange(data_peer peer, std::span<const read_request> requests, std::span<errc> status) {
+    auto ex = co_await asio::this_coro::executor;
     auto socket = co_await acquire(peer);
     if (!socket) co_return;
-    exchange_guard guard(*socket, options_.io_timeout);
+    socket_deadline deadline(ex, socket, options_.io_timeout);
     bool clean = false;
     do {
       wire::data_read_request request;
@@ -84,6 +116,7 @@ class data_client {
       // The reply must announce exactly the lengths asked for: a peer cannot
       // make us write past a caller's buffer.
       std::vector<asio::mutable_buffer> scatter;
+      scatter.reserve(requests.size());
       bool consistent = response.status == errc::success;
       for (std::size_t i = 0; i < requests.size() && consistent; ++i) {
         if (response.results[i] != errc::success) continue;
@@ -97,20 +130,15 @@ class data_client {
       for (std::size_t i = 0; i < requests.size(); ++i) status[i] = response.results[i];
       clean = true;
     } while (false);
-    finish(peer, std::move(socket), guard, clean);
+    deadline.disarm();
+    finish(peer, std::move(socket), clean && !deadline.fired());
   }
 
-  // Writes every request's source bytes into its range on `peer`.
-  asio::awaitable<void> write(data_peer peer, std::span<const write_request> requests, std::span<errc> status) {
-    for (auto& r : requests)
-      if (r.source.size() != r.replica.length) {
-        std::fill(status.begin(), status.end(), errc::size_mismatch);
-        co_return;
-      }
-    std::fill(status.begin(), status.end(), errc::transfer_failed);
+  asio::awaitable<void> write_exchange(data_peer peer, std::span<const write_request> requests, std::span<errc> status) {
+    auto ex = co_await asio::this_coro::executor;
     auto socket = co_await acquire(peer);
     if (!socket) co_return;
-    exchange_guard guard(*socket, options_.io_timeout);
+    socket_deadline deadline(ex, socket, options_.io_timeout);
     bool clean = false;
     do {
       wire::data_write_request request;
@@ -120,7 +148,9 @@ class data_client {
       const std::uint64_t id = ++next_id_;
       if (append_frame(wire::message_type::data_write, false, id, request, frame, options_.limits) != errc::success)
         break;
-      std::vector<asio::const_buffer> gather{asio::buffer(frame)};
+      std::vector<asio::const_buffer> gather;
+      gather.reserve(requests.size() + 1);
+      gather.push_back(asio::buffer(frame));
       for (auto& r : requests) gather.push_back(r.source);
       auto [wec, w] = co_await asio::async_write(*socket, gather, asio::as_tuple(asio::use_awaitable));
       if (wec) break;
@@ -135,38 +165,12 @@ class data_client {
       std::copy(response.results.begin(), response.results.end(), status.begin());
       clean = true;
     } while (false);
-    finish(peer, std::move(socket), guard, clean);
+    deadline.disarm();
+    finish(peer, std::move(socket), clean && !deadline.fired());
   }
 
-  // Closes idle connections (those in use close when their batch ends).
-  void close_idle() {
-    std::lock_guard lock(mu_);
-    idle_.clear();
-  }
-
- private:
-  using socket_ptr = std::shared_ptr<tcp::socket>;
-
-  // Closes the socket if the exchange outlives io_timeout; the pending
-  // operation then fails and the batch reports transfer_failed.
-  class exchange_guard {
-   public:
-    exchange_guard(tcp::socket& socket, duration timeout) : timer_(socket.get_executor(), timeout) {
-      timer_.async_wait([&socket, fired = fired_](boost::system::error_code ec) {
-        if (ec) return;
-        *fired = true;
-        boost::system::error_code ignored;
-        socket.close(ignored);
-      });
-    }
-    ~exchange_guard() { timer_.cancel(); }
-    bool fired() const { return *fired_; }
-
-   private:
-    std::shared_ptr<bool> fired_ = std::make_shared<bool>(false);
-    asio::steady_timer timer_;
-  };
-
+  // An idle connection to `peer`, or a new one (connected within
+  // io_timeout); nullptr if it cannot be had.
   asio::awaitable<socket_ptr> acquire(data_peer peer) {
     {
       std::lock_guard lock(mu_);
@@ -179,20 +183,20 @@ class data_client {
     }
     auto ex = co_await asio::this_coro::executor;
     auto socket = std::make_shared<tcp::socket>(ex);
-    tcp::resolver resolver(ex);
-    const std::string service = std::to_string(peer.port);
-    auto [rec, endpoints] = co_await resolver.async_resolve(peer.host, service, asio::as_tuple(asio::use_awaitable));
-    if (rec) co_return nullptr;
-    exchange_guard guard(*socket, options_.io_timeout);
-    auto [cec, ep] = co_await asio::async_connect(*socket, endpoints, asio::as_tuple(asio::use_awaitable));
-    if (cec || guard.fired()) co_return nullptr;
+    socket_deadline deadline(ex, socket, options_.io_timeout);
+    auto [ec] = co_await socket->async_connect(peer, asio::as_tuple(asio::use_awaitable));
+    deadline.disarm();
+    if (ec || deadline.fired()) co_return nullptr;
     boost::system::error_code ignored;
     socket->set_option(tcp::no_delay(true), ignored);
     co_return socket;
   }
 
-  void finish(const data_peer& peer, socket_ptr socket, const exchange_guard& guard, bool clean) {
-    if (!clean || guard.fired() || !socket->is_open()) {
+  // A connection whose exchange went cleanly goes back to the pool; any
+  // other is closed, so no late byte of a failed exchange is ever read as
+  // the answer to the next one.
+  void finish(const data_peer& peer, socket_ptr socket, bool clean) {
+    if (!clean || !socket->is_open()) {
       boost::system::error_code ignored;
       socket->close(ignored);
       return;

@@ -10,6 +10,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -22,6 +23,7 @@
 namespace corokv::net {
 
 namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
 
 // Why a frame could not be read.
 enum class frame_status {

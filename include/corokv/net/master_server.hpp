@@ -36,7 +36,6 @@
 namespace corokv::net {
 
 namespace asio = boost::asio;
-using tcp = asio::ip::tcp;
 
 struct master_options {
   wire::limits limits;

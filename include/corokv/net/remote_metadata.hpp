@@ -24,7 +24,9 @@
 // construction; calls may come from any executor and complete on their own.
 
 #include <corokv/error.hpp>
+#include <corokv/net/address.hpp>
 #include <corokv/net/frame_io.hpp>
+#include <corokv/net/socket_deadline.hpp>
 #include <corokv/types.hpp>
 #include <corokv/wire/messages.hpp>
 
@@ -61,9 +63,11 @@
 namespace corokv::net {
 
 namespace asio = boost::asio;
-using tcp = asio::ip::tcp;
 
 struct remote_metadata_options {
+  // The master: an address, or a name looked up once, when the endpoint is
+  // constructed (address.hpp); a name that does not resolve makes every
+  // connection attempt fail, and calls fail with timeout.
   std::string host = "127.0.0.1";
   std::uint16_t port = 0;
   duration request_timeout = std::chrono::seconds(5);
@@ -116,7 +120,10 @@ struct ignore_sink final : reply_sink {
 class metadata_session : public std::enable_shared_from_this<metadata_session> {
  public:
   metadata_session(asio::any_io_executor ex, remote_metadata_options options)
-      : strand_(asio::make_strand(ex)), options_(std::move(options)), wake_(strand_), tick_(strand_) {}
+      : strand_(asio::make_strand(ex)), options_(std::move(options)), wake_(strand_), tick_(strand_) {
+    boost::system::error_code ignored;  // no address: every connect fails, calls time out
+    master_ = resolve_now(options_.host, options_.port, ignored);
+  }
 
   void start() {
     auto self = shared_from_this();
@@ -288,22 +295,14 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
     lose(gen);
   }
 
-  asio::awaitable<errc> connect(tcp::socket& socket) {
-    tcp::resolver resolver(strand_);
-    const std::string service = std::to_string(options_.port);
-    auto [rec, endpoints] =
-        co_await resolver.async_resolve(options_.host, service, asio::as_tuple(asio::use_awaitable));
-    if (rec) co_return errc::rpc_failed;
-    asio::steady_timer limit(strand_, options_.connect_timeout);
-    limit.async_wait([&socket](boost::system::error_code ec) {
-      boost::system::error_code ignored;
-      if (!ec) socket.close(ignored);
-    });
-    auto [cec, ep] = co_await asio::async_connect(socket, endpoints, asio::as_tuple(asio::use_awaitable));
-    limit.cancel();
-    if (cec || !socket.is_open()) co_return errc::rpc_failed;
+  asio::awaitable<errc> connect(std::shared_ptr<tcp::socket> socket) {
+    if (master_.empty()) co_return errc::rpc_failed;
+    socket_deadline deadline(strand_, socket, options_.connect_timeout);
+    auto [ec, ep] = co_await asio::async_connect(*socket, master_, asio::as_tuple(asio::use_awaitable));
+    deadline.disarm();
+    if (ec || deadline.fired()) co_return errc::rpc_failed;
     boost::system::error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
+    socket->set_option(tcp::no_delay(true), ignored);
     co_return errc::success;
   }
 
@@ -311,7 +310,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
     duration backoff = options_.reconnect_initial;
     while (!stopped_) {
       auto socket = std::make_shared<tcp::socket>(strand_);
-      if (co_await connect(*socket) != errc::success) {
+      if (co_await connect(socket) != errc::success) {
         wake_.expires_after(backoff);
         co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
         backoff = std::min(backoff * 2, options_.reconnect_max);
@@ -419,6 +418,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
 
   asio::strand<asio::any_io_executor> strand_;
   remote_metadata_options options_;
+  std::vector<tcp::endpoint> master_;  // options_.host, resolved once
   // Strand state.
   std::shared_ptr<tcp::socket> socket_;
   std::uint64_t generation_ = 0;

@@ -15,6 +15,7 @@
 // makes those segments shareable memfds when shared memory is enabled.
 
 #include <corokv/detail/identity.hpp>
+#include <corokv/net/address.hpp>
 #include <corokv/net/data_client.hpp>
 #include <corokv/net/data_server.hpp>
 #include <corokv/transport/local_segment.hpp>
@@ -26,12 +27,14 @@
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
@@ -44,7 +47,7 @@ namespace corokv {
 struct cluster_transport_options {
   // Where this node's data server listens, and the address peers use for it.
   boost::asio::ip::tcp::endpoint data_listen{boost::asio::ip::address_v4::loopback(), 0};
-  std::string advertise_host = "127.0.0.1";
+  std::string advertise_host = "127.0.0.1";  // an address, or a name looked up once, at construction
   bool serve = true;              // run a data server for this node's segments
   bool shared_memory = true;      // shareable segments; map same-host peers' segments
   net::data_client_options tcp;
@@ -67,6 +70,14 @@ class cluster_transport {
                     cluster_transport_options options = {})
       : state_(std::make_shared<state>(std::move(list_segments), std::move(options))) {
     if (state_->options.serve) {
+      // Peers connect to an address: a name given here is looked up now,
+      // once (address.hpp).
+      boost::system::error_code ec;
+      const auto advertised = net::resolve_now(state_->options.advertise_host, 0, ec);
+      if (ec || advertised.empty())
+        throw boost::system::system_error(ec ? ec : make_error_code(boost::asio::error::host_not_found),
+                                          "corokv: cannot resolve advertise_host " + state_->options.advertise_host);
+      state_->options.advertise_host = advertised.front().address().to_string();
       state_->server = std::make_shared<net::data_server>(ex, state_->own, state_->options.data_listen,
                                                           state_->options.tcp.limits);
       state_->server->start();
@@ -120,6 +131,15 @@ class cluster_transport {
   }
 
  private:
+  // What the segment list says of one segment, digested once per refresh so
+  // that a batch looks up, per key, only what it needs.
+  struct directory_entry {
+    segment_descriptor descriptor;
+    std::optional<net::data_peer> data_server;  // none if it advertises no address
+    bool same_host = false;                     // and shareable: worth mapping
+    bool mapping_tried = false;
+  };
+
   struct state {
     state(segment_lister l, cluster_transport_options o)
         : options(std::move(o)), list(std::move(l)), tcp(options.tcp), host(detail::host_id()) {}
@@ -131,8 +151,7 @@ class cluster_transport {
     segment_registry mapped;  // same-host peers' segments, owned by peer_mapping
     std::shared_ptr<net::data_server> server;
     mutable std::mutex mu;    // guards what follows
-    std::unordered_map<segment_id, segment_descriptor> directory;
-    std::unordered_map<segment_id, bool> mapping_failed;
+    std::unordered_map<segment_id, directory_entry> directory;
     cluster_transport_stats stats;
   };
 
@@ -145,19 +164,21 @@ class cluster_transport {
     std::unique_lock lock(s.mu);
     auto it = s.directory.find(id);
     if (it == s.directory.end()) return path::unknown;
-    const segment_descriptor d = it->second;
-    const bool tried = s.mapping_failed.count(id) != 0;
-    lock.unlock();
-    if (s.options.shared_memory && !tried && d.endpoints.host_id == s.host && !d.endpoints.shm_name.empty()) {
+    if (s.options.shared_memory && it->second.same_host && !it->second.mapping_tried) {
+      // Once per segment: mapping opens and checks a file, outside the lock.
+      it->second.mapping_tried = true;
+      const segment_descriptor d = it->second.descriptor;
+      lock.unlock();
       if (auto m = peer_mapping::open(d)) {
         s.mapped.add(id, m->data(), m->size(), m);
         return path::shared_memory;
       }
-      std::lock_guard relock(s.mu);
-      s.mapping_failed[id] = true;
+      lock.lock();
+      it = s.directory.find(id);  // a refresh may have replaced the entry
+      if (it == s.directory.end()) return path::unknown;
     }
-    if (d.endpoints.tcp_port == 0 || d.endpoints.tcp_host.empty()) return path::unreachable;
-    peer = {d.endpoints.tcp_host, d.endpoints.tcp_port};
+    if (!it->second.data_server) return path::unreachable;
+    peer = *it->second.data_server;
     return path::tcp;
   }
 
@@ -166,13 +187,28 @@ class cluster_transport {
     state& s = *state_;
     auto [ec, segments] = co_await s.list();
     if (ec) co_return;
-    std::unordered_map<segment_id, segment_descriptor> fresh;
-    for (auto& d : segments) fresh.emplace(d.id, d);
+    std::unordered_map<segment_id, directory_entry> fresh;
+    for (auto& d : segments) {
+      directory_entry e;
+      // An address, as the owner advertised it (address.hpp): parsed, never
+      // looked up. Anything else leaves the segment unreachable by TCP.
+      boost::system::error_code bad_address;
+      const auto address = boost::asio::ip::make_address(d.endpoints.tcp_host, bad_address);
+      if (!bad_address && d.endpoints.tcp_port != 0) e.data_server = net::data_peer(address, d.endpoints.tcp_port);
+      e.same_host = d.endpoints.host_id == s.host && !d.endpoints.shm_name.empty();
+      e.descriptor = std::move(d);
+      fresh.emplace(e.descriptor.id, std::move(e));
+    }
     std::vector<segment_id> gone;
     {
       std::lock_guard lock(s.mu);
-      for (auto& [id, d] : s.directory)
-        if (!fresh.count(id)) gone.push_back(id);
+      for (auto& [id, old] : s.directory) {
+        auto now = fresh.find(id);
+        if (now == fresh.end())
+          gone.push_back(id);
+        else
+          now->second.mapping_tried = old.mapping_tried;  // a failed mapping is not retried
+      }
       s.directory = std::move(fresh);
       ++s.stats.directory_refreshes;
     }
