@@ -1,0 +1,165 @@
+// corokv-master: the metadata service of a corokv cluster, over TCP.
+//
+//   corokv-master [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT]
+//                 [--lease-ttl-ms N] [--put-timeout-ms N] [--node-ttl-ms N]
+//                 [--ready-file PATH]
+//
+// Flags override the JSON config file, whose keys are the flag names without
+// dashes ({"listen": "0.0.0.0:7400", "node-ttl-ms": 10000, ...}). Port 0
+// picks a free port; --ready-file receives {"port": P, "admin_port": A} once
+// both are listening, so a script (or a test) can find them. The admin port
+// serves /health, /metrics (Prometheus) and /segments (JSON); --admin off
+// disables it. SIGINT or SIGTERM stops it gracefully.
+
+#include <corokv/net/admin_http.hpp>
+#include <corokv/net/master_server.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using namespace corokv;
+
+namespace {
+
+struct settings {
+  std::string listen = "127.0.0.1:7400";
+  std::string admin = "127.0.0.1:7401";
+  std::string ready_file;
+  std::int64_t lease_ttl_ms = 5000;
+  std::int64_t put_timeout_ms = 30000;
+  std::int64_t node_ttl_ms = 10000;
+  std::int64_t maintenance_ms = 100;
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  fmt::print(stderr, "corokv-master: {}\n", why);
+  fmt::print(stderr,
+             "usage: corokv-master [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT|off]\n"
+             "                     [--lease-ttl-ms N] [--put-timeout-ms N] [--node-ttl-ms N]\n"
+             "                     [--maintenance-ms N] [--ready-file PATH]\n");
+  std::exit(2);
+}
+
+tcp::endpoint parse_endpoint(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos) usage("expected HOST:PORT, got '" + text + "'");
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(text.substr(0, colon), ec);
+  if (ec) usage("not an IP address: '" + text.substr(0, colon) + "'");
+  try {
+    const int port = std::stoi(text.substr(colon + 1));
+    if (port < 0 || port > 65535) throw std::out_of_range("port");
+    return {address, static_cast<std::uint16_t>(port)};
+  } catch (const std::exception&) {
+    usage("not a port: '" + text.substr(colon + 1) + "'");
+  }
+}
+
+// Applies one setting by name; the config file and the flags share names.
+void apply(settings& s, const std::string& name, const nlohmann::json& value) {
+  auto number = [&](std::int64_t& out) {
+    if (!value.is_number_integer() || value.get<std::int64_t>() <= 0) usage(name + " must be a positive integer");
+    out = value.get<std::int64_t>();
+  };
+  auto text = [&](std::string& out) {
+    if (!value.is_string()) usage(name + " must be a string");
+    out = value.get<std::string>();
+  };
+  if (name == "listen") text(s.listen);
+  else if (name == "admin") text(s.admin);
+  else if (name == "ready-file") text(s.ready_file);
+  else if (name == "lease-ttl-ms") number(s.lease_ttl_ms);
+  else if (name == "put-timeout-ms") number(s.put_timeout_ms);
+  else if (name == "node-ttl-ms") number(s.node_ttl_ms);
+  else if (name == "maintenance-ms") number(s.maintenance_ms);
+  else usage("unknown setting '" + name + "'");
+}
+
+settings parse(int argc, char** argv) {
+  settings s;
+  std::map<std::string, std::string> flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0 || i + 1 >= argc) usage("bad argument '" + arg + "'");
+    flags[arg.substr(2)] = argv[++i];
+  }
+  if (auto it = flags.find("config"); it != flags.end()) {
+    std::ifstream in(it->second);
+    if (!in) usage("cannot read " + it->second);
+    const auto config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (!config.is_object()) usage(it->second + " is not a JSON object");
+    for (auto& [name, value] : config.items()) apply(s, name, value);
+    flags.erase(it);
+  }
+  for (auto& [name, value] : flags) {
+    const bool numeric = name.size() > 3 && name.compare(name.size() - 3, 3, "-ms") == 0;
+    if (numeric) {
+      try {
+        apply(s, name, nlohmann::json(std::stoll(value)));
+      } catch (const std::logic_error&) {
+        usage(name + " must be a positive integer");
+      }
+    } else {
+      apply(s, name, nlohmann::json(value));
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const settings s = parse(argc, argv);
+  meta::service_options service_options;
+  service_options.lease_ttl = std::chrono::milliseconds(s.lease_ttl_ms);
+  service_options.put_timeout = std::chrono::milliseconds(s.put_timeout_ms);
+  service_options.node_ttl = std::chrono::milliseconds(s.node_ttl_ms);
+  net::master_options options;
+  options.maintenance_interval = std::chrono::milliseconds(s.maintenance_ms);
+
+  asio::io_context io(1);
+  try {
+    auto service = std::make_shared<meta::service>(service_options);
+    net::master_server master(io.get_executor(), service, parse_endpoint(s.listen), options);
+    std::optional<net::admin_server> admin;
+    if (s.admin != "off") admin.emplace(io.get_executor(), master, parse_endpoint(s.admin));
+    master.start();
+    if (admin) admin->start();
+
+    const auto port = master.local_endpoint().port();
+    const auto admin_port = admin ? admin->local_endpoint().port() : 0;
+    fmt::print(stderr, "corokv-master: metadata on {}:{}, admin {}\n", master.local_endpoint().address().to_string(),
+               port, admin ? fmt::format("on port {}", admin_port) : std::string("off"));
+    if (!s.ready_file.empty()) {
+      // Written whole under a temporary name, then renamed: a reader never
+      // sees half a file.
+      const std::string tmp = s.ready_file + ".tmp";
+      std::ofstream(tmp) << nlohmann::json{{"port", port}, {"admin_port", admin_port}}.dump() << "\n";
+      std::rename(tmp.c_str(), s.ready_file.c_str());
+    }
+
+    asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](boost::system::error_code ec, int signal) {
+      if (ec) return;
+      fmt::print(stderr, "corokv-master: signal {}, stopping\n", signal);
+      if (admin) admin->stop();
+      master.stop();
+    });
+    io.run();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "corokv-master: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

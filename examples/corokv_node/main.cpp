@@ -1,0 +1,289 @@
+// corokv-node: one node of a corokv cluster. It joins a master, contributes
+// a segment of its memory (served to the other nodes over TCP and, on the
+// same host, through shared memory), and either serves until SIGINT/SIGTERM
+// or runs a workload and exits.
+//
+//   corokv-node --master HOST:PORT [--segment-mib N] [--data-listen HOST:PORT]
+//               [--advertise HOST] [--no-shm] [--ready-file PATH]
+//               [--workload serve|put|get|exist] [--keys N] [--value-size B]
+//               [--prefix P] [--batch N] [--replicas R] [--require-all]
+//
+// Values are a pattern derived from each key, so a reader verifies every
+// byte without knowing the writer. A workload prints one JSON line:
+//   {"workload":"get","keys":64,"ok":64,"errors":{},"corrupt":0,...}
+// and exits 0 unless a batch failed as a whole or a byte was wrong (1), or
+// --require-all was given and a key did not succeed (3).
+
+#include <corokv/cluster.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using namespace corokv;
+
+namespace {
+
+struct settings {
+  std::string master_host = "127.0.0.1";
+  std::uint16_t master_port = 7400;
+  std::uint64_t segment_mib = 64;
+  std::string data_listen = "127.0.0.1:0";
+  std::string advertise = "127.0.0.1";
+  bool shared_memory = true;
+  std::string ready_file;
+  std::string workload = "serve";
+  std::size_t keys = 64;
+  std::size_t value_size = 64 << 10;
+  std::string prefix = "key-";
+  std::size_t batch = 64;
+  std::size_t replicas = 1;
+  bool require_all = false;
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  fmt::print(stderr, "corokv-node: {}\n", why);
+  fmt::print(stderr,
+             "usage: corokv-node --master HOST:PORT [--segment-mib N] [--data-listen HOST:PORT]\n"
+             "                   [--advertise HOST] [--no-shm] [--ready-file PATH]\n"
+             "                   [--workload serve|put|get|exist] [--keys N] [--value-size B]\n"
+             "                   [--prefix P] [--batch N] [--replicas R] [--require-all]\n");
+  std::exit(2);
+}
+
+std::pair<std::string, std::uint16_t> split_host_port(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos) usage("expected HOST:PORT, got '" + text + "'");
+  try {
+    const int port = std::stoi(text.substr(colon + 1));
+    if (port < 0 || port > 65535) throw std::out_of_range("port");
+    return {text.substr(0, colon), static_cast<std::uint16_t>(port)};
+  } catch (const std::exception&) {
+    usage("not a port: '" + text.substr(colon + 1) + "'");
+  }
+}
+
+std::uint64_t number(const std::string& name, const std::string& value) {
+  try {
+    std::size_t used = 0;
+    const auto n = std::stoull(value, &used);
+    if (used != value.size()) throw std::invalid_argument(value);
+    return n;
+  } catch (const std::exception&) {
+    usage(name + " must be a number");
+  }
+}
+
+settings parse(int argc, char** argv) {
+  settings s;
+  bool have_master = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--no-shm") {
+      s.shared_memory = false;
+      continue;
+    }
+    if (arg == "--require-all") {
+      s.require_all = true;
+      continue;
+    }
+    if (i + 1 >= argc) usage("missing value for " + arg);
+    const std::string value = argv[++i];
+    if (arg == "--master") {
+      std::tie(s.master_host, s.master_port) = split_host_port(value);
+      have_master = true;
+    } else if (arg == "--segment-mib") s.segment_mib = number(arg, value);
+    else if (arg == "--data-listen") s.data_listen = value;
+    else if (arg == "--advertise") s.advertise = value;
+    else if (arg == "--ready-file") s.ready_file = value;
+    else if (arg == "--workload") s.workload = value;
+    else if (arg == "--keys") s.keys = number(arg, value);
+    else if (arg == "--value-size") s.value_size = number(arg, value);
+    else if (arg == "--prefix") s.prefix = value;
+    else if (arg == "--batch") s.batch = number(arg, value);
+    else if (arg == "--replicas") s.replicas = number(arg, value);
+    else usage("unknown flag " + arg);
+  }
+  if (!have_master) usage("--master is required");
+  if (s.workload != "serve" && s.workload != "put" && s.workload != "get" && s.workload != "exist")
+    usage("unknown workload " + s.workload);
+  if (s.batch == 0 || s.value_size == 0) usage("--batch and --value-size must be positive");
+  return s;
+}
+
+// The value stored under `key`: bytes derived from the key alone.
+void fill_value(std::string_view key, std::span<char> out) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (char c : key) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  for (std::size_t b = 0; b < out.size(); ++b) out[b] = static_cast<char>((h >> ((b % 8) * 8)) + b * 131);
+}
+
+struct tally {
+  std::size_t ok = 0;
+  std::size_t corrupt = 0;
+  std::map<std::string, std::size_t> errors;
+  std::string failure;  // a whole batch failed
+  void count(errc e) {
+    if (e == errc::success)
+      ++ok;
+    else
+      ++errors[std::string(make_error_code(e).message())];
+  }
+};
+
+asio::awaitable<tally> run_workload(cluster_store& kv, const settings& s) {
+  tally t;
+  std::vector<std::string> keys;
+  std::vector<std::vector<char>> values;
+  for (std::size_t base = 0; base < s.keys; base += s.batch) {
+    const std::size_t n = std::min(s.batch, s.keys - base);
+    keys.clear();
+    values.assign(n, std::vector<char>(s.value_size));
+    for (std::size_t i = 0; i < n; ++i) keys.push_back(s.prefix + std::to_string(base + i));
+    if (s.workload == "put") {
+      std::vector<asio::const_buffer> buffers;
+      for (std::size_t i = 0; i < n; ++i) {
+        fill_value(keys[i], values[i]);
+        buffers.push_back(asio::buffer(values[i]));
+      }
+      put_options opts;
+      opts.replicas = s.replicas;
+      auto [ec, results] = co_await kv.batch_put(keys, buffers, opts, asio::as_tuple(asio::use_awaitable));
+      if (ec) {
+        t.failure = ec.message();
+        co_return t;
+      }
+      for (errc e : results) t.count(e);
+    } else if (s.workload == "get") {
+      std::vector<asio::mutable_buffer> buffers;
+      for (auto& v : values) buffers.push_back(asio::buffer(v));
+      auto [ec, results] = co_await kv.batch_get(keys, buffers, asio::as_tuple(asio::use_awaitable));
+      if (ec) {
+        t.failure = ec.message();
+        co_return t;
+      }
+      std::vector<char> expected(s.value_size);
+      for (std::size_t i = 0; i < n; ++i) {
+        t.count(results[i].status);
+        if (!results[i].ok()) continue;
+        fill_value(keys[i], expected);
+        if (results[i].size != s.value_size || values[i] != expected) {
+          --t.ok;
+          ++t.corrupt;
+        }
+      }
+    } else {
+      auto [ec, results] = co_await kv.batch_exist(keys, asio::as_tuple(asio::use_awaitable));
+      if (ec) {
+        t.failure = ec.message();
+        co_return t;
+      }
+      for (errc e : results) t.count(e);
+    }
+  }
+  co_return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const settings s = parse(argc, argv);
+  asio::io_context io(1);
+  cluster_options options;
+  options.master.host = s.master_host;
+  options.master.port = s.master_port;
+  const auto [listen_host, listen_port] = split_host_port(s.data_listen);
+  boost::system::error_code address_ec;
+  const auto listen_address = asio::ip::make_address(listen_host, address_ec);
+  if (address_ec) usage("not an IP address: " + listen_host);
+  options.transport.data_listen = tcp::endpoint(listen_address, listen_port);
+  options.transport.advertise_host = s.advertise;
+  options.transport.shared_memory = s.shared_memory;
+  options.transport.serve = s.segment_mib > 0;
+
+  int exit_code = 0;
+  try {
+    auto kv = make_cluster_store(io.get_executor(), options);
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          segment_id segment = 0;
+          if (s.segment_mib > 0) {
+            auto [ec, id] = co_await kv.add_segment(s.segment_mib << 20, asio::as_tuple(asio::use_awaitable));
+            if (ec) {
+              fmt::print(stderr, "corokv-node: add_segment failed: {}\n", ec.message());
+              exit_code = 1;
+              io.stop();
+              co_return;
+            }
+            segment = id;
+          }
+          const auto data_port = kv.transport().data_endpoint().port();
+          fmt::print(stderr, "corokv-node: node {:x} joined {}:{}, segment {:x} ({} MiB), data port {}\n",
+                     kv.node(), s.master_host, s.master_port, segment, s.segment_mib, data_port);
+          if (!s.ready_file.empty()) {
+            const std::string tmp = s.ready_file + ".tmp";
+            std::ofstream(tmp) << nlohmann::json{{"node", kv.node()}, {"segment", segment}, {"data_port", data_port}}.dump()
+                               << "\n";
+            std::rename(tmp.c_str(), s.ready_file.c_str());
+          }
+          if (s.workload == "serve") co_return;  // the signal handler ends the run
+
+          const auto started = std::chrono::steady_clock::now();
+          const tally t = co_await run_workload(kv, s);
+          const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+          nlohmann::json report{{"workload", s.workload}, {"keys", s.keys},   {"ok", t.ok},
+                                {"errors", t.errors},     {"corrupt", t.corrupt}, {"seconds", seconds}};
+          const auto paths = kv.transport().stats();
+          report["bytes_by_path"] = {{"in_process", paths.bytes_in_process},
+                                     {"shared_memory", paths.bytes_shared_memory},
+                                     {"tcp", paths.bytes_tcp}};
+          if (!t.failure.empty()) report["failure"] = t.failure;
+          fmt::print("{}\n", report.dump());
+          std::fflush(stdout);
+          if (!t.failure.empty() || t.corrupt > 0)
+            exit_code = 1;
+          else if (s.require_all && t.ok != s.keys)
+            exit_code = 3;
+          io.stop();
+        },
+        [&](std::exception_ptr e) {
+          if (!e) return;
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& ex) {
+            fmt::print(stderr, "corokv-node: {}\n", ex.what());
+          }
+          exit_code = 1;
+          io.stop();
+        });
+
+    asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](boost::system::error_code ec, int) {
+      if (!ec) io.stop();
+    });
+    io.run();
+    // Leave the cluster cleanly: the store's destructor queues the node's
+    // unregister; give the connection a moment to deliver it.
+    io.restart();
+    signals.cancel();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "corokv-node: {}\n", e.what());
+    return 1;
+  }
+  io.run_for(std::chrono::milliseconds(200));
+  return exit_code;
+}

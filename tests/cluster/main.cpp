@@ -1,0 +1,15 @@
+// The process tests' main: doctest, plus the child modes some tests start
+// this same binary in (a process the test can kill at a chosen moment).
+#define DOCTEST_CONFIG_IMPLEMENT
+#include "../doctest_main.hpp"
+
+#include <cstdint>
+#include <string>
+
+int stalled_writer_main(const std::string& host, std::uint16_t port, const std::string& key, std::uint64_t size);
+
+int main(int argc, char** argv) {
+  if (argc == 6 && std::string(argv[1]) == "--corokv-child=stalled-writer")
+    return stalled_writer_main(argv[2], static_cast<std::uint16_t>(std::stoul(argv[3])), argv[4], std::stoull(argv[5]));
+  return corokv::test::run_tests(argc, argv);
+}

@@ -1,0 +1,418 @@
+// A cluster of real processes on 127.0.0.1: corokv-master and corokv-node
+// executables, each on free ports, driven and killed by these tests.
+// Every wait has a deadline; a test never hangs on a process.
+
+#include <corokv/net/data_client.hpp>
+#include <corokv/net/remote_metadata.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/asio/write.hpp>
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+using namespace corokv;
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using json = nlohmann::json;
+
+namespace {
+
+std::string message(errc e) { return make_error_code(e).message(); }
+
+// A child process whose stdout and stderr go to files in the test's
+// directory. Killed (SIGKILL) when destroyed if still running.
+class process {
+ public:
+  process(std::vector<std::string> args, const std::filesystem::path& out) : out_(out) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const std::string err = out.string() + ".err";
+    posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    REQUIRE_MESSAGE(rc == 0, "cannot start " << args[0]);
+  }
+  process(const process&) = delete;
+  ~process() {
+    if (running()) {
+      ::kill(pid_, SIGKILL);
+      wait_exit(5s);
+    }
+  }
+
+  bool running() const { return pid_ > 0 && !exited_; }
+  void signal(int sig) const { ::kill(pid_, sig); }
+
+  // The exit status, or -1 if it did not exit within `limit` (then killed).
+  int wait_exit(std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!exited_) {
+      int status = 0;
+      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        exited_ = true;
+        status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        break;
+      }
+      if (std::chrono::steady_clock::now() > until) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        exited_ = true;
+        return -1;
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+    return status_;
+  }
+
+  std::string output() const {
+    std::ifstream in(out_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int status_ = 0;
+  std::filesystem::path out_;
+};
+
+// Waits for a file that a process writes once ready.
+json wait_for_json(const std::filesystem::path& path, std::chrono::milliseconds limit = 10s) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    std::ifstream in(path);
+    if (in) {
+      auto j = json::parse(in, nullptr, false);
+      if (!j.is_discarded()) return j;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  FAIL("no ready file at " << path);
+  return {};
+}
+
+// A fresh directory per test for ready files and process output.
+struct scratch_dir {
+  std::filesystem::path path;
+  scratch_dir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "corokv-cluster-XXXXXX").string();
+    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+    path = tmpl;
+  }
+  ~scratch_dir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+  std::filesystem::path operator/(const std::string& name) const { return path / name; }
+};
+
+struct master_proc {
+  std::unique_ptr<process> proc;
+  std::uint16_t port = 0, admin_port = 0;
+  master_proc(const scratch_dir& dir, std::vector<std::string> extra = {}, std::uint16_t fixed_port = 0) {
+    const auto ready = dir / ("master-ready-" + std::to_string(fixed_port) + ".json");
+    std::filesystem::remove(ready);
+    std::vector<std::string> args{COROKV_MASTER_EXE, "--listen", "127.0.0.1:" + std::to_string(fixed_port),
+                                  "--admin", "127.0.0.1:0", "--ready-file", ready.string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    proc = std::make_unique<process>(args, dir / "master.out");
+    const json j = wait_for_json(ready);
+    port = j.at("port").get<std::uint16_t>();
+    admin_port = j.at("admin_port").get<std::uint16_t>();
+  }
+  std::string master_flag() const { return "127.0.0.1:" + std::to_string(port); }
+
+  // GET on the admin port; the body, or empty if unreachable.
+  std::string admin_get(const std::string& target) const {
+    asio::io_context io;
+    tcp::socket s(io);
+    boost::system::error_code ec;
+    s.connect({asio::ip::make_address("127.0.0.1"), admin_port}, ec);
+    if (ec) return {};
+    const std::string request = "GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    asio::write(s, asio::buffer(request), ec);
+    std::string response;
+    std::array<char, 4096> buf{};
+    for (;;) {
+      const std::size_t n = s.read_some(asio::buffer(buf), ec);
+      response.append(buf.data(), n);
+      if (ec) break;
+    }
+    const auto body = response.find("\r\n\r\n");
+    return body == std::string::npos ? std::string{} : response.substr(body + 4);
+  }
+
+  // The value of one metric on /metrics, or -1.
+  long metric(const std::string& name) const {
+    std::istringstream in(admin_get("/metrics"));
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind(name + " ", 0) == 0) return std::stol(line.substr(name.size() + 1));
+    return -1;
+  }
+};
+
+// A serving node with a segment.
+struct serving_node {
+  std::unique_ptr<process> proc;
+  std::uint16_t data_port = 0;
+  serving_node(const scratch_dir& dir, const master_proc& m, const std::string& name, std::vector<std::string> extra = {}) {
+    const auto ready = dir / (name + "-ready.json");
+    std::vector<std::string> args{COROKV_NODE_EXE, "--master", m.master_flag(), "--ready-file", ready.string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    proc = std::make_unique<process>(args, dir / (name + ".out"));
+    data_port = wait_for_json(ready).at("data_port").get<std::uint16_t>();
+  }
+};
+
+// Runs a node workload to completion and returns its JSON report.
+json run_workload(const scratch_dir& dir, const master_proc& m, const std::string& name, std::vector<std::string> args,
+                  int* exit_status = nullptr) {
+  std::vector<std::string> all{COROKV_NODE_EXE, "--master", m.master_flag(), "--segment-mib", "0"};
+  all.insert(all.end(), args.begin(), args.end());
+  process p(all, dir / (name + ".out"));
+  const int status = p.wait_exit(30s);
+  if (exit_status) *exit_status = status;
+  REQUIRE_MESSAGE(status >= 0, name << " did not finish");
+  const std::string out = p.output();
+  auto j = json::parse(out, nullptr, false);
+  REQUIRE_MESSAGE(!j.is_discarded(), name << " printed no report: " << out);
+  return j;
+}
+
+std::size_t errors_of(const json& report, errc e) {
+  return report.at("errors").value(message(e), std::size_t{0});
+}
+
+}  // namespace
+
+TEST_CASE("processes: one node writes, another reads, over TCP") {
+  scratch_dir dir;
+  master_proc master(dir);
+  serving_node a(dir, master, "a", {"--segment-mib", "16", "--no-shm"});
+  const json put = run_workload(dir, master, "put", {"--no-shm", "--workload", "put", "--keys", "64", "--value-size", "65536"});
+  CHECK(put.at("ok") == 64);
+  CHECK(put.at("bytes_by_path").at("tcp") == 64 * 65536);
+  const json get = run_workload(dir, master, "get", {"--no-shm", "--workload", "get", "--keys", "64", "--value-size", "65536"});
+  CHECK(get.at("ok") == 64);
+  CHECK(get.at("corrupt") == 0);
+  CHECK(get.at("bytes_by_path").at("tcp") == 64 * 65536);
+  CHECK(get.at("bytes_by_path").at("shared_memory") == 0);
+}
+
+TEST_CASE("processes: a same-host reader maps the writer's segment and reads without a socket") {
+  scratch_dir dir;
+  master_proc master(dir);
+  serving_node a(dir, master, "a", {"--segment-mib", "16"});
+  const json put = run_workload(dir, master, "put", {"--workload", "put", "--keys", "32", "--value-size", "65536"});
+  CHECK(put.at("ok") == 32);
+  CHECK(put.at("bytes_by_path").at("shared_memory") == 32 * 65536);
+  const json get = run_workload(dir, master, "get", {"--workload", "get", "--keys", "32", "--value-size", "65536"});
+  CHECK(get.at("ok") == 32);
+  CHECK(get.at("corrupt") == 0);
+  CHECK(get.at("bytes_by_path").at("shared_memory") == 32 * 65536);
+  CHECK(get.at("bytes_by_path").at("tcp") == 0);
+}
+
+TEST_CASE("processes: after a master restart nodes remount and go on: nothing stale is returned") {
+  scratch_dir dir;
+  auto master = std::make_unique<master_proc>(dir);
+  const std::uint16_t port = master->port;
+  serving_node a(dir, *master, "a", {"--segment-mib", "8", "--no-shm"});
+  const json before = run_workload(dir, *master, "put-before",
+                                   {"--no-shm", "--workload", "put", "--prefix", "before-", "--keys", "16", "--value-size", "8192"});
+  REQUIRE(before.at("ok") == 16);
+
+  master->proc->signal(SIGTERM);
+  CHECK(master->proc->wait_exit(5s) == 0);
+  master = std::make_unique<master_proc>(dir, std::vector<std::string>{}, port);
+  // Node a reconnects and remounts its segment under the same id.
+  long segments = -1;
+  for (int i = 0; i < 300 && segments != 1; ++i) {
+    segments = master->metric("corokv_master_segments");
+    if (segments != 1) std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE(segments == 1);
+
+  const json stale = run_workload(dir, *master, "get-before",
+                                  {"--no-shm", "--workload", "get", "--prefix", "before-", "--keys", "16", "--value-size", "8192"});
+  CHECK(stale.at("ok") == 0);
+  CHECK(errors_of(stale, errc::not_found) == 16);
+  const json after = run_workload(dir, *master, "put-after",
+                                  {"--no-shm", "--workload", "put", "--prefix", "after-", "--keys", "16", "--value-size", "8192"});
+  CHECK(after.at("ok") == 16);
+  const json read = run_workload(dir, *master, "get-after",
+                                 {"--no-shm", "--workload", "get", "--prefix", "after-", "--keys", "16", "--value-size", "8192"});
+  CHECK(read.at("ok") == 16);
+  CHECK(read.at("corrupt") == 0);
+}
+
+TEST_CASE("processes: a node killed with SIGKILL: its objects are gone within node_ttl, readers get per-key errors") {
+  scratch_dir dir;
+  master_proc master(dir, {"--node-ttl-ms", "1000", "--maintenance-ms", "50"});
+  serving_node a(dir, master, "a", {"--segment-mib", "8"});
+  const json put = run_workload(dir, master, "put", {"--workload", "put", "--keys", "16", "--value-size", "8192"});
+  REQUIRE(put.at("ok") == 16);
+
+  a.proc->signal(SIGKILL);
+  CHECK(a.proc->wait_exit(5s) == 128 + SIGKILL);
+  // At once: the metadata may still list the objects, but their bytes are
+  // unreachable; each key fails cleanly, nothing hangs, nothing is corrupt.
+  const auto started = std::chrono::steady_clock::now();
+  const json early = run_workload(dir, master, "get-early", {"--workload", "get", "--keys", "16", "--value-size", "8192"});
+  CHECK(std::chrono::steady_clock::now() - started < 20s);
+  CHECK(early.at("ok") == 0);
+  CHECK(early.at("corrupt") == 0);
+  CHECK(errors_of(early, errc::transfer_failed) + errors_of(early, errc::replicas_unavailable) +
+            errors_of(early, errc::segment_not_found) + errors_of(early, errc::not_found) ==
+        16);
+  // After node_ttl the master has declared it dead and dropped its objects.
+  std::this_thread::sleep_for(1500ms);
+  const json late = run_workload(dir, master, "get-late", {"--workload", "get", "--keys", "16", "--value-size", "8192"});
+  CHECK(errors_of(late, errc::not_found) == 16);
+  CHECK(master.metric("corokv_master_segments") == 0);
+  CHECK(master.metric("corokv_master_dead_nodes_total") == 1);
+}
+
+TEST_CASE("processes: a writer killed mid-put leaves nothing visible: the put timeout reclaims its space") {
+  scratch_dir dir;
+  // A node lives long; the pending put times out after one second.
+  master_proc master(dir, {"--node-ttl-ms", "60000", "--put-timeout-ms", "1000", "--maintenance-ms", "50"});
+  serving_node a(dir, master, "a", {"--segment-mib", "1", "--no-shm"});
+
+  // The writer: this test binary in child mode. It reserves the whole
+  // segment for "partial", writes half of the value, says so and waits.
+  process writer({"/proc/self/exe", "--corokv-child=stalled-writer", "127.0.0.1", std::to_string(master.port),
+                  "partial", std::to_string(1 << 20)},
+                 dir / "writer.out");
+  std::string said;
+  for (int i = 0; i < 500 && said.find("reserved") == std::string::npos; ++i) {
+    said = writer.output();
+    std::this_thread::sleep_for(10ms);
+  }
+  REQUIRE(said.find("reserved") != std::string::npos);
+  writer.signal(SIGKILL);
+  writer.wait_exit(5s);
+
+  const json hidden = run_workload(dir, master, "exist-partial",
+                                   {"--no-shm", "--workload", "exist", "--prefix", "partial", "--keys", "1"});
+  CHECK(errors_of(hidden, errc::not_found) == 1);
+  // The reservation still holds the segment: a put of the same size finds no room.
+  const json full = run_workload(dir, master, "put-full",
+                                 {"--no-shm", "--workload", "put", "--prefix", "big-", "--keys", "1", "--value-size",
+                                  std::to_string(1 << 20)});
+  CHECK(errors_of(full, errc::no_space) == 1);
+
+  std::this_thread::sleep_for(1500ms);
+  const json reclaimed = run_workload(dir, master, "put-after-timeout",
+                                      {"--no-shm", "--workload", "put", "--prefix", "big-", "--keys", "1",
+                                       "--value-size", std::to_string(1 << 20)});
+  CHECK(reclaimed.at("ok") == 1);
+  const json still_hidden = run_workload(dir, master, "exist-partial-late",
+                                         {"--no-shm", "--workload", "exist", "--prefix", "partial", "--keys", "1"});
+  CHECK(errors_of(still_hidden, errc::not_found) == 1);
+  CHECK(master.metric("corokv_master_expired_puts_total") == 1);
+}
+
+TEST_CASE("processes: malformed and truncated frames close that connection: master and data server go on") {
+  scratch_dir dir;
+  master_proc master(dir);
+  serving_node a(dir, master, "a", {"--segment-mib", "8", "--no-shm"});
+  asio::io_context io;
+  auto attack = [&](std::uint16_t port, const std::string& bytes) {
+    tcp::socket s(io);
+    s.connect({asio::ip::make_address("127.0.0.1"), port});
+    asio::write(s, asio::buffer(bytes));
+    if (bytes.size() < wire::header_size) s.shutdown(tcp::socket::shutdown_send);  // truncated: the peer goes away
+    std::array<char, 16> buf{};
+    boost::system::error_code ec;
+    s.read_some(asio::buffer(buf), ec);
+    return ec == asio::error::eof || ec == asio::error::connection_reset;
+  };
+  const std::string garbage(64, '\x7f');
+  const std::string truncated("CK\x01", 3);
+  CHECK(attack(master.port, garbage));
+  CHECK(attack(master.port, truncated));
+  CHECK(attack(a.data_port, garbage));
+  CHECK(attack(a.data_port, truncated));
+  CHECK(master.metric("corokv_master_protocol_errors_total") == 1);  // the truncated one is a hang-up, not an error
+
+  const json put = run_workload(dir, master, "put", {"--no-shm", "--workload", "put", "--keys", "8", "--value-size", "4096"});
+  CHECK(put.at("ok") == 8);
+  const json get = run_workload(dir, master, "get", {"--no-shm", "--workload", "get", "--keys", "8", "--value-size", "4096"});
+  CHECK(get.at("ok") == 8);
+  CHECK(get.at("corrupt") == 0);
+  CHECK(a.proc->running());
+}
+
+// ------------------------------------------------------------ child modes
+// The stalled writer: registers, reserves `size` bytes for `key`, writes
+// the first half of the value into its replica, reports and waits to be
+// killed. Returns the exit status.
+int stalled_writer_main(const std::string& host, std::uint16_t port, const std::string& key, std::uint64_t size) {
+  asio::io_context io;
+  net::remote_metadata_options o;
+  o.host = host;
+  o.port = port;
+  net::remote_metadata metadata(io.get_executor(), o);
+  auto fut = asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<int> {
+        const node_id node = 0x5747;
+        if (co_await metadata.register_node(node)) co_return 2;
+        const std::vector<std::string> keys{key};
+        const std::vector<std::uint64_t> sizes{size};
+        std::vector<put_start_result> started(1);
+        if (co_await metadata.put_start(keys, sizes, put_options{}, node, started) || !started[0].ok()) co_return 3;
+        auto [segments_ec, segments] = co_await metadata.list_segments();
+        if (segments_ec || segments.empty()) co_return 4;
+        const replica_descriptor r = started[0].replicas[0];
+        std::uint16_t data_port = 0;
+        for (auto& d : segments)
+          if (d.id == r.segment) data_port = d.endpoints.tcp_port;
+        std::vector<char> half(size / 2, 'p');
+        std::vector<write_request> writes{{{r.segment, r.node, r.offset, half.size()}, asio::buffer(half)}};
+        std::vector<errc> status(1);
+        net::data_client client;
+        const net::data_peer peer{asio::ip::make_address("127.0.0.1"), data_port};
+        co_await client.write(peer, writes, status);
+        if (status[0] != errc::success) co_return 5;
+        std::printf("reserved\n");
+        std::fflush(stdout);
+        co_return 0;
+      },
+      asio::use_future);
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (fut.wait_for(0s) != std::future_status::ready && std::chrono::steady_clock::now() < until)
+    io.run_one_for(50ms);
+  if (fut.wait_for(0s) != std::future_status::ready) return 6;
+  const int rc = fut.get();
+  if (rc != 0) return rc;
+  for (;;) ::pause();  // until killed
+}
