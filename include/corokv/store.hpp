@@ -338,13 +338,9 @@ class basic_store {
     }
     if (ec) co_return ec;
     const time_point deadline = sent_at + options_.lease_ttl - options_.lease_margin;
-    cache_.locked([&](metadata_cache::view& cache) {
-      for (std::size_t i = 0; i < keys.size(); ++i)
-        if (out[i].ok()) {
-          out[i].lease_deadline = deadline;
-          cache.store(keys[i], out[i]);
-        }
-    });
+    for (query_result& r : out)
+      if (r.ok()) r.lease_deadline = deadline;
+    cache_.locked([&](metadata_cache::view& cache) { cache.store_all(keys, out); });
     co_return ec;
   }
 

@@ -151,13 +151,15 @@ TEST_CASE("out-of-range fields are refused: status codes, replica counts, length
   CHECK(encode(mismatched, refused) == errc::invalid_argument);
   // ...and refused when a peer sends them anyway.
   std::vector<std::byte> forged;
-  writer w(forged);
-  w.status_code(errc::success);
-  w.u32(2);
-  w.status_code(errc::success);
-  w.status_code(errc::success);
-  w.u32(1);
-  w.u64(1);
+  {
+    writer w(forged);  // the bytes are in place once it is gone
+    w.status_code(errc::success);
+    w.u32(2);
+    w.status_code(errc::success);
+    w.status_code(errc::success);
+    w.u32(1);
+    w.u64(1);
+  }
   forged.push_back(std::byte{0});
   data_read_response dback;
   CHECK(decode(forged, dback) == errc::protocol_error);

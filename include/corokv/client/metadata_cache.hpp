@@ -11,7 +11,10 @@
 #include <corokv/detail/intrusive_list.hpp>
 #include <corokv/types.hpp>
 
+#include <algorithm>
+#include <array>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,7 +41,43 @@ class metadata_cache {
 
     void store(std::string_view key, const query_result& value) {
       if (c_.slab_.empty()) return;
-      const std::uint64_t hash = detail::hash_key(key);
+      store_hashed(key, detail::hash_key(key), value);
+    }
+
+    // Stores the successful results of a batch (values[i] for keys[i]). A
+    // batch of a large cache misses the CPU cache on nearly every key, so
+    // the misses are overlapped: the home slot of key i + 2d and the entry
+    // of key i + d are prefetched while key i is stored.
+    void store_all(key_span keys, std::span<const query_result> values) {
+      if (c_.slab_.empty()) return;
+      constexpr std::size_t d = 4, ring = 16;  // ring > 2d: hashes of keys in flight
+      std::array<std::uint64_t, ring> hashes{};
+      const std::size_t n = keys.size();
+      auto hash_and_prefetch_slot = [&](std::size_t j) {
+        hashes[j % ring] = detail::hash_key(keys[j]);
+        c_.index_.prefetch_home(hashes[j % ring]);
+      };
+      auto prefetch_entry = [&](std::size_t j) {
+        if (const entry* e = c_.index_.home(hashes[j % ring])) __builtin_prefetch(e);
+      };
+      for (std::size_t j = 0; j < std::min(n, 2 * d); ++j) hash_and_prefetch_slot(j);
+      for (std::size_t j = 0; j < std::min(n, d); ++j) prefetch_entry(j);
+      for (std::size_t i = 0; i < n; ++i) {
+        if (i + 2 * d < n) hash_and_prefetch_slot(i + 2 * d);
+        if (i + d < n) prefetch_entry(i + d);
+        if (values[i].ok()) store_hashed(keys[i], hashes[i % ring], values[i]);
+      }
+    }
+
+    void invalidate(std::string_view key) {
+      if (entry* e = c_.index_.find(key, detail::hash_key(key))) c_.drop(e);
+    }
+
+   private:
+    friend class metadata_cache;
+    explicit view(metadata_cache& c) : c_(c) {}
+
+    void store_hashed(std::string_view key, std::uint64_t hash, const query_result& value) {
       entry* e = c_.index_.find(key, hash);
       if (!e) {
         e = c_.take_free_entry();
@@ -52,13 +91,6 @@ class metadata_cache {
       e->value = value;
     }
 
-    void invalidate(std::string_view key) {
-      if (entry* e = c_.index_.find(key, detail::hash_key(key))) c_.drop(e);
-    }
-
-   private:
-    friend class metadata_cache;
-    explicit view(metadata_cache& c) : c_(c) {}
     metadata_cache& c_;
   };
 

@@ -8,8 +8,11 @@
 #include <corokv/types.hpp>
 #include <corokv/wire/frame.hpp>
 
+#include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -17,10 +20,15 @@
 
 namespace corokv::wire {
 
+// Appends to `out`. The buffer grows in chunks while fields are written,
+// and holds exactly the encoded bytes once the writer is destroyed.
 class writer {
  public:
   static constexpr bool reading = false;
-  explicit writer(std::vector<std::byte>& out, const limits& lim = {}) : out_(out), limits_(lim) {}
+  explicit writer(std::vector<std::byte>& out, const limits& lim = {}) : out_(out), limits_(lim), end_(out.size()) {}
+  writer(const writer&) = delete;
+  writer& operator=(const writer&) = delete;
+  ~writer() { out_.resize(end_); }
 
   // invalid_argument if something could not be represented (a list longer
   // than max_batch, a string over 65535 bytes); the output is then unusable.
@@ -34,8 +42,7 @@ class writer {
   void string(const std::string_view& s) {
     if (s.size() > UINT16_MAX) return fail();
     u16(static_cast<std::uint16_t>(s.size()));
-    const auto* p = reinterpret_cast<const std::byte*>(s.data());
-    out_.insert(out_.end(), p, p + s.size());
+    std::memcpy(room(s.size()), s.data(), s.size());
   }
   void string(std::string& s) { string(std::string_view(s)); }
   // A list's length; `min_wire_size` matters to the reader only.
@@ -48,13 +55,27 @@ class writer {
   void reject() { fail(); }
 
  private:
+  // The wire is little-endian: on such a host the value's own first n bytes.
   void put(std::uint64_t v, std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) out_.push_back(static_cast<std::byte>(v >> (8 * i)));
+    std::byte* at = room(n);
+    if constexpr (std::endian::native == std::endian::little) {
+      std::memcpy(at, &v, n);
+    } else {
+      for (std::size_t i = 0; i < n; ++i) at[i] = static_cast<std::byte>(v >> (8 * i));
+    }
+  }
+  // Where the next n bytes go.
+  std::byte* room(std::size_t n) {
+    if (out_.size() - end_ < n) out_.resize(std::max(2 * out_.size(), end_ + n + 256));
+    std::byte* at = out_.data() + end_;
+    end_ += n;
+    return at;
   }
   void fail() { status_ = errc::invalid_argument; }
 
   std::vector<std::byte>& out_;
   limits limits_;
+  std::size_t end_;  // bytes of out_ in use
   errc status_ = errc::success;
 };
 
