@@ -241,13 +241,19 @@ class cluster_transport {
     std::vector<net::data_peer> peers(requests.size());
     bool refreshed = false;
     for (std::size_t k = 0; k < requests.size(); ++k) {
-      paths[k] = classify(requests[k].replica.segment, peers[k]);
+      const segment_id segment = requests[k].replica.segment;
+      if (k > 0 && segment == requests[k - 1].replica.segment) {
+        // Neighbours in a batch mostly share a segment: classified once.
+        paths[k] = paths[k - 1];
+        peers[k] = peers[k - 1];
+        continue;
+      }
+      paths[k] = classify(segment, peers[k]);
       if (paths[k] == path::unknown && !refreshed) {
+        // A segment not seen yet: at most one directory refresh per batch.
         co_await refresh_directory();
         refreshed = true;
-        paths[k] = classify(requests[k].replica.segment, peers[k]);
-      } else if (paths[k] == path::unknown) {
-        paths[k] = classify(requests[k].replica.segment, peers[k]);
+        paths[k] = classify(segment, peers[k]);
       }
     }
 
