@@ -338,3 +338,41 @@ TEST_CASE("a data server refuses ranges outside its segments and closes only a m
   CHECK(s.protocol_errors == 1);
   CHECK(s.items_refused == 1);
 }
+
+TEST_CASE("a data server restarted on the same port: the client's pooled connection is replaced, the batch succeeds") {
+  io_thread server_thread;
+  auto segments = std::make_shared<segment_registry>();
+  std::vector<std::byte> memory(4096, std::byte{0x5a});
+  segments->add(7, memory.data(), memory.size());
+  const tcp::endpoint any(asio::ip::make_address("127.0.0.1"), 0);
+  auto server = std::make_shared<net::data_server>(server_thread.io.get_executor(), segments, any);
+  server->start();
+  const tcp::endpoint at = server->local_endpoint();
+
+  asio::io_context io;
+  net::data_client client;
+  std::vector<std::byte> into(64);
+  std::vector<read_request> reads{{{7, 1, 0, 64}, asio::buffer(into)}};
+  std::vector<errc> status(1);
+  auto read_once = [&] {
+    status[0] = errc::internal_error;
+    std::fill(into.begin(), into.end(), std::byte{0});
+    auto done = asio::co_spawn(io, client.read(at, reads, status), asio::use_future);
+    io.restart();
+    io.run();
+    done.get();
+  };
+  read_once();
+  REQUIRE(status[0] == errc::success);  // the connection is now pooled
+
+  server->stop();  // closes every connection, the pooled one too
+  std::this_thread::sleep_for(50ms);
+  auto restarted = std::make_shared<net::data_server>(server_thread.io.get_executor(), segments, at);
+  restarted->start();
+  read_once();
+  CHECK(status[0] == errc::success);
+  CHECK(into == std::vector<std::byte>(64, std::byte{0x5a}));
+  CHECK(restarted->stats().connections_accepted == 1);
+  restarted->stop();
+  std::this_thread::sleep_for(20ms);
+}

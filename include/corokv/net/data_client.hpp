@@ -58,7 +58,9 @@ class data_client {
   // transfer_failed (the exchange failed).
   asio::awaitable<void> read(data_peer peer, std::span<const read_request> requests, std::span<errc> status) {
     std::fill(status.begin(), status.end(), errc::transfer_failed);
-    co_await on_own_strand(read_exchange(peer, requests, status));
+    co_await on_own_strand(exchange(peer, [this, requests, status](tcp::socket& socket) {
+      return read_over(socket, requests, status);
+    }));
   }
 
   // Writes every request's source bytes into its range on `peer`.
@@ -69,7 +71,9 @@ class data_client {
         co_return;
       }
     std::fill(status.begin(), status.end(), errc::transfer_failed);
-    co_await on_own_strand(write_exchange(peer, requests, status));
+    co_await on_own_strand(exchange(peer, [this, requests, status](tcp::socket& socket) {
+      return write_over(socket, requests, status);
+    }));
   }
 
   // Closes idle connections (those in use close when their batch ends).
@@ -89,96 +93,110 @@ class data_client {
     co_await asio::co_spawn(asio::make_strand(ex), std::move(exchange), asio::deferred);
   }
 
-  asio::awaitable<void> read_exchange(data_peer peer, std::span<const read_request> requests, std::span<errc> status) {
+  enum class outcome {
+    done,         // answered in full: the connection can be reused
+    failed,       // anything else: the connection is closed
+    peer_closed,  // the peer had closed the connection before answering anything
+  };
+
+  // One request and its answer on a connection to `peer`, bounded by
+  // io_timeout. A pooled connection the peer closed while it sat idle (the
+  // node restarted on the same port) fails before any answer; the exchange
+  // is then made once more on a new connection. Both kinds are idempotent:
+  // the same bytes from, or into, the same ranges.
+  template <class Body>
+  asio::awaitable<void> exchange(data_peer peer, Body body) {
     auto ex = co_await asio::this_coro::executor;
-    auto socket = co_await acquire(peer);
-    if (!socket) co_return;
-    socket_deadline deadline(ex, socket, options_.io_timeout);
-    bool clean = false;
-    do {
-      wire::data_read_request request;
-      request.items.reserve(requests.size());
-      for (auto& r : requests) request.items.push_back({r.replica.segment, r.replica.offset, r.replica.length, no_version});
-      std::vector<std::byte> frame;
-      const std::uint64_t id = ++next_id_;
-      if (append_frame(wire::message_type::data_read, false, id, request, frame, options_.limits) != errc::success)
-        break;
-      auto [wec, w] = co_await asio::async_write(*socket, asio::buffer(frame), asio::as_tuple(asio::use_awaitable));
-      if (wec) break;
-      wire::frame_header h;
-      std::vector<std::byte> payload;
-      if (co_await read_frame(*socket, options_.limits, true, h, payload) != frame_status::ok) break;
-      wire::data_read_response response;
-      if (h.type != wire::message_type::data_read || h.request_id != id ||
-          wire::decode_table(payload, response, options_.limits) != errc::success ||
-          response.results.size() != requests.size())
-        break;
-      // The reply must announce exactly the lengths asked for: a peer cannot
-      // make us write past a caller's buffer.
-      std::vector<asio::mutable_buffer> scatter;
-      scatter.reserve(requests.size());
-      bool consistent = response.status == errc::success;
-      for (std::size_t i = 0; i < requests.size() && consistent; ++i) {
-        if (response.results[i] != errc::success) continue;
-        consistent = response.lengths[i] == requests[i].replica.length &&
-                     requests[i].destination.size() >= requests[i].replica.length;
-        scatter.push_back(asio::buffer(requests[i].destination.data(), requests[i].replica.length));
-      }
-      if (!consistent) break;
-      auto [rec, n] = co_await asio::async_read(*socket, scatter, asio::as_tuple(asio::use_awaitable));
-      if (rec) break;
-      for (std::size_t i = 0; i < requests.size(); ++i) status[i] = response.results[i];
-      clean = true;
-    } while (false);
-    deadline.disarm();
-    finish(peer, std::move(socket), clean && !deadline.fired());
+    for (bool may_pool = true;; may_pool = false) {
+      auto [socket, pooled] = co_await acquire(peer, may_pool);
+      if (!socket) co_return;
+      socket_deadline deadline(ex, socket, options_.io_timeout);
+      const outcome o = co_await body(*socket);
+      deadline.disarm();
+      finish(peer, std::move(socket), o == outcome::done && !deadline.fired());
+      if (o != outcome::peer_closed || !pooled || deadline.fired()) co_return;
+    }
   }
 
-  asio::awaitable<void> write_exchange(data_peer peer, std::span<const write_request> requests, std::span<errc> status) {
-    auto ex = co_await asio::this_coro::executor;
-    auto socket = co_await acquire(peer);
-    if (!socket) co_return;
-    socket_deadline deadline(ex, socket, options_.io_timeout);
-    bool clean = false;
-    do {
-      wire::data_write_request request;
-      request.items.reserve(requests.size());
-      for (auto& r : requests) request.items.push_back({r.replica.segment, r.replica.offset, r.replica.length, no_version});
-      std::vector<std::byte> frame;
-      const std::uint64_t id = ++next_id_;
-      if (append_frame(wire::message_type::data_write, false, id, request, frame, options_.limits) != errc::success)
-        break;
-      std::vector<asio::const_buffer> gather;
-      gather.reserve(requests.size() + 1);
-      gather.push_back(asio::buffer(frame));
-      for (auto& r : requests) gather.push_back(r.source);
-      auto [wec, w] = co_await asio::async_write(*socket, gather, asio::as_tuple(asio::use_awaitable));
-      if (wec) break;
-      wire::frame_header h;
-      std::vector<std::byte> payload;
-      if (co_await read_frame(*socket, options_.limits, true, h, payload) != frame_status::ok) break;
-      wire::statuses_response response;
-      if (h.type != wire::message_type::data_write || h.request_id != id ||
-          wire::decode(payload, response, options_.limits) != errc::success || response.status != errc::success ||
-          response.results.size() != requests.size())
-        break;
-      std::copy(response.results.begin(), response.results.end(), status.begin());
-      clean = true;
-    } while (false);
-    deadline.disarm();
-    finish(peer, std::move(socket), clean && !deadline.fired());
+  // The first failure of an exchange: before the peer answered anything,
+  // or later.
+  static outcome failure(bool before_answer) { return before_answer ? outcome::peer_closed : outcome::failed; }
+
+  asio::awaitable<outcome> read_over(tcp::socket& socket, std::span<const read_request> requests, std::span<errc> status) {
+    wire::data_read_request request;
+    request.items.reserve(requests.size());
+    for (auto& r : requests) request.items.push_back({r.replica.segment, r.replica.offset, r.replica.length, no_version});
+    std::vector<std::byte> frame;
+    const std::uint64_t id = ++next_id_;
+    if (append_frame(wire::message_type::data_read, false, id, request, frame, options_.limits) != errc::success)
+      co_return outcome::failed;
+    auto [wec, w] = co_await asio::async_write(socket, asio::buffer(frame), asio::as_tuple(asio::use_awaitable));
+    if (wec) co_return failure(true);
+    wire::frame_header h;
+    std::vector<std::byte> payload;
+    const frame_status got = co_await read_frame(socket, options_.limits, true, h, payload);
+    if (got != frame_status::ok) co_return failure(got == frame_status::ended);
+    wire::data_read_response response;
+    if (h.type != wire::message_type::data_read || h.request_id != id ||
+        wire::decode_table(payload, response, options_.limits) != errc::success ||
+        response.results.size() != requests.size() || response.status != errc::success)
+      co_return outcome::failed;
+    // The reply must announce exactly the lengths asked for: a peer cannot
+    // make us write past a caller's buffer.
+    std::vector<asio::mutable_buffer> scatter;
+    scatter.reserve(requests.size());
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      if (response.results[i] != errc::success) continue;
+      if (response.lengths[i] != requests[i].replica.length ||
+          requests[i].destination.size() < requests[i].replica.length)
+        co_return outcome::failed;
+      scatter.push_back(asio::buffer(requests[i].destination.data(), requests[i].replica.length));
+    }
+    auto [rec, n] = co_await asio::async_read(socket, scatter, asio::as_tuple(asio::use_awaitable));
+    if (rec) co_return outcome::failed;
+    std::copy(response.results.begin(), response.results.end(), status.begin());
+    co_return outcome::done;
   }
 
-  // An idle connection to `peer`, or a new one (connected within
-  // io_timeout); nullptr if it cannot be had.
-  asio::awaitable<socket_ptr> acquire(data_peer peer) {
-    {
+  asio::awaitable<outcome> write_over(tcp::socket& socket, std::span<const write_request> requests,
+                                      std::span<errc> status) {
+    wire::data_write_request request;
+    request.items.reserve(requests.size());
+    for (auto& r : requests) request.items.push_back({r.replica.segment, r.replica.offset, r.replica.length, no_version});
+    std::vector<std::byte> frame;
+    const std::uint64_t id = ++next_id_;
+    if (append_frame(wire::message_type::data_write, false, id, request, frame, options_.limits) != errc::success)
+      co_return outcome::failed;
+    std::vector<asio::const_buffer> gather;
+    gather.reserve(requests.size() + 1);
+    gather.push_back(asio::buffer(frame));
+    for (auto& r : requests) gather.push_back(r.source);
+    auto [wec, w] = co_await asio::async_write(socket, gather, asio::as_tuple(asio::use_awaitable));
+    if (wec) co_return failure(true);
+    wire::frame_header h;
+    std::vector<std::byte> payload;
+    const frame_status got = co_await read_frame(socket, options_.limits, true, h, payload);
+    if (got != frame_status::ok) co_return failure(got == frame_status::ended);
+    wire::statuses_response response;
+    if (h.type != wire::message_type::data_write || h.request_id != id ||
+        wire::decode(payload, response, options_.limits) != errc::success || response.status != errc::success ||
+        response.results.size() != requests.size())
+      co_return outcome::failed;
+    std::copy(response.results.begin(), response.results.end(), status.begin());
+    co_return outcome::done;
+  }
+
+  // An idle connection to `peer` (if `may_pool`), or a new one connected
+  // within io_timeout, and whether it came from the pool; a null socket if
+  // none can be had.
+  asio::awaitable<std::pair<socket_ptr, bool>> acquire(data_peer peer, bool may_pool) {
+    if (may_pool) {
       std::lock_guard lock(mu_);
       auto& idle = idle_[peer];
       if (!idle.empty()) {
         socket_ptr s = std::move(idle.back());
         idle.pop_back();
-        co_return s;
+        co_return std::pair{std::move(s), true};
       }
     }
     auto ex = co_await asio::this_coro::executor;
@@ -186,10 +204,10 @@ class data_client {
     socket_deadline deadline(ex, socket, options_.io_timeout);
     auto [ec] = co_await socket->async_connect(peer, asio::as_tuple(asio::use_awaitable));
     deadline.disarm();
-    if (ec || deadline.fired()) co_return nullptr;
+    if (ec || deadline.fired()) co_return std::pair{socket_ptr{}, false};
     boost::system::error_code ignored;
     socket->set_option(tcp::no_delay(true), ignored);
-    co_return socket;
+    co_return std::pair{std::move(socket), false};
   }
 
   // A connection whose exchange went cleanly goes back to the pool; any

@@ -113,7 +113,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
     for (;;) {
       wire::frame_header h;
       const frame_status got = co_await read_frame(*socket, limits_, /*response=*/false, h, payload);
-      if (got == frame_status::closed) break;
+      if (got == frame_status::ended || got == frame_status::closed) break;
       bool ok = got == frame_status::ok;
       if (ok && h.type == wire::message_type::data_read) {
         wire::data_read_request request;

@@ -28,7 +28,8 @@ using tcp = asio::ip::tcp;
 // Why a frame could not be read.
 enum class frame_status {
   ok,
-  closed,     // the peer went away (also mid-frame), or the socket was closed
+  ended,      // the connection ended between frames: not a byte of a new one came
+  closed,     // the connection ended inside a frame, or the socket was closed
   malformed,  // the header failed its checks, or came in the wrong direction
 };
 
@@ -38,7 +39,7 @@ asio::awaitable<frame_status> read_frame(Stream& stream, const wire::limits& lim
                                          wire::frame_header& header, std::vector<std::byte>& payload) {
   std::array<std::byte, wire::header_size> head{};
   auto [ec, n] = co_await asio::async_read(stream, asio::buffer(head), asio::as_tuple(asio::use_awaitable));
-  if (ec) co_return frame_status::closed;
+  if (ec) co_return n == 0 && ec != asio::error::operation_aborted ? frame_status::ended : frame_status::closed;
   if (wire::decode_header(head, lim, header) != errc::success || header.response != response)
     co_return frame_status::malformed;
   payload.resize(header.payload_size);

@@ -111,7 +111,7 @@ class master_server {
     for (;;) {
       wire::frame_header h;
       const frame_status got = co_await read_frame(*socket, options_.limits, /*response=*/false, h, payload);
-      if (got == frame_status::closed) break;  // the peer closed or went away mid-frame, or the server stopped
+      if (got == frame_status::ended || got == frame_status::closed) break;  // the peer left, or the server stopped
       wire::request request;
       std::span<const std::byte> trailing;
       if (got == frame_status::malformed ||
