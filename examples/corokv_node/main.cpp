@@ -232,8 +232,12 @@ int main(int argc, char** argv) {
             segment = id;
           }
           const auto data_port = kv.transport().data_endpoint().port();
-          fmt::print(stderr, "corokv-node: node {:x} joined {}:{}, segment {:x} ({} MiB), data port {}\n",
-                     kv.node(), s.master_host, s.master_port, segment, s.segment_mib, data_port);
+          if (s.segment_mib > 0)
+            fmt::print(stderr, "corokv-node: node {:x} joined {}:{} with segment {:x} ({} MiB), data port {}\n",
+                       kv.node(), s.master_host, s.master_port, segment, s.segment_mib, data_port);
+          else
+            fmt::print(stderr, "corokv-node: node {:x}, a client of {}:{} contributing no memory\n", kv.node(),
+                       s.master_host, s.master_port);
           if (!s.ready_file.empty()) {
             const std::string tmp = s.ready_file + ".tmp";
             std::ofstream(tmp) << nlohmann::json{{"node", kv.node()}, {"segment", segment}, {"data_port", data_port}}.dump()
