@@ -13,6 +13,8 @@
 
 #include <corokv/store.hpp>
 
+#include "bench_support.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
@@ -23,14 +25,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace asio = boost::asio;
 using namespace corokv;
-using bench_clock = std::chrono::steady_clock;
+using bench::timed;
 
 namespace {
 
@@ -46,20 +47,8 @@ struct dataset {
   std::vector<std::vector<query_result>> leases;       // per window, refreshed per run
 };
 
-// Calls step(round) until `seconds` passed; returns the rounds done and time.
-template <class Step>
-asio::awaitable<std::pair<std::uint64_t, double>> timed(double seconds, Step step) {
-  std::uint64_t rounds = 0;
-  const auto start = bench_clock::now();
-  const auto stop = start + std::chrono::duration<double>(seconds);
-  do {
-    co_await step(rounds++);
-  } while (bench_clock::now() < stop);
-  co_return std::pair{rounds, std::chrono::duration<double>(bench_clock::now() - start).count()};
-}
-
 measurement summarize(std::uint64_t rounds, double elapsed, std::size_t bytes_per_batch, std::uint64_t trips) {
-  return {static_cast<double>(rounds * bytes_per_batch) / elapsed / (1u << 30), elapsed * 1e6 / static_cast<double>(rounds),
+  return {bench::gib_per_s(rounds * bytes_per_batch, elapsed), elapsed * 1e6 / static_cast<double>(rounds),
           static_cast<double>(trips) / static_cast<double>(rounds)};
 }
 
@@ -180,11 +169,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "get_bench failed: %s\n", e.what());
     return 1;
   }
-  if (!json_path.empty()) {
-    std::ofstream(json_path) << nlohmann::json{{"benchmark", "get_bench"}, {"seconds_per_point", seconds},
-                                               {"results", rows}}.dump(2)
-                             << '\n';
-    fmt::print("JSON written to {}\n", json_path);
-  }
+  bench::write_json(json_path, "get_bench", seconds, rows);
   return 0;
 }

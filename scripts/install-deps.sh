@@ -10,6 +10,7 @@ packages=(
   meson
   liburing-dev libibverbs-dev
   clang libclang-rt-14-dev
+  redis-server libhiredis-dev
 )
 
 missing=()
