@@ -746,7 +746,7 @@ cluster_store client_store(asio::io_context& io, std::uint16_t master_port, bool
   o.master.port = master_port;
   o.transport.serve = false;  // a client: it contributes no memory
   o.transport.shared_memory = shared_memory;
-  o.store.lease_ttl = std::chrono::seconds(60);  // leases outlive each measured run
+  o.store.lease_ttl = std::chrono::seconds(30);  // the longest a master grants: leases outlive each measured run
   return make_cluster_store(io.get_executor(), o);
 }
 

@@ -1,8 +1,8 @@
 // corokv-master: the metadata service of a corokv cluster, over TCP.
 //
 //   corokv-master [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT]
-//                 [--lease-ttl-ms N] [--put-timeout-ms N] [--node-ttl-ms N]
-//                 [--ready-file PATH]
+//                 [--lease-ttl-ms N] [--max-lease-ttl-ms N] [--put-timeout-ms N]
+//                 [--node-ttl-ms N] [--maintenance-ms N] [--ready-file PATH]
 //
 // Flags override the JSON config file, whose keys are the flag names without
 // dashes ({"listen": "0.0.0.0:7400", "node-ttl-ms": 10000, ...}). Port 0
@@ -37,6 +37,7 @@ struct settings {
   std::string admin = "127.0.0.1:7401";
   std::string ready_file;
   std::int64_t lease_ttl_ms = 5000;
+  std::int64_t max_lease_ttl_ms = 30000;
   std::int64_t put_timeout_ms = 30000;
   std::int64_t node_ttl_ms = 10000;
   std::int64_t maintenance_ms = 100;
@@ -46,8 +47,8 @@ struct settings {
   fmt::print(stderr, "corokv-master: {}\n", why);
   fmt::print(stderr,
              "usage: corokv-master [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT|off]\n"
-             "                     [--lease-ttl-ms N] [--put-timeout-ms N] [--node-ttl-ms N]\n"
-             "                     [--maintenance-ms N] [--ready-file PATH]\n");
+             "                     [--lease-ttl-ms N] [--max-lease-ttl-ms N] [--put-timeout-ms N]\n"
+             "                     [--node-ttl-ms N] [--maintenance-ms N] [--ready-file PATH]\n");
   std::exit(2);
 }
 
@@ -80,6 +81,7 @@ void apply(settings& s, const std::string& name, const nlohmann::json& value) {
   else if (name == "admin") text(s.admin);
   else if (name == "ready-file") text(s.ready_file);
   else if (name == "lease-ttl-ms") number(s.lease_ttl_ms);
+  else if (name == "max-lease-ttl-ms") number(s.max_lease_ttl_ms);
   else if (name == "put-timeout-ms") number(s.put_timeout_ms);
   else if (name == "node-ttl-ms") number(s.node_ttl_ms);
   else if (name == "maintenance-ms") number(s.maintenance_ms);
@@ -123,6 +125,7 @@ int main(int argc, char** argv) {
   const settings s = parse(argc, argv);
   meta::service_options service_options;
   service_options.lease_ttl = std::chrono::milliseconds(s.lease_ttl_ms);
+  service_options.max_lease_ttl = std::chrono::milliseconds(s.max_lease_ttl_ms);
   service_options.put_timeout = std::chrono::milliseconds(s.put_timeout_ms);
   service_options.node_ttl = std::chrono::milliseconds(s.node_ttl_ms);
   net::master_options options;

@@ -6,7 +6,7 @@
 //   corokv-node --master HOST:PORT [--segment-mib N] [--data-listen HOST:PORT]
 //               [--advertise HOST] [--no-shm] [--ready-file PATH]
 //               [--workload serve|put|get|exist] [--keys N] [--value-size B]
-//               [--prefix P] [--batch N] [--replicas R] [--require-all]
+//               [--prefix P] [--batch N] [--replicas R] [--lease-ttl-ms N] [--require-all]
 //
 // Values are a pattern derived from each key, so a reader verifies every
 // byte without knowing the writer. A workload prints one JSON line:
@@ -51,6 +51,7 @@ struct settings {
   std::string prefix = "key-";
   std::size_t batch = 64;
   std::size_t replicas = 1;
+  std::uint64_t lease_ttl_ms = 5000;  // at most the master's --max-lease-ttl-ms
   bool require_all = false;
 };
 
@@ -60,7 +61,7 @@ struct settings {
              "usage: corokv-node --master HOST:PORT [--segment-mib N] [--data-listen HOST:PORT]\n"
              "                   [--advertise HOST] [--no-shm] [--ready-file PATH]\n"
              "                   [--workload serve|put|get|exist] [--keys N] [--value-size B]\n"
-             "                   [--prefix P] [--batch N] [--replicas R] [--require-all]\n");
+             "                   [--prefix P] [--batch N] [--replicas R] [--lease-ttl-ms N] [--require-all]\n");
   std::exit(2);
 }
 
@@ -115,6 +116,7 @@ settings parse(int argc, char** argv) {
     else if (arg == "--prefix") s.prefix = value;
     else if (arg == "--batch") s.batch = number(arg, value);
     else if (arg == "--replicas") s.replicas = number(arg, value);
+    else if (arg == "--lease-ttl-ms") s.lease_ttl_ms = number(arg, value);
     else usage("unknown flag " + arg);
   }
   if (!have_master) usage("--master is required");
@@ -213,6 +215,7 @@ int main(int argc, char** argv) {
   options.transport.advertise_host = s.advertise;
   options.transport.shared_memory = s.shared_memory;
   options.transport.serve = s.segment_mib > 0;
+  options.store.lease_ttl = std::chrono::milliseconds(s.lease_ttl_ms);
 
   int exit_code = 0;
   try {

@@ -512,3 +512,55 @@ TEST_CASE("a node registered as not expiring survives silence: expiring ones do 
   CHECK(f.svc.heartbeat(2) == errc::node_unknown);
   CHECK(f.svc.segments().size() == 1);
 }
+
+TEST_CASE("a remounted segment is held from allocation until no earlier lease can still be in use") {
+  meta::service_options o = small_options();
+  o.max_lease_ttl = 20s;
+  service_fixture f(o);
+  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, 777).status == errc::success);
+  const auto keys = make_keys("leased-", 1);
+  f.put(keys, 4096);
+  const auto leased = f.query(keys);  // a reader now holds a lease on these bytes
+  REQUIRE(leased[0].ok());
+
+  // The node is declared dead (or the service restarts): the object and the
+  // segment are forgotten, the lease with them. The node comes back and
+  // remounts the same memory.
+  REQUIRE(f.svc.unregister_node(1) == errc::success);
+  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, 777, /*remount=*/true).status == errc::success);
+  CHECK(f.svc.segments().size() == 1);
+  CHECK(f.svc.stats().pool.held == 1);
+  const auto fresh = make_keys("fresh-", 1);
+  CHECK(f.start(fresh, 4096)[0].status == errc::replicas_unavailable);
+
+  // A segment mounted for the first time is allocatable at once.
+  const segment_id other = f.mount(2, 1 << 20);
+  const auto placed = f.start(make_keys("elsewhere-", 1), 4096);
+  REQUIRE(placed[0].ok());
+  CHECK(placed[0].replicas[0].segment == other);
+
+  f.clock.advance(20s - 1ms);
+  CHECK(f.svc.maintain().released_segments == 0);
+  CHECK(f.svc.stats().pool.held == 1);
+  f.clock.advance(1ms);  // the reader's lease cannot have outlived this
+  CHECK(f.svc.maintain().released_segments == 1);
+  CHECK(f.svc.stats().pool.held == 0);
+  const auto later = f.start(make_keys("later-", 2), 4096);
+  CHECK(later[0].ok());
+  CHECK(later[1].ok());
+  CHECK((later[0].replicas[0].segment == 777 || later[1].replicas[0].segment == 777));
+  f.check();
+}
+
+TEST_CASE("a query asking for a lease beyond max_lease_ttl fails as a whole") {
+  meta::service_options o = small_options();
+  o.max_lease_ttl = 20s;
+  service_fixture f(o);
+  f.mount(1, 1 << 20);
+  const auto keys = make_keys("k", 1);
+  f.put(keys, 64);
+  std::vector<query_result> out(1);
+  CHECK(f.svc.query(keys, 21s, out) == errc::invalid_argument);
+  CHECK(f.svc.query(keys, 20s, out) == errc::success);
+  CHECK(out[0].ok());
+}

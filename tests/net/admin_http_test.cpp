@@ -201,7 +201,8 @@ TEST_CASE("/metrics is a Prometheus exposition of the master's and the service's
     }
   }
   CHECK(counters == 6);  // 3 from master_stats, 3 from service_stats
-  CHECK(gauges == 8);
+  CHECK(gauges == 9);
+  CHECK(samples.count("corokv_master_segments_held") == 1);
   CHECK(samples.size() == counters + gauges);
 
   // A request the master answers shows up in the next scrape.

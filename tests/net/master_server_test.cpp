@@ -92,7 +92,7 @@ TEST_CASE("the master serves the metadata protocol over TCP") {
   raw_client c(s.server.local_endpoint());
   using wire::message_type;
   CHECK(c.call<wire::status_response>(message_type::register_node, wire::node_request{5}).status == errc::success);
-  auto mounted = c.call<wire::mount_response>(message_type::mount_segment, wire::mount_request{5, 1 << 20, 0, {}});
+  auto mounted = c.call<wire::mount_response>(message_type::mount_segment, wire::mount_request{5, 1 << 20, 0, {}, false});
   REQUIRE(mounted.status == errc::success);
   std::vector<std::string_view> keys{"a", "b", ""};
   auto started = c.call<wire::put_start_response>(message_type::put_start,

@@ -28,7 +28,7 @@ inline std::vector<std::pair<message_type, request>> requests() {
       {message_type::register_node, node_request{7}},
       {message_type::heartbeat, node_request{7}},
       {message_type::unregister_node, node_request{7}},
-      {message_type::mount_segment, mount_request{7, 1 << 20, 99, some_endpoints()}},
+      {message_type::mount_segment, mount_request{7, 1 << 20, 99, some_endpoints(), true}},
       {message_type::unmount_segment, unmount_request{99}},
       {message_type::list_segments, list_segments_request{}},
       {message_type::put_start, put_start_request{keys, {100, 200, 300}, 2, 7}},

@@ -130,7 +130,16 @@ TEST_CASE("a count larger than the bytes that follow is refused before allocatin
   CHECK(encode(keys_request{{"a", "b", "c"}}, payload, lim) == errc::invalid_argument);
 }
 
-TEST_CASE("out-of-range fields are refused: status codes, replica counts, lengths lists") {
+TEST_CASE("out-of-range fields are refused: status codes, replica counts, flags, lengths lists") {
+  mount_request m{1, 4096, 0, {}, true};
+  auto mp = encoded(m);
+  REQUIRE(mp.back() == std::byte{1});  // the remount flag
+  mount_request mback;
+  REQUIRE(decode(mp, mback) == errc::success);
+  CHECK(mback.remount);
+  mp.back() = std::byte{2};
+  CHECK(decode(mp, mback) == errc::protocol_error);
+
   statuses_response r{errc::success, {errc::success}};
   auto payload = encoded(r);
   payload.back() = std::byte{0xee};  // not an errc

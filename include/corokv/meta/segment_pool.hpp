@@ -21,6 +21,7 @@ struct pool_usage {
   std::uint64_t capacity = 0;
   std::uint64_t used = 0;
   std::size_t segments = 0;
+  std::size_t held = 0;  // mounted, not yet allocated from
 };
 
 class segment_pool {
@@ -31,8 +32,11 @@ class segment_pool {
       : alignment_(alignment), next_id_(first_id == 0 ? 1 : first_id) {}
 
   // Mounts a segment under `requested` (0: the pool picks one) and returns
-  // its id, or 0 if the requested id is taken.
-  segment_id mount(node_id node, std::uint64_t size, segment_endpoints endpoints, segment_id requested = 0) {
+  // its id, or 0 if the requested id is taken. A segment mounted with
+  // `held_until` set is listed and can be read, but nothing is allocated in
+  // it before release_held() is called at or after that time.
+  segment_id mount(node_id node, std::uint64_t size, segment_endpoints endpoints, segment_id requested = 0,
+                   std::optional<time_point> held_until = std::nullopt) {
     std::lock_guard lock(mu_);
     if (requested != 0 && segments_.count(requested)) return 0;
     segment_id id = requested;
@@ -40,8 +44,21 @@ class segment_pool {
     auto& seg = segments_.emplace(id, entry{{id, node, size, std::move(endpoints)}, extent_allocator(size, alignment_)})
                     .first->second;
     capacity_ += seg.space.capacity();
-    order_.push_back(id);
+    if (held_until)
+      held_.push_back({id, *held_until});
+    else
+      order_.push_back(id);
     return id;
+  }
+
+  // Makes the held segments whose time has come allocatable; how many.
+  std::size_t release_held(time_point now) {
+    std::lock_guard lock(mu_);
+    const auto due = std::stable_partition(held_.begin(), held_.end(), [&](const hold& h) { return h.until > now; });
+    for (auto it = due; it != held_.end(); ++it) order_.push_back(it->id);
+    const auto released = static_cast<std::size_t>(held_.end() - due);
+    held_.erase(due, held_.end());
+    return released;
   }
 
   // Forgets a segment and its space. Replicas on it must be dropped by the
@@ -53,7 +70,8 @@ class segment_pool {
     capacity_ -= it->second.space.capacity();
     used_ -= it->second.space.used();
     segments_.erase(it);
-    order_.erase(std::find(order_.begin(), order_.end(), id));
+    std::erase(order_, id);
+    std::erase_if(held_, [&](const hold& h) { return h.id == id; });
     return true;
   }
 
@@ -63,13 +81,14 @@ class segment_pool {
   }
 
   // Reserves `size` bytes on `copies` distinct segments, on distinct nodes
-  // where the cluster has enough of them. Placement rotates over the segments
-  // so that consecutive objects spread across them. All-or-nothing.
+  // where the cluster has enough of them. Placement rotates over the
+  // allocatable (not held) segments so that consecutive objects spread
+  // across them. All-or-nothing.
   errc allocate(std::uint64_t size, std::size_t copies, replica_list& out) {
     out.clear();
     std::lock_guard lock(mu_);
     if (copies == 0 || copies > max_replicas) return errc::invalid_argument;
-    if (copies > segments_.size()) return errc::replicas_unavailable;
+    if (copies > order_.size()) return errc::replicas_unavailable;
     const std::size_t n = order_.size();
     const std::size_t start = cursor_++ % n;
     // Pass 0 takes segments on nodes not yet used; pass 1 any unused segment.
@@ -99,19 +118,20 @@ class segment_pool {
     free_locked(replicas);
   }
 
-  // True if `copies` distinct segments could each hold `size` bytes were they
-  // empty: only then can eviction make room.
+  // True if `copies` distinct allocatable segments could each hold `size`
+  // bytes were they empty: only then can eviction make room.
   bool could_ever_fit(std::uint64_t size, std::size_t copies) const {
     std::lock_guard lock(mu_);
-    const auto fitting = std::count_if(segments_.begin(), segments_.end(), [&](const auto& s) {
-      return s.second.space.capacity() >= s.second.space.rounded(size);
+    const auto fitting = std::count_if(order_.begin(), order_.end(), [&](segment_id id) {
+      const extent_allocator& space = segments_.at(id).space;
+      return space.capacity() >= space.rounded(size);
     });
     return static_cast<std::size_t>(fitting) >= copies;
   }
 
   pool_usage usage() const {
     std::lock_guard lock(mu_);
-    return {capacity_, used_, segments_.size()};
+    return {capacity_, used_, segments_.size(), held_.size()};
   }
 
   std::vector<segment_descriptor> descriptors() const {
@@ -149,6 +169,7 @@ class segment_pool {
       used += seg.space.used();
     }
     if (capacity != capacity_) return "pool capacity mismatch";
+    if (order_.size() + held_.size() != segments_.size()) return "a segment is neither allocatable nor held, or both";
     if (used != used_) return "pool used mismatch";
     if (failed_frees_ != 0) return std::to_string(failed_frees_) + " frees of space that was not allocated";
     return {};
@@ -181,7 +202,12 @@ class segment_pool {
   mutable std::mutex mu_;
   std::uint64_t alignment_;
   std::map<segment_id, entry> segments_;
-  std::vector<segment_id> order_;  // mount order, for rotating placement
+  struct hold {
+    segment_id id;
+    time_point until;
+  };
+  std::vector<segment_id> order_;  // allocatable segments in mount order, for rotating placement
+  std::vector<hold> held_;         // mounted, allocatable from `until`
   std::size_t cursor_ = 0;
   segment_id next_id_;
   std::uint64_t failed_frees_ = 0;

@@ -36,7 +36,11 @@ namespace corokv::meta {
 
 struct service_options {
   std::size_t shards = 16;
-  duration lease_ttl = std::chrono::seconds(5);       // granted by query()
+  duration lease_ttl = std::chrono::seconds(5);       // granted by query(); at most max_lease_ttl
+  // The longest lease a query may ask for (a longer one fails the call with
+  // invalid_argument), and how long a remounted segment is held back from
+  // allocation: no lease granted before the remount can outlive the hold.
+  duration max_lease_ttl = std::chrono::seconds(30);
   duration put_timeout = std::chrono::seconds(30);    // a pending put older than this is revoked
   duration node_ttl = std::chrono::seconds(10);       // a node silent this long is dead
   double high_watermark = 0.95;                       // usage above this fraction triggers eviction...
@@ -58,6 +62,7 @@ struct maintenance_report {
   std::size_t expired_puts = 0;
   std::size_t reclaimed_removed = 0;
   std::size_t evicted = 0;
+  std::size_t released_segments = 0;  // remounted segments whose hold ended
 };
 
 struct service_stats {
@@ -142,7 +147,7 @@ class service {
   // land in it; a proposal in use by another node or with another size
   // answers already_exists.
   mount_result mount_segment(node_id node, std::uint64_t size, segment_endpoints endpoints = {},
-                             segment_id requested = 0) {
+                             segment_id requested = 0, bool remount = false) {
     if (node == 0 || size < options_.alignment) return {errc::invalid_argument, 0};
     std::lock_guard lock(nodes_mu_);
     // A node remounting what it already has (its connection to a remote
@@ -152,7 +157,14 @@ class service {
         nodes_.try_emplace(node, node_state{now(), true});
         return {errc::success, requested};
       }
-    const segment_id id = pool_.mount(node, size, std::move(endpoints), requested);
+    // A remount of memory this service does not know (it restarted, or it
+    // declared the node dead) may still be read under leases that an
+    // earlier service, or this one before the node's death, granted and no
+    // longer remembers. Nothing is allocated in it until every such lease
+    // has run out.
+    std::optional<time_point> held_until;
+    if (remount) held_until = now() + options_.max_lease_ttl;
+    const segment_id id = pool_.mount(node, size, std::move(endpoints), requested, held_until);
     if (id == 0) return {errc::already_exists, 0};
     nodes_.try_emplace(node, node_state{now(), true});
     return {errc::success, id};
@@ -264,7 +276,8 @@ class service {
   errc query(key_span keys, std::span<query_result> out) { return query(keys, options_.lease_ttl, out); }
 
   errc query(key_span keys, duration ttl, std::span<query_result> out) {
-    if (out.size() != keys.size() || ttl < duration::zero()) return errc::invalid_argument;
+    if (out.size() != keys.size() || ttl < duration::zero() || ttl > options_.max_lease_ttl)
+      return errc::invalid_argument;
     const time_point t = now();
     const time_point lease_end = t + ttl;
     const std::uint64_t use = lru_clock_.fetch_add(keys.size());
@@ -347,8 +360,9 @@ class service {
 
   // ------------------------------------------------------------ upkeep
   // Declares silent nodes dead, revokes expired pending puts, reclaims removed
-  // objects whose lease ended and evicts above the high watermark. The owner
-  // calls it periodically (the embedded store and the server on a timer).
+  // objects whose lease ended, releases remounted segments whose hold ended
+  // and evicts above the high watermark. The owner calls it periodically
+  // (the embedded store and the server on a timer).
   maintenance_report maintain() {
     const time_point t = now();
     maintenance_report report;
@@ -385,6 +399,7 @@ class service {
       report.reclaimed_removed += reclaim_removed(shard, t);
     }
     expired_puts_total_ += report.expired_puts;
+    report.released_segments = pool_.release_held(t);
     report.evicted = evict_above_high_watermark(t);
     return report;
   }
@@ -461,6 +476,7 @@ class service {
     if (o.alignment == 0) o.alignment = 1;
     o.high_watermark = std::clamp(o.high_watermark, 0.0, 1.0);
     o.low_watermark = std::clamp(o.low_watermark, 0.0, o.high_watermark);
+    o.lease_ttl = std::min(o.lease_ttl, o.max_lease_ttl);
     if (o.id_seed == 0) {
       // Microseconds since the epoch: grows across restarts, leaves 2^63 ids.
       auto us = std::chrono::duration_cast<std::chrono::microseconds>(

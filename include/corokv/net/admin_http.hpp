@@ -241,6 +241,8 @@ class admin_server {
     metric("removed_leased", "gauge", "Removed objects whose memory waits for a lease to end.", s.removed_leased);
     metric("nodes", "gauge", "Registered nodes.", s.nodes);
     metric("segments", "gauge", "Mounted segments.", s.pool.segments);
+    metric("segments_held", "gauge", "Remounted segments not allocated from until older leases ran out.",
+           s.pool.held);
     metric("pool_capacity_bytes", "gauge", "Bytes in all mounted segments.", s.pool.capacity);
     metric("pool_used_bytes", "gauge", "Bytes allocated to objects, pending puts and leased removals.", s.pool.used);
     metric("evicted_total", "counter", "Objects evicted to free space.", s.evicted_total);

@@ -160,7 +160,7 @@ class master_server {
         return status_only(svc.unregister_node(std::get<wire::node_request>(request).node));
       case message_type::mount_segment: {
         const auto& m = std::get<wire::mount_request>(request);
-        const auto r = svc.mount_segment(m.node, m.size, m.endpoints, m.requested);
+        const auto r = svc.mount_segment(m.node, m.size, m.endpoints, m.requested, m.remount);
         return wire::encode(wire::mount_response{r.status, r.id}, out);
       }
       case message_type::unmount_segment:

@@ -15,7 +15,8 @@
 //   segments under their old ids (after a master restart the segments come
 //   back unchanged; objects do not, the new master starts empty). The same
 //   happens when a heartbeat answers node_unknown (the master declared the
-//   node dead).
+//   node dead). A remount says so: the master holds such a segment back
+//   from allocation until leases granted before it can no longer be in use.
 // - Heartbeats every heartbeat_interval for each registered node.
 // - Never a hang: a call unanswered after request_timeout, connected or
 //   not, fails with errc::timeout.
@@ -352,6 +353,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
     auto registered = co_await call(wire::message_type::register_node, wire::node_request{node}, true);
     if (registered.first != errc::success) co_return;
     for (auto& m : mounts) {
+      m.remount = true;
       auto mounted = co_await call(wire::message_type::mount_segment, m, true);
       wire::mount_response r;
       if (mounted.first != errc::success || wire::decode(mounted.second, r, options_.limits) != errc::success ||
@@ -468,7 +470,7 @@ class remote_metadata {
   result<std::pair<std::error_code, segment_id>> mount(node_id node, std::uint64_t size, segment_endpoints where,
                                                        segment_id requested) {
     session_->remember_node(node);
-    wire::mount_request m{node, size, requested, std::move(where)};
+    wire::mount_request m{node, size, requested, std::move(where), false};
     auto r = co_await session_->call(wire::message_type::mount_segment, m);
     wire::mount_response decoded;
     const errc e = decode_reply(r, decoded);

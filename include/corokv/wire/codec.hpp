@@ -173,6 +173,15 @@ void statuses(Archive& a, std::vector<errc>& v) {
   list(a, v, 1, [](Archive& ar, errc& e) { ar.status_code(e); });
 }
 
+// A bool, as one byte that must be 0 or 1.
+template <class Archive>
+void flag(Archive& a, bool& b) {
+  std::uint8_t v = b ? 1 : 0;
+  a.u8(v);
+  if (v > 1) return a.reject();
+  if constexpr (Archive::reading) b = v == 1;
+}
+
 template <class Archive>
 void replicas(Archive& a, replica_list& r) {
   std::uint8_t n = static_cast<std::uint8_t>(r.size());

@@ -31,6 +31,7 @@ struct mount_request {
   std::uint64_t size = 0;
   segment_id requested = 0;
   segment_endpoints endpoints;
+  bool remount = false;  // memory the node mounted before, under `requested`
   friend bool operator==(const mount_request&, const mount_request&) = default;
 };
 struct unmount_request {
@@ -142,6 +143,7 @@ template <class A> void fields(A& a, mount_request& m) {
   a.u64(m.size);
   a.u64(m.requested);
   endpoints(a, m.endpoints);
+  flag(a, m.remount);
 }
 template <class A> void fields(A& a, unmount_request& m) { a.u64(m.segment); }
 template <class A> void fields(A&, list_segments_request&) {}
