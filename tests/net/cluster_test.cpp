@@ -162,6 +162,26 @@ TEST_CASE("a value written on one node is read on another over TCP") {
   CHECK(a.transport().stats().bytes_tcp == 0);
 }
 
+TEST_CASE("a batch with more ranges for one node than a frame may carry takes several exchanges") {
+  master_process master;
+  io_thread clients;
+  auto a = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
+  cluster_options small = node_options(master.port, false);
+  small.transport.tcp.limits.max_batch = 4;  // the server accepts more; this client sends at most 4 per frame
+  auto b = make_cluster_store(clients.io.get_executor(), small);
+  auto [seg_ec, seg] = wait(a.add_segment(4 << 20, asio::deferred));
+  REQUIRE(!seg_ec);
+
+  dataset d("split-", 10, 4096);
+  auto [put_ec, put] = wait(b.batch_put(d.keys, d.value_buffers, asio::deferred));
+  REQUIRE(!put_ec);
+  CHECK(all(put, errc::success));
+  std::vector<bool> intact;
+  CHECK(all(read_back(b, d, &intact), errc::success));
+  CHECK(std::all_of(intact.begin(), intact.end(), [](bool x) { return x; }));
+  CHECK(b.transport().stats().bytes_tcp == 2u * 10 * 4096);
+}
+
 // Threads of this process, as the kernel counts them.
 std::size_t thread_count() {
   std::size_t n = 0;

@@ -55,12 +55,16 @@ class data_client {
 
   // Reads every request's range from `peer` into its destination. Per item:
   // success, segment_not_found (the server refused the range) or
-  // transfer_failed (the exchange failed).
+  // transfer_failed (the exchange failed). A request names at most
+  // limits.max_batch ranges, the most a server accepts in one frame; more
+  // take several exchanges, one after another.
   asio::awaitable<void> read(data_peer peer, std::span<const read_request> requests, std::span<errc> status) {
     std::fill(status.begin(), status.end(), errc::transfer_failed);
-    co_await on_own_strand(exchange(peer, [this, requests, status](tcp::socket& socket) {
-      return read_over(socket, requests, status);
-    }));
+    for (std::size_t at = 0; at < requests.size(); at += per_frame()) {
+      const std::size_t n = std::min(per_frame(), requests.size() - at);
+      co_await on_own_strand(exchange(peer, [this, part = requests.subspan(at, n), out = status.subspan(at, n)](
+                                                tcp::socket& socket) { return read_over(socket, part, out); }));
+    }
   }
 
   // Writes every request's source bytes into its range on `peer`.
@@ -71,9 +75,11 @@ class data_client {
         co_return;
       }
     std::fill(status.begin(), status.end(), errc::transfer_failed);
-    co_await on_own_strand(exchange(peer, [this, requests, status](tcp::socket& socket) {
-      return write_over(socket, requests, status);
-    }));
+    for (std::size_t at = 0; at < requests.size(); at += per_frame()) {
+      const std::size_t n = std::min(per_frame(), requests.size() - at);
+      co_await on_own_strand(exchange(peer, [this, part = requests.subspan(at, n), out = status.subspan(at, n)](
+                                                tcp::socket& socket) { return write_over(socket, part, out); }));
+    }
   }
 
   // Closes idle connections (those in use close when their batch ends).
@@ -84,6 +90,8 @@ class data_client {
 
  private:
   using socket_ptr = std::shared_ptr<tcp::socket>;
+
+  std::size_t per_frame() const { return std::max<std::size_t>(1, options_.limits.max_batch); }
 
   // An exchange runs on a strand of its own, which its deadline's timer
   // shares: the timer can close the socket only between two steps of the
