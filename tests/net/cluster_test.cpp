@@ -350,6 +350,42 @@ TEST_CASE("a call in flight when the connection breaks fails with rpc_failed") {
   hang_up.join();
 }
 
+TEST_CASE("an io_context destroyed while a call waits for the master destroys the caller's coroutine") {
+  // A master that takes requests and never answers.
+  io_thread fake;
+  tcp::acceptor acceptor(fake.io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const std::uint16_t port = acceptor.local_endpoint().port();
+  tcp::socket held(fake.io);
+  std::thread accept_one([&] { acceptor.accept(held); });
+
+  auto token = std::make_shared<int>(0);
+  {
+    asio::io_context io;
+    net::remote_metadata_options o;
+    o.port = port;
+    o.request_timeout = 60s;
+    // The caller's coroutine owns the endpoint, and the endpoint's call
+    // table owns the waiting coroutine: only the context's shutdown can
+    // break that cycle.
+    auto metadata = std::make_shared<net::remote_metadata>(io.get_executor(), o);
+    asio::co_spawn(
+        io,
+        [metadata, token]() -> asio::awaitable<void> {
+          std::vector<std::string> keys{"k"};
+          std::vector<errc> out(1);
+          co_await metadata->exist(keys, out);
+        },
+        asio::detached);
+    metadata.reset();
+    for (int i = 0; i < 100 && !held.is_open(); ++i) io.run_for(10ms);
+    io.run_for(50ms);  // the request goes out and waits
+    REQUIRE(held.is_open());
+    CHECK(token.use_count() == 2);
+  }
+  CHECK(token.use_count() == 1);
+  accept_one.join();
+}
+
 TEST_CASE("a data server refuses ranges outside its segments and closes only a malformed connection") {
   master_process master;
   io_thread clients;

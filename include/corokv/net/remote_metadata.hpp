@@ -40,8 +40,11 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/execution_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -118,6 +121,36 @@ struct ignore_sink final : reply_sink {
   void deliver(reply) override {}
 };
 
+class metadata_session;
+
+// A session parks each caller's handler in its call table until the reply
+// comes. Parked handlers are outside the execution context's queues, so the
+// context's shutdown would not destroy them as it destroys Asio's own
+// pending operations; and a parked handler owns its caller's coroutine
+// frame, which may own the session (through the store): a cycle that
+// outlives the context. This service closes the gap: when the context shuts
+// down, every live session destroys its parked handlers, uninvoked, as
+// Asio does with its own.
+class session_registry final : public asio::execution_context::service {
+ public:
+  using key_type = session_registry;
+  static inline asio::execution_context::id id;
+
+  explicit session_registry(asio::execution_context& context) : asio::execution_context::service(context) {}
+
+  void add(std::weak_ptr<metadata_session> session) {
+    std::lock_guard lock(mu_);
+    std::erase_if(sessions_, [](const auto& w) { return w.expired(); });
+    sessions_.push_back(std::move(session));
+  }
+
+ private:
+  void shutdown() override;
+
+  std::mutex mu_;
+  std::vector<std::weak_ptr<metadata_session>> sessions_;
+};
+
 class metadata_session : public std::enable_shared_from_this<metadata_session> {
  public:
   metadata_session(asio::any_io_executor ex, remote_metadata_options options)
@@ -128,6 +161,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
 
   void start() {
     auto self = shared_from_this();
+    asio::use_service<session_registry>(asio::query(strand_.get_inner_executor(), asio::execution::context)).add(self);
     asio::co_spawn(strand_, [self]() { return self->run(); }, asio::detached);
     asio::co_spawn(strand_, [self]() { return self->ticker(); }, asio::detached);
   }
@@ -181,6 +215,19 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   // unregister of a store being destroyed still reaches the master.
   void shutdown() {
     asio::co_spawn(strand_, [self = shared_from_this()]() { return self->close_when_drained(); }, asio::detached);
+  }
+
+  // The execution context is shutting down (no thread runs it): parked
+  // handlers are destroyed, not invoked. Destroying one may release the
+  // last other owner of this session, hence the local owner.
+  void abandon_parked_handlers() {
+    auto self = shared_from_this();
+    stopped_ = true;
+    std::unordered_map<std::uint64_t, pending_call> parked;
+    parked.swap(calls_);
+    control_queue_.clear();
+    queue_.clear();
+    parked.clear();
   }
 
   remote_metadata_stats stats() const {
@@ -440,6 +487,16 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   mutable std::mutex stats_mu_;
   remote_metadata_stats stats_;
 };
+
+inline void session_registry::shutdown() {
+  std::vector<std::weak_ptr<metadata_session>> sessions;
+  {
+    std::lock_guard lock(mu_);
+    sessions.swap(sessions_);
+  }
+  for (auto& weak : sessions)
+    if (auto session = weak.lock()) session->abandon_parked_handlers();
+}
 
 }  // namespace detail
 
