@@ -1,7 +1,7 @@
 // corokv-master: the metadata service of a corokv cluster, over TCP.
 //
 //   corokv-master [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT]
-//                 [--lease-ttl-ms N] [--max-lease-ttl-ms N] [--put-timeout-ms N]
+//                 [--max-lease-ttl-ms N] [--put-timeout-ms N]
 //                 [--node-ttl-ms N] [--maintenance-ms N] [--ready-file PATH]
 //
 // Flags override the JSON config file, whose keys are the flag names without
@@ -10,6 +10,10 @@
 // both are listening, so a script (or a test) can find them. The admin port
 // serves /health, /metrics (Prometheus) and /segments (JSON); --admin off
 // disables it. SIGINT or SIGTERM stops it gracefully.
+//
+// A lease lasts as long as the querying client asks (its store_options::
+// lease_ttl: the client computes its own deadline from it), up to
+// --max-lease-ttl-ms; a query asking for more fails with invalid_argument.
 
 #include <corokv/net/admin_http.hpp>
 #include <corokv/net/master_server.hpp>
@@ -36,7 +40,6 @@ struct settings {
   std::string listen = "127.0.0.1:7400";
   std::string admin = "127.0.0.1:7401";
   std::string ready_file;
-  std::int64_t lease_ttl_ms = 5000;
   std::int64_t max_lease_ttl_ms = 30000;
   std::int64_t put_timeout_ms = 30000;
   std::int64_t node_ttl_ms = 10000;
@@ -47,7 +50,7 @@ struct settings {
   fmt::print(stderr, "corokv-master: {}\n", why);
   fmt::print(stderr,
              "usage: corokv-master [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT|off]\n"
-             "                     [--lease-ttl-ms N] [--max-lease-ttl-ms N] [--put-timeout-ms N]\n"
+             "                     [--max-lease-ttl-ms N] [--put-timeout-ms N]\n"
              "                     [--node-ttl-ms N] [--maintenance-ms N] [--ready-file PATH]\n");
   std::exit(2);
 }
@@ -80,7 +83,6 @@ void apply(settings& s, const std::string& name, const nlohmann::json& value) {
   if (name == "listen") text(s.listen);
   else if (name == "admin") text(s.admin);
   else if (name == "ready-file") text(s.ready_file);
-  else if (name == "lease-ttl-ms") number(s.lease_ttl_ms);
   else if (name == "max-lease-ttl-ms") number(s.max_lease_ttl_ms);
   else if (name == "put-timeout-ms") number(s.put_timeout_ms);
   else if (name == "node-ttl-ms") number(s.node_ttl_ms);
@@ -124,7 +126,6 @@ settings parse(int argc, char** argv) {
 int main(int argc, char** argv) {
   const settings s = parse(argc, argv);
   meta::service_options service_options;
-  service_options.lease_ttl = std::chrono::milliseconds(s.lease_ttl_ms);
   service_options.max_lease_ttl = std::chrono::milliseconds(s.max_lease_ttl_ms);
   service_options.put_timeout = std::chrono::milliseconds(s.put_timeout_ms);
   service_options.node_ttl = std::chrono::milliseconds(s.node_ttl_ms);
