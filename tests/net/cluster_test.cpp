@@ -386,6 +386,18 @@ TEST_CASE("an io_context destroyed while a call waits for the master destroys th
   accept_one.join();
 }
 
+TEST_CASE("addresses that cannot work are refused when the store is made, not discovered by timeouts") {
+  io_thread clients;
+  cluster_options unknown_master = node_options(1, false);
+  unknown_master.master.host = "no-such-host.invalid";
+  CHECK_THROWS_AS(make_cluster_store(clients.io.get_executor(), unknown_master), boost::system::system_error);
+
+  // An IPv6 address advertised for an IPv4 listener: peers could never connect.
+  cluster_options wrong_family = node_options(1, false);
+  wrong_family.transport.advertise_host = "::1";
+  CHECK_THROWS_AS(make_cluster_store(clients.io.get_executor(), wrong_family), boost::system::system_error);
+}
+
 TEST_CASE("a data server refuses ranges outside its segments and closes only a malformed connection") {
   master_process master;
   io_thread clients;

@@ -49,6 +49,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -70,8 +71,7 @@ namespace asio = boost::asio;
 
 struct remote_metadata_options {
   // The master: an address, or a name looked up once, when the endpoint is
-  // constructed (address.hpp); a name that does not resolve makes every
-  // connection attempt fail, and calls fail with timeout.
+  // constructed (address.hpp); a name that does not resolve throws there.
   std::string host = "127.0.0.1";
   std::uint16_t port = 0;
   duration request_timeout = std::chrono::seconds(5);
@@ -155,8 +155,11 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
  public:
   metadata_session(asio::any_io_executor ex, remote_metadata_options options)
       : strand_(asio::make_strand(ex)), options_(std::move(options)), wake_(strand_), tick_(strand_) {
-    boost::system::error_code ignored;  // no address: every connect fails, calls time out
-    master_ = resolve_now(options_.host, options_.port, ignored);
+    boost::system::error_code ec;
+    master_ = resolve_now(options_.host, options_.port, ec);
+    if (ec || master_.empty())
+      throw boost::system::system_error(ec ? ec : make_error_code(asio::error::host_not_found),
+                                        "corokv: cannot resolve the master's host " + options_.host);
   }
 
   void start() {

@@ -29,6 +29,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -72,12 +73,18 @@ class cluster_transport {
     if (state_->options.serve) {
       // Peers connect to an address: a name given here is looked up now,
       // once (address.hpp).
+      // The advertised address must be of the family the server listens on
+      // ("localhost" often resolves to ::1 first, the listener is IPv4).
       boost::system::error_code ec;
       const auto advertised = net::resolve_now(state_->options.advertise_host, 0, ec);
-      if (ec || advertised.empty())
+      const auto family = state_->options.data_listen.protocol();
+      const auto usable = std::find_if(advertised.begin(), advertised.end(),
+                                       [&](const auto& e) { return e.protocol() == family; });
+      if (ec || usable == advertised.end())
         throw boost::system::system_error(ec ? ec : make_error_code(boost::asio::error::host_not_found),
-                                          "corokv: cannot resolve advertise_host " + state_->options.advertise_host);
-      state_->options.advertise_host = advertised.front().address().to_string();
+                                          "corokv: advertise_host " + state_->options.advertise_host +
+                                              " has no address of data_listen's family");
+      state_->options.advertise_host = usable->address().to_string();
       state_->server = std::make_shared<net::data_server>(ex, state_->own, state_->options.data_listen,
                                                           state_->options.tcp.limits);
       state_->server->start();
