@@ -12,10 +12,13 @@
 // byte without knowing the writer. A workload prints one JSON line:
 //   {"workload":"get","keys":64,"ok":64,"errors":{},"corrupt":0,...}
 // and exits 0 unless a batch failed as a whole or a byte was wrong (1), or
-// --require-all was given and a key did not succeed (3).
+// --require-all was given and a key did not succeed (3). SIGINT or SIGTERM
+// during a workload cancels it (130); a serving node exits 0.
 
 #include <corokv/cluster.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -218,6 +221,11 @@ int main(int argc, char** argv) {
   options.store.lease_ttl = std::chrono::milliseconds(s.lease_ttl_ms);
 
   int exit_code = 0;
+  // A signal during a workload cancels it, and the store is destroyed only
+  // after the workload has finished, cancelled or not. These outlive the
+  // store: its last handlers may still run after it is gone.
+  asio::cancellation_signal cancel_workload;
+  bool workload_running = true, serving = false, interrupted = false;
   try {
     auto kv = make_cluster_store(io.get_executor(), options);
     asio::co_spawn(
@@ -229,7 +237,6 @@ int main(int argc, char** argv) {
             if (ec) {
               fmt::print(stderr, "corokv-node: add_segment failed: {}\n", ec.message());
               exit_code = 1;
-              io.stop();
               co_return;
             }
             segment = id;
@@ -247,7 +254,10 @@ int main(int argc, char** argv) {
                                << "\n";
             std::rename(tmp.c_str(), s.ready_file.c_str());
           }
-          if (s.workload == "serve") co_return;  // the signal handler ends the run
+          if (s.workload == "serve") {
+            serving = true;  // until a signal
+            co_return;
+          }
 
           const auto started = std::chrono::steady_clock::now();
           const tally t = co_await run_workload(kv, s);
@@ -265,22 +275,32 @@ int main(int argc, char** argv) {
             exit_code = 1;
           else if (s.require_all && t.ok != s.keys)
             exit_code = 3;
-          io.stop();
         },
-        [&](std::exception_ptr e) {
-          if (!e) return;
-          try {
-            std::rethrow_exception(e);
-          } catch (const std::exception& ex) {
-            fmt::print(stderr, "corokv-node: {}\n", ex.what());
+        asio::bind_cancellation_slot(cancel_workload.slot(), [&](std::exception_ptr e) {
+          workload_running = false;
+          if (interrupted) {
+            fmt::print(stderr, "corokv-node: interrupted\n");
+            exit_code = 130;
+          } else if (e) {
+            try {
+              std::rethrow_exception(e);
+            } catch (const std::exception& ex) {
+              fmt::print(stderr, "corokv-node: {}\n", ex.what());
+            }
+            exit_code = 1;
           }
-          exit_code = 1;
-          io.stop();
-        });
+          if (!serving || interrupted) io.stop();
+        }));
 
     asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](boost::system::error_code ec, int) {
-      if (!ec) io.stop();
+      if (ec) return;
+      if (!workload_running) {
+        io.stop();  // serving: nothing is in flight
+        return;
+      }
+      interrupted = true;
+      cancel_workload.emit(asio::cancellation_type::terminal);
     });
     io.run();
     // Leave the cluster cleanly: the store's destructor queues the node's

@@ -426,3 +426,25 @@ int stalled_writer_main(const std::string& host, std::uint16_t port, const std::
   if (rc != 0) return rc;
   for (;;) ::pause();  // until killed
 }
+
+TEST_CASE("processes: SIGINT in the middle of a workload cancels it and ends the node cleanly") {
+  scratch_dir dir;
+  master_proc master(dir);
+  serving_node a(dir, master, "a", {"--segment-mib", "8", "--no-shm"});
+  // Far more batches than can finish before the signal: each one in flight
+  // when it comes is cancelled, and the store is destroyed only after.
+  process reader({COROKV_NODE_EXE, "--master", master.master_flag(), "--segment-mib", "0", "--no-shm", "--workload",
+                  "get", "--keys", "50000000", "--value-size", "4096"},
+                 dir / "reader.out");
+  std::this_thread::sleep_for(500ms);
+  REQUIRE(reader.running());
+  reader.signal(SIGINT);
+  CHECK(reader.wait_exit(10s) == 130);
+  std::ifstream err(dir / "reader.out.err");
+  std::stringstream said;
+  said << err.rdbuf();
+  CHECK(said.str().find("interrupted") != std::string::npos);
+  // The serving node is unaffected: a SIGTERM ends it with success.
+  a.proc->signal(SIGTERM);
+  CHECK(a.proc->wait_exit(10s) == 0);
+}
