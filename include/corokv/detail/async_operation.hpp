@@ -24,6 +24,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
@@ -42,26 +43,51 @@ namespace asio = boost::asio;
 template <class T>
 using op_result = std::pair<std::error_code, T>;
 
-// Sits between the caller's cancellation slot and the coroutine. co_spawn
-// attaches the coroutine's cancellation state only once the coroutine starts
-// running, so a request made earlier would be lost; the bridge is installed
-// at initiation, remembers every request, and forwards it to the coroutine's
-// slot (co_spawn dispatches it onto the coroutine's executor from there).
-// As with all Asio cancellation, the caller emits from the operation's
-// executor or otherwise serialises emissions with it.
-class cancellation_bridge {
+// Sits between the caller's cancellation slot and the coroutine, which runs
+// on a strand of its own. A request is remembered at once (the coroutine can
+// ask for it even before it starts) and forwarded to the coroutine on that
+// strand, unless the coroutine has finished by then. Forwarding it from the
+// caller's side instead is not safe with Asio 1.81: co_spawn would post a
+// pointer into its own cancellation handler, which the operation's
+// completion may destroy before the post runs (found by ASan: a SIGINT
+// during a batch in corokv-node). As with all Asio cancellation, the caller
+// emits from the operation's executor or otherwise serialises emissions
+// with its completion.
+class cancellation_bridge : public std::enable_shared_from_this<cancellation_bridge> {
  public:
+  explicit cancellation_bridge(asio::strand<asio::any_io_executor> strand) : strand_(std::move(strand)) {}
+
   void request(asio::cancellation_type type) {
     requested_.fetch_or(static_cast<unsigned>(type), std::memory_order_acq_rel);
-    signal_.emit(type);
+    asio::dispatch(strand_, [self = shared_from_this(), type] {
+      if (!self->finished_) self->signal_.emit(type);
+    });
   }
   bool requested() const noexcept { return requested_.load(std::memory_order_acquire) != 0; }
   asio::cancellation_slot slot() noexcept { return signal_.slot(); }
+  const asio::strand<asio::any_io_executor>& strand() const noexcept { return strand_; }
+
+  // Called on the strand as the coroutine ends: later requests are dropped.
+  void finish() noexcept { finished_ = true; }
 
  private:
+  asio::strand<asio::any_io_executor> strand_;
   asio::cancellation_signal signal_;
   std::atomic<unsigned> requested_{0};
+  bool finished_ = false;  // strand state
 };
+
+// Runs an operation's coroutine and marks its bridge finished on the way
+// out, on the coroutine's strand, however the coroutine ends.
+template <class T>
+asio::awaitable<op_result<T>> finishing(asio::awaitable<op_result<T>> operation,
+                                        std::shared_ptr<cancellation_bridge> bridge) {
+  struct on_exit {
+    cancellation_bridge& bridge;
+    ~on_exit() { bridge.finish(); }
+  } mark{*bridge};
+  co_return co_await std::move(operation);
+}
 
 // What an operation's coroutine asks to learn whether it was cancelled.
 class cancellation_check {
@@ -141,9 +167,9 @@ auto launch(const asio::any_io_executor& executor, Token&& token, MakeCoroutine 
         // Cancellable: the coroutine runs on a strand of its own, onto which
         // co_spawn dispatches each request, so that a request never runs
         // beside the coroutine on another thread of a pool.
-        auto bridge = std::make_shared<cancellation_bridge>();
+        auto bridge = std::make_shared<cancellation_bridge>(asio::make_strand(work_ex));
         slot.assign([bridge](asio::cancellation_type type) { bridge->request(type); });
-        asio::co_spawn(asio::make_strand(work_ex), make_coroutine(cancellation_check(bridge)),
+        asio::co_spawn(bridge->strand(), finishing<T>(make_coroutine(cancellation_check(bridge)), bridge),
                        completion_adapter<T, decltype(handler)>(std::move(handler), work_ex, bridge));
       },
       token, executor, std::move(make));
