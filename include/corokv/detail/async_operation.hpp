@@ -165,7 +165,7 @@ auto launch(const asio::any_io_executor& executor, Token&& token, MakeCoroutine 
           return;
         }
         // Cancellable: the coroutine runs on a strand of its own, onto which
-        // co_spawn dispatches each request, so that a request never runs
+        // the bridge dispatches each request, so that a request never runs
         // beside the coroutine on another thread of a pool.
         auto bridge = std::make_shared<cancellation_bridge>(asio::make_strand(work_ex));
         slot.assign([bridge](asio::cancellation_type type) { bridge->request(type); });
