@@ -130,13 +130,21 @@ class data_client {
   // or later.
   static outcome failure(bool before_answer) { return before_answer ? outcome::peer_closed : outcome::failed; }
 
-  asio::awaitable<outcome> read_over(tcp::socket& socket, std::span<const read_request> requests, std::span<errc> status) {
-    wire::data_read_request request;
+  // A data request's frame: header and item table, one item per range (the
+  // bytes of a write follow it separately). False if it cannot be encoded.
+  template <class Message, class Request>
+  bool request_frame(wire::message_type type, std::uint64_t id, std::span<const Request> requests,
+                     std::vector<std::byte>& frame) const {
+    Message request;
     request.items.reserve(requests.size());
     for (auto& r : requests) request.items.push_back({r.replica.segment, r.replica.offset, r.replica.length, no_version});
+    return append_frame(type, false, id, request, frame, options_.limits) == errc::success;
+  }
+
+  asio::awaitable<outcome> read_over(tcp::socket& socket, std::span<const read_request> requests, std::span<errc> status) {
     std::vector<std::byte> frame;
     const std::uint64_t id = ++next_id_;
-    if (append_frame(wire::message_type::data_read, false, id, request, frame, options_.limits) != errc::success)
+    if (!request_frame<wire::data_read_request>(wire::message_type::data_read, id, requests, frame))
       co_return outcome::failed;
     auto [wec, w] = co_await asio::async_write(socket, asio::buffer(frame), asio::as_tuple(asio::use_awaitable));
     if (wec) co_return failure(true);
@@ -168,12 +176,9 @@ class data_client {
 
   asio::awaitable<outcome> write_over(tcp::socket& socket, std::span<const write_request> requests,
                                       std::span<errc> status) {
-    wire::data_write_request request;
-    request.items.reserve(requests.size());
-    for (auto& r : requests) request.items.push_back({r.replica.segment, r.replica.offset, r.replica.length, no_version});
     std::vector<std::byte> frame;
     const std::uint64_t id = ++next_id_;
-    if (append_frame(wire::message_type::data_write, false, id, request, frame, options_.limits) != errc::success)
+    if (!request_frame<wire::data_write_request>(wire::message_type::data_write, id, requests, frame))
       co_return outcome::failed;
     std::vector<asio::const_buffer> gather;
     gather.reserve(requests.size() + 1);
