@@ -136,6 +136,23 @@ bool all(const std::vector<errc>& s, errc e) {
   return std::all_of(s.begin(), s.end(), [&](errc x) { return x == e; });
 }
 
+// Puts the whole dataset through `kv`; every key must succeed.
+template <class Store>
+void put_all(Store& kv, const dataset& d) {
+  auto [ec, put] = wait(kv.batch_put(d.keys, d.value_buffers, asio::deferred));
+  REQUIRE(!ec);
+  CHECK(all(put, errc::success));
+}
+
+// Reads the whole dataset through `kv`; every key must succeed with the
+// bytes written.
+template <class Store>
+void check_read_back(Store& kv, const dataset& d) {
+  std::vector<bool> intact;
+  CHECK(all(read_back(kv, d, &intact), errc::success));
+  CHECK(std::all_of(intact.begin(), intact.end(), [](bool x) { return x; }));
+}
+
 }  // namespace
 
 TEST_CASE("a value written on one node is read on another over TCP") {
@@ -147,17 +164,13 @@ TEST_CASE("a value written on one node is read on another over TCP") {
   REQUIRE(!seg_ec);
 
   dataset d("tcp-", 32, 64 * 1024);
-  auto [put_ec, put] = wait(b.batch_put(d.keys, d.value_buffers, asio::deferred));
-  REQUIRE(!put_ec);
-  CHECK(all(put, errc::success));
+  put_all(b, d);
   CHECK(b.transport().stats().bytes_tcp == 32u * 64 * 1024);  // b has no segment: every byte went to a
 
-  std::vector<bool> intact;
-  CHECK(all(read_back(b, d, &intact), errc::success));
-  CHECK(std::all_of(intact.begin(), intact.end(), [](bool x) { return x; }));
+  check_read_back(b, d);
   CHECK(b.transport().stats().bytes_tcp == 2u * 32 * 64 * 1024);
   CHECK(b.transport().stats().tcp_requests == 2);  // one per node per batch
-  CHECK(all(read_back(a, d, &intact), errc::success));
+  check_read_back(a, d);
   CHECK(a.transport().stats().bytes_in_process == 32u * 64 * 1024);
   CHECK(a.transport().stats().bytes_tcp == 0);
 }
@@ -173,12 +186,8 @@ TEST_CASE("a batch with more ranges for one node than a frame may carry takes se
   REQUIRE(!seg_ec);
 
   dataset d("split-", 10, 4096);
-  auto [put_ec, put] = wait(b.batch_put(d.keys, d.value_buffers, asio::deferred));
-  REQUIRE(!put_ec);
-  CHECK(all(put, errc::success));
-  std::vector<bool> intact;
-  CHECK(all(read_back(b, d, &intact), errc::success));
-  CHECK(std::all_of(intact.begin(), intact.end(), [](bool x) { return x; }));
+  put_all(b, d);
+  check_read_back(b, d);
   CHECK(b.transport().stats().bytes_tcp == 2u * 10 * 4096);
 }
 
@@ -199,9 +208,7 @@ TEST_CASE("a cluster store starts no thread: connecting, heartbeats and TCP tran
   auto b = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
   REQUIRE(!std::get<0>(wait(a.add_segment(1 << 20, asio::deferred))));
   dataset d("threads-", 4, 4096);
-  auto [put_ec, put] = wait(b.batch_put(d.keys, d.value_buffers, asio::deferred));
-  REQUIRE(!put_ec);
-  CHECK(all(put, errc::success));
+  put_all(b, d);
   CHECK(all(read_back(b, d), errc::success));
   CHECK(b.transport().stats().bytes_tcp == 2u * 4 * 4096);
   std::this_thread::sleep_for(120ms);  // heartbeats go out every 50 ms
@@ -216,12 +223,8 @@ TEST_CASE("a same-host replica is read through shared memory, without a socket")
   auto [seg_ec, seg] = wait(a.add_segment(4 << 20, asio::deferred));
   REQUIRE(!seg_ec);
   dataset d("shm-", 16, 32 * 1024);
-  auto [put_ec, put] = wait(b.batch_put(d.keys, d.value_buffers, asio::deferred));
-  REQUIRE(!put_ec);
-  CHECK(all(put, errc::success));
-  std::vector<bool> intact;
-  CHECK(all(read_back(b, d, &intact), errc::success));
-  CHECK(std::all_of(intact.begin(), intact.end(), [](bool x) { return x; }));
+  put_all(b, d);
+  check_read_back(b, d);
   const auto s = b.transport().stats();
   CHECK(s.bytes_shared_memory == 2u * 16 * 32 * 1024);
   CHECK(s.bytes_tcp == 0);
@@ -277,12 +280,8 @@ TEST_CASE("after a master restart, nodes remount and go on: a lease from the old
   // Once the hold ends, puts land in that memory again; the old keys are gone.
   for (int i = 0; i < 400 && master.service->stats().pool.held != 0; ++i) std::this_thread::sleep_for(10ms);
   REQUIRE(master.service->stats().pool.held == 0);
-  auto [put2_ec, put2] = wait(b.batch_put(after.keys, after.value_buffers, asio::deferred));
-  REQUIRE(!put2_ec);
-  CHECK(all(put2, errc::success));
-  std::vector<bool> intact;
-  CHECK(all(read_back(b, after, &intact), errc::success));
-  CHECK(std::all_of(intact.begin(), intact.end(), [](bool x) { return x; }));
+  put_all(b, after);
+  check_read_back(b, after);
   auto [late_ec, late] = wait(b.batch_get(before.keys, leases, buffers, asio::deferred));
   REQUIRE(!late_ec);
   for (auto& r : late) CHECK(r.status == errc::not_found);  // expired: re-queried, and unknown
