@@ -434,6 +434,16 @@ asio::awaitable<void> lease_dataset(cluster_store& kv, dataset& d) {
   for (std::size_t w = 0; w < d.windows; ++w) d.leases.push_back(co_await kv.batch_query(d.window_keys[w]));
 }
 
+// Reads every batch of a leased dataset once into a cleared destination and
+// checks every byte, before anything is timed.
+asio::awaitable<void> check_every_batch(cluster_store& kv, const dataset& d, destination& dst, const char* path) {
+  for (std::size_t w = 0; w < d.windows; ++w) {
+    std::fill(dst.bytes.begin(), dst.bytes.end(), 0);
+    require_all(co_await kv.batch_get(d.window_keys[w], d.leases[w], dst.buffers), path);
+    if (!dst.holds(d, w)) fail(fmt::format("{}: wrong bytes", path));
+  }
+}
+
 // ------------------------------------------------------------ the run
 
 struct context {
@@ -520,11 +530,7 @@ asio::awaitable<void> tcp_section(context& c, datasets& sets) {
     dataset& d = *dp;
     destination dst(d.batch, d.value_bytes);
     co_await lease_dataset(c.tcp, d);
-    for (std::size_t w = 0; w < d.windows; ++w) {  // check every byte once
-      std::fill(dst.bytes.begin(), dst.bytes.end(), 0);
-      require_all(co_await c.tcp.batch_get(d.window_keys[w], d.leases[w], dst.buffers), "tcp get");
-      if (!dst.holds(d, w)) fail("tcp get: wrong bytes");
-    }
+    co_await check_every_batch(c.tcp, d, dst, "tcp get");
     auto [raw_rounds, raw_elapsed] = co_await timed(c.seconds, [&](std::uint64_t round) -> asio::awaitable<void> {
       raw.read(static_cast<std::uint32_t>(round % d.windows), dst.bytes);
       co_return;
@@ -554,11 +560,7 @@ asio::awaitable<void> shm_section(context& c, datasets& sets) {
     dataset& d = *dp;
     destination dst(d.batch, d.value_bytes);
     co_await lease_dataset(c.shm, d);
-    for (std::size_t w = 0; w < d.windows; ++w) {
-      std::fill(dst.bytes.begin(), dst.bytes.end(), 0);
-      require_all(co_await c.shm.batch_get(d.window_keys[w], d.leases[w], dst.buffers), "shm get");
-      if (!dst.holds(d, w)) fail("shm get: wrong bytes");
-    }
+    co_await check_every_batch(c.shm, d, dst, "shm get");
     auto [mrounds, melapsed] = co_await timed(c.seconds, [&](std::uint64_t round) -> asio::awaitable<void> {
       const auto& leases = d.leases[round % d.windows];
       for (std::size_t i = 0; i < d.batch; ++i)
