@@ -11,7 +11,7 @@
 //
 //   get_bench [--seconds S] [--json PATH]
 
-#include <corokv/store.hpp>
+#include <corokv/embedded.hpp>
 
 #include "bench_support.hpp"
 
@@ -85,7 +85,7 @@ asio::awaitable<nlohmann::json> run_all(store& kv, double seconds) {
 
       // The limit: memcpy of the same objects' bytes into the same buffers.
       std::vector<std::vector<const std::byte*>> sources(windows);
-      kv.transport().registry().with_segments([&](auto resolve) {
+      kv.transport().lane<memcpy_lane>().registry().with_segments([&](auto& resolve) {
         for (std::size_t w = 0; w < windows; ++w)
           for (auto& q : d.leases[w]) sources[w].push_back(resolve(q.replicas[0]).data());
       });

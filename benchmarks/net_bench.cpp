@@ -26,7 +26,7 @@
 
 #include <corokv/cluster.hpp>
 #include <corokv/net/master_server.hpp>
-#include <corokv/transport/peer_mapping.hpp>
+#include <corokv/memory/peer_mapping.hpp>
 
 #include "bench_support.hpp"
 
@@ -177,7 +177,7 @@ int run_node(int ready_fd, std::uint16_t master_port, std::uint64_t segment_byte
           io.stop();
           co_return;
         }
-        announce(ready_fd, kv.transport().data_endpoint().port());
+        announce(ready_fd, kv.transport().lane<tcp_lane>().data_endpoint().port());
       },
       asio::detached);
   asio::signal_set signals(io, SIGTERM, SIGINT);
@@ -761,7 +761,7 @@ asio::awaitable<void> run_all(context& c) {
   if (c.wants("two-step"))
     for (std::size_t i : {0, 1}) co_await two_step_section(c, *sets[i]);  // 64 x 4 KiB, 64 x 64 KiB
   if (c.wants("redis")) co_await redis_section(c, sets);
-  if (c.shm.transport().stats().bytes_tcp != 0 || c.tcp.transport().stats().bytes_shared_memory != 0)
+  if (c.shm.transport().lane<tcp_lane>().stats().exchanges != 0 || c.tcp.transport().lane<memcpy_lane>().stats().bytes_same_host != 0)
     fail("a store moved bytes on the other's path");
 }
 

@@ -5,7 +5,7 @@
 // on the same io_context. Meanwhile synchronous code on the main thread uses
 // the same store through asio::use_future. corokv itself starts no thread.
 
-#include <corokv/store.hpp>
+#include <corokv/embedded.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>

@@ -241,7 +241,7 @@ int main(int argc, char** argv) {
             }
             segment = id;
           }
-          const auto data_port = kv.transport().data_endpoint().port();
+          const auto data_port = kv.transport().lane<tcp_lane>().data_endpoint().port();
           if (s.segment_mib > 0)
             fmt::print(stderr, "corokv-node: node {:x} joined {}:{} with segment {:x} ({} MiB), data port {}\n",
                        kv.node(), s.master_host, s.master_port, segment, s.segment_mib, data_port);
@@ -264,10 +264,16 @@ int main(int argc, char** argv) {
           const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
           nlohmann::json report{{"workload", s.workload}, {"keys", s.keys},   {"ok", t.ok},
                                 {"errors", t.errors},     {"corrupt", t.corrupt}, {"seconds", seconds}};
-          const auto paths = kv.transport().stats();
-          report["bytes_by_path"] = {{"in_process", paths.bytes_in_process},
-                                     {"shared_memory", paths.bytes_shared_memory},
-                                     {"tcp", paths.bytes_tcp}};
+          // Which lane carried each byte: the store's counters per lane, and
+          // the memcpy lane's split between this process and mapped peers.
+          const nlohmann::json counters = kv.counters_json();
+          const auto local = kv.transport().lane<memcpy_lane>().stats();
+          const auto& tcp_lane_counters = counters.at("lanes").at("tcp");
+          report["lanes"] = counters.at("lanes");
+          report["bytes_by_path"] = {{"in_process", local.bytes_this_process},
+                                     {"shared_memory", local.bytes_same_host},
+                                     {"tcp", tcp_lane_counters.at("bytes_read").get<std::uint64_t>() +
+                                                 tcp_lane_counters.at("bytes_written").get<std::uint64_t>()}};
           if (!t.failure.empty()) report["failure"] = t.failure;
           fmt::print("{}\n", report.dump());
           std::fflush(stdout);

@@ -8,7 +8,7 @@
 // every byte read is compared with what was written.
 
 #include <corokv/corokv.hpp>
-#include <corokv/store.hpp>
+#include <corokv/embedded.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>

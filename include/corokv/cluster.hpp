@@ -29,7 +29,7 @@ struct cluster_options {
 inline cluster_store make_cluster_store(boost::asio::any_io_executor ex, cluster_options options) {
   net::remote_metadata metadata(ex, std::move(options.master));
   auto lister = metadata.segment_lister();
-  return cluster_store(ex, std::move(metadata), cluster_transport(ex, std::move(lister), std::move(options.transport)),
+  return cluster_store(ex, std::move(metadata), make_cluster_transport(ex, std::move(lister), std::move(options.transport)),
                        std::move(options.store));
 }
 

@@ -1,6 +1,9 @@
 #pragma once
-// Umbrella header: everything corokv offers that needs no optional dependency.
+// Umbrella header: everything corokv offers that needs no optional
+// dependency: the embedded store, the cluster store and their parts.
 
+#include <corokv/cluster.hpp>
+#include <corokv/embedded.hpp>
 #include <corokv/error.hpp>
-#include <corokv/types.hpp>
 #include <corokv/meta/service.hpp>
+#include <corokv/types.hpp>

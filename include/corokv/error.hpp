@@ -30,7 +30,11 @@ enum class errc : int {
   cancelled,
   version_mismatch,
   internal_error,
+  pool_exhausted,
 };
+
+// The highest code: decoders accept statuses up to it.
+inline constexpr errc last_errc = errc::pool_exhausted;
 
 namespace detail {
 
@@ -61,6 +65,7 @@ class error_category final : public std::error_category {
       case errc::cancelled: return "operation cancelled";
       case errc::version_mismatch: return "object version does not match";
       case errc::internal_error: return "an exception escaped the operation";
+      case errc::pool_exhausted: return "the store's buffer pool has no room for the object";
     }
     return "unknown corokv error";
   }
@@ -76,6 +81,19 @@ inline const std::error_category& error_category() noexcept {
 inline std::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), error_category()};
 }
+
+// Whether a failure of a whole call may stand for each key it concerned.
+// corokv's own codes (a lost connection is rpc_failed, a silent master
+// timeout) describe what happened to every key of the call, so an operation
+// that can still serve its other keys reports them per key. Anything else
+// (a system error, an exception's code) fails the whole operation.
+inline bool is_per_key_outcome(const std::error_code& ec) noexcept {
+  return ec && &ec.category() == &error_category();
+}
+
+// The per-key status a whole-call failure stands for; call only when
+// is_per_key_outcome(ec) holds.
+inline errc as_per_key_status(const std::error_code& ec) noexcept { return static_cast<errc>(ec.value()); }
 
 }  // namespace corokv
 

@@ -73,13 +73,13 @@ TEST_CASE("double and out-of-range frees are refused without corrupting state") 
 
 TEST_CASE("every errc has its own message under the corokv category") {
   std::set<std::string> messages;
-  for (int c = 0; c <= static_cast<int>(corokv::errc::internal_error); ++c) {
+  for (int c = 0; c <= static_cast<int>(corokv::last_errc); ++c) {
     std::error_code ec = static_cast<corokv::errc>(c);
     CHECK(std::string(ec.category().name()) == "corokv");
     CHECK(ec.message() != "unknown corokv error");
     messages.insert(ec.message());
   }
-  CHECK(messages.size() == static_cast<std::size_t>(corokv::errc::internal_error) + 1);
+  CHECK(messages.size() == static_cast<std::size_t>(corokv::last_errc) + 1);
   std::error_code ok = corokv::errc::success;
   CHECK_FALSE(ok);
   std::error_code nf = corokv::errc::not_found;

@@ -2,7 +2,7 @@
 // Shared pieces of the store tests: running coroutines to completion, a
 // store on a hand-driven clock, value patterns, and a transport that delays.
 
-#include <corokv/store.hpp>
+#include <corokv/embedded.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -54,11 +54,50 @@ inline std::vector<asio::mutable_buffer> mutable_buffers(std::vector<std::string
   return out;
 }
 
+// This process's segment registry of an embedded store's transport: a
+// store built with local_transport(memcpy_lane(it)) reads that store's
+// segments by memcpy.
+inline std::shared_ptr<segment_registry> process_segments(local_transport& t) {
+  return t.lane<memcpy_lane>().shared_registry();
+}
+
+// A transport that forwards everything to a local_transport; test doubles
+// derive from it and replace what they change.
+class forwarding_transport {
+ public:
+  forwarding_transport() : forwarding_transport(std::make_shared<segment_registry>()) {}
+  explicit forwarding_transport(std::shared_ptr<segment_registry> registry) : inner_(memcpy_lane(std::move(registry))) {}
+
+  local_transport& inner() noexcept { return inner_; }
+  std::pair<std::error_code, segment_endpoints> add_segment(segment_id id, std::uint64_t size, bool populate) {
+    return inner_.add_segment(id, size, populate);
+  }
+  void remove_segment(segment_id id) { inner_.remove_segment(id); }
+  std::error_code register_buffer(asio::mutable_buffer region) { return inner_.register_buffer(region); }
+  std::error_code unregister_buffer(asio::mutable_buffer region) { return inner_.unregister_buffer(region); }
+  std::size_t registered_buffers() const { return inner_.registered_buffers(); }
+  asio::awaitable<std::error_code> read(std::span<const read_request> requests, std::span<errc> status) {
+    return inner_.read(requests, status);
+  }
+  asio::awaitable<std::error_code> write(std::span<const write_request> requests, std::span<errc> status) {
+    return inner_.write(requests, status);
+  }
+  std::vector<lane_counters> counters_by_lane() const { return inner_.counters_by_lane(); }
+
+ private:
+  local_transport inner_;
+};
+static_assert(data_transport<forwarding_transport>);
+
+inline std::shared_ptr<segment_registry> process_segments(forwarding_transport& t) {
+  return process_segments(t.inner());
+}
+
 // A local transport whose reads first wait `delay` on a timer and then run
 // an optional hook (which may change the store underneath the read). The
 // wait either honours cancellation (the read then copies nothing and reports
 // cancelled) or ignores it, as hardware that cannot abort a transfer would.
-class delayed_transport {
+class delayed_transport : public forwarding_transport {
  public:
   struct state {
     std::chrono::milliseconds delay{0};
@@ -70,12 +109,9 @@ class delayed_transport {
   };
 
   explicit delayed_transport(std::shared_ptr<segment_registry> registry = std::make_shared<segment_registry>())
-      : inner_(std::move(registry)), state_(std::make_shared<state>()) {}
+      : forwarding_transport(std::move(registry)), state_(std::make_shared<state>()) {}
 
   state& control() const { return *state_; }
-  segment_registry& registry() const noexcept { return inner_.registry(); }
-  const std::shared_ptr<segment_registry>& shared_registry() const noexcept { return inner_.shared_registry(); }
-  bool reaches(const replica_descriptor& r) const { return inner_.reaches(r); }
 
   asio::awaitable<std::error_code> read(std::span<const read_request> requests, std::span<errc> status) {
     state& s = *state_;
@@ -94,20 +130,16 @@ class delayed_transport {
       co_return errc::cancelled;
     }
     if (s.before_copy) co_await s.before_copy();
-    std::error_code ec = co_await inner_.read(requests, status);
+    std::error_code ec = co_await inner().read(requests, status);
     ++s.copies_done;
     --s.in_flight;
     co_return ec;
   }
 
-  asio::awaitable<std::error_code> write(std::span<const write_request> requests, std::span<errc> status) {
-    return inner_.write(requests, status);
-  }
-
  private:
-  local_transport inner_;
   std::shared_ptr<state> state_;
 };
+static_assert(data_transport<delayed_transport>);
 
 // A store, its metadata service and its clock, all driven by hand.
 template <class Transport = local_transport>

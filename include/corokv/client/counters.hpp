@@ -8,8 +8,29 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace corokv {
+
+// What a transport counts per lane (a way of moving bytes: memcpy, TCP,
+// RDMA, disk).
+struct lane_counters {
+  std::string name;
+  std::uint64_t batches = 0;        // calls of the lane's read or write
+  std::uint64_t requests = 0;       // ranges given to the lane
+  std::uint64_t bytes_read = 0;     // by requests that succeeded
+  std::uint64_t bytes_written = 0;
+  std::uint64_t failures = 0;       // requests that did not succeed
+};
+
+inline void to_json(nlohmann::json& j, const lane_counters& c) {
+  j = nlohmann::json{{"batches", c.batches},
+                     {"requests", c.requests},
+                     {"bytes_read", c.bytes_read},
+                     {"bytes_written", c.bytes_written},
+                     {"failures", c.failures}};
+}
 
 struct store_counters {
   std::uint64_t batches = 0;                // batch operations completed
@@ -23,6 +44,7 @@ struct store_counters {
   std::uint64_t bytes_written = 0;
   std::chrono::nanoseconds metadata_time{0};  // spent waiting for the metadata service
   std::chrono::nanoseconds data_time{0};      // spent moving data
+  std::vector<lane_counters> lanes;           // what each lane of the transport moved
 
   double metadata_round_trips_per_batch() const noexcept {
     return batches ? static_cast<double>(metadata_round_trips) / static_cast<double>(batches) : 0.0;
@@ -47,6 +69,9 @@ inline void to_json(nlohmann::json& j, const store_counters& c) {
                      {"data_ns", c.data_time.count()},
                      {"metadata_ns_per_batch", per_batch(c.metadata_time)},
                      {"data_ns_per_batch", per_batch(c.data_time)}};
+  nlohmann::json lanes = nlohmann::json::object();
+  for (const lane_counters& l : c.lanes) lanes[l.name] = l;
+  j["lanes"] = std::move(lanes);
 }
 
 namespace detail {

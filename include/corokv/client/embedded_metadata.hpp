@@ -12,6 +12,7 @@
 // thread are needed, so an io_context with nothing else to do returns from
 // run().
 
+#include <corokv/client/metadata_endpoint.hpp>
 #include <corokv/meta/service.hpp>
 #include <corokv/types.hpp>
 
@@ -105,5 +106,7 @@ class embedded_metadata {
   duration interval_;
   std::atomic<duration::rep> next_upkeep_{0};
 };
+
+static_assert(metadata_endpoint<embedded_metadata>);
 
 }  // namespace corokv

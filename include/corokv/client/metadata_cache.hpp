@@ -5,6 +5,16 @@
 // allocated once; a reused entry keeps its key string's capacity, so a warm
 // cache does not allocate. Thread-safe: one mutex, taken once per batch via
 // locked().
+//
+// Answers racing invalidations. A query's answer describes the service when
+// the query ran; if the store removed or replaced a key after the query was
+// sent, that answer is older than the invalidation and must not enter the
+// cache, or a later read would trust it. So every query takes a ticket (the
+// invalidation count when it was sent), and while any query is out each
+// invalidation is recorded as (key hash, count) in a small table; an answer
+// is stored only for keys not invalidated since its ticket. If the table
+// fills, every answer older than the overflow is refused (a cache miss, never
+// a stale hit). The table empties when no query is out.
 
 #include <corokv/detail/hash.hpp>
 #include <corokv/detail/hash_index.hpp>
@@ -23,12 +33,19 @@ namespace corokv {
 
 class metadata_cache {
  public:
+  // Taken when a query is sent, given back when its answer was stored (or
+  // dropped): see "answers racing invalidations" above.
+  struct ticket {
+    std::uint64_t epoch = 0;
+  };
+
   // Operations on the cache while its lock is held.
   class view {
    public:
     // The cached result if its lease is still valid at `now`.
-    const query_result* find(std::string_view key, time_point now) {
-      const std::uint64_t hash = detail::hash_key(key);
+    const query_result* find(std::string_view key, time_point now) { return find(key, detail::hash_key(key), now); }
+    // The same, for a key whose hash (detail::hash_key) is known.
+    const query_result* find(std::string_view key, std::uint64_t hash, time_point now) {
       entry* e = c_.index_.find(key, hash);
       if (!e) return nullptr;
       if (e->value.lease_deadline <= now) {
@@ -39,17 +56,14 @@ class metadata_cache {
       return &e->value;
     }
 
-    void store(std::string_view key, const query_result& value) {
-      if (c_.slab_.empty()) return;
-      store_hashed(key, detail::hash_key(key), value);
-    }
-
-    // Stores the successful results of a batch (values[i] for keys[i]). A
+    // Stores the successful results of a batch (values[i] for keys[i]),
+    // answered to a query that took `sent` when it was sent; keys invalidated
+    // since are skipped. A
     // batch of a large cache misses the CPU cache on nearly every key, so
     // the misses are overlapped: the home slot of key i + 2d and the entry
     // of key i + d are prefetched while key i is stored.
-    void store_all(key_span keys, std::span<const query_result> values) {
-      if (c_.slab_.empty()) return;
+    void store_all(key_span keys, std::span<const query_result> values, const ticket& sent) {
+      if (c_.slab_.empty() || sent.epoch < c_.refused_before_) return;
       constexpr std::size_t d = 4, ring = 16;  // ring > 2d: hashes of keys in flight
       std::array<std::uint64_t, ring> hashes{};
       const std::size_t n = keys.size();
@@ -65,12 +79,17 @@ class metadata_cache {
       for (std::size_t i = 0; i < n; ++i) {
         if (i + 2 * d < n) hash_and_prefetch_slot(i + 2 * d);
         if (i + d < n) prefetch_entry(i + d);
-        if (values[i].ok()) store_hashed(keys[i], hashes[i % ring], values[i]);
+        if (values[i].ok() && !c_.invalidated_since(hashes[i % ring], sent.epoch))
+          store_hashed(keys[i], hashes[i % ring], values[i]);
       }
     }
 
+    // Drops the key, and refuses older answers for it that are still on
+    // their way.
     void invalidate(std::string_view key) {
-      if (entry* e = c_.index_.find(key, detail::hash_key(key))) c_.drop(e);
+      const std::uint64_t hash = detail::hash_key(key);
+      if (entry* e = c_.index_.find(key, hash)) c_.drop(e);
+      c_.record_invalidation(hash);
     }
 
    private:
@@ -97,6 +116,33 @@ class metadata_cache {
   explicit metadata_cache(std::size_t capacity) : slab_(capacity) {
     for (auto& e : slab_) free_.push_front(&e);
   }
+
+  ticket begin_query() {
+    std::lock_guard lock(mu_);
+    ++queries_out_;
+    return {epoch_};
+  }
+  void end_query(const ticket&) {
+    std::lock_guard lock(mu_);
+    if (--queries_out_ == 0) {
+      ++tombstone_generation_;  // empties the table
+      tombstones_used_ = 0;
+      refused_before_ = 0;
+    }
+  }
+  // A ticket held for a scope.
+  class query_scope {
+   public:
+    explicit query_scope(metadata_cache& cache) : cache_(cache), ticket_(cache.begin_query()) {}
+    query_scope(const query_scope&) = delete;
+    query_scope& operator=(const query_scope&) = delete;
+    ~query_scope() { cache_.end_query(ticket_); }
+    const metadata_cache::ticket& ticket() const noexcept { return ticket_; }
+
+   private:
+    metadata_cache& cache_;
+    metadata_cache::ticket ticket_;
+  };
   metadata_cache(const metadata_cache&) = delete;
   metadata_cache& operator=(const metadata_cache&) = delete;
 
@@ -147,7 +193,54 @@ class metadata_cache {
     free_.push_front(e);
   }
 
+  // Invalidations while queries are out: open addressing over key hashes;
+  // a slot belongs to the table only if it carries the current generation.
+  struct tombstone {
+    std::uint64_t hash = 0;
+    std::uint64_t epoch = 0;
+    std::uint64_t generation = 0;
+  };
+  static constexpr std::size_t tombstone_slots = 1024;  // power of two
+  static constexpr std::size_t tombstone_limit = tombstone_slots / 2;
+
+  void record_invalidation(std::uint64_t hash) {
+    ++epoch_;
+    if (queries_out_ == 0) return;  // no answer on its way can be older
+    if (tombstones_.empty()) tombstones_.resize(tombstone_slots);
+    if (tombstones_used_ >= tombstone_limit) {
+      refused_before_ = epoch_;  // full: refuse every answer sent before now
+      return;
+    }
+    for (std::size_t i = hash & (tombstone_slots - 1);; i = (i + 1) & (tombstone_slots - 1)) {
+      tombstone& t = tombstones_[i];
+      if (t.generation != tombstone_generation_) {
+        t = {hash, epoch_, tombstone_generation_};
+        ++tombstones_used_;
+        return;
+      }
+      if (t.hash == hash) {
+        t.epoch = epoch_;
+        return;
+      }
+    }
+  }
+
+  bool invalidated_since(std::uint64_t hash, std::uint64_t epoch) const {
+    if (tombstones_used_ == 0) return false;
+    for (std::size_t i = hash & (tombstone_slots - 1);; i = (i + 1) & (tombstone_slots - 1)) {
+      const tombstone& t = tombstones_[i];
+      if (t.generation != tombstone_generation_) return false;
+      if (t.hash == hash) return t.epoch > epoch;
+    }
+  }
+
   mutable std::mutex mu_;
+  std::uint64_t epoch_ = 0;         // invalidations so far
+  std::size_t queries_out_ = 0;
+  std::uint64_t refused_before_ = 0;
+  std::vector<tombstone> tombstones_;
+  std::uint64_t tombstone_generation_ = 1;
+  std::size_t tombstones_used_ = 0;
   std::vector<entry> slab_;  // never resized: entries' addresses are stable
   detail::hash_index<entry, key_of> index_;
   detail::intrusive_list<entry> lru_;

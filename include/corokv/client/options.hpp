@@ -1,6 +1,7 @@
 #pragma once
 // What a store is configured with, and what batch_get answers per key.
 
+#include <corokv/memory/buffer_pool.hpp>
 #include <corokv/meta/clock.hpp>
 #include <corokv/types.hpp>
 
@@ -21,6 +22,12 @@ struct store_options {
   duration lease_margin = std::chrono::milliseconds(100);
   std::size_t cache_capacity = 1 << 16;  // keys in the metadata cache; 0 disables it
   bool populate_segments = true;         // fault segment memory in at add_segment, not on first write
+  // The buffer pool that batch_get(keys[, query_results]) reads into: one
+  // region of this size, registered with every lane at construction (0: no
+  // pool; those forms then fail every key with pool_exhausted). Its pages
+  // are committed as they are first used unless populated.
+  std::uint64_t buffer_pool_size = std::uint64_t{64} << 20;
+  bool populate_buffer_pool = false;
   meta::clock_source clock = meta::steady_clock_source();
 };
 
@@ -47,6 +54,20 @@ struct get_result {
 
   bool ok() const noexcept { return status == errc::success; }
   std::error_code ec() const noexcept { return status; }
+};
+
+// What batch_get without caller buffers answers per key: the bytes in a
+// handle that owns them (move-only; the memory returns to the store's pool
+// when the handle is destroyed or released).
+struct get_buffer_result {
+  errc status = errc::not_found;
+  version_t version = no_version;
+  key_source source = key_source::none;
+  buffer_handle buffer;  // the object's bytes if ok(), else empty
+
+  bool ok() const noexcept { return status == errc::success; }
+  std::error_code ec() const noexcept { return status; }
+  std::size_t size() const noexcept { return buffer.size(); }
 };
 
 }  // namespace corokv

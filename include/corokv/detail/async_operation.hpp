@@ -43,6 +43,17 @@ namespace asio = boost::asio;
 template <class T>
 using op_result = std::pair<std::error_code, T>;
 
+// An operation's outcome, built so that the value is moved, never copied
+// (`{{}, value}` would pick pair's copying constructor).
+template <class T>
+op_result<T> succeeded(T value) {
+  return op_result<T>(std::error_code{}, std::move(value));
+}
+template <class T>
+op_result<T> failed(std::error_code ec) {
+  return op_result<T>(ec, T{});
+}
+
 // Sits between the caller's cancellation slot and the coroutine, which runs
 // on a strand of its own. A request is remembered at once (the coroutine can
 // ask for it even before it starts) and forwarded to the coroutine on that

@@ -13,7 +13,7 @@
 
 #include <corokv/net/frame_io.hpp>
 #include <corokv/net/socket_deadline.hpp>
-#include <corokv/transport/transfer.hpp>
+#include <corokv/memory/transfer.hpp>
 #include <corokv/wire/messages.hpp>
 
 #include <boost/asio/as_tuple.hpp>

@@ -17,7 +17,7 @@
 // re-validation protocol does that (see store.hpp).
 
 #include <corokv/net/frame_io.hpp>
-#include <corokv/transport/segment_registry.hpp>
+#include <corokv/memory/segment_registry.hpp>
 #include <corokv/wire/messages.hpp>
 
 #include <boost/asio/as_tuple.hpp>

@@ -23,10 +23,16 @@
 //
 // All connection state lives on a strand of the executor given at
 // construction; calls may come from any executor and complete on their own.
+// The decisions about calls (which go out, which a reply or a lost
+// connection or the clock completes) are the call_table's; what is redone
+// on a new connection is the rejoin_list's. This file does the I/O.
 
+#include <corokv/client/metadata_endpoint.hpp>
 #include <corokv/error.hpp>
 #include <corokv/net/address.hpp>
+#include <corokv/net/call_table.hpp>
 #include <corokv/net/frame_io.hpp>
+#include <corokv/net/rejoin_list.hpp>
 #include <corokv/net/socket_deadline.hpp>
 #include <corokv/types.hpp>
 #include <corokv/wire/messages.hpp>
@@ -200,19 +206,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   }
 
   // What to redo on a new connection or after node_unknown.
-  void remember_node(node_id node) {
-    std::lock_guard lock(records_mu_);
-    if (std::find(nodes_.begin(), nodes_.end(), node) == nodes_.end()) nodes_.push_back(node);
-  }
-  void remember_mount(const wire::mount_request& mount) {
-    std::lock_guard lock(records_mu_);
-    mounts_.push_back(mount);
-  }
-  void forget_node(node_id node) {
-    std::lock_guard lock(records_mu_);
-    std::erase(nodes_, node);
-    std::erase_if(mounts_, [&](const wire::mount_request& m) { return m.node == node; });
-  }
+  rejoin_list& rejoins() noexcept { return rejoins_; }
 
   // Ends the session once what is queued went out (at most 500 ms): the
   // unregister of a store being destroyed still reaches the master.
@@ -226,11 +220,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   void abandon_parked_handlers() {
     auto self = shared_from_this();
     stopped_ = true;
-    std::unordered_map<std::uint64_t, pending_call> parked;
-    parked.swap(calls_);
-    control_queue_.clear();
-    queue_.clear();
-    parked.clear();
+    calls_.abandon_all();
   }
 
   remote_metadata_stats stats() const {
@@ -241,15 +231,6 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   const remote_metadata_options& options() const noexcept { return options_; }
 
  private:
-  struct pending_call {
-    wire::message_type type;
-    std::vector<std::byte> frame;  // empty once written
-    reply_handler handler;
-    clock_type::time_point deadline;
-    bool control = false;
-    bool sent = false;
-  };
-
   template <class F>
   void count(F f) {
     std::lock_guard lock(stats_mu_);
@@ -261,11 +242,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
       complete(std::move(handler), reply{errc::cancelled, {}});
       return;
     }
-    const std::uint64_t id = ++next_id_;
-    for (std::size_t i = 0; i < 8; ++i) frame[4 + i] = static_cast<std::byte>(id >> (8 * i));
-    calls_.emplace(id, pending_call{type, std::move(frame), std::move(handler),
-                                    clock_type::now() + options_.request_timeout, control, false});
-    (control ? control_queue_ : queue_).push_back(id);
+    calls_.add(type, std::move(frame), std::move(handler), clock_type::now() + options_.request_timeout, control);
     count([](auto& s) { ++s.calls; });
     pump();
   }
@@ -277,19 +254,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   void pump() {
     if (!socket_ || writing_) return;
     write_buffer_.clear();
-    auto take = [&](std::deque<std::uint64_t>& q) {
-      while (!q.empty() && write_buffer_.size() < (1u << 20)) {
-        auto it = calls_.find(q.front());
-        q.pop_front();
-        if (it == calls_.end()) continue;  // timed out while queued
-        write_buffer_.insert(write_buffer_.end(), it->second.frame.begin(), it->second.frame.end());
-        it->second.frame = {};
-        it->second.sent = true;
-      }
-    };
-    take(control_queue_);
-    if (ready_) take(queue_);
-    if (write_buffer_.empty()) return;
+    if (calls_.take_sendable(ready_, write_buffer_) == 0) return;
     writing_ = true;
     asio::async_write(*socket_, asio::buffer(write_buffer_),
                       asio::bind_executor(strand_, [self = shared_from_this(), gen = generation_](
@@ -312,16 +277,8 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
     ready_ = false;
     ready_flag_.store(false, std::memory_order_release);
     ++generation_;
-    std::uint64_t lost = 0;
-    for (auto it = calls_.begin(); it != calls_.end();) {
-      if (!it->second.sent) {
-        ++it;
-        continue;
-      }
-      complete(std::move(it->second.handler), reply{errc::rpc_failed, {}});
-      it = calls_.erase(it);
-      ++lost;
-    }
+    const std::uint64_t lost =
+        calls_.fail_sent([](reply_handler h) { complete(std::move(h), reply{errc::rpc_failed, {}}); });
     count([&](auto& s) {
       ++s.disconnects;
       s.lost_in_flight += lost;
@@ -336,11 +293,10 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
       const frame_status got = co_await read_frame(*socket, options_.limits, /*response=*/true, h, payload);
       if (gen != generation_) co_return;
       if (got != frame_status::ok) break;
-      auto it = calls_.find(h.request_id);
-      if (it == calls_.end()) continue;  // its caller timed out already
-      if (it->second.type != h.type) break;  // a reply that answers another question: the stream is broken
-      complete(std::move(it->second.handler), reply{errc::success, std::move(payload)});
-      calls_.erase(it);
+      auto match = calls_.on_reply(h);
+      if (match.kind == call_table<reply_handler>::reply_kind::mismatched) break;  // the stream is broken
+      if (match.kind == call_table<reply_handler>::reply_kind::stale) continue;    // its caller timed out already
+      complete(std::move(*match.handler), reply{errc::success, std::move(payload)});
       payload = {};
     }
     lose(gen);
@@ -373,12 +329,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
       const std::uint64_t gen = ++generation_;
       count([](auto& s) { ++s.connects; });
       asio::co_spawn(strand_, reader(socket, gen), asio::detached);
-      std::vector<node_id> nodes;
-      {
-        std::lock_guard lock(records_mu_);
-        nodes = nodes_;
-      }
-      for (node_id node : nodes) co_await rejoin(node);
+      for (node_id node : rejoins_.nodes()) co_await rejoin(node);
       if (gen == generation_) {
         ready_ = true;
         ready_flag_.store(true, std::memory_order_release);
@@ -393,17 +344,11 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
 
   // Registers the node again and remounts its segments under their ids.
   asio::awaitable<void> rejoin(node_id node) {
-    std::vector<wire::mount_request> mounts;
-    {
-      std::lock_guard lock(records_mu_);
-      for (auto& m : mounts_)
-        if (m.node == node) mounts.push_back(m);
-    }
+    const std::vector<wire::mount_request> mounts = rejoins_.remounts_of(node);
     count([](auto& s) { ++s.rejoins; });
     auto registered = co_await call(wire::message_type::register_node, wire::node_request{node}, true);
     if (registered.first != errc::success) co_return;
-    for (auto& m : mounts) {
-      m.remount = true;
+    for (const auto& m : mounts) {
       auto mounted = co_await call(wire::message_type::mount_segment, m, true);
       wire::mount_response r;
       if (mounted.first != errc::success || wire::decode(mounted.second, r, options_.limits) != errc::success ||
@@ -421,25 +366,12 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
       co_await tick_.async_wait(asio::as_tuple(asio::use_awaitable));
       if (stopped_) break;
       const auto now = clock_type::now();
-      std::uint64_t expired = 0;
-      for (auto it = calls_.begin(); it != calls_.end();) {
-        if (it->second.deadline > now) {
-          ++it;
-          continue;
-        }
-        complete(std::move(it->second.handler), reply{errc::timeout, {}});
-        it = calls_.erase(it);
-        ++expired;
-      }
+      const std::uint64_t expired =
+          calls_.expire(now, [](reply_handler h) { complete(std::move(h), reply{errc::timeout, {}}); });
       if (expired) count([&](auto& s) { s.timeouts += expired; });
       if (ready_ && now >= next_heartbeat) {
         next_heartbeat = now + options_.heartbeat_interval;
-        std::vector<node_id> nodes;
-        {
-          std::lock_guard lock(records_mu_);
-          nodes = nodes_;
-        }
-        for (node_id node : nodes)
+        for (node_id node : rejoins_.nodes())
           asio::co_spawn(strand_, heartbeat(node), asio::detached);
       }
     }
@@ -462,8 +394,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
     }
     stopped_ = true;
     if (socket_) lose(generation_);
-    for (auto& [id, c] : calls_) complete(std::move(c.handler), reply{errc::cancelled, {}});
-    calls_.clear();
+    calls_.fail_all([](reply_handler h) { complete(std::move(h), reply{errc::cancelled, {}}); });
     tick_.cancel();
     wake_.cancel();
   }
@@ -474,19 +405,15 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   // Strand state.
   std::shared_ptr<tcp::socket> socket_;
   std::uint64_t generation_ = 0;
-  std::uint64_t next_id_ = 0;
   bool ready_ = false;
   bool writing_ = false;
   bool stopped_ = false;
-  std::unordered_map<std::uint64_t, pending_call> calls_;
-  std::deque<std::uint64_t> control_queue_, queue_;
+  call_table<reply_handler> calls_;
   std::vector<std::byte> write_buffer_;
   asio::steady_timer wake_, tick_;
   std::atomic<bool> ready_flag_{false};
   // Any thread.
-  mutable std::mutex records_mu_;
-  std::vector<node_id> nodes_;
-  std::vector<wire::mount_request> mounts_;
+  rejoin_list rejoins_;
   mutable std::mutex stats_mu_;
   remote_metadata_stats stats_;
 };
@@ -523,13 +450,13 @@ class remote_metadata {
   bool ready() const noexcept { return session_->ready(); }
 
   result<std::error_code> register_node(node_id node) {
-    session_->remember_node(node);
+    session_->rejoins().remember_node(node);
     co_return co_await status_call(wire::message_type::register_node, wire::node_request{node});
   }
 
   result<std::pair<std::error_code, segment_id>> mount(node_id node, std::uint64_t size, segment_endpoints where,
                                                        segment_id requested) {
-    session_->remember_node(node);
+    session_->rejoins().remember_node(node);
     wire::mount_request m{node, size, requested, std::move(where), false};
     auto r = co_await session_->call(wire::message_type::mount_segment, m);
     wire::mount_response decoded;
@@ -537,7 +464,7 @@ class remote_metadata {
     if (e != errc::success) co_return std::pair<std::error_code, segment_id>{e, 0};
     if (decoded.status == errc::success) {
       m.requested = decoded.id;
-      session_->remember_mount(m);
+      session_->rejoins().remember_mount(m);
     }
     co_return std::pair<std::error_code, segment_id>{decoded.status, decoded.id};
   }
@@ -609,7 +536,7 @@ class remote_metadata {
   // its pending puts revoked) if the connection can still say so; otherwise
   // the master declares it dead after node_ttl.
   void leave(node_id node) noexcept {
-    session_->forget_node(node);
+    session_->rejoins().forget_node(node);
     session_->send_and_forget(wire::message_type::unregister_node, wire::node_request{node});
   }
 
@@ -657,5 +584,7 @@ class remote_metadata {
 
   std::shared_ptr<detail::metadata_session> session_;
 };
+
+static_assert(metadata_endpoint<remote_metadata>);
 
 }  // namespace corokv::net

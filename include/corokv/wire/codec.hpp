@@ -123,7 +123,7 @@ class reader {
   void status_code(errc& e) {
     std::uint8_t v = 0;
     u8(v);
-    if (v > static_cast<std::uint8_t>(errc::internal_error)) return fail();
+    if (v > static_cast<std::uint8_t>(last_errc)) return fail();
     e = static_cast<errc>(v);
   }
   // A field held a value outside its range.

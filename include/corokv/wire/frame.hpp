@@ -67,9 +67,18 @@ inline std::array<std::byte, header_size> encode_header(const frame_header& h) {
   put(0, magic, 2);
   put(2, protocol_version, 1);
   put(3, static_cast<std::uint8_t>(h.type) | (h.response ? response_bit : 0), 1);
-  put(4, h.request_id, 8);
+  put(4, h.request_id, 8);  // the request id's offset: see stamp_request_id
   put(12, h.payload_size, 4);
   return out;
+}
+
+// Gives an encoded frame its request id (a client numbers a request when it
+// queues it, after encoding). False if `frame` is shorter than a header.
+inline bool stamp_request_id(std::span<std::byte> frame, std::uint64_t id) {
+  if (frame.size() < header_size) return false;
+  constexpr std::size_t request_id_offset = 4;
+  for (std::size_t i = 0; i < 8; ++i) frame[request_id_offset + i] = static_cast<std::byte>(id >> (8 * i));
+  return true;
 }
 
 // Checks magic, version, type and size before anything else is read.

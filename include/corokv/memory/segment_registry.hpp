@@ -1,7 +1,7 @@
 #pragma once
 // Which segments this process can reach by address, and where they are.
-// Shared by the stores of one process (and their transports), so that a
-// store can read another in-process store's segments by memcpy.
+// Shared by the stores of one process (and their lanes), so that a store
+// can read another in-process store's segments by memcpy.
 //
 // Readers hold a shared lock for a whole batch of copies; removing a segment
 // takes the exclusive lock, so a segment's memory is never unmapped while a
@@ -22,6 +22,12 @@
 namespace corokv {
 
 class segment_registry {
+  struct region {
+    std::byte* base = nullptr;
+    std::uint64_t size = 0;
+    std::shared_ptr<const void> owner;
+  };
+
  public:
   // `owner` (optional) keeps the memory mapped while pinned.
   void add(segment_id id, std::byte* base, std::uint64_t size, std::shared_ptr<const void> owner = {}) {
@@ -31,8 +37,12 @@ class segment_registry {
 
   // Returns once no batch is still copying from or into the segment.
   void remove(segment_id id) {
+    std::shared_ptr<const void> owner;  // released after the lock
     std::unique_lock lock(mu_);
-    segments_.erase(id);
+    auto it = segments_.find(id);
+    if (it == segments_.end()) return;
+    owner = std::move(it->second.owner);
+    segments_.erase(it);
   }
 
   struct pinned {
@@ -59,28 +69,41 @@ class segment_registry {
     return segments_.count(id) != 0;
   }
 
-  // Runs f(resolve) under the shared lock, where resolve(replica) is the
-  // replica's bytes, or an empty span if its segment is not here or the range
-  // falls outside it.
+  // Resolves replicas to their bytes while the registry is locked. It
+  // remembers the last segment it found: the replicas of a batch mostly lie
+  // in one segment, which is then looked up once.
+  class resolver {
+   public:
+    // The replica's bytes, or an empty span if its segment is not here or
+    // the range falls outside it.
+    std::span<std::byte> operator()(const replica_descriptor& r) {
+      if (!last_ || r.segment != last_id_) {
+        auto it = registry_.segments_.find(r.segment);
+        if (it == registry_.segments_.end()) return {};
+        last_id_ = r.segment;
+        last_ = &it->second;
+      }
+      if (r.offset > last_->size || r.length > last_->size - r.offset) return {};
+      return {last_->base + r.offset, r.length};
+    }
+
+   private:
+    friend class segment_registry;
+    explicit resolver(const segment_registry& registry) : registry_(registry) {}
+    const segment_registry& registry_;
+    segment_id last_id_ = 0;
+    const region* last_ = nullptr;
+  };
+
+  // Runs f(resolve) under the shared lock, with resolve a resolver.
   template <class F>
   decltype(auto) with_segments(F&& f) const {
     std::shared_lock lock(mu_);
-    auto resolve = [this](const replica_descriptor& r) -> std::span<std::byte> {
-      auto it = segments_.find(r.segment);
-      if (it == segments_.end()) return {};
-      const region& g = it->second;
-      if (r.offset > g.size || r.length > g.size - r.offset) return {};
-      return {g.base + r.offset, r.length};
-    };
+    resolver resolve(*this);
     return f(resolve);
   }
 
  private:
-  struct region {
-    std::byte* base = nullptr;
-    std::uint64_t size = 0;
-    std::shared_ptr<const void> owner;
-  };
   mutable std::shared_mutex mu_;
   std::unordered_map<segment_id, region> segments_;
 };

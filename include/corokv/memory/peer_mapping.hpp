@@ -9,7 +9,7 @@
 // and descriptor number were reused, the open fails or the check does, and
 // the segment is simply not reachable this way.
 
-#include <corokv/transport/local_segment.hpp>
+#include <corokv/memory/local_segment.hpp>
 #include <corokv/types.hpp>
 
 #include <fcntl.h>

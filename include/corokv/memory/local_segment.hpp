@@ -11,6 +11,7 @@
 // stall on page faults; unpopulated, the kernel commits pages as objects
 // are written.
 
+#include <corokv/detail/identity.hpp>
 #include <corokv/error.hpp>
 #include <corokv/types.hpp>
 
@@ -71,6 +72,17 @@ class local_segment {
   std::string shm_path() const {
     if (fd_ < 0) return {};
     return "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(fd_);
+  }
+
+  // What the memory itself tells peers: the host it lives on, its address
+  // here, and where a process on the same host opens it (if shareable).
+  // Lanes add how else they reach it.
+  segment_endpoints endpoints() const {
+    segment_endpoints where;
+    where.host_id = detail::host_id();
+    where.base_address = reinterpret_cast<std::uintptr_t>(data_);
+    where.shm_name = shm_path();
+    return where;
   }
 
   // The name the kernel shows for a shareable segment's memfd (readlink of

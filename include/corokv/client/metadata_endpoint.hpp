@@ -1,0 +1,58 @@
+#pragma once
+// What a store needs from the metadata service it talks to. The embedded
+// endpoint (a meta::service in this process), the remote one (a
+// corokv-master over TCP) and the tests' doubles model it, and basic_store
+// is constrained by it.
+//
+// The contract, beyond what the concept spells (each call is one metadata
+// round trip, which the store counts):
+// - Batch calls take keys and an output span of the same length; index i
+//   answers key i with the service's per-key status (meta/service.hpp). The
+//   error_code is a failure of the whole call: invalid_argument, or the
+//   network's rpc_failed (sent, outcome unknown), timeout, protocol_error.
+//   When it is set, the outputs are not to be read.
+// - register_node registers `node` as a writer whose death revokes its
+//   pending puts; mount adds a segment, under `requested` if not 0 (an id
+//   already in use answers already_exists), and registers the node too.
+// - query grants or extends a lease of `ttl` on every found key; exist and
+//   exist_prefix grant none.
+// - leave(node) is for a destructor: synchronous and noexcept, best effort
+//   (the node's segments are unmounted and its puts revoked, now or when
+//   the service declares it dead).
+// - All members are safe to call concurrently from any thread, and their
+//   awaitables may be awaited on any executor.
+
+#include <corokv/error.hpp>
+#include <corokv/types.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
+#include <concepts>
+#include <cstdint>
+#include <span>
+#include <system_error>
+#include <utility>
+
+namespace corokv {
+
+template <class M>
+concept metadata_endpoint =
+    std::move_constructible<M> &&
+    requires(M& m, node_id node, std::uint64_t size, segment_endpoints where, segment_id id, key_span keys,
+             std::span<const std::uint64_t> sizes, put_options opts, std::span<put_start_result> reservations,
+             std::span<const version_t> versions, std::span<errc> statuses, duration ttl,
+             std::span<query_result> results) {
+      { m.register_node(node) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
+      { m.mount(node, size, where, id) } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, segment_id>>>;
+      { m.put_start(keys, sizes, opts, node, reservations) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
+      { m.put_end(keys, versions, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
+      { m.put_revoke(keys, versions, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
+      { m.query(keys, ttl, results) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
+      { m.exist(keys, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
+      { m.exist_prefix(keys) } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, prefix_result>>>;
+      { m.remove(keys, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
+      { m.validate(keys, versions, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
+      { m.leave(node) } noexcept -> std::same_as<void>;
+    };
+
+}  // namespace corokv

@@ -1,0 +1,82 @@
+// The headers' layers, checked: a header includes only headers of its own
+// folder or of a lower layer, so no include runs back up a layer.
+//
+//   0  error.hpp                errc and its category
+//   1  types.hpp                vocabulary
+//   2  detail/                  generic helpers
+//   3  meta/                    the sans-I/O metadata service
+//   4  memory/ wire/            memory primitives; the binary protocol
+//   5  client/                  the store's parts: options, cache, counters,
+//                               plans, the metadata endpoint contract
+//   6  net/                     Asio over TCP
+//   7  transport/               lanes and the router
+//   8  store.hpp                basic_store
+//   9  embedded.hpp cluster.hpp the two stores
+//  10  corokv.hpp               the umbrella
+
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// The layer of a header, by its path under include/corokv/; -1 if unknown.
+int layer_of(const std::string& path) {
+  static const std::map<std::string, int> folders{{"detail", 2}, {"meta", 3}, {"memory", 4},   {"wire", 4},
+                                                  {"client", 5}, {"net", 6},  {"transport", 7}};
+  static const std::map<std::string, int> files{{"error.hpp", 0},    {"types.hpp", 1},   {"store.hpp", 8},
+                                                {"embedded.hpp", 9}, {"cluster.hpp", 9}, {"corokv.hpp", 10}};
+  const auto slash = path.find('/');
+  if (slash == std::string::npos) {
+    auto it = files.find(path);
+    return it == files.end() ? -1 : it->second;
+  }
+  auto it = folders.find(path.substr(0, slash));
+  return it == folders.end() ? -1 : it->second;
+}
+
+std::string folder_of(const std::string& path) {
+  const auto slash = path.find('/');
+  return slash == std::string::npos ? std::string() : path.substr(0, slash);
+}
+
+}  // namespace
+
+TEST_CASE("layering: every header has a layer, and no include runs back up a layer") {
+  const fs::path root = fs::path(COROKV_SOURCE_DIR) / "include" / "corokv";
+  REQUIRE(fs::is_directory(root));
+  std::vector<std::string> problems;
+  std::size_t headers = 0, includes = 0;
+  for (const auto& file : fs::recursive_directory_iterator(root)) {
+    if (file.path().extension() != ".hpp") continue;
+    ++headers;
+    const std::string self = fs::relative(file.path(), root).generic_string();
+    const int own = layer_of(self);
+    if (own < 0) {
+      problems.push_back(self + " is in no layer");
+      continue;
+    }
+    std::ifstream in(file.path());
+    const std::string prefix = "#include <corokv/";
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind(prefix, 0) != 0) continue;
+      ++includes;
+      const std::string target = line.substr(prefix.size(), line.find('>') - prefix.size());
+      const int theirs = layer_of(target);
+      const bool same_folder = !folder_of(self).empty() && folder_of(self) == folder_of(target);
+      if (theirs < 0 || (!same_folder && theirs >= own))
+        problems.push_back(self + " (layer " + std::to_string(own) + ") includes " + target + " (layer " +
+                           std::to_string(theirs) + ")");
+    }
+  }
+  CHECK(headers > 40);
+  CHECK(includes > 100);
+  for (const auto& p : problems) FAIL_CHECK(p);
+  CHECK(problems.empty());
+}

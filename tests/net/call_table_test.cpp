@@ -1,0 +1,181 @@
+// The metadata connection's call table and rejoin list without sockets:
+// request ids written through the wire layer, pipelining, control calls
+// before readiness, replies matched in any order, stale and mismatched
+// replies, calls lost with a connection, and timeouts.
+
+#include <corokv/net/call_table.hpp>
+#include <corokv/net/rejoin_list.hpp>
+#include <corokv/wire/messages.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+using namespace corokv;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A handler that records how its call ended.
+struct recorded {
+  std::string* outcome;
+  std::string name;
+};
+
+using table = net::call_table<recorded>;
+
+std::vector<std::byte> frame_of(wire::message_type type) {
+  std::vector<std::byte> payload;
+  REQUIRE(wire::encode(wire::node_request{42}, payload) == errc::success);
+  const auto header = wire::encode_header({type, false, 0, static_cast<std::uint32_t>(payload.size())});
+  std::vector<std::byte> frame(header.begin(), header.end());
+  frame.insert(frame.end(), payload.begin(), payload.end());
+  return frame;
+}
+
+// The frames in a written buffer, by their headers.
+std::vector<wire::frame_header> headers_in(const std::vector<std::byte>& bytes) {
+  std::vector<wire::frame_header> out;
+  for (std::size_t at = 0; at < bytes.size();) {
+    wire::frame_header h;
+    REQUIRE(wire::decode_header(std::span(bytes).subspan(at), {}, h) == errc::success);
+    out.push_back(h);
+    at += wire::header_size + h.payload_size;
+  }
+  return out;
+}
+
+wire::frame_header reply_to(const wire::frame_header& request) {
+  return {request.type, true, request.request_id, 0};
+}
+
+const time_point t0 = time_point{} + 1h;
+
+}  // namespace
+
+TEST_CASE("call table: each call gets its own request id, written into its frame, and pipelined calls go out together") {
+  table calls;
+  std::string outcome;
+  const auto a = calls.add(wire::message_type::heartbeat, frame_of(wire::message_type::heartbeat), {&outcome, "a"},
+                           t0 + 5s, false);
+  const auto b = calls.add(wire::message_type::register_node, frame_of(wire::message_type::register_node),
+                           {&outcome, "b"}, t0 + 5s, false);
+  CHECK(a != b);
+  std::vector<std::byte> out;
+  CHECK(calls.take_sendable(true, out) == 2);
+  auto headers = headers_in(out);
+  REQUIRE(headers.size() == 2);
+  CHECK(headers[0].request_id == a);
+  CHECK(headers[1].request_id == b);
+  CHECK(headers[1].type == wire::message_type::register_node);
+  CHECK(calls.sent(a) == true);
+  out.clear();
+  CHECK(calls.take_sendable(true, out) == 0);  // nothing is sent twice
+}
+
+TEST_CASE("call table: control calls go out before the connection is ready, the others wait for it") {
+  table calls;
+  std::string outcome;
+  const auto normal = calls.add(wire::message_type::query, frame_of(wire::message_type::query), {&outcome, "q"}, t0 + 5s,
+                                false);
+  const auto control = calls.add(wire::message_type::register_node, frame_of(wire::message_type::register_node),
+                                 {&outcome, "r"}, t0 + 5s, true);
+  std::vector<std::byte> out;
+  CHECK(calls.has_sendable(false));
+  CHECK(calls.take_sendable(false, out) == 1);
+  CHECK(headers_in(out)[0].request_id == control);
+  CHECK(calls.sent(normal) == false);
+  CHECK_FALSE(calls.has_sendable(false));
+  CHECK(calls.has_sendable(true));
+  out.clear();
+  CHECK(calls.take_sendable(true, out) == 1);
+  CHECK(headers_in(out)[0].request_id == normal);
+}
+
+TEST_CASE("call table: replies match their calls in any order, and stale and mismatched replies are told apart") {
+  table calls;
+  std::string outcome;
+  calls.add(wire::message_type::query, frame_of(wire::message_type::query), {&outcome, "first"}, t0 + 5s, false);
+  calls.add(wire::message_type::exist, frame_of(wire::message_type::exist), {&outcome, "second"}, t0 + 5s, false);
+  std::vector<std::byte> out;
+  calls.take_sendable(true, out);
+  auto headers = headers_in(out);
+  auto second = calls.on_reply(reply_to(headers[1]));
+  REQUIRE(second.kind == table::reply_kind::answered);
+  CHECK(second.handler->name == "second");
+  auto again = calls.on_reply(reply_to(headers[1]));
+  CHECK(again.kind == table::reply_kind::stale);  // answered already (or timed out)
+  auto wrong = reply_to(headers[0]);
+  wrong.type = wire::message_type::remove;
+  CHECK(calls.on_reply(wrong).kind == table::reply_kind::mismatched);
+  auto first = calls.on_reply(reply_to(headers[0]));
+  REQUIRE(first.kind == table::reply_kind::answered);
+  CHECK(first.handler->name == "first");
+  CHECK(calls.empty());
+}
+
+TEST_CASE("call table: a reply to a call not yet sent means the stream is broken") {
+  table calls;
+  std::string outcome;
+  const auto id = calls.add(wire::message_type::query, frame_of(wire::message_type::query), {&outcome, "q"}, t0 + 5s,
+                            false);
+  CHECK(calls.on_reply({wire::message_type::query, true, id, 0}).kind == table::reply_kind::mismatched);
+}
+
+TEST_CASE("call table: a lost connection fails the calls sent on it, and unsent calls wait for the next one") {
+  table calls;
+  std::string outcome;
+  calls.add(wire::message_type::query, frame_of(wire::message_type::query), {&outcome, "sent"}, t0 + 5s, false);
+  std::vector<std::byte> out;
+  calls.take_sendable(true, out);
+  const auto waiting = calls.add(wire::message_type::query, frame_of(wire::message_type::query), {&outcome, "waiting"},
+                                 t0 + 5s, false);
+  std::vector<std::string> lost;
+  CHECK(calls.fail_sent([&](recorded r) { lost.push_back(r.name); }) == 1);
+  CHECK(lost == std::vector<std::string>{"sent"});
+  CHECK(calls.size() == 1);
+  out.clear();
+  CHECK(calls.take_sendable(true, out) == 1);  // goes out on the new connection
+  CHECK(headers_in(out)[0].request_id == waiting);
+}
+
+TEST_CASE("call table: calls past their deadline fail, sent or not, and the rest stay") {
+  table calls;
+  std::string outcome;
+  calls.add(wire::message_type::query, frame_of(wire::message_type::query), {&outcome, "sent-early"}, t0 + 1s, false);
+  std::vector<std::byte> out;
+  calls.take_sendable(true, out);
+  calls.add(wire::message_type::query, frame_of(wire::message_type::query), {&outcome, "queued-early"}, t0 + 1s, false);
+  calls.add(wire::message_type::query, frame_of(wire::message_type::query), {&outcome, "late"}, t0 + 9s, false);
+  std::vector<std::string> expired;
+  CHECK(calls.expire(t0, [&](recorded r) { expired.push_back(r.name); }) == 0);
+  CHECK(calls.expire(t0 + 1s, [&](recorded r) { expired.push_back(r.name); }) == 2);
+  std::sort(expired.begin(), expired.end());
+  CHECK(expired == std::vector<std::string>{"queued-early", "sent-early"});
+  out.clear();
+  CHECK(calls.take_sendable(true, out) == 1);  // the expired queued call is skipped
+  std::vector<std::string> all;
+  CHECK(calls.fail_all([&](recorded r) { all.push_back(r.name); }) == 1);
+  CHECK(all == std::vector<std::string>{"late"});
+  CHECK(calls.empty());
+}
+
+TEST_CASE("rejoin list: nodes and their segments come back as remounts until the node leaves") {
+  net::rejoin_list rejoins;
+  rejoins.remember_node(1);
+  rejoins.remember_node(1);
+  rejoins.remember_node(2);
+  wire::mount_request m{1, 4096, 77, {}, false};
+  rejoins.remember_mount(m);
+  CHECK(rejoins.nodes() == std::vector<node_id>{1, 2});
+  auto remounts = rejoins.remounts_of(1);
+  REQUIRE(remounts.size() == 1);
+  CHECK(remounts[0].requested == 77);
+  CHECK(remounts[0].remount);
+  CHECK(rejoins.remounts_of(2).empty());
+  rejoins.forget_node(1);
+  CHECK(rejoins.nodes() == std::vector<node_id>{2});
+  CHECK(rejoins.remounts_of(1).empty());
+}
