@@ -50,6 +50,58 @@ inline latency percentiles(std::vector<double>& us) {
   return {at(0.50), at(0.99), sum / static_cast<double>(us.size())};
 }
 
+// Compared modes measured in turns: each round runs every mode for `reps`
+// batches, in an order that rotates from round to round, until `seconds`
+// have passed (at least `min_rounds` rounds). On a noisy shared machine the
+// drift between rounds then touches every mode alike, and each round yields
+// its own ratio between two modes. step(mode, batch_number) runs one batch
+// of a mode; the result holds, per mode, each round's µs per batch.
+template <class Step>
+boost::asio::awaitable<std::vector<std::vector<double>>> interleaved(double seconds, std::size_t modes, std::size_t reps,
+                                                                     Step step, std::size_t min_rounds = 5) {
+  std::vector<std::vector<double>> us(modes);
+  std::vector<std::uint64_t> done(modes, 0);
+  const auto stop = bench_clock::now() + std::chrono::duration<double>(seconds);
+  for (std::size_t round = 0; round < min_rounds || bench_clock::now() < stop; ++round) {
+    for (std::size_t k = 0; k < modes; ++k) {
+      const std::size_t mode = (round + k) % modes;
+      const auto t0 = bench_clock::now();
+      for (std::size_t r = 0; r < reps; ++r) co_await step(mode, done[mode]++);
+      us[mode].push_back(std::chrono::duration<double, std::micro>(bench_clock::now() - t0).count() /
+                         static_cast<double>(reps));
+    }
+  }
+  co_return us;
+}
+
+// How many batches a round should run so that it lasts about `target_us`,
+// given one batch's time.
+inline std::size_t reps_for(double one_batch_us, double target_us = 200) {
+  return static_cast<std::size_t>(std::clamp(target_us / std::max(one_batch_us, 0.01), 1.0, 2000.0));
+}
+
+// The q-quantile of some values (reorders them).
+inline double quantile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5))];
+}
+
+// One mode against a limit, from interleaved rounds: the median of each
+// round's own ratio (limit time / mode time), with the 10th and 90th
+// percentiles as the spread.
+struct versus {
+  double median_us = 0, limit_median_us = 0;
+  double ratio = 0, ratio_p10 = 0, ratio_p90 = 0;
+  std::size_t rounds = 0;
+};
+inline versus compare(const std::vector<double>& mode_us, const std::vector<double>& limit_us) {
+  std::vector<double> ratios;
+  for (std::size_t r = 0; r < std::min(mode_us.size(), limit_us.size()); ++r) ratios.push_back(limit_us[r] / mode_us[r]);
+  return {quantile(mode_us, 0.5), quantile(limit_us, 0.5), quantile(ratios, 0.5), quantile(ratios, 0.1),
+          quantile(ratios, 0.9), ratios.size()};
+}
+
 inline void write_json(const std::string& path, const std::string& name, double seconds, const nlohmann::json& results) {
   if (path.empty()) return;
   std::ofstream(path) << nlohmann::json{{"benchmark", name}, {"seconds_per_point", seconds}, {"results", results}}.dump(2)

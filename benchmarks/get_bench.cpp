@@ -3,11 +3,15 @@
 // buffers) measured in the same run.
 //
 // Modes, per batch size (1, 16, 64, 256) and value size (4 KiB, 64 KiB, 1 MiB):
+//   memcpy       the limit: the same bytes from the same segment addresses
 //   query+get    batch_query then batch_get with its results (1 round trip)
 //   with-results batch_get with query results the caller already holds (0)
 //   cache        batch_get through the store's metadata cache (0 once warm)
 // Each batch reads a different window of a key set four batches large, so
-// memcpy and the store see the same cache behaviour.
+// memcpy and the store see the same cache behaviour. The modes run in turns,
+// round by round (bench_support.hpp: interleaved); each store mode's figure
+// is the median over rounds of its ratio to that round's memcpy, with the
+// 10th and 90th percentiles.
 //
 //   get_bench [--seconds S] [--json PATH]
 
@@ -22,6 +26,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -31,26 +36,14 @@
 
 namespace asio = boost::asio;
 using namespace corokv;
-using bench::timed;
 
 namespace {
-
-struct measurement {
-  double gib_per_s = 0;
-  double us_per_batch = 0;
-  double round_trips_per_batch = 0;
-};
 
 struct dataset {
   std::vector<std::string> keys;
   std::vector<std::vector<std::string_view>> windows;  // one batch's keys each
   std::vector<std::vector<query_result>> leases;       // per window, refreshed per run
 };
-
-measurement summarize(std::uint64_t rounds, double elapsed, std::size_t bytes_per_batch, std::uint64_t trips) {
-  return {bench::gib_per_s(rounds * bytes_per_batch, elapsed), elapsed * 1e6 / static_cast<double>(rounds),
-          static_cast<double>(trips) / static_cast<double>(rounds)};
-}
 
 void check(const std::vector<get_result>& got) {
   for (auto& r : got)
@@ -59,8 +52,8 @@ void check(const std::vector<get_result>& got) {
 
 asio::awaitable<nlohmann::json> run_all(store& kv, double seconds) {
   nlohmann::json rows = nlohmann::json::array();
-  fmt::print("{:>6} {:>8} {:>13} {:>10} {:>10} {:>9} {:>11}  {}\n", "batch", "value", "mode", "GiB/s", "µs/batch",
-             "RTs/batch", "vs memcpy", "memcpy GiB/s");
+  fmt::print("{:>6} {:>8} {:>13} {:>10} {:>10} {:>9} {:>11} {:>15}\n", "batch", "value", "mode", "GiB/s", "µs/batch",
+             "RTs/batch", "vs memcpy", "(p10 - p90)");
   for (std::size_t value_size : {std::size_t{4} << 10, std::size_t{64} << 10, std::size_t{1} << 20}) {
     for (std::size_t batch : {1, 16, 64, 256}) {
       // A key set four batches large, written once.
@@ -89,46 +82,56 @@ asio::awaitable<nlohmann::json> run_all(store& kv, double seconds) {
         for (std::size_t w = 0; w < windows; ++w)
           for (auto& q : d.leases[w]) sources[w].push_back(resolve(q.replicas[0]).data());
       });
-      auto [memcpy_rounds, memcpy_elapsed] = co_await timed(seconds, [&](std::uint64_t round) -> asio::awaitable<void> {
-        const auto& src = sources[round % windows];
-        for (std::size_t i = 0; i < batch; ++i) std::memcpy(destination.data() + i * value_size, src[i], value_size);
-        co_return;
-      });
-      const measurement limit = summarize(memcpy_rounds, memcpy_elapsed, bytes_per_batch, 0);
 
-      auto run_mode = [&](const char* mode, auto step) -> asio::awaitable<void> {
-        const auto before = kv.counters().metadata_round_trips;
-        auto [rounds, elapsed] = co_await timed(seconds, step);
-        const measurement m = summarize(rounds, elapsed, bytes_per_batch, kv.counters().metadata_round_trips - before);
-        fmt::print("{:>6} {:>7}K {:>13} {:>10.2f} {:>10.1f} {:>9.2f} {:>10.0f}%  {:.2f}\n", batch, value_size >> 10, mode,
-                   m.gib_per_s, m.us_per_batch, m.round_trips_per_batch, 100.0 * m.gib_per_s / limit.gib_per_s,
-                   limit.gib_per_s);
-        rows.push_back({{"batch", batch},
-                        {"value_bytes", value_size},
-                        {"mode", mode},
-                        {"gib_per_s", m.gib_per_s},
-                        {"us_per_batch", m.us_per_batch},
-                        {"metadata_round_trips_per_batch", m.round_trips_per_batch},
-                        {"memcpy_gib_per_s", limit.gib_per_s},
-                        {"ratio_to_memcpy", m.gib_per_s / limit.gib_per_s}});
+      // The modes, measured in turns round by round.
+      constexpr std::array<const char*, 4> modes{"memcpy", "query+get", "with-results", "cache"};
+      auto step = [&](std::size_t mode, std::uint64_t n) -> asio::awaitable<void> {
+        const std::size_t w = n % windows;
+        if (mode == 0) {
+          for (std::size_t i = 0; i < batch; ++i) std::memcpy(destination.data() + i * value_size, sources[w][i], value_size);
+        } else if (mode == 1) {
+          const auto q = co_await kv.batch_query(d.windows[w]);
+          check(co_await kv.batch_get(d.windows[w], q, buffers));
+        } else if (mode == 2) {
+          check(co_await kv.batch_get(d.windows[w], d.leases[w], buffers));
+        } else {
+          check(co_await kv.batch_get(d.windows[w], buffers));
+        }
       };
-
-      co_await run_mode("query+get", [&](std::uint64_t round) -> asio::awaitable<void> {
-        const auto& keys = d.windows[round % windows];
-        const auto q = co_await kv.batch_query(keys);
-        check(co_await kv.batch_get(keys, q, buffers));
-      });
+      // One batch of the slowest mode sets how many batches a round runs.
+      const auto t0 = bench::bench_clock::now();
+      co_await step(1, 0);
+      const double one = std::chrono::duration<double, std::micro>(bench::bench_clock::now() - t0).count();
       for (std::size_t w = 0; w < windows; ++w) d.leases[w] = co_await kv.batch_query(d.windows[w]);
-      co_await run_mode("with-results", [&](std::uint64_t round) -> asio::awaitable<void> {
-        const auto& keys = d.windows[round % windows];
-        check(co_await kv.batch_get(keys, d.leases[round % windows], buffers));
-      });
-      co_await run_mode("cache", [&](std::uint64_t round) -> asio::awaitable<void> {
-        check(co_await kv.batch_get(d.windows[round % windows], buffers));
-      });
-      rows.push_back({{"batch", batch}, {"value_bytes", value_size}, {"mode", "memcpy"},
-                      {"gib_per_s", limit.gib_per_s}, {"us_per_batch", limit.us_per_batch}});
+      const auto us = co_await bench::interleaved(seconds, modes.size(), bench::reps_for(one), step);
+      // Metadata round trips per batch, counted apart from the timed rounds
+      // (reading the counters costs time of its own).
+      std::array<double, 4> rts{};
+      for (std::size_t mode = 1; mode < modes.size(); ++mode) {
+        const auto before = kv.counters().metadata_round_trips;
+        for (std::uint64_t n = 0; n < 16; ++n) co_await step(mode, n);
+        rts[mode] = static_cast<double>(kv.counters().metadata_round_trips - before) / 16;
+      }
 
+      for (std::size_t mode = 0; mode < modes.size(); ++mode) {
+        const bench::versus v = bench::compare(us[mode], us[0]);
+        const double gib = static_cast<double>(bytes_per_batch) / (v.median_us * 1e-6) / static_cast<double>(1u << 30);
+        nlohmann::json row{{"batch", batch},        {"value_bytes", value_size}, {"mode", modes[mode]},
+                           {"gib_per_s", gib},      {"us_per_batch", v.median_us}, {"rounds", v.rounds}};
+        if (mode == 0) {
+          fmt::print("{:>6} {:>7}K {:>13} {:>10.2f} {:>10.1f} {:>9} {:>11} {:>15}\n", batch, value_size >> 10, modes[mode],
+                     gib, v.median_us, "", "", "");
+        } else {
+          fmt::print("{:>6} {:>7}K {:>13} {:>10.2f} {:>10.1f} {:>9.2f} {:>10.0f}% {:>15}\n", batch, value_size >> 10,
+                     modes[mode], gib, v.median_us, rts[mode], 100 * v.ratio,
+                     fmt::format("({:.0f}% - {:.0f}%)", 100 * v.ratio_p10, 100 * v.ratio_p90));
+          row["metadata_round_trips_per_batch"] = rts[mode];
+          row["ratio_to_memcpy"] = v.ratio;
+          row["ratio_to_memcpy_p10"] = v.ratio_p10;
+          row["ratio_to_memcpy_p90"] = v.ratio_p90;
+        }
+        rows.push_back(std::move(row));
+      }
       // The keys stay: their leases hold their memory (the lease contract),
       // so the segment is sized for every configuration at once.
     }

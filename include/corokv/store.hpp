@@ -55,10 +55,12 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -202,9 +204,7 @@ class basic_store {
   template <asio::completion_token_for<signature<std::vector<get_result>>> Token = asio::deferred_t>
   auto batch_get(key_span keys, std::span<const asio::mutable_buffer> buffers, get_options opts,
                  Token&& token = {}) {
-    return launch<std::vector<get_result>>(std::forward<Token>(token), [=, this](detail::cancellation_check cancelled) {
-      return get_coro(keys, {}, false, buffers, opts, cancelled);
-    });
+    return launch_read<false>(std::forward<Token>(token), keys, {}, false, buffers, opts);
   }
 
   // The second step of the two-step read: no metadata round trip for keys
@@ -219,9 +219,7 @@ class basic_store {
   template <asio::completion_token_for<signature<std::vector<get_result>>> Token = asio::deferred_t>
   auto batch_get(key_span keys, std::span<const query_result> query_results,
                  std::span<const asio::mutable_buffer> buffers, get_options opts, Token&& token = {}) {
-    return launch<std::vector<get_result>>(std::forward<Token>(token), [=, this](detail::cancellation_check cancelled) {
-      return get_coro(keys, query_results, true, buffers, opts, cancelled);
-    });
+    return launch_read<false>(std::forward<Token>(token), keys, query_results, true, buffers, opts);
   }
 
   // The same two reads into memory the store owns: per key a handle owning
@@ -236,9 +234,7 @@ class basic_store {
   }
   template <asio::completion_token_for<signature<std::vector<get_buffer_result>>> Token = asio::deferred_t>
   auto batch_get(key_span keys, get_options opts, Token&& token = {}) {
-    return launch<std::vector<get_buffer_result>>(
-        std::forward<Token>(token),
-        [=, this](detail::cancellation_check cancelled) { return get_owned_coro(keys, {}, false, opts, cancelled); });
+    return launch_read<true>(std::forward<Token>(token), keys, {}, false, {}, opts);
   }
   template <asio::completion_token_for<signature<std::vector<get_buffer_result>>> Token = asio::deferred_t>
   auto batch_get(key_span keys, std::span<const query_result> query_results, Token&& token = {}) {
@@ -246,10 +242,7 @@ class basic_store {
   }
   template <asio::completion_token_for<signature<std::vector<get_buffer_result>>> Token = asio::deferred_t>
   auto batch_get(key_span keys, std::span<const query_result> query_results, get_options opts, Token&& token = {}) {
-    return launch<std::vector<get_buffer_result>>(
-        std::forward<Token>(token), [=, this](detail::cancellation_check cancelled) {
-          return get_owned_coro(keys, query_results, true, opts, cancelled);
-        });
+    return launch_read<true>(std::forward<Token>(token), keys, query_results, true, {}, opts);
   }
 
   // Hides each key at once; memory is freed when no lease holds it.
@@ -415,7 +408,12 @@ class basic_store {
       if (next == step::write) {
         {
           data_timer timing{counters_};
-          ec = co_await transport_.write(plan.writes(), plan.write_status());
+          std::optional<std::error_code> now;
+          if constexpr (synchronous_transport<Transport>) now = transport_.try_write_now(plan.writes(), plan.write_status());
+          if (now)
+            ec = *now;
+          else
+            ec = co_await transport_.write(plan.writes(), plan.write_status());
         }
         plan.on_written(ec);
         continue;
@@ -453,12 +451,131 @@ class basic_store {
     co_return finish(detail::succeeded(plan.take_results()));
   }
 
-  // Does what read_plan asks until it is done; the plan holds the outcome.
-  asio::awaitable<void> run_read(detail::read_plan& plan, detail::cancellation_check cancelled) {
+  // Step 1 of every read: where the bytes go, and the metadata each key is
+  // read with, from the caller's results or from the cache.
+  template <class Destination>
+  void plan_metadata(detail::read_plan& plan, key_span keys, std::span<const query_result> given, bool use_given,
+                     get_options opts, Destination&& into) {
+    const time_point started = options_.clock();
+    plan.start(keys, started, opts);
+    plan.read_into(std::forward<Destination>(into));
+    if (use_given) {
+      plan.use_results(given);
+      return;
+    }
+    cache_.locked([&](metadata_cache::view& cache) {
+      plan.use_cache([&](std::string_view key, std::uint64_t hash) { return cache.find(key, hash, started); });
+    });
+  }
+
+  void count_read(const detail::read_plan::tally& t) {
+    detail::counter_set::add(counters_.bytes_read, t.bytes);
+    detail::counter_set::add(counters_.keys_from_caller, t.from_caller);
+    detail::counter_set::add(counters_.keys_from_cache, t.from_cache);
+    detail::counter_set::add(counters_.keys_requeried, t.from_requery);
+    detail::counter_set::add(counters_.keys_revalidated, t.revalidated);
+    detail::counter_set::add(counters_.lease_expiries, t.expired);
+  }
+
+  // Every form of batch_get: does what read_plan asks until it is done.
+  // Into the caller's buffers (Owned = false: vector<get_result>), or into
+  // handles from the pool (Owned = true: vector<get_buffer_result>).
+  template <bool Owned>
+  using read_results = std::conditional_t<Owned, std::vector<get_buffer_result>, std::vector<get_result>>;
+
+  // A read under way: its plan, and the step it waits to take.
+  struct read_job {
+    std::optional<typename detail::scratch_pool<detail::read_plan>::lease> plan;
+    detail::read_plan::step pending = detail::read_plan::step::done;
+  };
+
+  // A read is first attempted in the initiating call: with every key's
+  // metadata at hand and a transport that moves bytes without waiting (an
+  // embedded store, a same-host peer's mapped memory), it is done there and
+  // its handler posted. Otherwise its coroutine carries on from where the
+  // attempt stopped.
+  template <bool Owned, class Token>
+  auto launch_read(Token&& token, key_span keys, std::span<const query_result> given, bool use_given,
+                   std::span<const asio::mutable_buffer> buffers, get_options opts) {
+    return detail::launch_attempt<read_results<Owned>>(
+        executor_, std::forward<Token>(token),
+        [=, this] { return attempt_read<Owned>(keys, given, use_given, buffers, opts); },
+        [=, this](detail::cancellation_check cancelled, read_job job) {
+          return read_coro<Owned>(keys, given, use_given, buffers, opts, cancelled, std::move(job));
+        });
+  }
+
+  template <bool Owned>
+  bool read_arguments_valid(key_span keys, std::span<const query_result> given, bool use_given,
+                            std::span<const asio::mutable_buffer> buffers) const {
+    return !((!Owned && buffers.size() != keys.size()) || (use_given && given.size() != keys.size()));
+  }
+
+  // Takes a plan and plans the batch's metadata and destinations.
+  template <bool Owned>
+  read_job start_read(key_span keys, std::span<const query_result> given, bool use_given,
+                      std::span<const asio::mutable_buffer> buffers, get_options opts) {
+    read_job job;
+    job.plan.emplace(read_plans_.take());
+    if constexpr (Owned)
+      plan_metadata(**job.plan, keys, given, use_given, opts, pool_);
+    else
+      plan_metadata(**job.plan, keys, given, use_given, opts, buffers);
+    return job;
+  }
+
+  // Takes every step that needs no waiting; returns the first that does
+  // (or done).
+  detail::read_plan::step advance(detail::read_plan& plan, bool cancelled) {
     using step = detail::read_plan::step;
     auto now = [this] { return options_.clock(); };
     for (;;) {
-      switch (plan.next(now, cancelled())) {
+      const step next = plan.next(now, cancelled);
+      if constexpr (synchronous_transport<Transport>) {
+        if (next == step::transfer) {
+          data_timer timing{counters_};
+          if (auto ec = transport_.try_read_now(plan.transfers(), plan.transfer_status())) {
+            plan.on_transfer(*ec);
+            continue;
+          }
+        }
+      }
+      return next;
+    }
+  }
+
+  template <bool Owned>
+  std::pair<std::optional<detail::op_result<read_results<Owned>>>, read_job> attempt_read(
+      key_span keys, std::span<const query_result> given, bool use_given, std::span<const asio::mutable_buffer> buffers,
+      get_options opts) {
+    using results = read_results<Owned>;
+    if (!read_arguments_valid<Owned>(keys, given, use_given, buffers))
+      return {finish(detail::failed<results>(errc::invalid_argument)), read_job{}};
+    read_job job = start_read<Owned>(keys, given, use_given, buffers, opts);
+    job.pending = advance(**job.plan, false);
+    if (job.pending == detail::read_plan::step::done) return {finish_read<Owned>(**job.plan), read_job{}};
+    return {std::nullopt, std::move(job)};
+  }
+
+  template <bool Owned>
+  coro<read_results<Owned>> read_coro(key_span keys, std::span<const query_result> given, bool use_given,
+                                      std::span<const asio::mutable_buffer> buffers, get_options opts,
+                                      detail::cancellation_check cancelled, read_job job) {
+    using results = read_results<Owned>;
+    using step = detail::read_plan::step;
+    // Cancellation is handled by the plan, step by step, not by exceptions.
+    // Once a transfer has started, the operation completes only after it
+    // returned: nothing may write into the caller's buffers after completion.
+    co_await asio::this_coro::throw_if_cancelled(false);
+    if (!job.plan) {  // nothing was attempted
+      if (!read_arguments_valid<Owned>(keys, given, use_given, buffers))
+        co_return finish(detail::failed<results>(errc::invalid_argument));
+      job = start_read<Owned>(keys, given, use_given, buffers, opts);
+      job.pending = advance(**job.plan, cancelled());
+    }
+    detail::read_plan& plan = **job.plan;
+    for (step next = job.pending; next != step::done; next = advance(plan, cancelled())) {
+      switch (next) {
         case step::query:
           plan.on_query(co_await query_metadata(plan.query_keys(), plan.query_results()));
           break;
@@ -481,76 +598,33 @@ class basic_store {
           invalidate(plan.expired_keys());
           break;
         }
-        case step::done: {
-          const auto& t = plan.counts();
-          detail::counter_set::add(counters_.bytes_read, t.bytes);
-          detail::counter_set::add(counters_.keys_from_caller, t.from_caller);
-          detail::counter_set::add(counters_.keys_from_cache, t.from_cache);
-          detail::counter_set::add(counters_.keys_requeried, t.from_requery);
-          detail::counter_set::add(counters_.keys_revalidated, t.revalidated);
-          detail::counter_set::add(counters_.lease_expiries, t.expired);
-          co_return;
-        }
+        case step::done:
+          break;
       }
     }
+    co_return finish_read<Owned>(plan);
   }
 
-  // Step 1 of every read: the metadata each key is read with, from the
-  // caller's results or from the cache.
-  void plan_metadata(detail::read_plan& plan, key_span keys, std::span<const query_result> given, bool use_given,
-                     get_options opts) {
-    const time_point started = options_.clock();
-    plan.start(keys, started, opts);
-    if (use_given) {
-      plan.use_results(given);
-      return;
+  // The operation's outcome from a finished plan.
+  template <bool Owned>
+  detail::op_result<read_results<Owned>> finish_read(detail::read_plan& plan) {
+    using results = read_results<Owned>;
+    count_read(plan.counts());
+    if (plan.error()) return finish(detail::failed<results>(plan.error()));
+    if constexpr (!Owned) {
+      return finish(detail::succeeded(plan.take_results()));
+    } else {
+      std::vector<get_result> read = plan.take_results();
+      std::vector<buffer_handle> handles = plan.take_handles();
+      results out(read.size());
+      for (std::size_t i = 0; i < read.size(); ++i) {
+        out[i].status = read[i].status;
+        out[i].version = read[i].version;
+        out[i].source = read[i].source;
+        if (read[i].ok() && i < handles.size()) out[i].buffer = std::move(handles[i]);
+      }
+      return finish(detail::succeeded(std::move(out)));
     }
-    cache_.locked([&](metadata_cache::view& cache) {
-      plan.use_cache([&](std::string_view key, std::uint64_t hash) { return cache.find(key, hash, started); });
-    });
-  }
-
-  coro<std::vector<get_result>> get_coro(key_span keys, std::span<const query_result> given, bool use_given,
-                                         std::span<const asio::mutable_buffer> buffers, get_options opts,
-                                         detail::cancellation_check cancelled) {
-    using result = detail::op_result<std::vector<get_result>>;
-    // Cancellation is handled by the plan, step by step, not by exceptions.
-    // Once a transfer has started, the operation completes only after it
-    // returned: nothing may write into the caller's buffers after completion.
-    co_await asio::this_coro::throw_if_cancelled(false);
-    if (buffers.size() != keys.size() || (use_given && given.size() != keys.size()))
-      co_return finish(detail::failed<typename result::second_type>(errc::invalid_argument));
-    auto lease = read_plans_.take();
-    detail::read_plan& plan = *lease;
-    plan_metadata(plan, keys, given, use_given, opts);
-    plan.read_into(buffers);
-    co_await run_read(plan, cancelled);
-    if (plan.error()) co_return finish(detail::failed<typename result::second_type>(plan.error()));
-    co_return finish(detail::succeeded(plan.take_results()));
-  }
-
-  coro<std::vector<get_buffer_result>> get_owned_coro(key_span keys, std::span<const query_result> given,
-                                                      bool use_given, get_options opts,
-                                                      detail::cancellation_check cancelled) {
-    co_await asio::this_coro::throw_if_cancelled(false);
-    if (use_given && given.size() != keys.size())
-      co_return finish(detail::failed<std::vector<get_buffer_result>>(errc::invalid_argument));
-    auto lease = read_plans_.take();
-    detail::read_plan& plan = *lease;
-    plan_metadata(plan, keys, given, use_given, opts);
-    plan.read_into(pool_);
-    co_await run_read(plan, cancelled);
-    if (plan.error()) co_return finish(detail::failed<std::vector<get_buffer_result>>(plan.error()));
-    std::vector<get_result> read = plan.take_results();
-    std::vector<buffer_handle> handles = plan.take_handles();
-    std::vector<get_buffer_result> out(read.size());
-    for (std::size_t i = 0; i < read.size(); ++i) {
-      out[i].status = read[i].status;
-      out[i].version = read[i].version;
-      out[i].source = read[i].source;
-      if (read[i].ok() && i < handles.size()) out[i].buffer = std::move(handles[i]);
-    }
-    co_return finish(detail::succeeded(std::move(out)));
   }
 
   executor_type executor_;

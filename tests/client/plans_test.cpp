@@ -60,8 +60,8 @@ TEST_CASE("read plan: valid caller results are read with no metadata step, into 
   reader r({"a", "b"});
   std::vector<query_result> given{leased(100, 1, t0 + 5s), leased(200, 2, t0 + 5s)};
   r.plan.start(r.keys, t0, {});
-  r.plan.use_results(given);
   r.plan.read_into(r.buffers);
+  r.plan.use_results(given);
   REQUIRE(r.next() == read_plan::step::transfer);
   auto reads = r.plan.transfers();
   REQUIRE(reads.size() == 2);
@@ -86,8 +86,8 @@ TEST_CASE("read plan: missing and expired results are re-queried together, stric
   {
     reader r({"ok", "expired", "missing"});
     r.plan.start(r.keys, t0, {});
-    r.plan.use_results(given);
     r.plan.read_into(r.buffers);
+    r.plan.use_results(given);
     REQUIRE(r.next() == read_plan::step::query);
     auto keys = r.plan.query_keys();
     REQUIRE(keys.size() == 2);
@@ -109,8 +109,8 @@ TEST_CASE("read plan: missing and expired results are re-queried together, stric
   {
     reader r({"ok", "expired", "missing"});
     r.plan.start(r.keys, t0, get_options{.strict = true});
-    r.plan.use_results(given);
     r.plan.read_into(r.buffers);
+    r.plan.use_results(given);
     REQUIRE(r.next() == read_plan::step::transfer);  // no query step at all
     r.transfer({errc::success});
     REQUIRE(r.next() == read_plan::step::done);
@@ -127,8 +127,8 @@ TEST_CASE("read plan: bad input fails its own key before any step") {
   given[3] = leased(60, 1, t0 + 5s);  // larger than its 50-byte buffer
   given[4].size = 30;                  // its replicas say 40
   r.plan.start(r.keys, t0, {});
-  r.plan.use_results(given);
   r.plan.read_into(r.buffers);
+  r.plan.use_results(given);
   REQUIRE(r.next() == read_plan::step::transfer);
   CHECK(r.plan.transfers().size() == 1);  // only the first "dup"
   r.transfer({errc::success});
@@ -145,8 +145,8 @@ TEST_CASE("read plan: a failed replica is retried on the next one, and with none
   reader r({"two", "one"});
   std::vector<query_result> given{leased(10, 1, t0 + 5s, 2), leased(10, 2, t0 + 5s, 1)};
   r.plan.start(r.keys, t0, {});
-  r.plan.use_results(given);
   r.plan.read_into(r.buffers);
+  r.plan.use_results(given);
   REQUIRE(r.next() == read_plan::step::transfer);
   r.transfer({errc::transfer_failed, errc::segment_not_found});
   REQUIRE(r.next() == read_plan::step::transfer);
@@ -163,8 +163,8 @@ TEST_CASE("read plan: reads that finish after their lease are re-validated, and 
   reader r({"same", "changed", "early"});
   std::vector<query_result> given{leased(10, 1, t0 + 1s), leased(10, 2, t0 + 1s), leased(10, 3, t0 + 9s)};
   r.plan.start(r.keys, t0, {});
-  r.plan.use_results(given);
   r.plan.read_into(r.buffers);
+  r.plan.use_results(given);
   REQUIRE(r.next() == read_plan::step::transfer);
   r.transfer({errc::success, errc::success, errc::success});
   r.now = t0 + 1s;  // the first two leases ended while reading
@@ -191,8 +191,8 @@ TEST_CASE("read plan: whole-call failures: per key when other keys still read, w
   {
     reader r({"held", "needs-master"});
     r.plan.start(r.keys, t0, {});
-    r.plan.use_results(given);
     r.plan.read_into(r.buffers);
+    r.plan.use_results(given);
     REQUIRE(r.next() == read_plan::step::query);
     r.plan.on_query(errc::rpc_failed);
     REQUIRE(r.next() == read_plan::step::transfer);
@@ -205,8 +205,8 @@ TEST_CASE("read plan: whole-call failures: per key when other keys still read, w
   {
     reader r({"needs-master"});
     r.plan.start(r.keys, t0, {});
-    r.plan.use_results(std::vector<query_result>{query_result{}});
     r.plan.read_into(r.buffers);
+    r.plan.use_results(std::vector<query_result>{query_result{}});
     REQUIRE(r.next() == read_plan::step::query);
     r.plan.on_query(errc::timeout);
     CHECK(r.next() == read_plan::step::done);
@@ -215,8 +215,8 @@ TEST_CASE("read plan: whole-call failures: per key when other keys still read, w
   {
     reader r({"held", "needs-master"});
     r.plan.start(r.keys, t0, {});
-    r.plan.use_results(given);
     r.plan.read_into(r.buffers);
+    r.plan.use_results(given);
     REQUIRE(r.next() == read_plan::step::query);
     r.plan.on_query(std::make_error_code(std::errc::not_enough_memory));  // not a corokv outcome
     CHECK(r.next() == read_plan::step::done);
@@ -226,8 +226,8 @@ TEST_CASE("read plan: whole-call failures: per key when other keys still read, w
     reader r({"held"});
     const std::vector<query_result> held{leased(10, 1, t0 + 5s)};  // outlives the plan's use of it
     r.plan.start(r.keys, t0, {});
-    r.plan.use_results(held);
     r.plan.read_into(r.buffers);
+    r.plan.use_results(held);
     REQUIRE(r.next() == read_plan::step::transfer);
     r.plan.on_transfer(errc::cancelled);
     CHECK(r.next() == read_plan::step::done);
@@ -239,14 +239,14 @@ TEST_CASE("read plan: cancellation is honoured before a pass, never in the middl
   reader r({"two"});
   std::vector<query_result> given{leased(10, 1, t0 + 5s, 2)};
   r.plan.start(r.keys, t0, {});
-  r.plan.use_results(given);
   r.plan.read_into(r.buffers);
+  r.plan.use_results(given);
   CHECK(r.next(true) == read_plan::step::done);  // before the first pass: nothing read
   CHECK(r.plan.error() == errc::cancelled);
 
   r.plan.start(r.keys, t0, {});
-  r.plan.use_results(given);
   r.plan.read_into(r.buffers);
+  r.plan.use_results(given);
   REQUIRE(r.next() == read_plan::step::transfer);
   r.transfer({errc::transfer_failed});
   CHECK(r.next(true) == read_plan::step::done);  // the second pass does not start
@@ -258,13 +258,13 @@ TEST_CASE("read plan: the cache is asked with each admitted key and its hash, an
   query_result cached = leased(10, 5, t0 + 5s);
   std::vector<std::string> asked;
   r.plan.start(r.keys, t0, {});
+  r.plan.read_into(r.buffers);
   r.plan.use_cache([&](std::string_view key, std::uint64_t hash) -> const query_result* {
     asked.emplace_back(key);
     CHECK(hash == detail::hash_key(key));
     return key == "hit" ? &cached : nullptr;
   });
   cached.version = 99;  // the plan holds its own copy
-  r.plan.read_into(r.buffers);
   CHECK(asked == std::vector<std::string>{"hit", "miss"});
   REQUIRE(r.next() == read_plan::step::query);
   CHECK(r.plan.query_keys().size() == 1);
@@ -285,8 +285,8 @@ TEST_CASE("read plan: into the pool, each key gets a handle of its object's size
   reader r({"small", "huge", "failing"});
   std::vector<query_result> given{leased(1000, 1, t0 + 5s), leased(1 << 20, 2, t0 + 5s), leased(500, 3, t0 + 5s)};
   r.plan.start(r.keys, t0, {});
-  r.plan.use_results(given);
   r.plan.read_into(pool);
+  r.plan.use_results(given);
   REQUIRE(r.next() == read_plan::step::transfer);
   REQUIRE(r.plan.transfers().size() == 2);
   CHECK(r.plan.transfers()[0].destination.size() == 1000);

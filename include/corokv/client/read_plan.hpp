@@ -7,8 +7,9 @@
 // finally answers. The store's coroutine asks next() what to do, does it
 // (the awaits live there), and hands the outcome back:
 //
-//   plan.start(keys, now, options);  plan.use_results(given) or plan.use_cache(find);
+//   plan.start(keys, now, options);
 //   plan.read_into(buffers) or plan.read_into(pool);
+//   plan.use_results(given) or plan.use_cache(find);
 //   for (;;) switch (plan.next(clock, cancelled())) {
 //     case step::query:     plan.on_query(co_await query(plan.query_keys(), plan.query_results()));
 //     case step::transfer:  plan.on_transfer(co_await transport.read(plan.transfers(), plan.transfer_status()));
@@ -16,11 +17,14 @@
 //     case step::done:      return plan.error() or plan.take_results();
 //   }
 //
-// Tested step by step without an io_context (tests/client/read_plan_test).
+// The usual batch (every key leased, into the caller's buffers) is touched
+// in two passes over its keys: one admits each key, checks its result and
+// buffer and builds its read; one after the transfer settles each read.
+// Tested step by step without an io_context (tests/client/plans_test).
 // A plan is reused across batches: its vectors keep their capacity.
 
 #include <corokv/client/options.hpp>
-#include <corokv/detail/batch_plan.hpp>
+#include <corokv/detail/key_admission.hpp>
 #include <corokv/error.hpp>
 #include <corokv/memory/buffer_pool.hpp>
 #include <corokv/memory/transfer.hpp>
@@ -29,6 +33,7 @@
 #include <boost/asio/buffer.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -56,9 +61,8 @@ class read_plan {
   };
 
   // ------------------------------------------------------------ setup
-  // A new batch, started at `now`: each key's admission (invalid_key,
-  // duplicate_key). Then one of use_results / use_cache, and one of the
-  // read_into forms.
+  // A new batch, started at `now`. Then one of the read_into forms, then
+  // one of use_results / use_cache.
   void start(key_span keys, time_point now, get_options options) {
     keys_ = keys;
     started_ = now;
@@ -67,31 +71,63 @@ class read_plan {
     error_ = {};
     queried_ = false;
     tally_ = {};
+    by_source_ = {};
+    pass_ = 0;
     const std::size_t n = keys.size();
-    admission_.build(keys, 1);
     results_.assign(n, get_result{});
-    meta_.assign(n, nullptr);
+    meta_.resize(n);
     copies_.resize(n);
-    next_replica_.assign(n, 0);
     requery_.clear();
+    pending_.clear();
+    // A pass reads at most one replica per key: room for all, filled by
+    // index (no growth checks on the way).
+    if (reads_.size() < n) {
+      reads_.resize(n);
+      read_owner_.resize(n);
+      read_status_.resize(n);
+    }
+    read_count_ = 0;
+    late_.clear();
+    late_keys_.clear();
+    late_versions_.clear();
     expired_.clear();
     buffers_ = {};
     pool_ = nullptr;
     handles_.clear();
   }
 
+  // Where the bytes go: buffers[i] for key i (buffer_too_small, nothing
+  // written, if it is smaller than the object) ...
+  void read_into(std::span<const boost::asio::mutable_buffer> buffers) { buffers_ = buffers; }
+  // ... or a handle from the store's pool per key, allocated once the sizes
+  // are known (pool_exhausted for a key that does not fit).
+  void read_into(buffer_pool& pool) {
+    pool_ = &pool;
+    sizes_.assign(keys_.size(), 0);
+    handles_.resize(keys_.size());
+  }
+
   // The caller's query results: used while their lease holds; missing,
   // failed or expired ones are re-queried, or reported in strict mode.
   void use_results(std::span<const query_result> given) {
+    admission_.reset(keys_, false);  // no cache lookup: the cheaper hash finds repeats
     for (std::uint32_t i = 0; i < keys_.size(); ++i) {
-      if ((results_[i].status = admission_.admission(i)) != errc::success) continue;
+      get_result& r = results_[i];
+      if ((r.status = admission_.admit(i)) != errc::success) continue;
       const query_result& q = given[i];
-      if (q.ok() && !describes_object(q))
-        results_[i].status = errc::size_mismatch;
-      else if (q.ok() && q.lease_deadline > started_)
-        accept(i, &q, key_source::caller);
-      else if (options_.strict)
-        results_[i].status = q.ok() ? errc::lease_expired : q.status;
+      if (q.ok() && !describes_object(q)) {
+        r.status = errc::size_mismatch;
+      } else if (q.ok() && q.lease_deadline > started_) {
+        if (pool_ || buffers_[i].size() < q.size) {
+          accept(i, &q, key_source::caller);
+          continue;
+        }
+        // The usual key, planned here: read replica 0 into its buffer.
+        meta_[i] = &q;
+        r.source = key_source::caller;
+        plan_read(i, q.replicas[0], boost::asio::mutable_buffer(buffers_[i].data(), static_cast<std::size_t>(q.size)));
+      } else if (options_.strict)
+        r.status = q.ok() ? errc::lease_expired : q.status;
       else
         requery_.push_back(i);
     }
@@ -102,8 +138,9 @@ class read_plan {
   // are copied, since entries may go once the lock is released.
   template <class Find>
   void use_cache(Find&& find) {
+    admission_.reset(keys_, true);  // the cache wants each key's hash
     for (std::uint32_t i = 0; i < keys_.size(); ++i) {
-      if ((results_[i].status = admission_.admission(i)) != errc::success) continue;
+      if ((results_[i].status = admission_.admit(i)) != errc::success) continue;
       if (const query_result* q = find(keys_[i], admission_.hash(i))) {
         copies_[i] = *q;
         accept(i, &copies_[i], key_source::cache);
@@ -112,13 +149,6 @@ class read_plan {
       }
     }
   }
-
-  // Where the bytes go: buffers[i] for key i (buffer_too_small, nothing
-  // written, if it is smaller than the object) ...
-  void read_into(std::span<const boost::asio::mutable_buffer> buffers) { buffers_ = buffers; }
-  // ... or a handle from the store's pool per key, allocated once the sizes
-  // are known (pool_exhausted for a key that does not fit).
-  void read_into(buffer_pool& pool) { pool_ = &pool; }
 
   // ------------------------------------------------------------ stepping
   // `now()` reads the clock; it is called only when the plan needs the time
@@ -134,17 +164,16 @@ class read_plan {
           query_results_.assign(requery_.size(), query_result{});
           return step::query;
         }
-        prepare_transfers();
-        phase_ = phase::transfers;
-        [[fallthrough]];
-      case phase::transfers:
+        if (pool_) allocate_from_pool();
         if (cancelled) return finish(errc::cancelled);
-        if (build_pass()) return step::transfer;
-        if (find_late(now())) {
-          phase_ = phase::validating;
-          return step::validate;
-        }
-        return finish({});
+        phase_ = phase::transfers;
+        return start_pass();
+      case phase::transfers:
+        // A pass just ended.
+        settle_pass(now());
+        if (cancelled) return finish(errc::cancelled);
+        next_pass();
+        return start_pass();
       case phase::validating:
         return finish({});
       case phase::finished:
@@ -179,21 +208,12 @@ class read_plan {
   }
 
   // A transfer pass: one request per key still to read, on its next replica.
-  std::span<const read_request> transfers() const noexcept { return reads_; }
-  std::span<errc> transfer_status() noexcept { return read_status_; }
+  std::span<const read_request> transfers() const noexcept { return {reads_.data(), read_count_}; }
+  std::span<errc> transfer_status() noexcept { return {read_status_.data(), read_count_}; }
   // A whole-call failure ends the operation with it; a key that failed
   // tries its next replica in the next pass.
   void on_transfer(std::error_code ec) {
-    if (ec) {
-      fail(ec);
-      return;
-    }
-    pending_.clear();
-    for (std::size_t k = 0; k < reads_.size(); ++k) {
-      const std::uint32_t i = read_owner_[k];
-      results_[i].status = read_status_[k];
-      if (read_status_[k] != errc::success) pending_.push_back(i);
-    }
+    if (ec) fail(ec);
   }
 
   // Keys read after their lease, with the versions they were read at.
@@ -211,8 +231,11 @@ class read_plan {
     if (ec) std::fill(late_status_.begin(), late_status_.end(), as_per_key_status(ec));
     tally_.revalidated += late_.size();
     for (std::size_t k = 0; k < late_.size(); ++k) {
-      if (late_status_[k] == errc::success) continue;
       get_result& r = results_[late_[k]];
+      if (late_status_[k] == errc::success) {
+        count_good(r);
+        continue;
+      }
       r = get_result{ec ? late_status_[k] : errc::lease_expired, 0, no_version, r.source};
       expired_.push_back(late_keys_[k]);
       ++tally_.expired;
@@ -228,14 +251,109 @@ class read_plan {
   std::vector<buffer_handle> take_handles() { return std::move(handles_); }
   // Keys whose cached metadata turned out stale.
   std::span<const std::string_view> expired_keys() const noexcept { return expired_; }
-  const tally& counts() const noexcept { return tally_; }
+  const tally& counts() noexcept {
+    tally_.from_caller = by_source_[static_cast<std::size_t>(key_source::caller)];
+    tally_.from_cache = by_source_[static_cast<std::size_t>(key_source::cache)];
+    tally_.from_requery = by_source_[static_cast<std::size_t>(key_source::requery)];
+    return tally_;
+  }
 
  private:
   enum class phase { metadata, transfers, validating, finished };
 
+  // Key i will be read with q: into the caller's buffer (its first read is
+  // planned now), or into the pool (sized now, allocated once every key is
+  // known).
   void accept(std::uint32_t i, const query_result* q, key_source source) {
     meta_[i] = q;
-    results_[i].source = source;
+    get_result& r = results_[i];
+    r.source = source;
+    if (pool_) {
+      sizes_[i] = q->size;
+      return;
+    }
+    if (buffers_[i].size() < q->size) {
+      r.status = errc::buffer_too_small;
+      return;
+    }
+    plan_read(i, q->replicas[0], boost::asio::mutable_buffer(buffers_[i].data(), static_cast<std::size_t>(q->size)));
+  }
+
+  void plan_read(std::uint32_t i, const replica_descriptor& replica, boost::asio::mutable_buffer into) {
+    reads_[read_count_] = {replica, into};
+    read_owner_[read_count_++] = i;
+  }
+
+  // One lock for the batch's handles; a key that does not fit fails.
+  void allocate_from_pool() {
+    pool_->allocate(sizes_, handles_);
+    for (std::uint32_t i = 0; i < keys_.size(); ++i) {
+      if (sizes_[i] == 0 || results_[i].status != errc::success) continue;
+      if (!handles_[i]) {
+        results_[i].status = errc::pool_exhausted;
+        continue;
+      }
+      plan_read(i, meta_[i]->replicas[0], handles_[i].buffer());
+    }
+  }
+
+  // The transfer step if there is anything to read, else what follows it.
+  step start_pass() {
+    if (read_count_ > 0) {
+      std::fill_n(read_status_.begin(), read_count_, errc::transfer_failed);
+      return step::transfer;
+    }
+    if (late_.empty()) return finish({});
+    late_status_.assign(late_.size(), errc::success);
+    phase_ = phase::validating;
+    return step::validate;
+  }
+
+  // What a pass read: each key that got its bytes has its size and
+  // version, and stands unless the read finished at or after its lease
+  // deadline (then it waits for re-validation); each that did not keeps the
+  // status and tries its next replica.
+  void settle_pass(time_point finished) {
+    pending_.clear();
+    for (std::size_t k = 0; k < read_count_; ++k) {
+      const std::uint32_t i = read_owner_[k];
+      get_result& r = results_[i];
+      r.status = read_status_[k];
+      if (r.status != errc::success) {
+        pending_.push_back(i);
+        continue;
+      }
+      const query_result& q = *meta_[i];
+      r.size = q.size;
+      r.version = q.version;
+      if (q.lease_deadline <= finished) {
+        late_.push_back(i);
+        late_keys_.push_back(keys_[i]);
+        late_versions_.push_back(q.version);
+      } else {
+        count_good(r);
+      }
+    }
+  }
+
+  // Every key whose last replica failed tries its next one (every key reads
+  // replica p in pass p); one with none left keeps its last status.
+  void next_pass() {
+    ++pass_;
+    read_count_ = 0;
+    for (std::uint32_t i : pending_) {
+      const replica_list& replicas = meta_[i]->replicas;
+      if (pass_ >= replicas.size()) continue;
+      const boost::asio::mutable_buffer into =
+          pool_ ? handles_[i].buffer()
+                : boost::asio::mutable_buffer(buffers_[i].data(), static_cast<std::size_t>(meta_[i]->size));
+      plan_read(i, replicas[pass_], into);
+    }
+  }
+
+  void count_good(const get_result& r) {
+    tally_.bytes += r.size;
+    ++by_source_[static_cast<std::size_t>(r.source)];
   }
 
   step fail(std::error_code ec) {
@@ -245,93 +363,15 @@ class read_plan {
     return step::done;
   }
 
+  // The end: every key's answer stands (a pool handle of a key that failed
+  // goes back at once).
   step finish(std::error_code ec) {
     if (ec) return fail(ec);
-    for (std::size_t i = 0; i < results_.size(); ++i) {
-      const get_result& r = results_[i];
-      if (!r.ok()) {
-        if (pool_ && i < handles_.size()) handles_[i].release();
-        continue;
-      }
-      tally_.bytes += r.size;
-      tally_.from_caller += r.source == key_source::caller;
-      tally_.from_cache += r.source == key_source::cache;
-      tally_.from_requery += r.source == key_source::requery;
-    }
+    if (pool_)
+      for (std::size_t i = 0; i < results_.size(); ++i)
+        if (!results_[i].ok()) handles_[i].release();
     phase_ = phase::finished;
     return step::done;
-  }
-
-  // Every key with metadata gets a destination and waits for its first
-  // pass; its status stays replicas_unavailable until a replica delivers.
-  void prepare_transfers() {
-    const std::size_t n = keys_.size();
-    destinations_.assign(n, boost::asio::mutable_buffer());
-    pending_.clear();
-    if (pool_) {
-      sizes_.assign(n, 0);
-      for (std::size_t i = 0; i < n; ++i)
-        if (meta_[i] && results_[i].source != key_source::none) sizes_[i] = meta_[i]->size;
-      handles_.resize(n);
-      pool_->allocate(sizes_, handles_);
-    }
-    for (std::uint32_t i = 0; i < n; ++i) {
-      if (results_[i].source == key_source::none || results_[i].status != errc::success) continue;
-      const std::uint64_t size = meta_[i]->size;
-      if (pool_) {
-        if (!handles_[i]) {
-          results_[i].status = errc::pool_exhausted;
-          continue;
-        }
-        destinations_[i] = handles_[i].buffer();
-      } else {
-        if (buffers_[i].size() < size) {
-          results_[i].status = errc::buffer_too_small;
-          continue;
-        }
-        destinations_[i] = boost::asio::mutable_buffer(buffers_[i].data(), static_cast<std::size_t>(size));
-      }
-      pending_.push_back(i);
-      results_[i].status = errc::replicas_unavailable;
-    }
-  }
-
-  // The next pass: each pending key on its next replica. False when no key
-  // has a replica left to try (they keep their last status).
-  bool build_pass() {
-    reads_.clear();
-    read_owner_.clear();
-    for (std::uint32_t i : pending_) {
-      const replica_list& replicas = meta_[i]->replicas;
-      std::uint8_t& next = next_replica_[i];
-      if (next >= replicas.size()) continue;
-      reads_.push_back({replicas[next++], destinations_[i]});
-      read_owner_.push_back(i);
-    }
-    pending_.clear();
-    read_status_.assign(reads_.size(), errc::transfer_failed);
-    return !reads_.empty();
-  }
-
-  // Sets each read key's size and version; collects those read at or after
-  // their lease deadline.
-  bool find_late(time_point finished) {
-    late_.clear();
-    late_keys_.clear();
-    late_versions_.clear();
-    for (std::uint32_t i = 0; i < results_.size(); ++i) {
-      get_result& r = results_[i];
-      if (r.status != errc::success || r.source == key_source::none) continue;
-      r.size = meta_[i]->size;
-      r.version = meta_[i]->version;
-      if (meta_[i]->lease_deadline <= finished) {
-        late_.push_back(i);
-        late_keys_.push_back(keys_[i]);
-        late_versions_.push_back(r.version);
-      }
-    }
-    late_status_.assign(late_.size(), errc::success);
-    return !late_.empty();
   }
 
   key_span keys_;
@@ -341,11 +381,12 @@ class read_plan {
   std::error_code error_;
   bool queried_ = false;
   tally tally_;
-  batch_plan admission_;
+  std::array<std::uint64_t, 4> by_source_{};  // keys that stood, by key_source
+  std::size_t pass_ = 0;  // every key reads replica pass_ in this pass
+  key_admission admission_;
   std::vector<get_result> results_;
   std::vector<const query_result*> meta_;  // the metadata each key is read with
   std::vector<query_result> copies_;       // cache hits, copied
-  std::vector<std::uint8_t> next_replica_;
   std::vector<std::uint32_t> requery_;
   std::vector<std::string_view> query_keys_;
   std::vector<query_result> query_results_;
@@ -353,10 +394,10 @@ class read_plan {
   buffer_pool* pool_ = nullptr;
   std::vector<std::uint64_t> sizes_;
   std::vector<buffer_handle> handles_;
-  std::vector<boost::asio::mutable_buffer> destinations_;
   std::vector<std::uint32_t> pending_;
-  std::vector<read_request> reads_;
+  std::vector<read_request> reads_;        // the pass's reads: the first read_count_
   std::vector<std::uint32_t> read_owner_;
+  std::size_t read_count_ = 0;
   std::vector<errc> read_status_;
   std::vector<std::uint32_t> late_;
   std::vector<std::string_view> late_keys_;

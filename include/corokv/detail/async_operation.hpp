@@ -17,6 +17,7 @@
 #include <corokv/error.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/append.hpp>
 #include <boost/asio/associated_allocator.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -25,6 +26,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
@@ -126,6 +128,12 @@ inline std::error_code error_from(std::exception_ptr failure) {
   }
 }
 
+// An std::error_code as the boost one handlers receive. Success needs no
+// conversion (converting a category costs a dynamic_cast).
+inline boost::system::error_code to_boost(const std::error_code& ec) {
+  return ec ? boost::system::error_code(ec) : boost::system::error_code();
+}
+
 // The handler co_spawn calls: unpacks the pair and forwards the handler's
 // executor and allocator, and the bridge's slot, so that co_spawn completes
 // where the caller asked and cancellation reaches the coroutine.
@@ -153,7 +161,7 @@ class completion_adapter {
     // endpoint) still completes the operation, as an error: a caller waiting
     // on it must never hang.
     if (failure) result = {error_from(failure), T{}};
-    std::move(handler_)(boost::system::error_code(result.first), std::move(result.second));
+    std::move(handler_)(to_boost(result.first), std::move(result.second));
   }
 
  private:
@@ -184,6 +192,42 @@ auto launch(const asio::any_io_executor& executor, Token&& token, MakeCoroutine 
                        completion_adapter<T, decltype(handler)>(std::move(handler), work_ex, bridge));
       },
       token, executor, std::move(make));
+}
+
+// As launch, for an operation that can often finish without waiting (an
+// embedded store's read of leased keys). attempt() does what it can at
+// once and returns {result, state}: with a result, the operation is over
+// and its handler is posted with it, through the handler's associated
+// executor, never invoked from within the initiating function (as Asio's
+// own operations complete when their work was done at once). Without one,
+// carry_on(cancellation_check, state) makes the coroutine that does the
+// rest, as launch would. A handler with a connected cancellation slot skips
+// the attempt (carry_on gets a default-constructed state: nothing done): a
+// cancellable operation always starts on its own strand.
+template <class T, class Token, class Attempt, class CarryOn>
+auto launch_attempt(const asio::any_io_executor& executor, Token&& token, Attempt attempt, CarryOn carry_on) {
+  return asio::async_initiate<Token, void(boost::system::error_code, T)>(
+      [](auto handler, const asio::any_io_executor& work_ex, Attempt try_now, CarryOn rest) {
+        using handler_type = decltype(handler);
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        if (slot.is_connected()) {
+          auto bridge = std::make_shared<cancellation_bridge>(asio::make_strand(work_ex));
+          slot.assign([bridge](asio::cancellation_type type) { bridge->request(type); });
+          using state_type = decltype(try_now().second);
+          asio::co_spawn(bridge->strand(), finishing<T>(rest(cancellation_check(bridge), state_type{}), bridge),
+                         completion_adapter<T, handler_type>(std::move(handler), work_ex, bridge));
+          return;
+        }
+        auto [done, state] = try_now();
+        if (done) {
+          auto ex = asio::get_associated_executor(handler, work_ex);
+          asio::post(ex, asio::append(std::move(handler), to_boost(done->first), std::move(done->second)));
+          return;
+        }
+        asio::co_spawn(work_ex, rest(cancellation_check(), std::move(state)),
+                       completion_adapter<T, handler_type>(std::move(handler), work_ex, nullptr));
+      },
+      token, executor, std::move(attempt), std::move(carry_on));
 }
 
 }  // namespace corokv::detail

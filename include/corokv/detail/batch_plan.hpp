@@ -33,6 +33,12 @@ class batch_plan {
   // (else invalid_key), and a key repeated within the batch fails at each
   // later occurrence with duplicate_key; its first occurrence proceeds.
   void build(key_span keys, std::size_t shards) {
+    admit(keys);
+    group_by_shard(shards);
+  }
+
+  // Admission alone (a client's batch needs no shard order).
+  void admit(key_span keys) {
     const std::size_t n = keys.size();
     hashes_.resize(n);
     admission_.assign(n, errc::success);
@@ -41,7 +47,6 @@ class batch_plan {
       hashes_[i] = admission_[i] == errc::success ? hash_key(keys[i]) : 0;
     }
     mark_duplicates(keys);
-    group_by_shard(shards);
   }
 
   errc admission(std::size_t i) const noexcept { return admission_[i]; }

@@ -31,7 +31,14 @@ class scratch_pool {
     lease(lease&& other) noexcept : pool_(other.pool_), item_(std::exchange(other.item_, nullptr)) {}
     lease(const lease&) = delete;
     lease& operator=(const lease&) = delete;
-    lease& operator=(lease&&) = delete;
+    lease& operator=(lease&& other) noexcept {
+      if (this != &other) {
+        if (item_) pool_->give_back(item_);
+        pool_ = other.pool_;
+        item_ = std::exchange(other.item_, nullptr);
+      }
+      return *this;
+    }
     ~lease() {
       if (item_) pool_->give_back(item_);
     }

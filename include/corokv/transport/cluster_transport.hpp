@@ -18,6 +18,9 @@
 
 #include <boost/asio/any_io_executor.hpp>
 
+#include <functional>
+#include <vector>
+
 #include <memory>
 #include <string>
 #include <utility>
@@ -39,6 +42,7 @@ struct cluster_transport_options {
 using cluster_transport = lane_router<memcpy_lane, tcp_lane>;
 
 static_assert(data_transport<cluster_transport>);
+static_assert(synchronous_transport<cluster_transport>);
 
 // `list_segments` is the metadata endpoint's segment list
 // (net::remote_metadata::segment_lister()).

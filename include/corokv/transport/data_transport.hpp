@@ -33,6 +33,7 @@
 
 #include <concepts>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <system_error>
 #include <utility>
@@ -53,6 +54,18 @@ concept data_transport =
       { t.read(reads, status) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
       { t.write(writes, status) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
       { ct.counters_by_lane() } -> std::same_as<std::vector<lane_counters>>;
+    };
+
+// A transport that can sometimes finish a batch before returning (all of
+// it in this process's memory): try_read_now / try_write_now either do the
+// whole batch, as read/write would, and return its outcome, or do nothing
+// and return nullopt, and the store awaits read/write instead.
+template <class T>
+concept synchronous_transport =
+    data_transport<T> && requires(T& t, std::span<const read_request> reads, std::span<const write_request> writes,
+                                  std::span<errc> status) {
+      { t.try_read_now(reads, status) } -> std::same_as<std::optional<std::error_code>>;
+      { t.try_write_now(writes, status) } -> std::same_as<std::optional<std::error_code>>;
     };
 
 }  // namespace corokv

@@ -81,6 +81,17 @@ concept lane = std::move_constructible<L> &&
                  { l.write(writes, status) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
                };
 
+// A lane that moves bytes without waiting (memcpy): read_now and write_now
+// do what read and write do, before returning. The router then completes a
+// batch that only such lanes carry without suspending: no coroutine frame,
+// no trip through the executor.
+template <class L>
+concept synchronous_lane = lane<L> && requires(L& l, std::span<const read_request> reads,
+                                               std::span<const write_request> writes, std::span<errc> status) {
+  { l.read_now(reads, status) } -> std::same_as<std::error_code>;
+  { l.write_now(writes, status) } -> std::same_as<std::error_code>;
+};
+
 // A lane that must prepare caller memory before moving bytes through it (an
 // RDMA lane registers it with its device). register_region is called once
 // per region the store registers (the buffer pool's included), may leave

@@ -166,6 +166,16 @@ class lane_router {
     return transfer<write_request>(requests, status);
   }
 
+  // The batch done before returning, if every request goes to one
+  // synchronous_lane that needs no registration (memory this process
+  // reaches); nullopt, with nothing done, otherwise.
+  std::optional<std::error_code> try_read_now(std::span<const read_request> requests, std::span<errc> status) {
+    return transfer_now<read_request>(requests, status);
+  }
+  std::optional<std::error_code> try_write_now(std::span<const write_request> requests, std::span<errc> status) {
+    return transfer_now<write_request>(requests, status);
+  }
+
   std::vector<lane_counters> counters_by_lane() const {
     std::vector<lane_counters> out;
     for_each_lane([&]<std::size_t I>(auto& l) {
@@ -339,10 +349,61 @@ class lane_router {
       return core_->write_scratch;
   }
 
+  // A router of one lane and no directory gives that lane every batch as it
+  // is: the lane answers segment_not_found for what it cannot reach, which
+  // is all classifying would tell.
+  static constexpr bool single_lane = lane_count == 1;
+  bool passes_through() const noexcept { return single_lane && !core_->options.list_segments; }
+
+  template <class Request>
+  static std::error_code lane_now(auto& l, std::span<const Request> requests, std::span<errc> status) {
+    if constexpr (std::is_same_v<Request, read_request>)
+      return l.read_now(requests, status);
+    else
+      return l.write_now(requests, status);
+  }
+
+  template <class Request>
+  std::optional<std::error_code> transfer_now(std::span<const Request> requests, std::span<errc> status) {
+    if (requests.empty()) return std::error_code{};
+    if (passes_through()) {
+      std::optional<std::error_code> out;
+      for_each_lane([&]<std::size_t I>(auto& l) {
+        if constexpr (synchronous_lane<std::remove_reference_t<decltype(l)>> &&
+                      !registering_lane<std::remove_reference_t<decltype(l)>>) {
+          out = lane_now<Request>(l, requests, status);
+          count<Request>(I, requests, status);
+        }
+      });
+      return out;
+    }
+    auto lease = scratch_for<Request>().take();
+    route_scratch<Request>& s = *lease;
+    if (classify(requests, s.lane_of) && core_->options.list_segments) return std::nullopt;  // refresh first
+    const std::uint8_t first = s.lane_of[0];
+    if (first == no_lane || !std::all_of(s.lane_of.begin(), s.lane_of.end(), [&](std::uint8_t j) { return j == first; }))
+      return std::nullopt;
+    std::optional<std::error_code> out;
+    for_each_lane([&]<std::size_t I>(auto& l) {
+      if constexpr (synchronous_lane<std::remove_reference_t<decltype(l)>> &&
+                    !registering_lane<std::remove_reference_t<decltype(l)>>) {
+        if (I != first) return;
+        out = lane_now<Request>(l, requests, status);
+        count<Request>(I, requests, status);
+      }
+    });
+    return out;
+  }
+
   template <class Request>
   boost::asio::awaitable<std::error_code> transfer(std::span<const Request> requests, std::span<errc> status) {
     namespace asio = boost::asio;
     if (requests.empty()) co_return std::error_code{};
+    if (passes_through()) {
+      const std::error_code ec = co_await call_lane<Request>(0, requests, status);
+      count<Request>(0, requests, status);
+      co_return ec;
+    }
     auto lease = scratch_for<Request>().take();
     route_scratch<Request>& s = *lease;
     if (classify(requests, s.lane_of) && core_->options.list_segments) {

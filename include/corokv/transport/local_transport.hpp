@@ -12,5 +12,6 @@ namespace corokv {
 using local_transport = lane_router<memcpy_lane>;
 
 static_assert(data_transport<local_transport>);
+static_assert(synchronous_transport<local_transport>);
 
 }  // namespace corokv
