@@ -503,24 +503,45 @@ asio::awaitable<void> query_section(context& c) {
   }
 }
 
-// One row of a get table: the store's rate against the limit's.
-void get_row(context& c, const char* section, const dataset& d, const char* mode, std::uint64_t rounds,
-             double elapsed, double limit_gib, const char* limit_name, double target) {
-  const double gib = bench::gib_per_s(rounds * d.batch_bytes(), elapsed);
-  const double us = 1e6 * elapsed / static_cast<double>(rounds);
-  fmt::print("{:>6} {:>6} {:>13} {:>9.2f} {:>10.1f} {:>9.0f}%  {} {:.2f} GiB/s{}\n", d.batch, size_text(d.value_bytes),
-             mode, gib, us, 100 * gib / limit_gib, limit_name, limit_gib,
+// One row of a get table: a mode against the limit measured in the same
+// rounds (bench_support.hpp: interleaved and compare).
+void get_row(context& c, const char* section, const dataset& d, const char* mode, const bench::versus& v,
+             const char* limit_name, double target) {
+  const double gib = static_cast<double>(d.batch_bytes()) / (v.median_us * 1e-6) / static_cast<double>(1u << 30);
+  const double limit_gib = static_cast<double>(d.batch_bytes()) / (v.limit_median_us * 1e-6) / static_cast<double>(1u << 30);
+  fmt::print("{:>6} {:>6} {:>13} {:>9.2f} {:>10.1f} {:>9.0f}% {:>13}  {} {:.2f} GiB/s{}\n", d.batch,
+             size_text(d.value_bytes), mode, gib, v.median_us, 100 * v.ratio,
+             fmt::format("({:.0f}-{:.0f}%)", 100 * v.ratio_p10, 100 * v.ratio_p90), limit_name, limit_gib,
              target > 0 ? fmt::format(" (target {:.0f}%)", 100 * target) : "");
-  c.rows.push_back({{"section", section}, {"batch", d.batch}, {"value_bytes", d.value_bytes}, {"mode", mode},
-                    {"gib_per_s", gib}, {"us_per_batch", us}, {"limit", limit_name}, {"limit_gib_per_s", limit_gib},
-                    {"ratio_to_limit", gib / limit_gib}, {"target_ratio", target}});
+  c.rows.push_back({{"section", section},
+                    {"batch", d.batch},
+                    {"value_bytes", d.value_bytes},
+                    {"mode", mode},
+                    {"gib_per_s", gib},
+                    {"us_per_batch", v.median_us},
+                    {"limit", limit_name},
+                    {"limit_gib_per_s", limit_gib},
+                    {"limit_us_per_batch", v.limit_median_us},
+                    {"ratio_to_limit", v.ratio},
+                    {"ratio_to_limit_p10", v.ratio_p10},
+                    {"ratio_to_limit_p90", v.ratio_p90},
+                    {"rounds", v.rounds},
+                    {"target_ratio", target}});
 }
 
 using datasets = std::vector<std::unique_ptr<dataset>>;
 
 void get_table_header(const char* title) {
-  fmt::print("\n== {}\n{:>6} {:>6} {:>13} {:>9} {:>10} {:>10}\n", title, "batch", "value", "mode", "GiB/s", "µs/batch",
-             "vs limit");
+  fmt::print("\n== {} (modes interleaved round by round; median ratio, p10-p90)\n{:>6} {:>6} {:>13} {:>9} {:>10} {:>10} {:>13}\n",
+             title, "batch", "value", "mode", "GiB/s", "µs/batch", "vs limit", "spread");
+}
+
+// How many batches each mode runs per round: about 2 ms of the slowest.
+template <class Step>
+asio::awaitable<std::size_t> reps_for_round(Step& step, std::size_t slowest_mode) {
+  const auto t0 = bench_clock::now();
+  co_await step(slowest_mode, 0);
+  co_return bench::reps_for(std::chrono::duration<double, std::micro>(bench_clock::now() - t0).count(), 2000);
 }
 
 asio::awaitable<void> tcp_section(context& c, datasets& sets) {
@@ -531,22 +552,22 @@ asio::awaitable<void> tcp_section(context& c, datasets& sets) {
     destination dst(d.batch, d.value_bytes);
     co_await lease_dataset(c.tcp, d);
     co_await check_every_batch(c.tcp, d, dst, "tcp get");
-    auto [raw_rounds, raw_elapsed] = co_await timed(c.seconds, [&](std::uint64_t round) -> asio::awaitable<void> {
-      raw.read(static_cast<std::uint32_t>(round % d.windows), dst.bytes);
-      co_return;
-    });
-    const double limit = bench::gib_per_s(raw_rounds * d.batch_bytes(), raw_elapsed);
-    auto [rounds, elapsed] = co_await timed(c.seconds, [&](std::uint64_t round) -> asio::awaitable<void> {
-      const std::size_t w = round % d.windows;
-      require_all(co_await c.tcp.batch_get(d.window_keys[w], d.leases[w], dst.buffers), "tcp get");
-    });
-    get_row(c, "tcp", d, "with-results", rounds, elapsed, limit, "raw socket", 0.70);
-    auto [qrounds, qelapsed] = co_await timed(c.seconds, [&](std::uint64_t round) -> asio::awaitable<void> {
-      const auto& keys = d.window_keys[round % d.windows];
-      const auto leases = co_await c.tcp.batch_query(keys);
-      require_all(co_await c.tcp.batch_get(keys, leases, dst.buffers), "tcp query+get");
-    });
-    get_row(c, "tcp", d, "query+get", qrounds, qelapsed, limit, "raw socket", 0);
+    auto step = [&](std::size_t mode, std::uint64_t n) -> asio::awaitable<void> {
+      const std::size_t w = n % d.windows;
+      if (mode == 0) {
+        raw.read(static_cast<std::uint32_t>(w), dst.bytes);
+      } else if (mode == 1) {
+        require_all(co_await c.tcp.batch_get(d.window_keys[w], d.leases[w], dst.buffers), "tcp get");
+      } else {
+        const auto leases = co_await c.tcp.batch_query(d.window_keys[w]);
+        require_all(co_await c.tcp.batch_get(d.window_keys[w], leases, dst.buffers), "tcp query+get");
+      }
+    };
+    const std::size_t reps = co_await reps_for_round(step, 2);
+    const auto us = co_await bench::interleaved(c.seconds * 3, 3, reps, step);
+    get_row(c, "tcp", d, "with-results", bench::compare(us[1], us[0]), "raw socket",
+            d.value_bytes <= (4u << 10) ? 0.70 : 0.85);
+    get_row(c, "tcp", d, "query+get", bench::compare(us[2], us[0]), "raw socket", 0);
   }
 }
 
@@ -561,18 +582,21 @@ asio::awaitable<void> shm_section(context& c, datasets& sets) {
     destination dst(d.batch, d.value_bytes);
     co_await lease_dataset(c.shm, d);
     co_await check_every_batch(c.shm, d, dst, "shm get");
-    auto [mrounds, melapsed] = co_await timed(c.seconds, [&](std::uint64_t round) -> asio::awaitable<void> {
-      const auto& leases = d.leases[round % d.windows];
-      for (std::size_t i = 0; i < d.batch; ++i)
-        std::memcpy(dst.bytes.data() + i * d.value_bytes, mapping->data() + leases[i].replicas[0].offset, d.value_bytes);
+    auto step = [&](std::size_t mode, std::uint64_t n) -> asio::awaitable<void> {
+      const std::size_t w = n % d.windows;
+      if (mode == 0) {
+        const auto& leases = d.leases[w];
+        for (std::size_t i = 0; i < d.batch; ++i)
+          std::memcpy(dst.bytes.data() + i * d.value_bytes, mapping->data() + leases[i].replicas[0].offset,
+                      d.value_bytes);
+      } else {
+        require_all(co_await c.shm.batch_get(d.window_keys[w], d.leases[w], dst.buffers), "shm get");
+      }
       co_return;
-    });
-    const double limit = bench::gib_per_s(mrounds * d.batch_bytes(), melapsed);
-    auto [rounds, elapsed] = co_await timed(c.seconds, [&](std::uint64_t round) -> asio::awaitable<void> {
-      const std::size_t w = round % d.windows;
-      require_all(co_await c.shm.batch_get(d.window_keys[w], d.leases[w], dst.buffers), "shm get");
-    });
-    get_row(c, "shm", d, "with-results", rounds, elapsed, limit, "memcpy", 0.80);
+    };
+    const std::size_t reps = co_await reps_for_round(step, 1);
+    const auto us = co_await bench::interleaved(c.seconds * 3, 2, reps, step);
+    get_row(c, "shm", d, "with-results", bench::compare(us[1], us[0]), "memcpy", 0.80);
   }
 }
 

@@ -1,5 +1,6 @@
 // A downstream program: includes corokv as a user would and checks that the
-// library it got works (a put, a query, an error message).
+// library it got works (the service: a put, a query, an error message; the
+// embedded store: a put and a read into a store-owned buffer).
 
 #include <corokv/corokv.hpp>
 
@@ -11,7 +12,12 @@
 #include <liburing.h>
 #endif
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -28,8 +34,25 @@ int main() {
   std::vector<corokv::query_result> q(1);
   svc.query(keys, q);
   const std::error_code missing = corokv::errc::not_found;
-  const bool ok = q[0].ok() && q[0].size == 4096 && missing.message() == "key not found" &&
-                  std::string(missing.category().name()) == "corokv";
+  bool ok = q[0].ok() && q[0].size == 4096 && missing.message() == "key not found" &&
+             std::string(missing.category().name()) == "corokv";
+
+  boost::asio::io_context io;
+  corokv::store kv(io.get_executor());
+  const std::string value(1000, 'c');
+  auto read_back = boost::asio::co_spawn(
+      io,
+      [&]() -> boost::asio::awaitable<bool> {
+        co_await kv.add_segment(1 << 20);
+        std::vector<boost::asio::const_buffer> values{boost::asio::buffer(value)};
+        const auto put = co_await kv.batch_put(keys, values);
+        const auto got = co_await kv.batch_get(keys);
+        co_return put[0] == corokv::errc::success && got[0].ok() && got[0].size() == value.size() &&
+            std::memcmp(got[0].buffer.data(), value.data(), value.size()) == 0;
+      },
+      boost::asio::use_future);
+  io.run();
+  ok = ok && read_back.get();
 #ifdef EXPECT_OPTIONAL_LAYERS
   // Linked for real: the symbols resolve through the exported targets.
   int devices = -1;

@@ -476,3 +476,48 @@ TEST_CASE("a data server restarted on the same port: the client's pooled connect
   restarted->stop();
   std::this_thread::sleep_for(20ms);
 }
+
+TEST_CASE("bulk transfers move whole gathered and scattered sequences across partial reads and writes") {
+  asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket sender(io), receiver(io);
+  sender.connect(acceptor.local_endpoint());
+  acceptor.accept(receiver);
+  // 4 MiB in 300 pieces of odd sizes, some empty, some touching in memory.
+  std::vector<char> source(4 << 20), target(4 << 20, 0);
+  for (std::size_t i = 0; i < source.size(); ++i) source[i] = static_cast<char>((i * 131 + i / 4099) & 0xff);
+  std::vector<asio::const_buffer> gather;
+  std::vector<asio::mutable_buffer> scatter;
+  std::size_t at = 0;
+  for (std::size_t k = 0; at < source.size(); ++k) {
+    const std::size_t n = std::min(source.size() - at, (k % 7 == 0) ? std::size_t{0} : 977 + (k * 7919) % 40000);
+    gather.push_back(asio::buffer(source.data() + at, n));
+    at += n;
+  }
+  at = 0;
+  for (std::size_t k = 0; at < target.size(); ++k) {  // cut differently from the sender's pieces
+    const std::size_t n = std::min(target.size() - at, 1 + (k * 104729) % 65536);
+    scatter.push_back(asio::buffer(target.data() + at, n));
+    at += n;
+  }
+  std::pair<boost::system::error_code, std::size_t> wrote, read;
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> { wrote = co_await net::write_fully(sender, gather); }, asio::detached);
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> { read = co_await net::read_fully(receiver, scatter); }, asio::detached);
+  io.run();
+  CHECK_FALSE(wrote.first);
+  CHECK_FALSE(read.first);
+  CHECK(wrote.second == source.size());
+  CHECK(read.second == target.size());
+  CHECK(source == target);
+
+  // A peer that closes early ends the read with eof, not a hang.
+  std::vector<char> more(1024);
+  const asio::mutable_buffer one = asio::buffer(more);
+  sender.close();
+  io.restart();
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> { read = co_await net::read_fully(receiver, std::span(&one, 1)); },
+                 asio::detached);
+  io.run();
+  CHECK(read.first == asio::error::eof);
+  CHECK(read.second == 0);
+}

@@ -16,18 +16,6 @@ using namespace corokv::test;
 
 namespace {
 
-std::vector<std::string> keys_of(const std::string& prefix, std::size_t n) {
-  std::vector<std::string> keys;
-  for (std::size_t i = 0; i < n; ++i) keys.push_back(prefix + std::to_string(i));
-  return keys;
-}
-
-std::vector<std::string> values_of(std::size_t n, std::size_t size) {
-  std::vector<std::string> values;
-  for (std::size_t i = 0; i < n; ++i) values.push_back(value_for(i, size));
-  return values;
-}
-
 std::string bytes_of(const buffer_handle& h) { return std::string(reinterpret_cast<const char*>(h.data()), h.size()); }
 
 using owned = std::vector<get_buffer_result>;

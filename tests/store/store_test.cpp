@@ -8,22 +8,6 @@
 using namespace corokv;
 using namespace corokv::test;
 
-namespace {
-
-std::vector<std::string> keys_of(const std::string& prefix, std::size_t n) {
-  std::vector<std::string> keys;
-  for (std::size_t i = 0; i < n; ++i) keys.push_back(prefix + std::to_string(i));
-  return keys;
-}
-
-std::vector<std::string> values_of(std::size_t n, std::size_t size, char tag = 'v') {
-  std::vector<std::string> values;
-  for (std::size_t i = 0; i < n; ++i) values.push_back(value_for(i, size, tag));
-  return values;
-}
-
-}  // namespace
-
 TEST_CASE("put, query, get with the query results: the bytes come back, zero metadata round trips") {
   store_fixture<> f;
   f.add_segment(8 << 20);

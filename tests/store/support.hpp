@@ -42,6 +42,18 @@ inline std::string value_for(std::size_t i, std::size_t size, char tag = 'v') {
   return v;
 }
 
+// Keys prefix0, prefix1, ... and distinct values for them.
+inline std::vector<std::string> keys_of(const std::string& prefix, std::size_t n) {
+  std::vector<std::string> keys;
+  for (std::size_t i = 0; i < n; ++i) keys.push_back(prefix + std::to_string(i));
+  return keys;
+}
+inline std::vector<std::string> values_of(std::size_t n, std::size_t size, char tag = 'v') {
+  std::vector<std::string> values;
+  for (std::size_t i = 0; i < n; ++i) values.push_back(value_for(i, size, tag));
+  return values;
+}
+
 inline std::vector<asio::const_buffer> const_buffers(const std::vector<std::string>& values) {
   std::vector<asio::const_buffer> out;
   for (auto& v : values) out.push_back(asio::buffer(v));

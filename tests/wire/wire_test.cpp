@@ -183,3 +183,20 @@ TEST_CASE("over-long keys decode: they are bad input for the service to refuse p
   CHECK(check_key(back.keys[0]) == errc::invalid_key);
   CHECK(check_key(back.keys[1]) == errc::invalid_key);
 }
+
+TEST_CASE("a data reply's table has the size its request implies, whatever each item's status") {
+  for (std::size_t items : {std::size_t{0}, std::size_t{1}, std::size_t{64}, std::size_t{1000}}) {
+    data_read_response read;
+    statuses_response written;
+    for (std::size_t i = 0; i < items; ++i) {
+      read.results.push_back(i % 3 ? errc::success : errc::segment_not_found);
+      read.lengths.push_back(i % 3 ? 4096 + i : 0);
+      written.results.push_back(i % 2 ? errc::success : errc::size_mismatch);
+    }
+    std::vector<std::byte> a, b;
+    REQUIRE(encode(read, a) == errc::success);
+    REQUIRE(encode(written, b) == errc::success);
+    CHECK(a.size() == data_read_response_size(items));
+    CHECK(b.size() == data_write_response_size(items));
+  }
+}

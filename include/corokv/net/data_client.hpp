@@ -146,15 +146,17 @@ class data_client {
     const std::uint64_t id = ++next_id_;
     if (!request_frame<wire::data_read_request>(wire::message_type::data_read, id, requests, frame))
       co_return outcome::failed;
-    auto [wec, w] = co_await asio::async_write(socket, asio::buffer(frame), asio::as_tuple(asio::use_awaitable));
+    const asio::const_buffer request = asio::buffer(frame);
+    auto [wec, w] = co_await write_fully(socket, std::span(&request, 1));
     if (wec) co_return failure(true);
     wire::frame_header h;
-    std::vector<std::byte> payload;
-    const frame_status got = co_await read_frame(socket, options_.limits, true, h, payload);
+    std::vector<std::byte> reply;
+    const frame_status got = co_await read_frame_of_size(socket, options_.limits, true,
+                                                         wire::data_read_response_size(requests.size()), h, reply);
     if (got != frame_status::ok) co_return failure(got == frame_status::ended);
     wire::data_read_response response;
     if (h.type != wire::message_type::data_read || h.request_id != id ||
-        wire::decode_table(payload, response, options_.limits) != errc::success ||
+        wire::decode_table(std::span(reply).subspan(wire::header_size), response, options_.limits) != errc::success ||
         response.results.size() != requests.size() || response.status != errc::success)
       co_return outcome::failed;
     // The reply must announce exactly the lengths asked for: a peer cannot
@@ -166,9 +168,9 @@ class data_client {
       if (response.lengths[i] != requests[i].replica.length ||
           requests[i].destination.size() < requests[i].replica.length)
         co_return outcome::failed;
-      scatter.push_back(asio::buffer(requests[i].destination.data(), requests[i].replica.length));
+      append_coalesced(scatter, asio::mutable_buffer(requests[i].destination.data(), requests[i].replica.length));
     }
-    auto [rec, n] = co_await asio::async_read(socket, scatter, asio::as_tuple(asio::use_awaitable));
+    auto [rec, n] = co_await read_fully(socket, scatter);
     if (rec) co_return outcome::failed;
     std::copy(response.results.begin(), response.results.end(), status.begin());
     co_return outcome::done;
@@ -183,16 +185,18 @@ class data_client {
     std::vector<asio::const_buffer> gather;
     gather.reserve(requests.size() + 1);
     gather.push_back(asio::buffer(frame));
-    for (auto& r : requests) gather.push_back(r.source);
-    auto [wec, w] = co_await asio::async_write(socket, gather, asio::as_tuple(asio::use_awaitable));
+    for (auto& r : requests) append_coalesced(gather, r.source);
+    auto [wec, w] = co_await write_fully(socket, gather);
     if (wec) co_return failure(true);
     wire::frame_header h;
-    std::vector<std::byte> payload;
-    const frame_status got = co_await read_frame(socket, options_.limits, true, h, payload);
+    std::vector<std::byte> reply;
+    const frame_status got = co_await read_frame_of_size(socket, options_.limits, true,
+                                                         wire::data_write_response_size(requests.size()), h, reply);
     if (got != frame_status::ok) co_return failure(got == frame_status::ended);
     wire::statuses_response response;
     if (h.type != wire::message_type::data_write || h.request_id != id ||
-        wire::decode(payload, response, options_.limits) != errc::success || response.status != errc::success ||
+        wire::decode(std::span(reply).subspan(wire::header_size), response, options_.limits) != errc::success ||
+        response.status != errc::success ||
         response.results.size() != requests.size())
       co_return outcome::failed;
     std::copy(response.results.begin(), response.results.end(), status.begin());

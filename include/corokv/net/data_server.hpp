@@ -168,8 +168,9 @@ class data_server : public std::enable_shared_from_this<data_server> {
       co_return false;
     gather.assign(1, asio::buffer(out));
     for (std::size_t i = 0; i < pins.size(); ++i)
-      if (response.results[i] == errc::success) gather.push_back(asio::buffer(pins[i].bytes.data(), pins[i].bytes.size()));
-    auto [ec, n] = co_await asio::async_write(socket, gather, asio::as_tuple(asio::use_awaitable));
+      if (response.results[i] == errc::success)
+        append_coalesced(gather, asio::const_buffer(pins[i].bytes.data(), pins[i].bytes.size()));
+    auto [ec, n] = co_await write_fully(socket, gather);
     pins.clear();
     if (ec) co_return false;
     count([&](auto& s) { s.bytes_sent += bytes; });
@@ -187,13 +188,13 @@ class data_server : public std::enable_shared_from_this<data_server> {
     std::uint64_t bytes = 0;
     auto flush = [&]() -> asio::awaitable<bool> {
       if (scatter.empty()) co_return true;
-      auto [ec, n] = co_await asio::async_read(socket, scatter, asio::as_tuple(asio::use_awaitable));
+      auto [ec, n] = co_await read_fully(socket, scatter);
       scatter.clear();
       co_return !ec;
     };
     for (std::size_t i = 0; i < request.items.size(); ++i) {
       if (response.results[i] == errc::success) {
-        scatter.push_back(asio::buffer(pins[i].bytes.data(), pins[i].bytes.size()));
+        append_coalesced(scatter, asio::mutable_buffer(pins[i].bytes.data(), pins[i].bytes.size()));
         bytes += pins[i].bytes.size();
         continue;
       }
@@ -211,7 +212,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
     out.clear();
     if (append_frame(wire::message_type::data_write, true, id, response, out, limits_) != errc::success)
       co_return false;
-    auto [ec, n] = co_await asio::async_write(socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] = co_await asio::async_write(socket, asio::buffer(out), transfer_all_at_once{}, asio::as_tuple(asio::use_awaitable));
     co_return !ec;
   }
 

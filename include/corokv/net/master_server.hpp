@@ -130,7 +130,7 @@ class master_server {
       const auto header = wire::encode_header(
           {h.type, true, h.request_id, static_cast<std::uint32_t>(out.size() - wire::header_size)});
       std::copy(header.begin(), header.end(), out.begin());
-      auto [write_ec, w] = co_await asio::async_write(*socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+      auto [write_ec, w] = co_await asio::async_write(*socket, asio::buffer(out), transfer_all_at_once{}, asio::as_tuple(asio::use_awaitable));
       if (write_ec) break;
     }
     boost::system::error_code ignored;

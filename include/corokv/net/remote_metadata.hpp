@@ -256,7 +256,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
     write_buffer_.clear();
     if (calls_.take_sendable(ready_, write_buffer_) == 0) return;
     writing_ = true;
-    asio::async_write(*socket_, asio::buffer(write_buffer_),
+    asio::async_write(*socket_, asio::buffer(write_buffer_), transfer_all_at_once{},
                       asio::bind_executor(strand_, [self = shared_from_this(), gen = generation_](
                                                        boost::system::error_code ec, std::size_t) {
                         self->writing_ = false;

@@ -126,47 +126,50 @@ class memcpy_lane {
     std::atomic<std::uint64_t> bytes_this_process{0}, bytes_same_host{0}, mappings{0};
   };
 
+  // `bytes` is the replica's range (resolved, so of its length).
   static errc copy_one(const read_request& r, std::span<std::byte> bytes) {
-    if (bytes.size() != r.replica.length || r.destination.size() < bytes.size()) return errc::segment_not_found;
+    if (r.destination.size() < bytes.size()) return errc::buffer_too_small;
     std::memcpy(r.destination.data(), bytes.data(), bytes.size());
     return errc::success;
   }
   static errc copy_one(const write_request& r, std::span<std::byte> bytes) {
-    if (bytes.size() != r.replica.length || r.source.size() != bytes.size()) return errc::segment_not_found;
+    if (r.source.size() != bytes.size()) return errc::size_mismatch;
     std::memcpy(bytes.data(), r.source.data(), bytes.size());
     return errc::success;
   }
 
-  // Every request under the shared lock of the process registry (and of
-  // the peers' mappings, if any request needs them).
+  // Every request under the shared locks of both registries: a replica is
+  // found in this process's segments or in a peer's mapping, and a batch's
+  // neighbours, which mostly share a segment, are looked up once.
   template <class Request>
   void copy(std::span<const Request> requests, std::span<errc> status) {
     state& s = *state_;
     std::uint64_t here = 0, peers = 0;
-    bool other = false;
-    s.process->with_segments([&](auto& resolve) {
-      for (std::size_t k = 0; k < requests.size(); ++k) {
-        const std::span<std::byte> bytes = resolve(requests[k].replica);
-        if (bytes.empty()) {
-          status[k] = errc::segment_not_found;
-          other = true;
-          continue;
-        }
-        status[k] = copy_one(requests[k], bytes);
-        if (status[k] == errc::success) here += bytes.size();
-      }
-    });
-    if (other) {
-      s.mapped.with_segments([&](auto& resolve) {
+    s.process->with_segments([&](auto& own) {
+      s.mapped.with_segments([&](auto& peer) {
+        segment_id last = 0;
+        bool have_last = false, last_is_own = true;
         for (std::size_t k = 0; k < requests.size(); ++k) {
-          if (status[k] != errc::segment_not_found) continue;
-          const std::span<std::byte> bytes = resolve(requests[k].replica);
-          if (bytes.empty()) continue;
+          const replica_descriptor& r = requests[k].replica;
+          std::span<std::byte> bytes;
+          if (have_last && r.segment == last) {
+            bytes = last_is_own ? own(r) : peer(r);
+          } else {
+            bytes = own(r);
+            last_is_own = !bytes.empty();
+            if (!last_is_own) bytes = peer(r);
+            last = r.segment;
+            have_last = true;
+          }
+          if (bytes.empty()) {
+            status[k] = errc::segment_not_found;
+            continue;
+          }
           status[k] = copy_one(requests[k], bytes);
-          if (status[k] == errc::success) peers += bytes.size();
+          if (status[k] == errc::success) (last_is_own ? here : peers) += bytes.size();
         }
       });
-    }
+    });
     if (here) s.bytes_this_process.fetch_add(here, std::memory_order_relaxed);
     if (peers) s.bytes_same_host.fetch_add(peers, std::memory_order_relaxed);
   }

@@ -222,6 +222,13 @@ template <class A> void fields(A& a, data_read_response& m) {
   if (m.lengths.size() != m.results.size()) a.reject();
 }
 
+// ------------------------------------------------------------ sizes known in advance
+// A data reply answers every item of its request, so its table's size
+// follows from the request alone: a client reads header and table in one
+// go. (Checked against the encoder by the wire tests.)
+inline constexpr std::size_t data_read_response_size(std::size_t items) { return 1 + 4 + items + 4 + 8 * items; }
+inline constexpr std::size_t data_write_response_size(std::size_t items) { return 1 + 4 + items; }
+
 // ------------------------------------------------------------ bytes after the table
 // How many bytes must follow a message: 0 for all but the data frames.
 template <class M>
