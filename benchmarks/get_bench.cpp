@@ -103,7 +103,7 @@ asio::awaitable<nlohmann::json> run_all(store& kv, double seconds) {
       co_await step(1, 0);
       const double one = std::chrono::duration<double, std::micro>(bench::bench_clock::now() - t0).count();
       for (std::size_t w = 0; w < windows; ++w) d.leases[w] = co_await kv.batch_query(d.windows[w]);
-      const auto us = co_await bench::interleaved(seconds, modes.size(), bench::reps_for(one), step);
+      const auto us = co_await bench::interleaved(seconds, modes.size(), bench::reps_for(one, 1000), step);
       // Metadata round trips per batch, counted apart from the timed rounds
       // (reading the counters costs time of its own).
       std::array<double, 4> rts{};

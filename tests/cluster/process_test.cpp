@@ -224,6 +224,11 @@ TEST_CASE("processes: one node writes, another reads, over TCP") {
   CHECK(get.at("corrupt") == 0);
   CHECK(get.at("bytes_by_path").at("tcp") == 64 * 65536);
   CHECK(get.at("bytes_by_path").at("shared_memory") == 0);
+  // The node's metrics name the lane that carried each byte.
+  CHECK(get.at("lanes").at("tcp").at("bytes_read") == 64 * 65536);
+  CHECK(get.at("lanes").at("tcp").at("failures") == 0);
+  CHECK(get.at("lanes").at("memcpy").at("bytes_read") == 0);
+  CHECK(put.at("lanes").at("tcp").at("bytes_written") == 64 * 65536);
 }
 
 TEST_CASE("processes: a same-host reader maps the writer's segment and reads without a socket") {
@@ -238,6 +243,8 @@ TEST_CASE("processes: a same-host reader maps the writer's segment and reads wit
   CHECK(get.at("corrupt") == 0);
   CHECK(get.at("bytes_by_path").at("shared_memory") == 32 * 65536);
   CHECK(get.at("bytes_by_path").at("tcp") == 0);
+  CHECK(get.at("lanes").at("memcpy").at("bytes_read") == 32 * 65536);
+  CHECK(get.at("lanes").at("tcp").at("batches") == 0);
 }
 
 TEST_CASE("processes: after a master restart nodes remount and go on: nothing stale is returned") {
