@@ -58,10 +58,10 @@ class metadata_cache {
 
     // Stores the successful results of a batch (values[i] for keys[i]),
     // answered to a query that took `sent` when it was sent; keys invalidated
-    // since are skipped. A
-    // batch of a large cache misses the CPU cache on nearly every key, so
-    // the misses are overlapped: the home slot of key i + 2d and the entry
-    // of key i + d are prefetched while key i is stored.
+    // since are skipped. A batch of a large cache misses the CPU cache on
+    // nearly every key, so the misses are overlapped: the home slot of key
+    // i + 2d and the entry of key i + d are prefetched while key i is
+    // stored.
     void store_all(key_span keys, std::span<const query_result> values, const ticket& sent) {
       if (c_.slab_.empty() || sent.epoch < c_.refused_before_) return;
       constexpr std::size_t d = 4, ring = 16;  // ring > 2d: hashes of keys in flight

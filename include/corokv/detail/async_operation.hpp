@@ -173,23 +173,30 @@ class completion_adapter {
 // `make(cancellation_check)` creates the coroutine; it is called when the
 // operation is initiated, which for asio::deferred is when the deferred
 // operation is first awaited or invoked.
+// Starts the coroutine make(cancellation_check) for `handler`, on the
+// object's executor, completing through the handler's.
+template <class T, class Handler, class MakeCoroutine>
+void spawn_operation(Handler handler, const asio::any_io_executor& work_ex, MakeCoroutine& make_coroutine) {
+  auto slot = asio::get_associated_cancellation_slot(handler);
+  if (!slot.is_connected()) {
+    asio::co_spawn(work_ex, make_coroutine(cancellation_check()),
+                   completion_adapter<T, Handler>(std::move(handler), work_ex, nullptr));
+    return;
+  }
+  // Cancellable: the coroutine runs on a strand of its own, onto which the
+  // bridge dispatches each request, so that a request never runs beside the
+  // coroutine on another thread of a pool.
+  auto bridge = std::make_shared<cancellation_bridge>(asio::make_strand(work_ex));
+  slot.assign([bridge](asio::cancellation_type type) { bridge->request(type); });
+  asio::co_spawn(bridge->strand(), finishing<T>(make_coroutine(cancellation_check(bridge)), bridge),
+                 completion_adapter<T, Handler>(std::move(handler), work_ex, bridge));
+}
+
 template <class T, class Token, class MakeCoroutine>
 auto launch(const asio::any_io_executor& executor, Token&& token, MakeCoroutine make) {
   return asio::async_initiate<Token, void(boost::system::error_code, T)>(
       [](auto handler, const asio::any_io_executor& work_ex, MakeCoroutine make_coroutine) {
-        auto slot = asio::get_associated_cancellation_slot(handler);
-        if (!slot.is_connected()) {
-          asio::co_spawn(work_ex, make_coroutine(cancellation_check()),
-                         completion_adapter<T, decltype(handler)>(std::move(handler), work_ex, nullptr));
-          return;
-        }
-        // Cancellable: the coroutine runs on a strand of its own, onto which
-        // the bridge dispatches each request, so that a request never runs
-        // beside the coroutine on another thread of a pool.
-        auto bridge = std::make_shared<cancellation_bridge>(asio::make_strand(work_ex));
-        slot.assign([bridge](asio::cancellation_type type) { bridge->request(type); });
-        asio::co_spawn(bridge->strand(), finishing<T>(make_coroutine(cancellation_check(bridge)), bridge),
-                       completion_adapter<T, decltype(handler)>(std::move(handler), work_ex, bridge));
+        spawn_operation<T>(std::move(handler), work_ex, make_coroutine);
       },
       token, executor, std::move(make));
 }
@@ -208,24 +215,20 @@ template <class T, class Token, class Attempt, class CarryOn>
 auto launch_attempt(const asio::any_io_executor& executor, Token&& token, Attempt attempt, CarryOn carry_on) {
   return asio::async_initiate<Token, void(boost::system::error_code, T)>(
       [](auto handler, const asio::any_io_executor& work_ex, Attempt try_now, CarryOn rest) {
-        using handler_type = decltype(handler);
-        auto slot = asio::get_associated_cancellation_slot(handler);
-        if (slot.is_connected()) {
-          auto bridge = std::make_shared<cancellation_bridge>(asio::make_strand(work_ex));
-          slot.assign([bridge](asio::cancellation_type type) { bridge->request(type); });
-          using state_type = decltype(try_now().second);
-          asio::co_spawn(bridge->strand(), finishing<T>(rest(cancellation_check(bridge), state_type{}), bridge),
-                         completion_adapter<T, handler_type>(std::move(handler), work_ex, bridge));
+        using state_type = decltype(try_now().second);
+        if (asio::get_associated_cancellation_slot(handler).is_connected()) {
+          auto from_scratch = [&](cancellation_check check) { return rest(check, state_type{}); };
+          spawn_operation<T>(std::move(handler), work_ex, from_scratch);
           return;
         }
-        auto [done, state] = try_now();
-        if (done) {
+        auto attempted = try_now();
+        if (auto& done = attempted.first) {
           auto ex = asio::get_associated_executor(handler, work_ex);
           asio::post(ex, asio::append(std::move(handler), to_boost(done->first), std::move(done->second)));
           return;
         }
-        asio::co_spawn(work_ex, rest(cancellation_check(), std::move(state)),
-                       completion_adapter<T, handler_type>(std::move(handler), work_ex, nullptr));
+        auto carry_on_from_state = [&](cancellation_check check) { return rest(check, std::move(attempted.second)); };
+        spawn_operation<T>(std::move(handler), work_ex, carry_on_from_state);
       },
       token, executor, std::move(attempt), std::move(carry_on));
 }

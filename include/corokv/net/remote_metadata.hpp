@@ -329,7 +329,8 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
       const std::uint64_t gen = ++generation_;
       count([](auto& s) { ++s.connects; });
       asio::co_spawn(strand_, reader(socket, gen), asio::detached);
-      for (node_id node : rejoins_.nodes()) co_await rejoin(node);
+      const std::vector<node_id> nodes = rejoins_.nodes();  // named: it lives across the awaits
+      for (node_id node : nodes) co_await rejoin(node);
       if (gen == generation_) {
         ready_ = true;
         ready_flag_.store(true, std::memory_order_release);

@@ -349,11 +349,11 @@ class lane_router {
       return core_->write_scratch;
   }
 
-  // A router of one lane and no directory gives that lane every batch as it
-  // is: the lane answers segment_not_found for what it cannot reach, which
-  // is all classifying would tell.
-  static constexpr bool single_lane = lane_count == 1;
-  bool passes_through() const noexcept { return single_lane && !core_->options.list_segments; }
+  // A router of one lane that needs no registrations, and no directory,
+  // gives that lane every batch as it is: the lane answers
+  // segment_not_found for what it cannot reach, which is all classifying
+  // would tell.
+  bool passes_through() const noexcept { return lane_count == 1 && !any_registers && !core_->options.list_segments; }
 
   template <class Request>
   static std::error_code lane_now(auto& l, std::span<const Request> requests, std::span<errc> status) {
@@ -435,6 +435,12 @@ class lane_router {
       s.requests[j].push_back(requests[k]);
       s.index[j].push_back(static_cast<std::uint32_t>(k));
     }
+    // The regions this batch's lanes use are held until they returned (also
+    // if one throws).
+    struct release_regions {
+      route_scratch<Request>& scratch;
+      ~release_regions() { scratch.held.clear(); }
+    } release{s};
     if constexpr (any_registers) attach_registrations(s);
 
     std::size_t busy = 0, last_busy = 0;
@@ -468,7 +474,6 @@ class lane_router {
       for (std::size_t m = 0; m < s.index[j].size(); ++m) status[s.index[j][m]] = s.status[j][m];
       count<Request>(j, s.requests[j], s.status[j]);
     }
-    s.held.clear();
     co_return ec;
   }
 
