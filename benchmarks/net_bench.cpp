@@ -672,6 +672,7 @@ asio::awaitable<void> redis_section(context& c, datasets& sets) {
   }
   redis_peer& redis = *c.redis;
   raw_client raw(c.raw_port);
+  fmt::print("(sides interleaved round by round; each a median ratio to Redis, p10-p90)\n");
   fmt::print("{:>6} {:>6} {:>10} {:>12} {:>18} {:>18} {:>18}\n", "batch", "value", "op", "redis GiB/s", "corokv tcp",
              "corokv same-host", "raw socket");
   for (auto& dp : sets) {
@@ -699,69 +700,76 @@ asio::awaitable<void> redis_section(context& c, datasets& sets) {
     };
     mget(0);
     if (!dst.holds(d, 0)) fail("redis MGET: wrong bytes");
-    auto rate = [&](std::pair<std::uint64_t, double> measured) {
-      return bench::gib_per_s(measured.first * d.batch_bytes(), measured.second);
+    // Both stores read with leases they hold; the four sides take turns.
+    co_await lease_dataset(c.tcp, d);
+    auto shm_leases = d.leases;
+    co_await lease_dataset(c.shm, d);
+    std::swap(shm_leases, d.leases);  // d.leases: the TCP store's
+    auto get_step = [&](std::size_t side, std::uint64_t n) -> asio::awaitable<void> {
+      const std::size_t w = n % d.windows;
+      if (side == 0) {
+        mget(w);
+      } else if (side == 1) {
+        raw.read(static_cast<std::uint32_t>(w), dst.bytes);
+      } else if (side == 2) {
+        require_all(co_await c.tcp.batch_get(d.window_keys[w], d.leases[w], dst.buffers), "get");
+      } else {
+        require_all(co_await c.shm.batch_get(d.window_keys[w], shm_leases[w], dst.buffers), "get");
+      }
     };
-    const double redis_get = rate(co_await timed(c.seconds, [&](std::uint64_t round) -> asio::awaitable<void> {
-      mget(round % d.windows);
-      co_return;
-    }));
-    const double raw_get = rate(co_await timed(c.seconds, [&](std::uint64_t round) -> asio::awaitable<void> {
-      raw.read(static_cast<std::uint32_t>(round % d.windows), dst.bytes);
-      co_return;
-    }));
-    auto corokv_get = [&](cluster_store& kv) -> asio::awaitable<double> {
-      co_await lease_dataset(kv, d);
-      co_return rate(co_await timed(c.seconds, [&](std::uint64_t round) -> asio::awaitable<void> {
-        const std::size_t w = round % d.windows;
-        require_all(co_await kv.batch_get(d.window_keys[w], d.leases[w], dst.buffers), "get");
-      }));
-    };
-    const double tcp_get = co_await corokv_get(c.tcp);
-    const double shm_get = co_await corokv_get(c.shm);
 
     // Writes: fresh keys put, then removed, on every side.
     std::vector<std::string> fresh;
     for (std::size_t i = 0; i < d.batch; ++i) fresh.push_back(fmt::format("fresh/{}x{}/{:04}", d.batch, d.value_bytes, i));
     std::vector<asio::const_buffer> values;
     for (auto& v : d.window_values(0)) values.push_back(asio::buffer(v));
-    const double redis_put = rate(co_await timed(c.seconds, [&](std::uint64_t) -> asio::awaitable<void> {
-      std::vector<std::string_view> set{"MSET"}, del{"DEL"};
-      for (std::size_t i = 0; i < d.batch; ++i) {
-        set.push_back(fresh[i]);
-        set.emplace_back(static_cast<const char*>(values[i].data()), values[i].size());
-        del.push_back(fresh[i]);
-      }
-      const redis_reply r1 = redis.command(set);
-      const redis_reply r2 = redis.command(del);
-      if (!r1 || r1->type != REDIS_REPLY_STATUS || !r2 || r2->type != REDIS_REPLY_INTEGER) fail("redis MSET/DEL failed");
-      co_return;
-    }));
-    const double raw_put = rate(co_await timed(c.seconds, [&](std::uint64_t round) -> asio::awaitable<void> {
-      raw.write(static_cast<std::uint32_t>(round % d.windows), dst.bytes);
-      co_return;
-    }));
-    auto corokv_put = [&](cluster_store& kv) -> asio::awaitable<double> {
-      co_return rate(co_await timed(c.seconds, [&](std::uint64_t) -> asio::awaitable<void> {
+    auto put_step = [&](std::size_t side, std::uint64_t n) -> asio::awaitable<void> {
+      if (side == 0) {
+        std::vector<std::string_view> set{"MSET"}, del{"DEL"};
+        for (std::size_t i = 0; i < d.batch; ++i) {
+          set.push_back(fresh[i]);
+          set.emplace_back(static_cast<const char*>(values[i].data()), values[i].size());
+          del.push_back(fresh[i]);
+        }
+        const redis_reply r1 = redis.command(set);
+        const redis_reply r2 = redis.command(del);
+        if (!r1 || r1->type != REDIS_REPLY_STATUS || !r2 || r2->type != REDIS_REPLY_INTEGER) fail("redis MSET/DEL failed");
+      } else if (side == 1) {
+        raw.write(static_cast<std::uint32_t>(n % d.windows), dst.bytes);
+      } else {
+        cluster_store& kv = side == 2 ? c.tcp : c.shm;
         require_all(co_await kv.batch_put(fresh, values), "put");
         require_all(co_await kv.batch_remove(fresh), "remove");
-      }));
+      }
     };
-    const double tcp_put = co_await corokv_put(c.tcp);
-    const double shm_put = co_await corokv_put(c.shm);
+    const std::size_t get_reps = co_await reps_for_round(get_step, 0);
+    const auto get_us = co_await bench::interleaved(c.seconds * 2, 4, get_reps, get_step);
+    const std::size_t put_reps = co_await reps_for_round(put_step, 0);
+    const auto put_us = co_await bench::interleaved(c.seconds * 2, 4, put_reps, put_step);
 
-    auto row = [&](const char* op, double redis_gib, double tcp_gib, double shm_gib, double raw_gib) {
-      auto cell = [&](double gib) { return fmt::format("{:.2f} ({:.1f}x)", gib, gib / redis_gib); };
+    // Each side against Redis, from the same rounds: the median of each
+    // round's ratio (Redis time / side time), with the 10th-90th percentiles.
+    auto row = [&](const char* op, const std::vector<std::vector<double>>& us) {
+      const double redis_gib =
+          static_cast<double>(d.batch_bytes()) / (bench::quantile(us[0], 0.5) * 1e-6) / static_cast<double>(1u << 30);
+      auto side = [&](std::size_t k) { return bench::compare(us[k], us[0]); };
+      auto cell = [&](const bench::versus& v) {
+        return fmt::format("{:.1f}x ({:.1f}-{:.1f})", v.ratio, v.ratio_p10, v.ratio_p90);
+      };
+      const bench::versus raw_side = side(1), tcp_side = side(2), shm_side = side(3);
       fmt::print("{:>6} {:>6} {:>10} {:>12.2f} {:>18} {:>18} {:>18}\n", d.batch, size_text(d.value_bytes), op, redis_gib,
-                 cell(tcp_gib), cell(shm_gib), cell(raw_gib));
+                 cell(tcp_side), cell(shm_side), cell(raw_side));
       c.rows.push_back({{"section", "redis"}, {"batch", d.batch}, {"value_bytes", d.value_bytes}, {"op", op},
-                        {"redis_gib_per_s", redis_gib}, {"corokv_tcp_gib_per_s", tcp_gib},
-                        {"corokv_same_host_gib_per_s", shm_gib}, {"raw_socket_gib_per_s", raw_gib},
-                        {"tcp_ratio_to_redis", tcp_gib / redis_gib}, {"same_host_ratio_to_redis", shm_gib / redis_gib},
-                        {"raw_socket_ratio_to_redis", raw_gib / redis_gib}, {"target_ratio", 3.0}});
+                        {"redis_gib_per_s", redis_gib},
+                        {"tcp_ratio_to_redis", tcp_side.ratio}, {"tcp_ratio_p10", tcp_side.ratio_p10},
+                        {"tcp_ratio_p90", tcp_side.ratio_p90},
+                        {"same_host_ratio_to_redis", shm_side.ratio}, {"same_host_ratio_p10", shm_side.ratio_p10},
+                        {"same_host_ratio_p90", shm_side.ratio_p90},
+                        {"raw_socket_ratio_to_redis", raw_side.ratio}, {"rounds", tcp_side.rounds},
+                        {"target_ratio", 3.0}});
     };
-    row("get", redis_get, tcp_get, shm_get, raw_get);
-    row("put+remove", redis_put, tcp_put, shm_put, raw_put);
+    row("get", get_us);
+    row("put+remove", put_us);
   }
   fmt::print("(target: corokv at least 3x Redis for 64 KiB values)\n");
 #else
