@@ -29,9 +29,11 @@ namespace {
 // The layer of a header, by its path under include/corokv/; -1 if unknown.
 int layer_of(const std::string& path) {
   static const std::map<std::string, int> folders{{"detail", 2}, {"meta", 3}, {"memory", 4},   {"wire", 4},
-                                                  {"client", 5}, {"net", 6},  {"transport", 7}};
+                                                  {"client", 5}, {"net", 6},  {"io", 6},
+                                                  {"transport", 7}};
   static const std::map<std::string, int> files{{"error.hpp", 0},    {"types.hpp", 1},   {"store.hpp", 8},
-                                                {"embedded.hpp", 9}, {"cluster.hpp", 9}, {"corokv.hpp", 10}};
+                                                {"embedded.hpp", 9}, {"cluster.hpp", 9}, {"corokv.hpp", 10},
+                                                {"rdma.hpp", 10}};
   const auto slash = path.find('/');
   if (slash == std::string::npos) {
     auto it = files.find(path);

@@ -1,10 +1,12 @@
 // corokv-node: one node of a corokv cluster. It joins a master, contributes
-// a segment of its memory (served to the other nodes over TCP and, on the
-// same host, through shared memory), and either serves until SIGINT/SIGTERM
-// or runs a workload and exits.
+// a segment of its memory (served to the other nodes over TCP, through
+// shared memory on the same host and, built with corokv::rdma, by RDMA where
+// both ends have a device), and either serves until SIGINT/SIGTERM or runs
+// a workload and exits.
 //
 //   corokv-node --master HOST:PORT [--segment-mib N] [--data-listen HOST:PORT]
 //               [--advertise HOST] [--no-shm] [--ready-file PATH]
+//               [--lanes memcpy,rdma,tcp] [--rdma-device NAME]
 //               [--workload serve|put|get|exist] [--keys N] [--value-size B]
 //               [--prefix P] [--batch N] [--replicas R] [--lease-ttl-ms N] [--require-all]
 //
@@ -16,6 +18,9 @@
 // during a workload cancels it (130); a serving node exits 0.
 
 #include <corokv/cluster.hpp>
+#if COROKV_HAS_RDMA
+#include <corokv/rdma.hpp>
+#endif
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -40,6 +45,16 @@ using namespace corokv;
 
 namespace {
 
+#if COROKV_HAS_RDMA
+using node_store = rdma_cluster_store;
+using node_options = rdma_cluster_options;
+node_store make_node_store(asio::any_io_executor ex, node_options o) { return make_rdma_cluster_store(ex, std::move(o)); }
+#else
+using node_store = cluster_store;
+using node_options = cluster_options;
+node_store make_node_store(asio::any_io_executor ex, node_options o) { return make_cluster_store(ex, std::move(o)); }
+#endif
+
 struct settings {
   std::string master_host = "127.0.0.1";
   std::uint16_t master_port = 7400;
@@ -56,6 +71,8 @@ struct settings {
   std::size_t replicas = 1;
   std::uint64_t lease_ttl_ms = 5000;  // at most the master's --max-lease-ttl-ms
   bool require_all = false;
+  std::vector<std::string> lanes;  // empty: all
+  std::string rdma_device;         // empty: the first with an active port, if any
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -63,6 +80,7 @@ struct settings {
   fmt::print(stderr,
              "usage: corokv-node --master HOST:PORT [--segment-mib N] [--data-listen HOST:PORT]\n"
              "                   [--advertise HOST] [--no-shm] [--ready-file PATH]\n"
+             "                   [--lanes memcpy,rdma,tcp] [--rdma-device NAME]\n"
              "                   [--workload serve|put|get|exist] [--keys N] [--value-size B]\n"
              "                   [--prefix P] [--batch N] [--replicas R] [--lease-ttl-ms N] [--require-all]\n");
   std::exit(2);
@@ -120,6 +138,19 @@ settings parse(int argc, char** argv) {
     else if (arg == "--batch") s.batch = number(arg, value);
     else if (arg == "--replicas") s.replicas = number(arg, value);
     else if (arg == "--lease-ttl-ms") s.lease_ttl_ms = number(arg, value);
+    else if (arg == "--lanes") {
+      for (std::size_t at = 0; at <= value.size();) {
+        const std::size_t comma = std::min(value.find(',', at), value.size());
+        if (comma > at) s.lanes.push_back(value.substr(at, comma - at));
+        at = comma + 1;
+      }
+    } else if (arg == "--rdma-device") {
+#if COROKV_HAS_RDMA
+      s.rdma_device = value;
+#else
+      usage("--rdma-device: this corokv-node was built without RDMA (COROKV_ENABLE_RDMA)");
+#endif
+    }
     else usage("unknown flag " + arg);
   }
   if (!have_master) usage("--master is required");
@@ -149,7 +180,7 @@ struct tally {
   }
 };
 
-asio::awaitable<tally> run_workload(cluster_store& kv, const settings& s) {
+asio::awaitable<tally> run_workload(node_store& kv, const settings& s) {
   tally t;
   std::vector<std::string> keys;
   std::vector<std::vector<char>> values;
@@ -207,7 +238,7 @@ asio::awaitable<tally> run_workload(cluster_store& kv, const settings& s) {
 int main(int argc, char** argv) {
   const settings s = parse(argc, argv);
   asio::io_context io(1);
-  cluster_options options;
+  node_options options;
   options.master.host = s.master_host;
   options.master.port = s.master_port;
   const auto [listen_host, listen_port] = split_host_port(s.data_listen);
@@ -219,6 +250,11 @@ int main(int argc, char** argv) {
   options.transport.shared_memory = s.shared_memory;
   options.transport.serve = s.segment_mib > 0;
   options.store.lease_ttl = std::chrono::milliseconds(s.lease_ttl_ms);
+  options.transport.lanes = s.lanes;
+#if COROKV_HAS_RDMA
+  options.rdma.device = s.rdma_device;
+  options.rdma.required = !s.rdma_device.empty();
+#endif
 
   int exit_code = 0;
   // A signal during a workload cancels it, and the store is destroyed only
@@ -227,7 +263,7 @@ int main(int argc, char** argv) {
   asio::cancellation_signal cancel_workload;
   bool workload_running = true, serving = false, interrupted = false;
   try {
-    auto kv = make_cluster_store(io.get_executor(), options);
+    auto kv = make_node_store(io.get_executor(), options);
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
@@ -268,12 +304,16 @@ int main(int argc, char** argv) {
           // the memcpy lane's split between this process and mapped peers.
           const nlohmann::json counters = kv.counters_json();
           const auto local = kv.transport().lane<memcpy_lane>().stats();
-          const auto& tcp_lane_counters = counters.at("lanes").at("tcp");
+          auto moved = [&](const char* lane) -> std::uint64_t {
+            if (!counters.at("lanes").contains(lane)) return 0;
+            const auto& c = counters.at("lanes").at(lane);
+            return c.at("bytes_read").get<std::uint64_t>() + c.at("bytes_written").get<std::uint64_t>();
+          };
           report["lanes"] = counters.at("lanes");
           report["bytes_by_path"] = {{"in_process", local.bytes_this_process},
                                      {"shared_memory", local.bytes_same_host},
-                                     {"tcp", tcp_lane_counters.at("bytes_read").get<std::uint64_t>() +
-                                                 tcp_lane_counters.at("bytes_written").get<std::uint64_t>()}};
+                                     {"rdma", moved("rdma")},
+                                     {"tcp", moved("tcp")}};
           if (!t.failure.empty()) report["failure"] = t.failure;
           fmt::print("{}\n", report.dump());
           std::fflush(stdout);

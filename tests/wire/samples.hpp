@@ -21,6 +21,18 @@ inline segment_endpoints some_endpoints() {
   return {"boot-id", "127.0.0.1", 7000, "/corokv-seg", 0x7f0000001000, 42, "fe80::1", 17};
 }
 
+inline rdma_endpoint some_rdma_endpoint() {
+  rdma_endpoint e;
+  for (std::size_t i = 0; i < e.gid.size(); ++i) e.gid[i] = static_cast<std::uint8_t>(0xf0 + i);
+  e.qpn = 0x11;
+  e.psn = 0xabcdef;
+  e.initiator_depth = 16;
+  e.responder_resources = 8;
+  e.mtu = 3;
+  e.lid = 0x1234;
+  return e;
+}
+
 // (type, request) pairs; keys are views of string literals.
 inline std::vector<std::pair<message_type, request>> requests() {
   const std::vector<std::string_view> keys{"prompt-1/block-0", "prompt-1/block-1", "k"};
@@ -41,6 +53,7 @@ inline std::vector<std::pair<message_type, request>> requests() {
       {message_type::remove, keys_request{keys}},
       {message_type::data_read, data_read_request{{{11, 4096, 100, 5}, {12, 0, 50, 6}}}},
       {message_type::data_write, data_write_request{{{11, 4096, 3, 5}, {12, 0, 2, 6}}}},
+      {message_type::rdma_connect, rdma_connect_request{some_rdma_endpoint()}},
   };
 }
 
@@ -60,6 +73,7 @@ inline std::vector<std::pair<message_type, response>> responses() {
       {message_type::query, query_response{errc::success, {found, query_result{}}}},
       {message_type::exist_prefix, prefix_response{errc::success, {2, errc::not_found}}},
       {message_type::data_read, data_read_response{errc::success, {errc::success, errc::segment_not_found}, {4, 9}}},
+      {message_type::rdma_connect, rdma_connect_response{errc::success, some_rdma_endpoint()}},
   };
 }
 

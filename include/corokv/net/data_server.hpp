@@ -12,6 +12,12 @@
 // others. A segment removed while a transfer from or into it is running
 // stays mapped until the transfer ends (segment_registry::pin).
 //
+// An RDMA lane on this node sets up its queue pairs over these connections
+// too (rdma_connect, see transport/rdma_lane.hpp): the server hands the
+// request to the lane's acceptor and holds what the acceptor returns (the
+// responding queue pair) for as long as the connection lives, so a peer
+// that goes away takes its queue pair with it.
+//
 // The range check is all the server knows: it keeps no metadata, so it
 // cannot tell a stale range from a current one. The client's lease and
 // re-validation protocol does that (see store.hpp).
@@ -31,9 +37,12 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace corokv::net {
@@ -45,6 +54,11 @@ struct data_server_stats {
   std::uint64_t bytes_sent = 0;
   std::uint64_t bytes_received = 0;
 };
+
+// Answers an rdma_connect; the second member is held while the connection
+// that asked lives.
+using rdma_acceptor =
+    std::function<std::pair<wire::rdma_connect_response, std::shared_ptr<void>>(const wire::rdma_connect_request&)>;
 
 // Held by shared_ptr: its coroutines keep it alive until they end.
 class data_server : public std::enable_shared_from_this<data_server> {
@@ -61,6 +75,12 @@ class data_server : public std::enable_shared_from_this<data_server> {
   data_server_stats stats() const {
     std::lock_guard lock(mu_);
     return stats_;
+  }
+
+  // Without one, an rdma_connect is answered invalid_argument. Thread-safe.
+  void set_rdma_acceptor(rdma_acceptor acceptor) {
+    std::lock_guard lock(mu_);
+    rdma_acceptor_ = std::move(acceptor);
   }
 
   void start() {
@@ -110,6 +130,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
     std::vector<std::byte> payload, out;
     std::vector<segment_registry::pinned> pins;
     std::vector<asio::const_buffer> gather;
+    std::shared_ptr<void> rdma_peer;  // one queue pair per connection; a new connect replaces it
     for (;;) {
       wire::frame_header h;
       const frame_status got = co_await read_frame(*socket, limits_, /*response=*/false, h, payload);
@@ -123,6 +144,10 @@ class data_server : public std::enable_shared_from_this<data_server> {
         wire::data_write_request request;
         ok = wire::decode_table(payload, request, limits_) == errc::success;
         if (ok) ok = co_await receive_ranges(*socket, h.request_id, request, pins, out);
+      } else if (ok && h.type == wire::message_type::rdma_connect) {
+        wire::rdma_connect_request request;
+        ok = wire::decode_table(payload, request, limits_) == errc::success;
+        if (ok) ok = co_await answer_rdma_connect(*socket, h.request_id, request, rdma_peer, out);
       } else if (ok) {
         ok = false;  // a metadata request: this is not a master
       }
@@ -135,6 +160,23 @@ class data_server : public std::enable_shared_from_this<data_server> {
     boost::system::error_code ignored;
     socket->close(ignored);
     connections_.erase(self);
+  }
+
+  asio::awaitable<bool> answer_rdma_connect(tcp::socket& socket, std::uint64_t id,
+                                            const wire::rdma_connect_request& request, std::shared_ptr<void>& held,
+                                            std::vector<std::byte>& out) {
+    rdma_acceptor acceptor;
+    {
+      std::lock_guard lock(mu_);
+      acceptor = rdma_acceptor_;
+    }
+    wire::rdma_connect_response response{errc::invalid_argument, {}};
+    if (acceptor) std::tie(response, held) = acceptor(request);
+    out.clear();
+    if (append_frame(wire::message_type::rdma_connect, true, id, response, out, limits_) != errc::success)
+      co_return false;
+    auto [ec, n] = co_await asio::async_write(socket, asio::buffer(out), transfer_all_at_once{}, asio::as_tuple(asio::use_awaitable));
+    co_return !ec;
   }
 
   // Pins each item's range; refused items get segment_not_found.
@@ -223,6 +265,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
   mutable std::mutex mu_;
   std::list<std::shared_ptr<tcp::socket>> connections_;
   data_server_stats stats_;
+  rdma_acceptor rdma_acceptor_;
   bool stopped_ = false;
 };
 

@@ -204,6 +204,7 @@ class master_server {
             wire::prefix_response{errc::success, svc.exist_prefix(std::get<wire::keys_request>(request).keys)}, out);
       case message_type::data_read:
       case message_type::data_write:
+      case message_type::rdma_connect:
         // Well-formed, but for a data server: refused as a call, the
         // connection stays open.
         return encode_failure(type, errc::invalid_argument, out);

@@ -37,6 +37,8 @@ struct cluster_transport_options {
   // This process's segment registry: stores that share one read each
   // other's segments by memcpy. Null: a registry of this store's own.
   std::shared_ptr<segment_registry> process_segments;
+  // Only these lanes carry transfers ("memcpy", "tcp", "rdma"); empty: all.
+  std::vector<std::string> lanes;
 };
 
 using cluster_transport = lane_router<memcpy_lane, tcp_lane>;
@@ -46,17 +48,33 @@ static_assert(synchronous_transport<cluster_transport>);
 
 // `list_segments` is the metadata endpoint's segment list
 // (net::remote_metadata::segment_lister()).
-inline cluster_transport make_cluster_transport(
-    boost::asio::any_io_executor ex,
-    std::function<boost::asio::awaitable<std::pair<std::error_code, std::vector<segment_descriptor>>>()> list_segments,
-    cluster_transport_options options = {}) {
+using segment_lister =
+    std::function<boost::asio::awaitable<std::pair<std::error_code, std::vector<segment_descriptor>>>()>;
+
+namespace detail {
+// The routing, the memcpy lane and the TCP lane every cluster transport has.
+struct cluster_parts {
+  router_options routing;
+  memcpy_lane memcpy;
+  tcp_lane tcp;
+};
+inline cluster_parts make_cluster_parts(boost::asio::any_io_executor ex, segment_lister list_segments,
+                                        cluster_transport_options options) {
   router_options routing;
   routing.memory = options.shared_memory ? segment_memory::shareable : segment_memory::private_anonymous;
   routing.list_segments = std::move(list_segments);
+  routing.lanes = std::move(options.lanes);
   auto registry = options.process_segments ? options.process_segments : std::make_shared<segment_registry>();
   tcp_lane_options tcp{options.data_listen, options.advertise_host, options.serve, options.tcp};
-  return cluster_transport(std::move(routing), memcpy_lane(std::move(registry), {options.shared_memory}),
-                           tcp_lane(std::move(ex), std::move(tcp)));
+  return {std::move(routing), memcpy_lane(std::move(registry), {options.shared_memory}),
+          tcp_lane(std::move(ex), std::move(tcp))};
+}
+}  // namespace detail
+
+inline cluster_transport make_cluster_transport(boost::asio::any_io_executor ex, segment_lister list_segments,
+                                                cluster_transport_options options = {}) {
+  auto parts = detail::make_cluster_parts(std::move(ex), std::move(list_segments), std::move(options));
+  return cluster_transport(std::move(parts.routing), std::move(parts.memcpy), std::move(parts.tcp));
 }
 
 }  // namespace corokv

@@ -45,6 +45,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <tuple>
@@ -63,6 +64,9 @@ struct router_options {
   // segment that no lane reaches and the directory does not know, at most
   // once per batch. Empty for a store whose lanes need no directory.
   std::function<boost::asio::awaitable<std::pair<std::error_code, std::vector<segment_descriptor>>>()> list_segments;
+  // Only the lanes named here carry transfers (lane::name()); empty: all.
+  // Tests and benchmarks use it to force a path (only "rdma", say).
+  std::vector<std::string> lanes;
 };
 
 template <lane... Lanes>
@@ -76,8 +80,19 @@ class lane_router {
     requires(std::default_initializable<Lanes> && ...)
       : lane_router(router_options{}, Lanes{}...) {}
   explicit lane_router(Lanes... lanes) : lane_router(router_options{}, std::move(lanes)...) {}
+  // Throws std::invalid_argument if options.lanes names no lane of the router.
   explicit lane_router(router_options options, Lanes... lanes)
-      : core_(std::make_unique<core>(std::move(options), std::move(lanes)...)) {}
+      : core_(std::make_unique<core>(std::move(options), std::move(lanes)...)) {
+    core& c = *core_;
+    c.enabled.fill(c.options.lanes.empty());
+    for (const std::string& wanted : c.options.lanes) {
+      bool found = false;
+      for_each_lane([&]<std::size_t I>(auto& l) {
+        if (l.name() == wanted) found = c.enabled[I] = true;
+      });
+      if (!found) throw std::invalid_argument("corokv: no lane named '" + wanted + "'");
+    }
+  }
 
   lane_router(lane_router&&) noexcept = default;
   lane_router& operator=(lane_router&&) = delete;
@@ -209,6 +224,7 @@ class lane_router {
     core(router_options o, Lanes... l) : lanes(std::move(l)...), options(std::move(o)) {}
     std::tuple<Lanes...> lanes;
     router_options options;
+    std::array<bool, lane_count> enabled{};  // options.lanes, by position
     segment_directory directory;
     region_registry regions{lane_count};
     std::mutex segments_mu;
@@ -238,6 +254,7 @@ class lane_router {
     lane_rank best = ranks::unreachable;
     std::uint8_t which = no_lane;
     for_each_lane([&]<std::size_t I>(auto& l) {
+      if (!core_->enabled[I]) return;
       const lane_rank r = l.rank(where);
       if (r < best) {
         best = r;
@@ -353,7 +370,9 @@ class lane_router {
   // gives that lane every batch as it is: the lane answers
   // segment_not_found for what it cannot reach, which is all classifying
   // would tell.
-  bool passes_through() const noexcept { return lane_count == 1 && !any_registers && !core_->options.list_segments; }
+  bool passes_through() const noexcept {
+    return lane_count == 1 && !any_registers && !core_->options.list_segments && core_->enabled[0];
+  }
 
   template <class Request>
   static std::error_code lane_now(auto& l, std::span<const Request> requests, std::span<errc> status) {

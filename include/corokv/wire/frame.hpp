@@ -43,8 +43,9 @@ enum class message_type : std::uint8_t {
   validate,
   data_read,
   data_write,
+  rdma_connect,  // to a data server: set up an RDMA queue pair with it
 };
-inline constexpr std::uint8_t last_message_type = static_cast<std::uint8_t>(message_type::data_write);
+inline constexpr std::uint8_t last_message_type = static_cast<std::uint8_t>(message_type::rdma_connect);
 
 // What a peer may send; everything beyond is refused before allocation.
 struct limits {

@@ -13,6 +13,7 @@
 #include <corokv/wire/codec.hpp>
 #include <corokv/wire/frame.hpp>
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -79,6 +80,22 @@ struct data_write_request {  // followed by every item's bytes
   std::vector<data_item> items;
   friend bool operator==(const data_write_request&, const data_write_request&) = default;
 };
+// One end of an RDMA reliable-connected queue pair, as the two ends tell
+// each other when they connect (transport/rdma_lane.hpp).
+struct rdma_endpoint {
+  std::array<std::uint8_t, 16> gid{};     // the port's GID the queue pair uses
+  std::uint32_t qpn = 0;                  // queue pair number (24 bits)
+  std::uint32_t psn = 0;                  // first packet sequence number (24 bits)
+  std::uint8_t initiator_depth = 0;       // RDMA reads this end can have outstanding
+  std::uint8_t responder_resources = 0;   // RDMA reads this end can serve at once
+  std::uint8_t mtu = 0;                   // the port's active MTU, as ibv_mtu counts
+  std::uint16_t lid = 0;                  // the port's LID (InfiniBand; 0 on RoCE)
+  friend bool operator==(const rdma_endpoint&, const rdma_endpoint&) = default;
+};
+struct rdma_connect_request {
+  rdma_endpoint initiator;
+  friend bool operator==(const rdma_connect_request&, const rdma_connect_request&) = default;
+};
 
 // ------------------------------------------------------------ responses
 // `status` is the whole call's outcome; lists answer per key or item.
@@ -123,6 +140,11 @@ struct data_read_response {  // followed by the bytes of each successful item
   std::vector<errc> results;
   std::vector<std::uint64_t> lengths;
   friend bool operator==(const data_read_response&, const data_read_response&) = default;
+};
+struct rdma_connect_response {
+  errc status = errc::success;
+  rdma_endpoint responder;
+  friend bool operator==(const rdma_connect_response&, const rdma_connect_response&) = default;
 };
 
 // ------------------------------------------------------------ fields
@@ -172,6 +194,17 @@ template <class A> void data_items(A& a, std::vector<data_item>& items) {
 }
 template <class A> void fields(A& a, data_read_request& m) { data_items(a, m.items); }
 template <class A> void fields(A& a, data_write_request& m) { data_items(a, m.items); }
+template <class A> void rdma_end(A& a, rdma_endpoint& e) {
+  for (auto& b : e.gid) a.u8(b);
+  a.u32(e.qpn);
+  a.u32(e.psn);
+  a.u8(e.initiator_depth);
+  a.u8(e.responder_resources);
+  a.u8(e.mtu);
+  a.u16(e.lid);
+  if (e.qpn >= (1u << 24) || e.psn >= (1u << 24)) a.reject();
+}
+template <class A> void fields(A& a, rdma_connect_request& m) { rdma_end(a, m.initiator); }
 
 template <class A> void fields(A& a, status_response& m) { a.status_code(m.status); }
 template <class A> void fields(A& a, mount_response& m) {
@@ -220,6 +253,10 @@ template <class A> void fields(A& a, data_read_response& m) {
   statuses(a, m.results);
   u64s(a, m.lengths);
   if (m.lengths.size() != m.results.size()) a.reject();
+}
+template <class A> void fields(A& a, rdma_connect_response& m) {
+  a.status_code(m.status);
+  rdma_end(a, m.responder);
 }
 
 // ------------------------------------------------------------ sizes known in advance
@@ -293,9 +330,10 @@ errc decode(std::span<const std::byte> payload, M& message, const limits& lim = 
 // ------------------------------------------------------------ by message type
 using request = std::variant<node_request, mount_request, unmount_request, list_segments_request, put_start_request,
                              versioned_keys_request, keys_request, query_request, data_read_request,
-                             data_write_request>;
+                             data_write_request, rdma_connect_request>;
 using response = std::variant<status_response, mount_response, segments_response, put_start_response,
-                              statuses_response, query_response, prefix_response, data_read_response>;
+                              statuses_response, query_response, prefix_response, data_read_response,
+                              rdma_connect_response>;
 
 // The request and response shapes of each message type.
 inline request empty_request(message_type t) {
@@ -316,6 +354,7 @@ inline request empty_request(message_type t) {
     case message_type::remove: return keys_request{};
     case message_type::data_read: return data_read_request{};
     case message_type::data_write: return data_write_request{};
+    case message_type::rdma_connect: return rdma_connect_request{};
   }
   return list_segments_request{};
 }
@@ -338,6 +377,7 @@ inline response empty_response(message_type t) {
     case message_type::query: return query_response{};
     case message_type::exist_prefix: return prefix_response{};
     case message_type::data_read: return data_read_response{};
+    case message_type::rdma_connect: return rdma_connect_response{};
   }
   return status_response{};
 }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# RDMA batch_get against perftest's ib_read_bw, both on Soft-RoCE (rxe0)
+# inside the qemu VM that tests/vm/run.sh boots. Emulated: the device is the
+# kernel's rdma_rxe on a veth pair under TCG, so this measures how much of
+# what the device delivers corokv passes on, not RDMA speed.
+#   benchmarks/rdma_vm.sh BUILD_DIR [SECONDS_PER_POINT] [ROUNDS]
+# BUILD_DIR is a build tree made with COROKV_ENABLE_RDMA=ON (rdma_bench).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=${1:?usage: benchmarks/rdma_vm.sh BUILD_DIR [SECONDS_PER_POINT] [ROUNDS]}
+export COROKV_VM_APPEND="${COROKV_VM_APPEND:-} corokv_bench_seconds=${2:-3} corokv_bench_rounds=${3:-3}"
+exec bash "$here/../tests/vm/run.sh" --timeout 900 "$here/rdma_guest.sh" "$build/benchmarks/rdma_bench"

@@ -1,0 +1,830 @@
+#pragma once
+// The RDMA verbs lane: replicas on nodes whose segments are registered with
+// an RDMA device, reached by one-sided RDMA READ (get) and WRITE (put) over
+// reliable-connected queue pairs (rank rdma: after memcpy, before TCP).
+//
+// - Device: by name, or the first with an active port; one protection
+//   domain, one completion queue. No device: the lane stays idle (every
+//   segment unreachable), unless options.required.
+// - Memory: this node's segments are registered when published (their rkey
+//   and the port's GID go out in the segment endpoints); every region the
+//   store registers (its buffer pool, register_buffer) once, split at the
+//   device's largest memory region. A buffer in no registered region is
+//   registered for its batch alone (slower; counted in stats).
+// - Queue pairs: one per peer node, connected over a connection to the
+//   peer's data server (rdma_connect): both ends tell their GID, queue pair
+//   number, first PSN, MTU and RDMA-read limits, and use the smaller of
+//   both. That connection stays open while the queue pair lives: the peer
+//   drops its end when it closes, and this end errors its queue pair at
+//   once when the peer goes away.
+// - Transfers: a batch's requests are grouped by peer; each group goes out
+//   as chains of work requests, only the last of each chain signalled, as
+//   many as the send queue holds (detail::rdma_chain_plan decides). The
+//   RDMA-read limit agreed at connection bounds the reads the device keeps
+//   outstanding.
+// - Completions: a coroutine on the lane's executor (the completion pump)
+//   waits on the completion channel's fd while transfers are outstanding
+//   (io/verbs_completion_queue.hpp), polls, and completes each transfer on
+//   its awaiting coroutine's executor. No thread is started.
+// - Failures: a failed or flushed work request fails its request
+//   (transfer_failed) and errors its queue pair, which is rebuilt on next
+//   use; the device's async events (queue pair fatal, port down) do the
+//   same for the queue pairs they name. A terminal cancellation errors the
+//   queue pairs of the batch and completes only once their flushed work
+//   requests are in: nothing writes into the caller's buffers afterwards.
+//   Other batches in flight to the same peers then fail with
+//   transfer_failed (one queue pair per peer).
+//
+// Thread-safe: one mutex guards the queue pairs and the transfers in flight.
+
+#include <corokv/error.hpp>
+#include <corokv/io/verbs.hpp>
+#include <corokv/io/verbs_completion_queue.hpp>
+#include <corokv/io/verbs_events.hpp>
+#include <corokv/memory/registered_region.hpp>
+#include <corokv/memory/transfer.hpp>
+#include <corokv/net/data_server.hpp>
+#include <corokv/net/frame_io.hpp>
+#include <corokv/net/socket_deadline.hpp>
+#include <corokv/transport/lane.hpp>
+#include <corokv/transport/rdma_chain.hpp>
+#include <corokv/wire/messages.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace corokv {
+
+struct rdma_lane_options {
+  std::string device;      // a device name, as ibv_devices lists them; empty: the first with an active port
+  std::uint8_t port = 0;   // 0: the device's first active port
+  int gid_index = 0;       // the port's GID table entry; on RoCE, 0 is the link-local address
+  bool required = false;   // no usable device throws at construction instead of leaving the lane idle
+  std::uint32_t send_queue_depth = 256;  // work requests in flight per queue pair (bounded by the device)
+  std::uint32_t chain_length = 32;       // work requests per signalled chain
+  int completion_queue_depth = 4096;
+  std::chrono::milliseconds connect_timeout{5000};
+};
+
+struct rdma_lane_stats {
+  std::uint64_t connections = 0;           // queue pairs this node connected to peers
+  std::uint64_t accepted = 0;              // queue pairs made for peers that connected here
+  std::uint64_t work_requests = 0;         // posted
+  std::uint64_t chains = 0;                // signalled chains posted
+  std::uint64_t completion_events = 0;     // wake-ups by the completion channel
+  std::uint64_t ad_hoc_registrations = 0;  // buffers registered for one batch: in no registered region
+  std::uint64_t queue_pair_errors = 0;     // queue pairs errored: failure, cancellation, peer gone, device event
+  std::uint64_t device_events = 0;         // asynchronous events from the device
+};
+
+// What the RDMA lane keeps for a registered region: its memory regions.
+class rdma_registration final : public lane_registration {
+ public:
+  struct piece {
+    std::byte* base = nullptr;
+    std::size_t size = 0;
+    verbs::mr_ptr mr;
+  };
+  // The local key for [p, p + n), if it lies in one piece; 0 and false if not.
+  bool find(const void* p, std::size_t n, std::uint32_t& lkey) const noexcept {
+    const auto* b = static_cast<const std::byte*>(p);
+    for (const piece& x : pieces)
+      if (b >= x.base && n <= x.size && static_cast<std::size_t>(b - x.base) <= x.size - n) {
+        lkey = x.mr->lkey;
+        return true;
+      }
+    return false;
+  }
+  std::vector<piece> pieces;
+};
+
+class rdma_lane {
+ public:
+  // Opens the device. No usable device leaves the lane idle (available()
+  // false, why in unavailable_reason()), or throws if options.required.
+  rdma_lane(boost::asio::any_io_executor ex, rdma_lane_options options = {})
+      : state_(std::make_shared<state>(ex, std::move(options))) {
+    state& s = *state_;
+    std::error_code ec = verbs::open_device(s.options.device, s.options.port, s.options.gid_index, s.dev);
+    if (!ec) {
+      s.cq = std::make_unique<verbs::completion_queue>(
+          ex, s.dev.context.get(), std::min(s.options.completion_queue_depth, s.dev.max_cqe), ec);
+      if (!ec) s.events = std::make_unique<verbs::device_events>(ex, s.dev.context.get(), ec);
+    }
+    if (ec) {
+      s.why_unavailable = "rdma: " + (s.options.device.empty() ? std::string("no device with an active port")
+                                                               : "device " + s.options.device) +
+                          ": " + ec.message();
+      s.events.reset();
+      s.cq.reset();
+      s.dev = {};
+      if (s.options.required) throw boost::system::system_error(ec, "corokv: " + s.why_unavailable);
+      return;
+    }
+    s.depth = std::max<std::uint32_t>(
+        1, std::min<std::uint32_t>(s.options.send_queue_depth, static_cast<std::uint32_t>(s.dev.max_qp_wr)));
+    s.available = true;
+    boost::asio::co_spawn(ex, watch_device(state_), boost::asio::detached);
+  }
+  rdma_lane(rdma_lane&&) noexcept = default;
+  ~rdma_lane() {
+    if (state_) state_->shut_down();
+  }
+
+  std::string_view name() const noexcept { return "rdma"; }
+  bool available() const noexcept { return state_->available; }
+  const std::string& unavailable_reason() const noexcept { return state_->why_unavailable; }
+  std::string device_name() const { return state_->dev.name; }
+  std::string gid() const { return state_->available ? verbs::gid_text(state_->dev.gid) : std::string(); }
+
+  rdma_lane_stats stats() const noexcept {
+    const state& s = *state_;
+    auto get = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+    return {get(s.connections), get(s.accepted),          get(s.work_requests), get(s.chains),
+            get(s.completion_events), get(s.ad_hoc), get(s.qp_errors),     get(s.device_events)};
+  }
+
+  // What this node's data server answers an rdma_connect with (see
+  // make_rdma_cluster_transport, which wires it up).
+  net::rdma_acceptor acceptor() const {
+    return [weak = std::weak_ptr<state>(state_)](const wire::rdma_connect_request& request) {
+      std::pair<wire::rdma_connect_response, std::shared_ptr<void>> out{{errc::invalid_argument, {}}, nullptr};
+      if (auto s = weak.lock()) out = s->accept(s, request);
+      return out;
+    };
+  }
+
+  // A segment whose owner registered it with a device and runs a data
+  // server, while this lane has a device and its port is up.
+  lane_rank rank(const segment_route& where) {
+    state& s = *state_;
+    if (!s.available || !s.port_active.load(std::memory_order_relaxed) || !where.descriptor) return ranks::unreachable;
+    {
+      std::lock_guard lock(s.mu);
+      if (auto it = s.segments.find(where.id); it != s.segments.end()) return ranks::rdma;
+    }
+    const segment_endpoints& e = where.descriptor->endpoints;
+    if (e.rdma_gid.empty() || e.tcp_port == 0) return ranks::unreachable;
+    boost::system::error_code bad_address;
+    const auto address = boost::asio::ip::make_address(e.tcp_host, bad_address);
+    if (bad_address) return ranks::unreachable;
+    remote_segment r{boost::asio::ip::tcp::endpoint(address, e.tcp_port), e.base_address, where.descriptor->size,
+                     e.rdma_rkey};
+    std::lock_guard lock(s.mu);
+    s.segments.insert_or_assign(where.id, r);
+    return ranks::rdma;
+  }
+
+  boost::asio::awaitable<std::error_code> read(std::span<const read_request> requests, std::span<errc> status) {
+    co_return co_await transfer<read_request>(state_, requests, status);
+  }
+  boost::asio::awaitable<std::error_code> write(std::span<const write_request> requests, std::span<errc> status) {
+    co_return co_await transfer<write_request>(state_, requests, status);
+  }
+
+  // Registers one of this node's segments for remote reads and writes. A
+  // segment larger than the device's largest memory region is left to the
+  // other lanes (its endpoints then name no GID).
+  std::error_code publish(const published_segment& segment, segment_endpoints& where) {
+    state& s = *state_;
+    if (!s.available || segment.memory->size() > s.dev.max_mr_size) return {};
+    verbs::mr_ptr mr(ibv_reg_mr(s.dev.pd.get(), segment.memory->data(), segment.memory->size(),
+                                IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE));
+    if (!mr) return verbs::last_error();
+    where.rdma_rkey = mr->rkey;
+    where.rdma_gid = verbs::gid_text(s.dev.gid);
+    std::lock_guard lock(s.mu);
+    s.published[segment.id] = published_memory{segment.memory, std::move(mr)};
+    return {};
+  }
+  // Deregisters it: a peer's transfer still running on it fails on that
+  // peer, which then tries its next replica.
+  void withdraw(segment_id id) {
+    published_memory gone;
+    std::lock_guard lock(state_->mu);
+    if (auto it = state_->published.find(id); it != state_->published.end()) {
+      gone = std::move(it->second);
+      state_->published.erase(it);
+    }
+  }
+
+  void forget(std::span<const segment_id> gone) {
+    std::lock_guard lock(state_->mu);
+    for (segment_id id : gone) state_->segments.erase(id);
+  }
+
+  // Registers a region of the caller's memory with the device, in pieces no
+  // larger than the device's largest memory region.
+  std::error_code register_region(registered_region& region, std::unique_ptr<lane_registration>& out) {
+    state& s = *state_;
+    if (!s.available) return {};
+    auto made = std::make_unique<rdma_registration>();
+    const std::size_t piece = static_cast<std::size_t>(std::max<std::uint64_t>(1, s.dev.max_mr_size));
+    for (std::size_t at = 0; at < region.size(); at += piece) {
+      const std::size_t n = std::min(piece, region.size() - at);
+      verbs::mr_ptr mr(ibv_reg_mr(s.dev.pd.get(), region.data() + at, n, IBV_ACCESS_LOCAL_WRITE));
+      if (!mr) return verbs::last_error();
+      made->pieces.push_back({region.data() + at, n, std::move(mr)});
+    }
+    out = std::move(made);
+    return {};
+  }
+
+ private:
+  using tcp = boost::asio::ip::tcp;
+
+  struct remote_segment {
+    tcp::endpoint peer;  // its owner's data server
+    std::uint64_t base = 0;
+    std::uint64_t size = 0;
+    std::uint32_t rkey = 0;
+  };
+  struct published_memory {
+    std::shared_ptr<local_segment> memory;
+    verbs::mr_ptr mr;
+  };
+  struct transfer_group;
+
+  struct queue_pair {
+    verbs::qp_ptr qp;
+    std::uint32_t depth = 0;
+    std::uint32_t in_flight = 0;  // posted work requests not yet known complete
+    bool broken = false;          // in error (or to be): not used for new transfers
+    std::shared_ptr<tcp::socket> link;  // the data-server connection it was set up over
+    std::deque<transfer_group*> waiting;  // groups with work to post once slots free
+    ~queue_pair() {
+      if (link) {
+        boost::system::error_code ignored;
+        link->close(ignored);
+      }
+    }
+  };
+
+  // The awaiting coroutine's handler, type-erased: run on its own executor.
+  struct completion {
+    virtual ~completion() = default;
+    virtual void post(std::error_code ec) = 0;
+  };
+  template <class Handler>
+  struct completion_for final : completion {
+    completion_for(Handler h, boost::asio::any_io_executor fallback)
+        : handler(std::move(h)), executor(boost::asio::get_associated_executor(handler, fallback)) {}
+    void post(std::error_code ec) override {
+      boost::asio::post(executor, [h = std::move(handler), ec]() mutable { std::move(h)(ec); });
+    }
+    Handler handler;
+    boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor> executor;
+  };
+
+  struct transfer_op;
+  // Where the tag of a work request points: its group and its place.
+  struct work_tag {
+    transfer_group* group = nullptr;
+    std::uint32_t work = 0;
+  };
+  struct target {
+    std::byte* local = nullptr;
+    std::uint32_t lkey = 0;
+    std::uint64_t remote = 0;
+    std::uint32_t rkey = 0;
+  };
+  struct transfer_group {
+    transfer_op* op = nullptr;
+    tcp::endpoint peer;
+    std::shared_ptr<queue_pair> qp;
+    std::vector<std::uint32_t> index;  // positions in the lane call
+    std::vector<target> targets;
+    detail::rdma_chain_plan plan;
+    std::vector<work_tag> tags;
+    bool done = false;
+    bool waiting = false;
+  };
+  struct transfer_op {
+    std::weak_ptr<transfer_op> self;  // held by the coroutine awaiting it, until it completes
+    bool read = true;
+    std::vector<std::unique_ptr<transfer_group>> groups;
+    std::vector<verbs::mr_ptr> ad_hoc;  // registrations of buffers in no registered region
+    std::size_t unfinished = 0;
+    bool cancelled = false;
+    bool completed = false;
+    std::unique_ptr<completion> handler;  // the awaiting coroutine's
+    boost::asio::cancellation_slot slot;
+  };
+
+  struct state {
+    state(boost::asio::any_io_executor e, rdma_lane_options o) : executor(std::move(e)), options(std::move(o)) {}
+    ~state() { shut_down(); }
+
+    boost::asio::any_io_executor executor;
+    rdma_lane_options options;
+    verbs::device dev;
+    std::unique_ptr<verbs::completion_queue> cq;
+    std::unique_ptr<verbs::device_events> events;
+    bool available = false;
+    std::string why_unavailable;
+    std::uint32_t depth = 1;
+    std::atomic<bool> port_active{true};
+
+    std::mutex mu;  // guards everything below
+    std::unordered_map<segment_id, remote_segment> segments;
+    std::map<tcp::endpoint, std::shared_ptr<queue_pair>> peers;
+    std::unordered_map<segment_id, published_memory> published;
+    std::vector<std::weak_ptr<queue_pair>> responders;  // made for peers: errored on device events too
+    std::size_t active_ops = 0;
+    bool pump_running = false;
+    bool shutting_down = false;
+
+    std::atomic<std::uint64_t> connections{0}, accepted{0}, work_requests{0}, chains{0}, completion_events{0},
+        ad_hoc{0}, qp_errors{0}, device_events{0};
+
+    void shut_down() {
+      if (cq) cq->close();
+      if (events) events->close();
+      std::lock_guard lock(mu);
+      shutting_down = true;
+    }
+
+    // Moves a queue pair to error once; its outstanding work then flushes.
+    void break_queue_pair(queue_pair& q) {
+      if (q.broken) return;
+      q.broken = true;
+      qp_errors.fetch_add(1, std::memory_order_relaxed);
+      (void)verbs::to_error(q.qp.get());
+    }
+
+    verbs::rc_peer agreed(const wire::rdma_endpoint& other) const {
+      verbs::rc_peer p;
+      p.gid = other.gid;
+      p.qpn = other.qpn;
+      p.psn = other.psn;
+      p.mtu = static_cast<ibv_mtu>(std::clamp<int>(std::min<int>(other.mtu, dev.mtu), IBV_MTU_256, IBV_MTU_4096));
+      p.lid = other.lid;
+      p.reads_out = std::max<std::uint8_t>(1, std::min(dev.initiator_depth, other.responder_resources));
+      p.reads_in = std::max<std::uint8_t>(1, std::min(dev.responder_resources, other.initiator_depth));
+      return p;
+    }
+    wire::rdma_endpoint own_endpoint(const queue_pair& q, std::uint32_t psn) const {
+      wire::rdma_endpoint e;
+      e.gid = dev.gid;
+      e.qpn = q.qp->qp_num;
+      e.psn = psn;
+      e.initiator_depth = dev.initiator_depth;
+      e.responder_resources = dev.responder_resources;
+      e.mtu = static_cast<std::uint8_t>(dev.mtu);
+      e.lid = dev.lid;
+      return e;
+    }
+
+    std::shared_ptr<queue_pair> make_queue_pair(std::error_code& ec) {
+      auto q = std::make_shared<queue_pair>();
+      q->depth = depth;
+      q->qp = verbs::make_rc_queue_pair(dev, cq->get(), depth, 1, ec);
+      if (ec) return nullptr;
+      return q;
+    }
+
+    // The data server's side of rdma_connect: a queue pair for the peer,
+    // held by the connection the peer asked on.
+    std::pair<wire::rdma_connect_response, std::shared_ptr<void>> accept(const std::shared_ptr<state>& self,
+                                                                         const wire::rdma_connect_request& request) {
+      std::pair<wire::rdma_connect_response, std::shared_ptr<void>> out{{errc::invalid_argument, {}}, nullptr};
+      if (!available) return out;
+      std::error_code ec;
+      auto q = make_queue_pair(ec);
+      const std::uint32_t psn = verbs::random_psn();
+      if (!ec) ec = verbs::connect_rc(dev, q->qp.get(), agreed(request.initiator), psn);
+      if (ec) {
+        out.first.status = errc::transfer_failed;
+        return out;
+      }
+      out.first = {errc::success, own_endpoint(*q, psn)};
+      {
+        std::lock_guard lock(mu);
+        std::erase_if(responders, [](const auto& w) { return w.expired(); });
+        responders.push_back(q);
+      }
+      accepted.fetch_add(1, std::memory_order_relaxed);
+      // The device must outlive the queue pair: the holder keeps both.
+      struct held {
+        std::shared_ptr<state> device_owner;
+        std::shared_ptr<queue_pair> qp;
+      };
+      out.second = std::make_shared<held>(held{self, std::move(q)});
+      return out;
+    }
+  };
+
+  // ------------------------------------------------------------ connecting
+  // A connected queue pair to `peer`'s node, or null if it cannot be had.
+  static boost::asio::awaitable<std::shared_ptr<queue_pair>> queue_pair_for(std::shared_ptr<state> s, tcp::endpoint peer) {
+    {
+      std::lock_guard lock(s->mu);
+      if (auto it = s->peers.find(peer); it != s->peers.end() && !it->second->broken) co_return it->second;
+    }
+    auto q = co_await connect(s, peer);
+    if (!q) co_return nullptr;
+    std::lock_guard lock(s->mu);
+    s->peers[peer] = q;
+    co_return q;
+  }
+
+  static boost::asio::awaitable<std::shared_ptr<queue_pair>> connect(std::shared_ptr<state> s, tcp::endpoint peer) {
+    namespace asio = boost::asio;
+    std::error_code ec;
+    auto q = s->make_queue_pair(ec);
+    if (!q) co_return nullptr;
+    const std::uint32_t psn = verbs::random_psn();
+    auto socket = std::make_shared<tcp::socket>(s->executor);
+    net::socket_deadline deadline(s->executor, socket, s->options.connect_timeout);
+    auto [connect_ec] = co_await socket->async_connect(peer, asio::as_tuple(asio::use_awaitable));
+    if (connect_ec) co_return nullptr;
+    boost::system::error_code ignored;
+    socket->set_option(tcp::no_delay(true), ignored);
+    std::vector<std::byte> frame;
+    if (net::append_frame(wire::message_type::rdma_connect, false, 1, wire::rdma_connect_request{s->own_endpoint(*q, psn)},
+                          frame) != errc::success)
+      co_return nullptr;
+    auto [write_ec, written] = co_await asio::async_write(*socket, asio::buffer(frame), asio::as_tuple(asio::use_awaitable));
+    if (write_ec) co_return nullptr;
+    wire::frame_header h;
+    std::vector<std::byte> payload;
+    if (co_await net::read_frame(*socket, {}, /*response=*/true, h, payload) != net::frame_status::ok) co_return nullptr;
+    wire::rdma_connect_response response;
+    if (h.type != wire::message_type::rdma_connect || h.request_id != 1 ||
+        wire::decode_table(payload, response) != errc::success || response.status != errc::success)
+      co_return nullptr;
+    if (verbs::connect_rc(s->dev, q->qp.get(), s->agreed(response.responder), psn)) co_return nullptr;
+    deadline.disarm();
+    q->link = socket;
+    s->connections.fetch_add(1, std::memory_order_relaxed);
+    asio::co_spawn(s->executor, watch_link(std::weak_ptr<state>(s), std::weak_ptr<queue_pair>(q), socket), asio::detached);
+    co_return q;
+  }
+
+  // The peer's end of the link closes when its process ends: the queue pair
+  // is errored at once, so transfers to it fail now rather than after the
+  // transport's retries.
+  static boost::asio::awaitable<void> watch_link(std::weak_ptr<state> weak, std::weak_ptr<queue_pair> weak_qp,
+                                                 std::shared_ptr<tcp::socket> socket) {
+    std::array<std::byte, 1> byte{};
+    (void)co_await socket->async_read_some(boost::asio::buffer(byte),
+                                           boost::asio::as_tuple(boost::asio::use_awaitable));
+    auto s = weak.lock();
+    auto q = weak_qp.lock();
+    if (!s || !q) co_return;
+    std::lock_guard lock(s->mu);
+    s->break_queue_pair(*q);
+  }
+
+  // ------------------------------------------------------------ device events
+  static boost::asio::awaitable<void> watch_device(std::shared_ptr<state> s) {
+    for (;;) {
+      ibv_async_event event{};
+      if (co_await s->events->next(event)) co_return;
+      s->device_events.fetch_add(1, std::memory_order_relaxed);
+      {
+        std::lock_guard lock(s->mu);
+        auto break_all = [&] {
+          for (auto& [peer, q] : s->peers) s->break_queue_pair(*q);
+          for (auto& w : s->responders)
+            if (auto q = w.lock()) s->break_queue_pair(*q);
+        };
+        switch (event.event_type) {
+          case IBV_EVENT_QP_FATAL:
+          case IBV_EVENT_QP_REQ_ERR:
+          case IBV_EVENT_QP_ACCESS_ERR:
+            for (auto& [peer, q] : s->peers)
+              if (q->qp.get() == event.element.qp) s->break_queue_pair(*q);
+            for (auto& w : s->responders)
+              if (auto q = w.lock(); q && q->qp.get() == event.element.qp) s->break_queue_pair(*q);
+            break;
+          case IBV_EVENT_PORT_ERR:
+          case IBV_EVENT_DEVICE_FATAL:
+          case IBV_EVENT_CQ_ERR:
+            s->port_active = false;
+            break_all();
+            break;
+          case IBV_EVENT_PORT_ACTIVE:
+            s->port_active = true;
+            break;
+          default:
+            break;
+        }
+      }
+      ibv_ack_async_event(&event);
+    }
+  }
+
+  // ------------------------------------------------------------ transfers
+  template <class Request>
+  static boost::asio::awaitable<std::error_code> transfer(std::shared_ptr<state> s, std::span<const Request> requests,
+                                                          std::span<errc> status) {
+    constexpr bool reading = std::is_same_v<Request, read_request>;
+    auto op = std::make_shared<transfer_op>();
+    op->self = op;
+    op->read = reading;
+    if (!s->available) {
+      std::fill(status.begin(), status.end(), errc::segment_not_found);
+      co_return std::error_code{};
+    }
+    // Group by peer; check each range against its segment.
+    {
+      std::lock_guard lock(s->mu);
+      for (std::size_t k = 0; k < requests.size(); ++k) {
+        const replica_descriptor& r = requests[k].replica;
+        auto it = s->segments.find(r.segment);
+        if (it == s->segments.end() || r.length == 0 || r.offset > it->second.size ||
+            r.length > it->second.size - r.offset) {
+          status[k] = errc::segment_not_found;
+          continue;
+        }
+        const remote_segment& seg = it->second;
+        auto g = std::find_if(op->groups.begin(), op->groups.end(), [&](const auto& x) { return x->peer == seg.peer; });
+        if (g == op->groups.end()) {
+          g = op->groups.insert(op->groups.end(), std::make_unique<transfer_group>());
+          (*g)->op = op.get();
+          (*g)->peer = seg.peer;
+        }
+        (*g)->index.push_back(static_cast<std::uint32_t>(k));
+        std::byte* local;
+        if constexpr (reading)
+          local = static_cast<std::byte*>(requests[k].destination.data());
+        else
+          local = static_cast<std::byte*>(const_cast<void*>(requests[k].source.data()));
+        (*g)->targets.push_back({local, 0, seg.base + r.offset, seg.rkey});
+      }
+    }
+    // Local keys: the registered region's, or a registration for this batch.
+    for (auto& g : op->groups) {
+      for (std::size_t j = 0; j < g->index.size(); ++j) {
+        const Request& r = requests[g->index[j]];
+        const std::size_t n = static_cast<std::size_t>(r.replica.length);
+        const auto* registration = static_cast<const rdma_registration*>(r.registration);
+        if (registration && registration->find(g->targets[j].local, n, g->targets[j].lkey)) continue;
+        verbs::mr_ptr mr(ibv_reg_mr(s->dev.pd.get(), g->targets[j].local, n, reading ? IBV_ACCESS_LOCAL_WRITE : 0));
+        if (!mr) {
+          g->targets[j].lkey = 0;
+          g->targets[j].local = nullptr;  // fails below, alone
+          continue;
+        }
+        s->ad_hoc.fetch_add(1, std::memory_order_relaxed);
+        g->targets[j].lkey = mr->lkey;
+        op->ad_hoc.push_back(std::move(mr));
+      }
+    }
+    // A queue pair per peer.
+    for (auto& g : op->groups) g->qp = co_await queue_pair_for(s, g->peer);
+
+    // Plans: a group with no queue pair, or a request with no local key,
+    // fails without a work request.
+    std::vector<std::uint64_t> lengths;
+    for (auto& g : op->groups) {
+      lengths.clear();
+      for (std::size_t j = 0; j < g->index.size(); ++j)
+        lengths.push_back(g->qp && g->targets[j].local ? requests[g->index[j]].replica.length : 0);
+      g->plan.reset(lengths, s->dev.max_message, s->options.chain_length);
+      g->tags.resize(g->plan.works().size());
+      for (std::size_t w = 0; w < g->tags.size(); ++w) g->tags[w] = {g.get(), static_cast<std::uint32_t>(w)};
+    }
+    const std::error_code ec = co_await run(s, op, boost::asio::use_awaitable);
+    for (auto& g : op->groups)
+      for (std::size_t j = 0; j < g->index.size(); ++j)
+        status[g->index[j]] = !g->qp || !g->targets[j].local ? errc::transfer_failed : g->plan.statuses()[j];
+    co_return ec;
+  }
+
+  // Posts every group's first chains and completes once all are in: the
+  // verbs awaiter. Completes on the awaiting coroutine's executor.
+  template <class Token>
+  static auto run(std::shared_ptr<state> lane_state, std::shared_ptr<transfer_op> batch, Token&& token) {
+    return boost::asio::async_initiate<Token, void(std::error_code)>(
+        [](auto handler, std::shared_ptr<state> s, std::shared_ptr<transfer_op> op) {
+          namespace asio = boost::asio;
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          std::unique_lock lock(s->mu);
+          op->handler = std::make_unique<completion_for<decltype(handler)>>(std::move(handler), s->executor);
+          op->unfinished = op->groups.size();
+          ++s->active_ops;
+          if (slot.is_connected()) {
+            op->slot = slot;
+            slot.assign([weak = std::weak_ptr<state>(s), op](asio::cancellation_type type) {
+              if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none) return;
+              if (auto alive = weak.lock()) cancel(alive, op);
+            });
+          }
+          std::vector<std::shared_ptr<transfer_op>> done;
+          for (auto& g : op->groups) post_group(*s, *g, op, done);
+          if (op->unfinished == 0 && !op->completed) finish(*s, op, done);
+          const bool start = pump_needed(*s);
+          lock.unlock();
+          if (start) start_pump(s);
+          for (auto& d : done) complete(*s, d);
+        },
+        token, std::move(lane_state), std::move(batch));
+  }
+
+  // Under the lock. Posts as many chains of the group as its queue pair has
+  // room for; waits in the queue pair's line if some are left.
+  static void post_group(state& s, transfer_group& g, const std::shared_ptr<transfer_op>& op,
+                         std::vector<std::shared_ptr<transfer_op>>& done) {
+    if (g.done) return;
+    if (!g.qp || g.qp->broken) {
+      if (!g.plan.stopped()) g.plan.stop(errc::transfer_failed);
+    } else {
+      for (;;) {
+        const auto chain = g.plan.next(g.qp->depth - g.qp->in_flight);
+        if (chain.count == 0) break;
+        post_chain(s, g, chain);
+      }
+      if (g.plan.has_unposted() && !g.waiting) {
+        g.waiting = true;
+        g.qp->waiting.push_back(&g);
+      }
+    }
+    if (g.plan.finished()) {
+      g.done = true;
+      if (--op->unfinished == 0 && !op->completed) finish(s, op, done);
+    }
+  }
+
+  static void post_chain(state& s, transfer_group& g, detail::rdma_chain_plan::chain chain) {
+    const bool reading = g.op->read;
+    std::vector<ibv_send_wr> wrs(chain.count);
+    std::vector<ibv_sge> sges(chain.count);
+    for (std::size_t i = 0; i < chain.count; ++i) {
+      const std::size_t w = chain.first + i;
+      const detail::rdma_work& work = g.plan.works()[w];
+      const target& t = g.targets[work.request];
+      sges[i].addr = reinterpret_cast<std::uintptr_t>(t.local + work.offset);
+      sges[i].length = work.length;
+      sges[i].lkey = t.lkey;
+      ibv_send_wr& wr = wrs[i];
+      wr = {};
+      wr.wr_id = reinterpret_cast<std::uintptr_t>(&g.tags[w]);
+      wr.sg_list = &sges[i];
+      wr.num_sge = 1;
+      wr.opcode = reading ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE;
+      wr.send_flags = i + 1 == chain.count ? IBV_SEND_SIGNALED : 0;
+      wr.wr.rdma.remote_addr = t.remote + work.offset;
+      wr.wr.rdma.rkey = t.rkey;
+      wr.next = i + 1 < chain.count ? &wrs[i + 1] : nullptr;
+    }
+    g.qp->in_flight += static_cast<std::uint32_t>(chain.count);
+    s.work_requests.fetch_add(chain.count, std::memory_order_relaxed);
+    s.chains.fetch_add(1, std::memory_order_relaxed);
+    ibv_send_wr* bad = nullptr;
+    if (ibv_post_send(g.qp->qp.get(), wrs.data(), &bad) == 0) return;
+    // Part of the chain went out, unsignalled: error the queue pair, so that
+    // what went out flushes, and post one signalled request in its place
+    // for the chain's end, which flushes after them.
+    const std::size_t first_bad = bad ? static_cast<std::size_t>(bad - wrs.data()) : 0;
+    s.break_queue_pair(*g.qp);
+    for (std::size_t i = first_bad; i + 1 < chain.count; ++i)
+      (void)g.plan.complete(chain.first + i, detail::rdma_completion::failed);
+    ibv_send_wr end = {};
+    end.wr_id = wrs.back().wr_id;
+    end.opcode = IBV_WR_RDMA_WRITE;
+    end.send_flags = IBV_SEND_SIGNALED;
+    ibv_send_wr* bad_end = nullptr;
+    if (ibv_post_send(g.qp->qp.get(), &end, &bad_end) != 0) {
+      // Not even that: nothing will complete the chain, so end it here.
+      g.qp->in_flight -= static_cast<std::uint32_t>(g.plan.complete(chain.first + chain.count - 1, detail::rdma_completion::failed));
+    }
+  }
+
+  // Under the lock.
+  static void finish(state& s, const std::shared_ptr<transfer_op>& op, std::vector<std::shared_ptr<transfer_op>>& done) {
+    op->completed = true;
+    --s.active_ops;
+    done.push_back(op);
+  }
+
+  // Outside the lock: hands the result to the awaiting coroutine's executor.
+  static void complete(state&, const std::shared_ptr<transfer_op>& op) {
+    if (op->slot.is_connected()) op->slot.clear();
+    const std::error_code ec = op->cancelled ? std::error_code(errc::cancelled) : std::error_code{};
+    std::unique_ptr<completion> handler = std::move(op->handler);
+    handler->post(ec);
+  }
+
+  static void cancel(const std::shared_ptr<state>& s, const std::shared_ptr<transfer_op>& op) {
+    std::vector<std::shared_ptr<transfer_op>> done;
+    {
+      std::lock_guard lock(s->mu);
+      if (op->completed || op->cancelled) return;
+      op->cancelled = true;
+      for (auto& g : op->groups) {
+        if (g->done) continue;
+        if (g->waiting) {
+          std::erase(g->qp->waiting, g.get());
+          g->waiting = false;
+        }
+        if (g->plan.stop(errc::cancelled)) s->break_queue_pair(*g->qp);  // flushes what is in flight
+        if (g->plan.finished()) {
+          g->done = true;
+          if (--op->unfinished == 0) finish(*s, op, done);
+        }
+      }
+    }
+    for (auto& d : done) complete(*s, d);
+  }
+
+  // ------------------------------------------------------------ completions
+  // Under the lock: whether the caller must start the pump, once it let go
+  // of the lock (co_spawn may run the pump at once, on this thread).
+  static bool pump_needed(state& s) {
+    if (s.pump_running || s.active_ops == 0 || s.shutting_down) return false;
+    s.pump_running = true;
+    return true;
+  }
+  static void start_pump(const std::shared_ptr<state>& s) {
+    boost::asio::co_spawn(s->executor, pump(s), boost::asio::detached);
+  }
+
+  // Runs while transfers are outstanding: waits for the completion channel,
+  // then polls until empty.
+  static boost::asio::awaitable<void> pump(std::shared_ptr<state> s) {
+    for (;;) {
+      {
+        std::lock_guard lock(s->mu);
+        if (s->active_ops == 0 || s->shutting_down) {
+          s->pump_running = false;
+          co_return;
+        }
+      }
+      if (co_await s->cq->wait()) {
+        std::lock_guard lock(s->mu);
+        s->pump_running = false;
+        co_return;
+      }
+      s->completion_events.fetch_add(1, std::memory_order_relaxed);
+      std::vector<std::shared_ptr<transfer_op>> done;
+      {
+        std::lock_guard lock(s->mu);
+        s->cq->drain([&](const ibv_wc& wc) { on_completion(*s, wc, done); });
+      }
+      for (auto& d : done) complete(*s, d);
+    }
+  }
+
+  // Under the lock.
+  static void on_completion(state& s, const ibv_wc& wc, std::vector<std::shared_ptr<transfer_op>>& done) {
+    auto* tag = reinterpret_cast<work_tag*>(static_cast<std::uintptr_t>(wc.wr_id));
+    if (!tag) return;
+    transfer_group& g = *tag->group;
+    const auto outcome = wc.status == IBV_WC_SUCCESS         ? detail::rdma_completion::success
+                         : wc.status == IBV_WC_WR_FLUSH_ERR ? detail::rdma_completion::flushed
+                                                             : detail::rdma_completion::failed;
+    if (outcome != detail::rdma_completion::success) s.break_queue_pair(*g.qp);
+    const std::size_t freed = g.plan.complete(tag->work, outcome);
+    if (freed == 0) return;
+    queue_pair& q = *g.qp;
+    q.in_flight -= static_cast<std::uint32_t>(freed);
+    post_group(s, g, g.op->self.lock(), done);
+    // Slots came free: groups waiting on this queue pair go next.
+    while (!q.waiting.empty() && q.in_flight < q.depth) {
+      transfer_group* next = q.waiting.front();
+      q.waiting.pop_front();
+      next->waiting = false;
+      post_group(s, *next, next->op->self.lock(), done);
+      if (next->waiting) break;  // still no room
+    }
+  }
+
+  std::shared_ptr<state> state_;
+};
+
+static_assert(lane<rdma_lane>);
+static_assert(publishing_lane<rdma_lane>);
+static_assert(registering_lane<rdma_lane>);
+static_assert(directory_following_lane<rdma_lane>);
+
+}  // namespace corokv
