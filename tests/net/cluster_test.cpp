@@ -326,6 +326,79 @@ TEST_CASE("a data server refuses ranges outside its segments and closes only a m
   CHECK(s.items_refused == 1);
 }
 
+TEST_CASE("a data server answers rdma_connect through its RDMA acceptor and drops what it holds with the connection") {
+  io_thread server_thread;
+  auto server = std::make_shared<net::data_server>(server_thread.io.get_executor(), std::make_shared<segment_registry>(),
+                                                   tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  server->start();
+  const tcp::endpoint at = server->local_endpoint();
+
+  asio::io_context io;
+  auto exchange = [&](tcp::socket& socket, const std::vector<std::byte>& frame) {
+    asio::write(socket, asio::buffer(frame));
+    std::array<std::byte, wire::header_size> head{};
+    asio::read(socket, asio::buffer(head));
+    wire::frame_header h;
+    REQUIRE(wire::decode_header(head, {}, h) == errc::success);
+    CHECK(h.type == wire::message_type::rdma_connect);
+    CHECK(h.response);
+    std::vector<std::byte> payload(h.payload_size);
+    asio::read(socket, asio::buffer(payload));
+    wire::rdma_connect_response response;
+    REQUIRE(wire::decode(payload, response) == errc::success);
+    return response;
+  };
+  wire::rdma_connect_request request;
+  request.initiator.qpn = 77;
+  std::vector<std::byte> frame;
+  REQUIRE(net::append_frame(wire::message_type::rdma_connect, false, 5, request, frame) == errc::success);
+
+  // No RDMA lane on this node: refused as a call, the connection stays open.
+  tcp::socket plain(io);
+  plain.connect(at);
+  CHECK(exchange(plain, frame).status == errc::invalid_argument);
+  CHECK(exchange(plain, frame).status == errc::invalid_argument);
+
+  // With one: its answer goes back, and what it returned is held until the
+  // connection closes.
+  auto held = std::make_shared<int>(1);
+  std::weak_ptr<int> watch = held;
+  std::uint32_t asked_qpn = 0;
+  server->set_rdma_acceptor([&, held](const wire::rdma_connect_request& r) mutable {
+    asked_qpn = r.initiator.qpn;
+    wire::rdma_connect_response answer;
+    answer.responder.qpn = 99;
+    return std::pair<wire::rdma_connect_response, std::shared_ptr<void>>{answer, std::move(held)};
+  });
+  held.reset();
+  tcp::socket peer(io);
+  peer.connect(at);
+  const auto answer = exchange(peer, frame);
+  CHECK(answer.status == errc::success);
+  CHECK(answer.responder.qpn == 99);
+  CHECK(asked_qpn == 77);
+  server->set_rdma_acceptor({});  // the acceptor's own copy goes; the connection's stays
+  CHECK(!watch.expired());
+  peer.close();
+  for (int i = 0; i < 200 && !watch.expired(); ++i) std::this_thread::sleep_for(5ms);
+  CHECK(watch.expired());
+
+  // A malformed one (a queue pair number wider than 24 bits) closes that
+  // connection only.
+  std::vector<std::byte> bad = frame;
+  bad[wire::header_size + 16 + 3] = std::byte{0x01};  // qpn's top byte, little-endian
+  tcp::socket broken(io);
+  broken.connect(at);
+  asio::write(broken, asio::buffer(bad));
+  std::array<char, 1> one{};
+  boost::system::error_code ec;
+  broken.read_some(asio::buffer(one), ec);
+  CHECK((ec == asio::error::eof || ec == asio::error::connection_reset));
+  CHECK(exchange(plain, frame).status == errc::invalid_argument);
+  CHECK(server->stats().protocol_errors == 1);
+  server->stop();
+}
+
 TEST_CASE("a data server restarted on the same port: the client's pooled connection is replaced, the batch succeeds") {
   io_thread server_thread;
   auto segments = std::make_shared<segment_registry>();

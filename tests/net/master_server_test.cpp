@@ -170,6 +170,8 @@ TEST_CASE("a data-plane frame sent to the master is refused as a call in the sha
   raw_client c(s.server.local_endpoint());
   auto r = c.call<wire::data_read_response>(wire::message_type::data_read, wire::data_read_request{{{1, 0, 10, 1}}});
   CHECK(r.status == errc::invalid_argument);
+  auto rdma = c.call<wire::rdma_connect_response>(wire::message_type::rdma_connect, wire::rdma_connect_request{});
+  CHECK(rdma.status == errc::invalid_argument);
   CHECK(c.call<wire::status_response>(wire::message_type::register_node, wire::node_request{2}).status ==
         errc::success);  // still open
 }

@@ -7,6 +7,8 @@
 #      node killed with SIGKILL while another reads from it.
 # Exits non-zero if anything failed.
 cd /payload || exit 1
+# shellcheck source=SCRIPTDIR/../vm/guest_lib.sh
+. ./guest_lib.sh
 status=0
 fail() {
   echo "FAILED: $*"
@@ -16,15 +18,6 @@ fail() {
 echo "== corokv_rdma_tests"
 ./corokv_rdma_tests || fail "corokv_rdma_tests"
 
-# A ready file is written whole, then renamed into place; wait for it.
-wait_for() {
-  i=0
-  while [ ! -f "$1" ]; do
-    i=$((i + 1))
-    [ $i -gt 600 ] && return 1
-    sleep 0.05
-  done
-}
 field() { grep -o "\"$2\":[0-9]*" "$1" | head -n 1 | cut -d: -f2; }
 
 echo "== processes: a master, a node serving 128 MiB, writers and readers over RDMA"
@@ -53,7 +46,7 @@ node --workload put --keys 48 --value-size 1048576 --prefix big- --batch 48 --re
 started=$(date +%s)
 node --workload get --keys 48 --value-size 1048576 --prefix big- --batch 48 >/tmp/killed.json &
 reader_pid=$!
-sleep 0.3
+sleep 0.6  # past start-up and the metadata query: into the transfer (about a second here)
 kill -9 "$owner_pid"
 # The reader must end by itself, well before the VM's timeout.
 i=0

@@ -92,7 +92,7 @@ TEST_CASE("rdma chain: a cancellation ends what was not posted as cancelled and 
   for (std::size_t k = 1; k < 8; ++k) CHECK(s[k] == errc::cancelled);
 }
 
-TEST_CASE("rdma chain: nothing in flight when cancelled finishes at once; an empty request has no work") {
+TEST_CASE("rdma chain: nothing in flight when cancelled finishes at once, and an empty request has no work") {
   rdma_chain_plan plan;
   const std::vector<std::uint64_t> lengths{0, 100};
   plan.reset(lengths, 1 << 20, 4);

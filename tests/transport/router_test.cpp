@@ -154,6 +154,30 @@ TEST_CASE("router: a new lane plugs in by its type alone, and the best lane carr
   CHECK(json["lanes"]["memcpy"]["requests"] == 0);
 }
 
+TEST_CASE("router: options.lanes leaves the others out of every batch, and a lane it names must exist") {
+  router_options only_memcpy;
+  only_memcpy.lanes = {"memcpy"};
+  store_fixture<two_lanes> f(1024, two_lanes(only_memcpy, recording_lane{}, memcpy_lane{}));
+  f.add_segment(1 << 20);
+  std::vector<std::string> keys{"a", "b"};
+  std::vector<std::string> values{value_for(0, 300), value_for(1, 500)};
+  for (auto e : f.put(keys, values)) CHECK(e == errc::success);
+  auto q = f.query(keys);
+  std::vector<std::string> out{std::string(300, '\0'), std::string(500, '\0')};
+  auto buffers = mutable_buffers(out);
+  auto got = f.run([&]() -> asio::awaitable<std::vector<get_result>> { co_return co_await f.store.batch_get(keys, q, buffers); }());
+  CHECK(got[0].ok());
+  CHECK(out == values);
+  // The recording lane ranks first, but was not allowed.
+  const auto lanes = f.store.counters().lanes;
+  CHECK(counters_of(lanes, "recording").batches == 0);
+  CHECK(counters_of(lanes, "memcpy").bytes_read == 800);
+
+  router_options typo;
+  typo.lanes = {"memcopy"};
+  CHECK_THROWS_AS(two_lanes(typo, recording_lane{}, memcpy_lane{}), std::invalid_argument);
+}
+
 TEST_CASE("router: a batch split over two lanes runs both and puts every status back in request order") {
   store_fixture<two_lanes> f;
   auto& lane = f.store.transport().lane<recording_lane>().control();

@@ -5,6 +5,7 @@
 #
 # Usage: run.sh [--timeout SECONDS] GUEST_SCRIPT [FILE...]
 #   FILE...  extra payload files, available in the guest as /payload/<basename>
+#            (guest_lib.sh, with wait_listen and wait_for, is always there)
 #            (ELF files get their shared libraries copied too).
 # Exit: the guest script's status; 124 on timeout; 125 if the guest never
 #       reported a status (boot or setup failure); 2 on usage errors.
@@ -78,7 +79,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 cp "$guest" "$work/guest.sh"
-"$here/make_initramfs.sh" "$work/initrd.cpio.gz" "$work/stage" "$work/guest.sh" "$@" >&2
+"$here/make_initramfs.sh" "$work/initrd.cpio.gz" "$work/stage" "$work/guest.sh" "$here/guest_lib.sh" "$@" >&2
 rm -rf "$work/stage"
 
 # --- boot --------------------------------------------------------------------

@@ -5,16 +5,8 @@ dev=${COROKV_RDMA_DEV:-rxe0}
 # GID 0 is the MAC-derived link-local IPv6 GID; it works between processes on
 # one rxe device. TCG-emulated bandwidth is tens of MB/s: keep transfers small.
 common="-d $dev -x ${COROKV_GID_INDEX:-0} -s 65536 -n 200 -F"
-
-wait_listen() {
-  # Client fails outright if the server's TCP handshake port isn't open yet.
-  i=0
-  while ! netstat -ltn 2>/dev/null | grep -q ":$1 "; do
-    i=$((i + 1))
-    [ "$i" -lt 300 ] || return 1
-    sleep 0.1
-  done
-}
+# shellcheck source=SCRIPTDIR/guest_lib.sh
+. /payload/guest_lib.sh
 
 run_pair() {
   tool=$1 port=$2

@@ -341,7 +341,20 @@ class rdma_lane {
 
   struct state {
     state(boost::asio::any_io_executor e, rdma_lane_options o) : executor(std::move(e)), options(std::move(o)) {}
-    ~state() { shut_down(); }
+    // Teardown in order: the waits are cancelled (shut_down), every queue
+    // pair is errored and the completion queue drained of what they flushed;
+    // then members go: memory regions and queue pairs, the device's event
+    // watcher and completion queue (which give their fds back from Asio and
+    // acknowledge their events), the protection domain and the device.
+    // Transfers hold the state, so none is in flight by now.
+    ~state() {
+      shut_down();
+      if (!available) return;
+      for (auto& [peer, q] : peers) break_queue_pair(*q);
+      for (auto& w : responders)
+        if (auto q = w.lock()) break_queue_pair(*q);
+      cq->drain([](const ibv_wc&) {});
+    }
 
     boost::asio::any_io_executor executor;
     rdma_lane_options options;
