@@ -122,7 +122,9 @@ TEST_CASE("rdma: a put on one node and a get on another move every byte by RDMA,
 }
 
 TEST_CASE("rdma: a batch longer than the send queue goes out in chains, each with one signalled work request") {
-  three_nodes n({"rdma"});
+  rdma_lane_options small_queue;
+  small_queue.send_queue_depth = 64;  // 200 work requests: the rest go out as completions free slots
+  three_nodes n({"rdma"}, {}, small_queue);
   dataset d("chain-", 200, 4096);
   put_all(n.writer, d);
   check_read_back(n.reader, d);
@@ -130,6 +132,27 @@ TEST_CASE("rdma: a batch longer than the send queue goes out in chains, each wit
   CHECK(stats.work_requests == 200);
   CHECK(stats.chains == (200 + 31) / 32);  // chain_length 32
   CHECK(lane_of(n.reader, "rdma").bytes_read == 200u * 4096);
+}
+
+TEST_CASE("rdma: a batch whose replicas live on two nodes goes to both, a queue pair each") {
+  master_process master;
+  io_thread clients;
+  auto first = make_rdma_cluster_store(clients.io.get_executor(), rdma_node(master.port, {"rdma"}));
+  auto second = make_rdma_cluster_store(clients.io.get_executor(), rdma_node(master.port, {"rdma"}));
+  auto reader = make_rdma_cluster_store(clients.io.get_executor(), rdma_node(master.port, {"rdma"}));
+  // Two segments of 1 MiB and 24 values of 64 KiB: neither holds them all.
+  auto [e1, s1] = wait(first.add_segment(1 << 20, asio::deferred));
+  auto [e2, s2] = wait(second.add_segment(1 << 20, asio::deferred));
+  REQUIRE(!e1);
+  REQUIRE(!e2);
+  dataset d("two-", 24, 64 * 1024);
+  put_all(reader, d);
+  check_read_back(reader, d);
+  const auto stats = reader.transport().lane<rdma_lane>().stats();
+  CHECK(stats.connections == 2);
+  CHECK(first.transport().lane<rdma_lane>().stats().accepted == 1);
+  CHECK(second.transport().lane<rdma_lane>().stats().accepted == 1);
+  CHECK(lane_of(reader, "rdma").bytes_read == 24u * 64 * 1024);
 }
 
 TEST_CASE("rdma: a cancelled batch_get completes only when nothing more can be written into the caller's buffers") {
