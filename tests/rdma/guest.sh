@@ -34,10 +34,11 @@ node() { ./corokv-node --master "$master" --segment-mib 0 --no-shm --rdma-device
 node --workload put --keys 64 --value-size 65536 --require-all >/tmp/put.json || fail "put over RDMA"
 cat /tmp/put.json
 grep -q '"bytes_by_path":{[^}]*"rdma":4194304' /tmp/put.json || fail "put: RDMA did not carry 4 MiB"
-grep -q '"tcp":0' /tmp/put.json || fail "put: TCP carried bytes"
+grep -q '"bytes_by_path":{[^}]*"tcp":0}' /tmp/put.json || fail "put: TCP carried bytes"
 node --workload get --keys 64 --value-size 65536 --require-all >/tmp/get.json || fail "get over RDMA, read back by another node"
 cat /tmp/get.json
 grep -q '"bytes_by_path":{[^}]*"rdma":4194304' /tmp/get.json || fail "get: RDMA did not carry 4 MiB"
+grep -q '"bytes_by_path":{[^}]*"tcp":0}' /tmp/get.json || fail "get: TCP carried bytes"
 grep -q '"corrupt":0' /tmp/get.json || fail "get: corrupt bytes"
 
 echo "== the serving node killed while a reader reads 48 MiB from it"

@@ -131,6 +131,7 @@ TEST_CASE("rdma: a batch longer than the send queue goes out in chains, each wit
   const auto stats = n.reader.transport().lane<rdma_lane>().stats();
   CHECK(stats.work_requests == 200);
   CHECK(stats.chains == (200 + 31) / 32);  // chain_length 32
+  CHECK(stats.chain_completions == stats.chains);  // one signalled work request per chain
   CHECK(lane_of(n.reader, "rdma").bytes_read == 200u * 4096);
 }
 

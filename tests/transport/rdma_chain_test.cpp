@@ -82,7 +82,8 @@ TEST_CASE("rdma chain: a cancellation ends what was not posted as cancelled and 
   CHECK(plan.stop(errc::cancelled));  // chains in flight: the caller errors the queue pair
   CHECK(plan.next(100).count == 0);
   CHECK(!plan.finished());
-  CHECK(plan.complete(0, rdma_completion::success) == 0);
+  // Work 0 completed before the queue pair was errored (unsignalled: no
+  // completion); the rest flush.
   CHECK(plan.complete(1, rdma_completion::flushed) == 0);
   CHECK(plan.complete(2, rdma_completion::flushed) == 0);
   CHECK(plan.complete(3, rdma_completion::flushed) == 4);
@@ -101,4 +102,51 @@ TEST_CASE("rdma chain: nothing in flight when cancelled finishes at once, and an
   CHECK(plan.finished());
   CHECK(plan.statuses()[0] == errc::success);
   CHECK(plan.statuses()[1] == errc::cancelled);
+}
+
+TEST_CASE("rdma chain: a chain ibv_post_send took only in part ends at its last posted work") {
+  rdma_chain_plan plan;
+  const std::vector<std::uint64_t> lengths(6, 100);
+  plan.reset(lengths, 1 << 20, 6);
+  const auto c = plan.next(6);
+  REQUIRE(c.count == 6);
+  // Works 0..2 went out, 3..5 were refused: 3 slots come back at once.
+  CHECK(plan.truncate(c, 3) == 3);
+  CHECK(plan.stopped());
+  CHECK(plan.ends_chain(2));
+  CHECK(!plan.ends_chain(5));
+  CHECK(!plan.finished());
+  CHECK(plan.complete(2, rdma_completion::flushed) == 3);  // the errored queue pair flushes the new end
+  CHECK(plan.finished());
+  const auto s = plan.statuses();
+  CHECK(s[0] == errc::success);
+  CHECK(s[2] == errc::transfer_failed);
+  for (std::size_t k = 3; k < 6; ++k) CHECK(s[k] == errc::transfer_failed);
+
+  // Nothing taken: the chain never was.
+  plan.reset(lengths, 1 << 20, 6);
+  const auto whole = plan.next(6);
+  CHECK(plan.truncate(whole, 0) == 6);
+  CHECK(plan.finished());
+  for (errc e : plan.statuses()) CHECK(e == errc::transfer_failed);
+}
+
+TEST_CASE("rdma chain: abandoning fails every request not known complete, and a reset forgets why it stopped") {
+  rdma_chain_plan plan;
+  const std::vector<std::uint64_t> lengths(6, 100);
+  plan.reset(lengths, 1 << 20, 2);
+  (void)plan.next(2);
+  (void)plan.next(2);
+  CHECK(plan.complete(1, rdma_completion::success) == 2);  // requests 0 and 1 done
+  plan.abandon(errc::cancelled);                            // the queue pair was destroyed
+  CHECK(plan.finished());
+  const auto s = plan.statuses();
+  CHECK(s[0] == errc::success);
+  CHECK(s[1] == errc::success);
+  for (std::size_t k = 2; k < 6; ++k) CHECK(s[k] == errc::cancelled);
+
+  plan.reset(lengths, 1 << 20, 6);
+  (void)plan.next(6);
+  CHECK(plan.complete(5, rdma_completion::flushed) == 6);  // flushed without a stop of its own
+  CHECK(plan.statuses()[5] == errc::transfer_failed);     // not the previous run's reason
 }

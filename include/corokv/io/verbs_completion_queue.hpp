@@ -75,12 +75,16 @@ class completion_queue {
   }
 
   ibv_cq* get() const noexcept { return cq_; }
+  // Completions it holds at once (at least the depth asked for).
+  std::size_t capacity() const noexcept { return cq_ ? static_cast<std::size_t>(cq_->cqe) : 0; }
 
-  // Cancels a wait in progress (it returns operation_aborted).
+  // Cancels a wait in progress (it returns operation_aborted). Call it on
+  // the executor wait() runs on, so that it cannot fall between wait()'s
+  // check and its start of waiting.
   void close() {
+    closed_ = true;
     boost::system::error_code ignored;
     if (descriptor_.is_open()) descriptor_.cancel(ignored);
-    closed_ = true;
   }
 
   // Until the device signals: then events taken, acknowledged in batches,

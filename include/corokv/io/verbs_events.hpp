@@ -36,10 +36,11 @@ class device_events {
     if (descriptor_.is_open()) (void)descriptor_.release();  // the context owns the fd
   }
 
+  // As completion_queue::close: on the executor next() runs on.
   void close() {
+    closed_ = true;
     boost::system::error_code ignored;
     if (descriptor_.is_open()) descriptor_.cancel(ignored);
-    closed_ = true;
   }
 
   boost::asio::awaitable<std::error_code> next(ibv_async_event& out) {

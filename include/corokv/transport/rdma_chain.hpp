@@ -61,8 +61,10 @@ class rdma_chain_plan {
     chain_length_.assign(works_.size(), 0);
     max_chain_ = std::max<std::uint32_t>(1, max_chain);
     next_ = 0;
+    confirmed_ = 0;
     chains_in_flight_ = 0;
     stopped_ = false;
+    stop_reason_ = errc::success;
   }
 
   std::span<const rdma_work> works() const noexcept { return works_; }
@@ -99,8 +101,38 @@ class rdma_chain_plan {
       if (!stopped_) stop(errc::transfer_failed);
     }
     if (!ends_chain(w)) return 0;
+    confirmed_ = std::max(confirmed_, w + 1);  // in order: everything up to w is done
     --chains_in_flight_;
     return chain_length_[w];
+  }
+
+  // ibv_post_send took only the first `posted` works of `chain` (the rest,
+  // and the chain's signalled end, were refused): the chain now ends at its
+  // last posted work, which completes (flushed) once the caller has errored
+  // the queue pair; the refused works' requests fail, and the plan stops.
+  // Returns the send-queue slots the refused works had been counted for.
+  std::size_t truncate(chain c, std::size_t posted) {
+    const std::size_t refused = c.count - posted;
+    for (std::size_t w = c.first + posted; w < c.first + c.count; ++w) {
+      chain_length_[w] = 0;
+      if (status_[works_[w].request] == errc::success) status_[works_[w].request] = errc::transfer_failed;
+    }
+    if (posted == 0)
+      --chains_in_flight_;
+    else
+      chain_length_[c.first + posted - 1] = static_cast<std::uint32_t>(posted);
+    stop(errc::transfer_failed);
+    return refused;
+  }
+
+  // Nothing more will complete (the queue pair was destroyed): every request
+  // not known to be done ends with `why`, and the plan is finished.
+  void abandon(errc why) {
+    for (std::size_t w = confirmed_; w < works_.size(); ++w)
+      if (status_[works_[w].request] == errc::success) status_[works_[w].request] = why;
+    stopped_ = true;
+    if (stop_reason_ == errc::success) stop_reason_ = why;
+    chains_in_flight_ = 0;
   }
 
   // No more chains: requests with works not yet posted end with `why`.
@@ -122,6 +154,7 @@ class rdma_chain_plan {
   std::vector<errc> status_;
   std::uint32_t max_chain_ = 1;
   std::size_t next_ = 0;
+  std::size_t confirmed_ = 0;  // works before this are known complete
   std::size_t chains_in_flight_ = 0;
   bool stopped_ = false;
   errc stop_reason_ = errc::success;

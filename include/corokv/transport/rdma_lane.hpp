@@ -90,7 +90,8 @@ struct rdma_lane_options {
   bool required = false;   // no usable device throws at construction instead of leaving the lane idle
   std::uint32_t send_queue_depth = 256;  // work requests in flight per queue pair (bounded by the device)
   std::uint32_t chain_length = 32;       // work requests per signalled chain
-  int completion_queue_depth = 4096;
+  int completion_queue_depth = 4096;    // bounds the work requests in flight over all queue pairs
+  std::size_t max_peers = 1024;         // queue pairs this node answers for peers at once
   std::chrono::milliseconds connect_timeout{5000};
 };
 
@@ -99,6 +100,7 @@ struct rdma_lane_stats {
   std::uint64_t accepted = 0;              // queue pairs made for peers that connected here
   std::uint64_t work_requests = 0;         // posted
   std::uint64_t chains = 0;                // signalled chains posted
+  std::uint64_t chain_completions = 0;     // their completions: one per chain
   std::uint64_t completion_events = 0;     // wake-ups by the completion channel
   std::uint64_t ad_hoc_registrations = 0;  // buffers registered for one batch: in no registered region
   std::uint64_t queue_pair_errors = 0;     // queue pairs errored: failure, cancellation, peer gone, device event
@@ -145,18 +147,22 @@ class rdma_lane {
                           ": " + ec.message();
       s.events.reset();
       s.cq.reset();
-      s.dev = {};
+      s.dev.pd.reset();  // before the device it belongs to
+      s.dev.context.reset();
       if (s.options.required) throw boost::system::system_error(ec, "corokv: " + s.why_unavailable);
       return;
     }
     s.depth = std::max<std::uint32_t>(
         1, std::min<std::uint32_t>(s.options.send_queue_depth, static_cast<std::uint32_t>(s.dev.max_qp_wr)));
     s.available = true;
-    boost::asio::co_spawn(ex, watch_device(state_), boost::asio::detached);
+    boost::asio::co_spawn(s.strand, watch_device(state_), boost::asio::detached);
   }
   rdma_lane(rdma_lane&&) noexcept = default;
+  // Transfers still out fail (their queue pairs are destroyed first, so
+  // nothing touches their buffers afterwards); the lane's waits are
+  // cancelled on its strand.
   ~rdma_lane() {
-    if (state_) state_->shut_down();
+    if (state_ && state_->available) shut_down(state_);
   }
 
   std::string_view name() const noexcept { return "rdma"; }
@@ -168,8 +174,8 @@ class rdma_lane {
   rdma_lane_stats stats() const noexcept {
     const state& s = *state_;
     auto get = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
-    return {get(s.connections), get(s.accepted),          get(s.work_requests), get(s.chains),
-            get(s.completion_events), get(s.ad_hoc), get(s.qp_errors),     get(s.device_events)};
+    return {get(s.connections),       get(s.accepted), get(s.work_requests), get(s.chains), get(s.chain_completions),
+            get(s.completion_events), get(s.ad_hoc),   get(s.qp_errors),     get(s.device_events)};
   }
 
   // What this node's data server answers an rdma_connect with (see
@@ -186,7 +192,9 @@ class rdma_lane {
   // server, while this lane has a device and its port is up.
   lane_rank rank(const segment_route& where) {
     state& s = *state_;
-    if (!s.available || !s.port_active.load(std::memory_order_relaxed) || !where.descriptor) return ranks::unreachable;
+    if (!s.available || !s.port_active.load(std::memory_order_relaxed) || !s.usable.load(std::memory_order_relaxed) ||
+        !where.descriptor)
+      return ranks::unreachable;
     {
       std::lock_guard lock(s.mu);
       if (auto it = s.segments.find(where.id); it != s.segments.end()) return ranks::rdma;
@@ -277,9 +285,8 @@ class rdma_lane {
     verbs::qp_ptr qp;
     std::uint32_t depth = 0;
     std::uint32_t in_flight = 0;  // posted work requests not yet known complete
-    bool broken = false;          // in error (or to be): not used for new transfers
+    bool broken = false;          // in error (or destroyed): not used for new transfers
     std::shared_ptr<tcp::socket> link;  // the data-server connection it was set up over
-    std::deque<transfer_group*> waiting;  // groups with work to post once slots free
     ~queue_pair() {
       if (link) {
         boost::system::error_code ignored;
@@ -288,20 +295,24 @@ class rdma_lane {
     }
   };
 
-  // The awaiting coroutine's handler, type-erased: run on its own executor.
+  // The awaiting coroutine's handler, type-erased: run on its own executor,
+  // which is kept from running out of work while the transfer is out.
   struct completion {
     virtual ~completion() = default;
     virtual void post(std::error_code ec) = 0;
   };
   template <class Handler>
   struct completion_for final : completion {
-    completion_for(Handler h, boost::asio::any_io_executor fallback)
-        : handler(std::move(h)), executor(boost::asio::get_associated_executor(handler, fallback)) {}
+    using executor_type = boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>;
+    completion_for(Handler h, const boost::asio::any_io_executor& fallback)
+        : handler(std::move(h)), work(boost::asio::get_associated_executor(handler, fallback)) {}
     void post(std::error_code ec) override {
-      boost::asio::post(executor, [h = std::move(handler), ec]() mutable { std::move(h)(ec); });
+      auto ex = work.get_executor();
+      boost::asio::post(ex, [h = std::move(handler), ec]() mutable { std::move(h)(ec); });
+      work.reset();
     }
     Handler handler;
-    boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor> executor;
+    boost::asio::executor_work_guard<executor_type> work;
   };
 
   struct transfer_op;
@@ -322,13 +333,13 @@ class rdma_lane {
     std::shared_ptr<queue_pair> qp;
     std::vector<std::uint32_t> index;  // positions in the lane call
     std::vector<target> targets;
+    std::vector<errc> refused;         // per position: why it was never given to the plan, or success
     detail::rdma_chain_plan plan;
     std::vector<work_tag> tags;
     bool done = false;
     bool waiting = false;
   };
   struct transfer_op {
-    std::weak_ptr<transfer_op> self;  // held by the coroutine awaiting it, until it completes
     bool read = true;
     std::vector<std::unique_ptr<transfer_group>> groups;
     std::vector<verbs::mr_ptr> ad_hoc;  // registrations of buffers in no registered region
@@ -340,23 +351,22 @@ class rdma_lane {
   };
 
   struct state {
-    state(boost::asio::any_io_executor e, rdma_lane_options o) : executor(std::move(e)), options(std::move(o)) {}
-    // Teardown in order: the waits are cancelled (shut_down), every queue
-    // pair is errored and the completion queue drained of what they flushed;
-    // then members go: memory regions and queue pairs, the device's event
-    // watcher and completion queue (which give their fds back from Asio and
-    // acknowledge their events), the protection domain and the device.
-    // Transfers hold the state, so none is in flight by now.
+    state(boost::asio::any_io_executor e, rdma_lane_options o)
+        : executor(e), strand(boost::asio::make_strand(e)), options(std::move(o)) {}
+    // Transfers and the lane's coroutines hold the state, so by now none is
+    // in flight and no wait is pending. Every queue pair is errored and the
+    // completion queue drained; then members go in reverse order: memory
+    // regions and queue pairs, the event watcher and the completion queue
+    // (which give their fds back from Asio and acknowledge their events),
+    // the protection domain and the device.
     ~state() {
-      shut_down();
       if (!available) return;
-      for (auto& [peer, q] : peers) break_queue_pair(*q);
-      for (auto& w : responders)
-        if (auto q = w.lock()) break_queue_pair(*q);
+      for (auto& [peer, q] : peers) (void)error_queue_pair(*q);
       cq->drain([](const ibv_wc&) {});
     }
 
     boost::asio::any_io_executor executor;
+    boost::asio::strand<boost::asio::any_io_executor> strand;  // the pump, the event watcher, their closing
     rdma_lane_options options;
     verbs::device dev;
     std::unique_ptr<verbs::completion_queue> cq;
@@ -365,32 +375,41 @@ class rdma_lane {
     std::string why_unavailable;
     std::uint32_t depth = 1;
     std::atomic<bool> port_active{true};
+    std::atomic<bool> usable{true};  // false once the completion queue failed: nothing would complete
 
     std::mutex mu;  // guards everything below
     std::unordered_map<segment_id, remote_segment> segments;
     std::map<tcp::endpoint, std::shared_ptr<queue_pair>> peers;
     std::unordered_map<segment_id, published_memory> published;
     std::vector<std::weak_ptr<queue_pair>> responders;  // made for peers: errored on device events too
-    std::size_t active_ops = 0;
+    // Transfers in flight, owned here until they complete: the tags of their
+    // work requests point into them.
+    std::vector<std::shared_ptr<transfer_op>> active;
+    // Groups with work to post, first come first served, once their queue
+    // pair has room and the completion queue has room for what could flush.
+    std::deque<transfer_group*> waiting;
+    std::size_t in_flight = 0;  // over every queue pair: at most the completion queue's capacity
     bool pump_running = false;
     bool shutting_down = false;
 
     std::atomic<std::uint64_t> connections{0}, accepted{0}, work_requests{0}, chains{0}, completion_events{0},
-        ad_hoc{0}, qp_errors{0}, device_events{0};
+        ad_hoc{0}, qp_errors{0}, device_events{0}, chain_completions{0};
 
-    void shut_down() {
-      if (cq) cq->close();
-      if (events) events->close();
-      std::lock_guard lock(mu);
-      shutting_down = true;
-    }
-
-    // Moves a queue pair to error once; its outstanding work then flushes.
-    void break_queue_pair(queue_pair& q) {
-      if (q.broken) return;
+    // Moves a queue pair to error once; what it has outstanding then
+    // flushes. False if it could not be errored (see break_queue_pair).
+    bool error_queue_pair(queue_pair& q) {
+      if (q.broken) return true;
       q.broken = true;
       qp_errors.fetch_add(1, std::memory_order_relaxed);
-      (void)verbs::to_error(q.qp.get());
+      return !q.qp || !verbs::to_error(q.qp.get());
+    }
+    // When a queue pair cannot even be errored: destroyed, nothing it had
+    // outstanding touches memory any more (and nothing of it completes).
+    void destroy_queue_pair(queue_pair& q) {
+      q.broken = true;
+      q.qp.reset();
+      in_flight -= q.in_flight;
+      q.in_flight = 0;
     }
 
     verbs::rc_peer agreed(const wire::rdma_endpoint& other) const {
@@ -416,22 +435,31 @@ class rdma_lane {
       return e;
     }
 
-    std::shared_ptr<queue_pair> make_queue_pair(std::error_code& ec) {
+    std::shared_ptr<queue_pair> make_queue_pair(std::uint32_t send_depth, std::error_code& ec) {
       auto q = std::make_shared<queue_pair>();
-      q->depth = depth;
-      q->qp = verbs::make_rc_queue_pair(dev, cq->get(), depth, 1, ec);
+      q->depth = send_depth;
+      q->qp = verbs::make_rc_queue_pair(dev, cq->get(), send_depth, 1, ec);
       if (ec) return nullptr;
       return q;
     }
 
     // The data server's side of rdma_connect: a queue pair for the peer,
-    // held by the connection the peer asked on.
+    // held by the connection the peer asked on. It only answers the peer's
+    // reads and writes, so its own send queue is one entry deep.
     std::pair<wire::rdma_connect_response, std::shared_ptr<void>> accept(const std::shared_ptr<state>& self,
                                                                          const wire::rdma_connect_request& request) {
       std::pair<wire::rdma_connect_response, std::shared_ptr<void>> out{{errc::invalid_argument, {}}, nullptr};
       if (!available) return out;
+      {
+        std::lock_guard lock(mu);
+        std::erase_if(responders, [](const auto& w) { return w.expired(); });
+        if (responders.size() >= options.max_peers) {
+          out.first.status = errc::no_space;
+          return out;
+        }
+      }
       std::error_code ec;
-      auto q = make_queue_pair(ec);
+      auto q = make_queue_pair(1, ec);
       const std::uint32_t psn = verbs::random_psn();
       if (!ec) ec = verbs::connect_rc(dev, q->qp.get(), agreed(request.initiator), psn);
       if (ec) {
@@ -441,7 +469,6 @@ class rdma_lane {
       out.first = {errc::success, own_endpoint(*q, psn)};
       {
         std::lock_guard lock(mu);
-        std::erase_if(responders, [](const auto& w) { return w.expired(); });
         responders.push_back(q);
       }
       accepted.fetch_add(1, std::memory_order_relaxed);
@@ -455,6 +482,22 @@ class rdma_lane {
     }
   };
 
+  // Under the lock: a queue pair errored once, so that what it has
+  // outstanding flushes. One that cannot be errored is destroyed instead
+  // (then none of its work touches memory, and none of it completes): the
+  // groups using it are abandoned.
+  static void break_queue_pair(state& s, queue_pair& q, std::vector<std::shared_ptr<transfer_op>>& done) {
+    if (s.error_queue_pair(q)) return;
+    s.destroy_queue_pair(q);
+    const auto ops = s.active;
+    for (auto& op : ops)
+      for (auto& g : op->groups)
+        if (g->qp.get() == &q && !g->done) {
+          g->plan.abandon(errc::transfer_failed);
+          group_finished(s, *g, done);
+        }
+  }
+
   // ------------------------------------------------------------ connecting
   // A connected queue pair to `peer`'s node, or null if it cannot be had.
   static boost::asio::awaitable<std::shared_ptr<queue_pair>> queue_pair_for(std::shared_ptr<state> s, tcp::endpoint peer) {
@@ -464,19 +507,24 @@ class rdma_lane {
     }
     auto q = co_await connect(s, peer);
     if (!q) co_return nullptr;
-    std::lock_guard lock(s->mu);
-    s->peers[peer] = q;
+    std::shared_ptr<queue_pair> replaced;  // destroyed outside the lock (ibv_destroy_qp may wait for event acks)
+    {
+      std::lock_guard lock(s->mu);
+      replaced = std::exchange(s->peers[peer], q);
+    }
     co_return q;
   }
 
   static boost::asio::awaitable<std::shared_ptr<queue_pair>> connect(std::shared_ptr<state> s, tcp::endpoint peer) {
     namespace asio = boost::asio;
     std::error_code ec;
-    auto q = s->make_queue_pair(ec);
+    auto q = s->make_queue_pair(s->depth, ec);
     if (!q) co_return nullptr;
     const std::uint32_t psn = verbs::random_psn();
-    auto socket = std::make_shared<tcp::socket>(s->executor);
-    net::socket_deadline deadline(s->executor, socket, s->options.connect_timeout);
+    // The exchange and its deadline run on this coroutine's executor.
+    auto ex = co_await asio::this_coro::executor;
+    auto socket = std::make_shared<tcp::socket>(ex);
+    net::socket_deadline deadline(ex, socket, s->options.connect_timeout);
     auto [connect_ec] = co_await socket->async_connect(peer, asio::as_tuple(asio::use_awaitable));
     if (connect_ec) co_return nullptr;
     boost::system::error_code ignored;
@@ -498,7 +546,7 @@ class rdma_lane {
     deadline.disarm();
     q->link = socket;
     s->connections.fetch_add(1, std::memory_order_relaxed);
-    asio::co_spawn(s->executor, watch_link(std::weak_ptr<state>(s), std::weak_ptr<queue_pair>(q), socket), asio::detached);
+    asio::co_spawn(ex, watch_link(std::weak_ptr<state>(s), std::weak_ptr<queue_pair>(q), socket), asio::detached);
     co_return q;
   }
 
@@ -513,8 +561,12 @@ class rdma_lane {
     auto s = weak.lock();
     auto q = weak_qp.lock();
     if (!s || !q) co_return;
-    std::lock_guard lock(s->mu);
-    s->break_queue_pair(*q);
+    std::vector<std::shared_ptr<transfer_op>> done;
+    {
+      std::lock_guard lock(s->mu);
+      break_queue_pair(*s, *q, done);
+    }
+    for (auto& d : done) complete(d);
   }
 
   // ------------------------------------------------------------ device events
@@ -523,27 +575,36 @@ class rdma_lane {
       ibv_async_event event{};
       if (co_await s->events->next(event)) co_return;
       s->device_events.fetch_add(1, std::memory_order_relaxed);
+      // Acknowledged before the lock: destroying a queue pair waits for its
+      // events' acknowledgements, and may happen under the lock.
+      const ibv_event_type type = event.event_type;
+      const void* which_qp = event.element.qp;  // compared, never used
+      ibv_ack_async_event(&event);
+      std::vector<std::shared_ptr<transfer_op>> done;
       {
         std::lock_guard lock(s->mu);
-        auto break_all = [&] {
-          for (auto& [peer, q] : s->peers) s->break_queue_pair(*q);
-          for (auto& w : s->responders)
-            if (auto q = w.lock()) s->break_queue_pair(*q);
-        };
-        switch (event.event_type) {
+        switch (type) {
           case IBV_EVENT_QP_FATAL:
           case IBV_EVENT_QP_REQ_ERR:
           case IBV_EVENT_QP_ACCESS_ERR:
             for (auto& [peer, q] : s->peers)
-              if (q->qp.get() == event.element.qp) s->break_queue_pair(*q);
+              if (q->qp.get() == which_qp) break_queue_pair(*s, *q, done);
             for (auto& w : s->responders)
-              if (auto q = w.lock(); q && q->qp.get() == event.element.qp) s->break_queue_pair(*q);
+              if (auto q = w.lock(); q && q->qp.get() == which_qp) break_queue_pair(*s, *q, done);
             break;
           case IBV_EVENT_PORT_ERR:
           case IBV_EVENT_DEVICE_FATAL:
-          case IBV_EVENT_CQ_ERR:
             s->port_active = false;
-            break_all();
+            for (auto& [peer, q] : s->peers) break_queue_pair(*s, *q, done);
+            for (auto& w : s->responders)
+              if (auto q = w.lock()) break_queue_pair(*s, *q, done);
+            break;
+          case IBV_EVENT_CQ_ERR:
+            // The completion queue overran or failed: nothing will complete
+            // through it. Its queue pairs are destroyed, their transfers
+            // fail, and the lane carries nothing more.
+            s->usable = false;
+            fail_everything(*s, done, /*drain=*/false);
             break;
           case IBV_EVENT_PORT_ACTIVE:
             s->port_active = true;
@@ -552,27 +613,64 @@ class rdma_lane {
             break;
         }
       }
-      ibv_ack_async_event(&event);
+      for (auto& d : done) complete(d);
     }
+  }
+
+  // Under the lock: every queue pair destroyed (after which none of them
+  // touches memory), the completion queue drained of what is left, and
+  // every transfer still out finished with transfer_failed.
+  static void fail_everything(state& s, std::vector<std::shared_ptr<transfer_op>>& done, bool drain) {
+    for (auto& [peer, q] : s.peers) s.destroy_queue_pair(*q);
+    for (auto& op : s.active)
+      for (auto& g : op->groups)
+        if (g->qp) s.destroy_queue_pair(*g->qp);
+    if (drain) s.cq->drain([&](const ibv_wc& wc) { on_completion(s, wc, done); });
+    s.waiting.clear();
+    const auto ops = s.active;  // finish() edits the list
+    for (auto& op : ops) {
+      for (auto& g : op->groups) {
+        g->waiting = false;
+        if (g->done) continue;
+        g->plan.abandon(errc::transfer_failed);
+        group_finished(s, *g, done);
+      }
+    }
+    s.in_flight = 0;
   }
 
   // ------------------------------------------------------------ transfers
   template <class Request>
   static boost::asio::awaitable<std::error_code> transfer(std::shared_ptr<state> s, std::span<const Request> requests,
                                                           std::span<errc> status) {
+    namespace asio = boost::asio;
     constexpr bool reading = std::is_same_v<Request, read_request>;
-    auto op = std::make_shared<transfer_op>();
-    op->self = op;
-    op->read = reading;
     if (!s->available) {
       std::fill(status.begin(), status.end(), errc::segment_not_found);
       co_return std::error_code{};
     }
-    // Group by peer; check each range against its segment.
+    // A cancellation before anything was posted: nothing to undo. (The
+    // store's coroutines run with throw_if_cancelled(false).)
+    auto cancelled_now = [&]() -> asio::awaitable<bool> {
+      auto cs = co_await asio::this_coro::cancellation_state;
+      co_return (cs.cancelled() & asio::cancellation_type::terminal) != asio::cancellation_type::none;
+    };
+    auto op = std::make_shared<transfer_op>();
+    op->read = reading;
+    // Group by peer; check each range against its segment and its buffer.
     {
       std::lock_guard lock(s->mu);
       for (std::size_t k = 0; k < requests.size(); ++k) {
         const replica_descriptor& r = requests[k].replica;
+        if constexpr (reading) {
+          if (requests[k].destination.size() < r.length) {
+            status[k] = errc::buffer_too_small;
+            continue;
+          }
+        } else if (requests[k].source.size() != r.length) {
+          status[k] = errc::size_mismatch;
+          continue;
+        }
         auto it = s->segments.find(r.segment);
         if (it == s->segments.end() || r.length == 0 || r.offset > it->second.size ||
             r.length > it->second.size - r.offset) {
@@ -593,6 +691,7 @@ class rdma_lane {
         else
           local = static_cast<std::byte*>(const_cast<void*>(requests[k].source.data()));
         (*g)->targets.push_back({local, 0, seg.base + r.offset, seg.rkey});
+        (*g)->refused.push_back(errc::success);
       }
     }
     // Local keys: the registered region's, or a registration for this batch.
@@ -604,8 +703,7 @@ class rdma_lane {
         if (registration && registration->find(g->targets[j].local, n, g->targets[j].lkey)) continue;
         verbs::mr_ptr mr(ibv_reg_mr(s->dev.pd.get(), g->targets[j].local, n, reading ? IBV_ACCESS_LOCAL_WRITE : 0));
         if (!mr) {
-          g->targets[j].lkey = 0;
-          g->targets[j].local = nullptr;  // fails below, alone
+          g->refused[j] = errc::transfer_failed;
           continue;
         }
         s->ad_hoc.fetch_add(1, std::memory_order_relaxed);
@@ -614,23 +712,31 @@ class rdma_lane {
       }
     }
     // A queue pair per peer.
-    for (auto& g : op->groups) g->qp = co_await queue_pair_for(s, g->peer);
+    for (auto& g : op->groups) {
+      if (co_await cancelled_now()) break;
+      g->qp = co_await queue_pair_for(s, g->peer);
+      if (!g->qp) std::fill(g->refused.begin(), g->refused.end(), errc::transfer_failed);
+    }
+    if (co_await cancelled_now()) {
+      for (auto& g : op->groups)
+        for (std::size_t j = 0; j < g->index.size(); ++j) status[g->index[j]] = errc::cancelled;
+      co_return std::error_code(errc::cancelled);
+    }
 
-    // Plans: a group with no queue pair, or a request with no local key,
-    // fails without a work request.
+    // Plans: a refused request is given to the plan with no work.
     std::vector<std::uint64_t> lengths;
     for (auto& g : op->groups) {
       lengths.clear();
       for (std::size_t j = 0; j < g->index.size(); ++j)
-        lengths.push_back(g->qp && g->targets[j].local ? requests[g->index[j]].replica.length : 0);
+        lengths.push_back(g->refused[j] == errc::success ? requests[g->index[j]].replica.length : 0);
       g->plan.reset(lengths, s->dev.max_message, s->options.chain_length);
       g->tags.resize(g->plan.works().size());
       for (std::size_t w = 0; w < g->tags.size(); ++w) g->tags[w] = {g.get(), static_cast<std::uint32_t>(w)};
     }
-    const std::error_code ec = co_await run(s, op, boost::asio::use_awaitable);
+    const std::error_code ec = co_await run(s, op, asio::use_awaitable);
     for (auto& g : op->groups)
       for (std::size_t j = 0; j < g->index.size(); ++j)
-        status[g->index[j]] = !g->qp || !g->targets[j].local ? errc::transfer_failed : g->plan.statuses()[j];
+        status[g->index[j]] = g->refused[j] != errc::success ? g->refused[j] : g->plan.statuses()[j];
     co_return ec;
   }
 
@@ -642,53 +748,82 @@ class rdma_lane {
         [](auto handler, std::shared_ptr<state> s, std::shared_ptr<transfer_op> op) {
           namespace asio = boost::asio;
           auto slot = asio::get_associated_cancellation_slot(handler);
+          std::vector<std::shared_ptr<transfer_op>> done;
           std::unique_lock lock(s->mu);
           op->handler = std::make_unique<completion_for<decltype(handler)>>(std::move(handler), s->executor);
           op->unfinished = op->groups.size();
-          ++s->active_ops;
-          if (slot.is_connected()) {
+          s->active.push_back(op);
+          if (s->shutting_down || !s->usable) {
+            for (auto& g : op->groups) g->plan.abandon(errc::transfer_failed);
+          } else if (slot.is_connected()) {
             op->slot = slot;
             slot.assign([weak = std::weak_ptr<state>(s), op](asio::cancellation_type type) {
               if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none) return;
               if (auto alive = weak.lock()) cancel(alive, op);
             });
           }
-          std::vector<std::shared_ptr<transfer_op>> done;
-          for (auto& g : op->groups) post_group(*s, *g, op, done);
+          // First come, first served: behind groups already waiting.
+          for (auto& g : op->groups) {
+            if (!s->waiting.empty() && g->plan.has_unposted() && !g->plan.stopped() && g->qp && !g->qp->broken)
+              enqueue(*s, *g);
+            else
+              post_group(*s, *g, done);
+          }
           if (op->unfinished == 0 && !op->completed) finish(*s, op, done);
           const bool start = pump_needed(*s);
           lock.unlock();
           if (start) start_pump(s);
-          for (auto& d : done) complete(*s, d);
+          for (auto& d : done) complete(d);
         },
         token, std::move(lane_state), std::move(batch));
   }
 
-  // Under the lock. Posts as many chains of the group as its queue pair has
-  // room for; waits in the queue pair's line if some are left.
-  static void post_group(state& s, transfer_group& g, const std::shared_ptr<transfer_op>& op,
-                         std::vector<std::shared_ptr<transfer_op>>& done) {
+  static void enqueue(state& s, transfer_group& g) {
+    if (g.waiting) return;
+    g.waiting = true;
+    s.waiting.push_back(&g);
+  }
+
+  // Under the lock. Posts as many chains of the group as there is room for,
+  // in its queue pair and in the completion queue; waits in line if some
+  // are left.
+  static void post_group(state& s, transfer_group& g, std::vector<std::shared_ptr<transfer_op>>& done) {
     if (g.done) return;
     if (!g.qp || g.qp->broken) {
       if (!g.plan.stopped()) g.plan.stop(errc::transfer_failed);
     } else {
+      const std::size_t budget = s.cq->capacity();
       for (;;) {
-        const auto chain = g.plan.next(g.qp->depth - g.qp->in_flight);
+        const std::size_t room = std::min<std::size_t>(g.qp->depth - g.qp->in_flight,
+                                                       budget > s.in_flight ? budget - s.in_flight : 0);
+        const auto chain = g.plan.next(room);
         if (chain.count == 0) break;
-        post_chain(s, g, chain);
+        post_chain(s, g, chain, done);
+        if (g.qp->broken) break;
       }
-      if (g.plan.has_unposted() && !g.waiting) {
-        g.waiting = true;
-        g.qp->waiting.push_back(&g);
-      }
+      if (g.plan.has_unposted() && !g.qp->broken) enqueue(s, g);
     }
-    if (g.plan.finished()) {
-      g.done = true;
-      if (--op->unfinished == 0 && !op->completed) finish(s, op, done);
+    group_finished(s, g, done);
+  }
+
+  // Under the lock: if the group's plan is finished, the group is done, and
+  // its transfer too once all its groups are.
+  static void group_finished(state& s, transfer_group& g, std::vector<std::shared_ptr<transfer_op>>& done) {
+    if (g.done || !g.plan.finished()) return;
+    g.done = true;
+    if (g.waiting) {
+      std::erase(s.waiting, &g);
+      g.waiting = false;
+    }
+    transfer_op& op = *g.op;
+    if (--op.unfinished == 0 && !op.completed) {
+      auto it = std::find_if(s.active.begin(), s.active.end(), [&](const auto& a) { return a.get() == &op; });
+      if (it != s.active.end()) finish(s, *it, done);
     }
   }
 
-  static void post_chain(state& s, transfer_group& g, detail::rdma_chain_plan::chain chain) {
+  static void post_chain(state& s, transfer_group& g, detail::rdma_chain_plan::chain chain,
+                         std::vector<std::shared_ptr<transfer_op>>& done) {
     const bool reading = g.op->read;
     std::vector<ibv_send_wr> wrs(chain.count);
     std::vector<ibv_sge> sges(chain.count);
@@ -711,37 +846,31 @@ class rdma_lane {
       wr.next = i + 1 < chain.count ? &wrs[i + 1] : nullptr;
     }
     g.qp->in_flight += static_cast<std::uint32_t>(chain.count);
+    s.in_flight += chain.count;
     s.work_requests.fetch_add(chain.count, std::memory_order_relaxed);
     s.chains.fetch_add(1, std::memory_order_relaxed);
     ibv_send_wr* bad = nullptr;
     if (ibv_post_send(g.qp->qp.get(), wrs.data(), &bad) == 0) return;
-    // Part of the chain went out, unsignalled: error the queue pair, so that
-    // what went out flushes, and post one signalled request in its place
-    // for the chain's end, which flushes after them.
-    const std::size_t first_bad = bad ? static_cast<std::size_t>(bad - wrs.data()) : 0;
-    s.break_queue_pair(*g.qp);
-    for (std::size_t i = first_bad; i + 1 < chain.count; ++i)
-      (void)g.plan.complete(chain.first + i, detail::rdma_completion::failed);
-    ibv_send_wr end = {};
-    end.wr_id = wrs.back().wr_id;
-    end.opcode = IBV_WR_RDMA_WRITE;
-    end.send_flags = IBV_SEND_SIGNALED;
-    ibv_send_wr* bad_end = nullptr;
-    if (ibv_post_send(g.qp->qp.get(), &end, &bad_end) != 0) {
-      // Not even that: nothing will complete the chain, so end it here.
-      g.qp->in_flight -= static_cast<std::uint32_t>(g.plan.complete(chain.first + chain.count - 1, detail::rdma_completion::failed));
-    }
+    // Only the works before `bad` went out, unsignalled. The chain now ends
+    // at the last of them, and the queue pair is errored, so that each of
+    // them completes (flushed, or done before) and the last one ends the
+    // chain. A queue pair that cannot be errored is destroyed instead.
+    const std::size_t posted = bad ? static_cast<std::size_t>(bad - wrs.data()) : 0;
+    const std::size_t refused = g.plan.truncate(chain, posted);
+    g.qp->in_flight -= static_cast<std::uint32_t>(refused);
+    s.in_flight -= refused;
+    break_queue_pair(s, *g.qp, done);
   }
 
   // Under the lock.
-  static void finish(state& s, const std::shared_ptr<transfer_op>& op, std::vector<std::shared_ptr<transfer_op>>& done) {
+  static void finish(state& s, std::shared_ptr<transfer_op> op, std::vector<std::shared_ptr<transfer_op>>& done) {
     op->completed = true;
-    --s.active_ops;
     done.push_back(op);
+    std::erase(s.active, op);
   }
 
   // Outside the lock: hands the result to the awaiting coroutine's executor.
-  static void complete(state&, const std::shared_ptr<transfer_op>& op) {
+  static void complete(const std::shared_ptr<transfer_op>& op) {
     if (op->slot.is_connected()) op->slot.clear();
     const std::error_code ec = op->cancelled ? std::error_code(errc::cancelled) : std::error_code{};
     std::unique_ptr<completion> handler = std::move(op->handler);
@@ -756,55 +885,66 @@ class rdma_lane {
       op->cancelled = true;
       for (auto& g : op->groups) {
         if (g->done) continue;
-        if (g->waiting) {
-          std::erase(g->qp->waiting, g.get());
-          g->waiting = false;
-        }
-        if (g->plan.stop(errc::cancelled)) s->break_queue_pair(*g->qp);  // flushes what is in flight
-        if (g->plan.finished()) {
-          g->done = true;
-          if (--op->unfinished == 0) finish(*s, op, done);
-        }
+        if (g->plan.stop(errc::cancelled) && g->qp) break_queue_pair(*s, *g->qp, done);  // flushes what is in flight
+        group_finished(*s, *g, done);
       }
     }
-    for (auto& d : done) complete(*s, d);
+    for (auto& d : done) complete(d);
+  }
+
+  static void shut_down(const std::shared_ptr<state>& s) {
+    std::vector<std::shared_ptr<transfer_op>> done;
+    {
+      std::lock_guard lock(s->mu);
+      s->shutting_down = true;
+      if (!s->active.empty()) fail_everything(*s, done, /*drain=*/true);
+    }
+    for (auto& d : done) complete(d);
+    boost::asio::post(s->strand, [s] {
+      s->cq->close();
+      s->events->close();
+    });
   }
 
   // ------------------------------------------------------------ completions
   // Under the lock: whether the caller must start the pump, once it let go
   // of the lock (co_spawn may run the pump at once, on this thread).
   static bool pump_needed(state& s) {
-    if (s.pump_running || s.active_ops == 0 || s.shutting_down) return false;
+    if (s.pump_running || s.active.empty() || s.shutting_down) return false;
     s.pump_running = true;
     return true;
   }
   static void start_pump(const std::shared_ptr<state>& s) {
-    boost::asio::co_spawn(s->executor, pump(s), boost::asio::detached);
+    boost::asio::co_spawn(s->strand, pump(s), boost::asio::detached);
   }
 
   // Runs while transfers are outstanding: waits for the completion channel,
-  // then polls until empty.
+  // then polls until empty. If the channel fails, nothing can complete: the
+  // queue pairs are destroyed and the transfers fail.
   static boost::asio::awaitable<void> pump(std::shared_ptr<state> s) {
     for (;;) {
       {
         std::lock_guard lock(s->mu);
-        if (s->active_ops == 0 || s->shutting_down) {
+        if (s->active.empty() || s->shutting_down) {
           s->pump_running = false;
           co_return;
         }
       }
-      if (co_await s->cq->wait()) {
-        std::lock_guard lock(s->mu);
-        s->pump_running = false;
-        co_return;
-      }
-      s->completion_events.fetch_add(1, std::memory_order_relaxed);
+      const std::error_code waited = co_await s->cq->wait();
       std::vector<std::shared_ptr<transfer_op>> done;
       {
         std::lock_guard lock(s->mu);
-        s->cq->drain([&](const ibv_wc& wc) { on_completion(*s, wc, done); });
+        if (waited) {
+          s->pump_running = false;
+          if (!s->shutting_down) s->usable = false;
+          fail_everything(*s, done, /*drain=*/true);
+        } else {
+          s->completion_events.fetch_add(1, std::memory_order_relaxed);
+          s->cq->drain([&](const ibv_wc& wc) { on_completion(*s, wc, done); });
+        }
       }
-      for (auto& d : done) complete(*s, d);
+      for (auto& d : done) complete(d);
+      if (waited) co_return;
     }
   }
 
@@ -813,22 +953,27 @@ class rdma_lane {
     auto* tag = reinterpret_cast<work_tag*>(static_cast<std::uintptr_t>(wc.wr_id));
     if (!tag) return;
     transfer_group& g = *tag->group;
+    if (g.done) return;  // abandoned with its queue pair
     const auto outcome = wc.status == IBV_WC_SUCCESS         ? detail::rdma_completion::success
                          : wc.status == IBV_WC_WR_FLUSH_ERR ? detail::rdma_completion::flushed
                                                              : detail::rdma_completion::failed;
-    if (outcome != detail::rdma_completion::success) s.break_queue_pair(*g.qp);
+    if (outcome != detail::rdma_completion::success) break_queue_pair(s, *g.qp, done);
+    if (g.done) return;
     const std::size_t freed = g.plan.complete(tag->work, outcome);
     if (freed == 0) return;
-    queue_pair& q = *g.qp;
-    q.in_flight -= static_cast<std::uint32_t>(freed);
-    post_group(s, g, g.op->self.lock(), done);
-    // Slots came free: groups waiting on this queue pair go next.
-    while (!q.waiting.empty() && q.in_flight < q.depth) {
-      transfer_group* next = q.waiting.front();
-      q.waiting.pop_front();
+    s.chain_completions.fetch_add(1, std::memory_order_relaxed);
+    g.qp->in_flight -= static_cast<std::uint32_t>(freed);
+    s.in_flight -= freed;
+    // Slots came free: the groups in line go first, this one behind them.
+    if (!s.waiting.empty() && g.plan.has_unposted() && !g.qp->broken)
+      enqueue(s, g);
+    else
+      post_group(s, g, done);
+    std::deque<transfer_group*> line;
+    line.swap(s.waiting);
+    for (transfer_group* next : line) {
       next->waiting = false;
-      post_group(s, *next, next->op->self.lock(), done);
-      if (next->waiting) break;  // still no room
+      post_group(s, *next, done);
     }
   }
 
