@@ -314,6 +314,17 @@ int main(int argc, char** argv) {
                                      {"shared_memory", local.bytes_same_host},
                                      {"rdma", moved("rdma")},
                                      {"tcp", moved("tcp")}};
+#if COROKV_HAS_RDMA
+          const auto& rdma = kv.transport().lane<rdma_lane>();
+          const rdma_lane_stats r = rdma.stats();
+          report["rdma"] = {{"device", rdma.available() ? rdma.device_name() : rdma.unavailable_reason()},
+                            {"connections", r.connections},
+                            {"work_requests", r.work_requests},
+                            {"chains", r.chains},
+                            {"ad_hoc_registrations", r.ad_hoc_registrations},
+                            {"queue_pair_errors", r.queue_pair_errors},
+                            {"device_events", r.device_events}};
+#endif
           if (!t.failure.empty()) report["failure"] = t.failure;
           fmt::print("{}\n", report.dump());
           std::fflush(stdout);

@@ -3,8 +3,9 @@
 # on a veth): the RDMA tests on real verbs.
 #   1. corokv_rdma_tests: cluster stores in one process over rxe0
 #   2. corokv-master and corokv-node processes: a put and a get carried by
-#      RDMA alone (checked through each node's counters), then a serving
-#      node killed with SIGKILL while another reads from it.
+#      RDMA alone (checked through each node's counters), the port taken
+#      down under a reader (the device's event fails its keys) and back up,
+#      and a serving node killed with SIGKILL while another reads from it.
 # Exits non-zero if anything failed.
 cd /payload || exit 1
 # shellcheck source=SCRIPTDIR/../vm/guest_lib.sh
@@ -40,6 +41,37 @@ cat /tmp/get.json
 grep -q '"bytes_by_path":{[^}]*"rdma":4194304' /tmp/get.json || fail "get: RDMA did not carry 4 MiB"
 grep -q '"bytes_by_path":{[^}]*"tcp":0}' /tmp/get.json || fail "get: TCP carried bytes"
 grep -q '"corrupt":0' /tmp/get.json || fail "get: corrupt bytes"
+
+echo "== the port goes down while a reader reads 32 MiB, and comes back"
+node --workload put --keys 32 --value-size 1048576 --prefix port- --batch 32 --require-all >/tmp/port_put.json ||
+  fail "put of 32 MiB"
+node --workload get --keys 32 --value-size 1048576 --prefix port- --batch 32 >/tmp/port_down.json &
+reader_pid=$!
+sleep 0.4
+/bin/ip link set v0 down
+wait "$reader_pid"
+reader_rc=$?
+cat /tmp/port_down.json
+[ "$reader_rc" -eq 0 ] || [ "$reader_rc" -eq 3 ] || fail "reader exit $reader_rc with the port down"
+grep -q '"corrupt":0' /tmp/port_down.json || fail "port down: corrupt bytes"
+if [ "$reader_rc" -eq 3 ]; then
+  # It failed because the device said so, not by a timeout of its own.
+  grep -q '"device_events":[1-9]' /tmp/port_down.json || fail "port down: no device event reached the lane"
+fi
+/bin/ip link set v0 up
+# Up again once the port is active and its GID 0 is back (it goes with the address).
+zero_gid=0000:0000:0000:0000:0000:0000:0000:0000
+i=0
+until grep -q ACTIVE /sys/class/infiniband/rxe0/ports/1/state &&
+  [ "$(cat /sys/class/infiniband/rxe0/ports/1/gids/0)" != "$zero_gid" ]; do
+  i=$((i + 1))
+  [ $i -gt 100 ] && { fail "rxe0 never came back"; break; }
+  sleep 0.1
+done
+node --workload get --keys 32 --value-size 1048576 --prefix port- --batch 32 --require-all >/tmp/port_up.json ||
+  fail "get after the port came back"
+cat /tmp/port_up.json
+grep -q '"bytes_by_path":{[^}]*"rdma":33554432' /tmp/port_up.json || fail "port up: RDMA did not carry 32 MiB"
 
 echo "== the serving node killed while a reader reads 48 MiB from it"
 node --workload put --keys 48 --value-size 1048576 --prefix big- --batch 48 --require-all >/tmp/big.json ||

@@ -19,10 +19,13 @@
 //   once when the peer goes away.
 // - Transfers: a batch's requests are grouped by peer; each group goes out
 //   as chains of work requests, only the last of each chain signalled, as
-//   many as the send queue holds (detail::rdma_chain_plan decides). The
+//   many as its send queue holds and the completion queue could take if all
+//   of them flushed (detail::rdma_chain_plan decides the chains); groups
+//   that must wait for room are served first come, first served. The
 //   RDMA-read limit agreed at connection bounds the reads the device keeps
-//   outstanding.
-// - Completions: a coroutine on the lane's executor (the completion pump)
+//   outstanding. The lane owns each transfer until its last chain is in:
+//   the work requests' ids point into it.
+// - Completions: a coroutine on the lane's strand (the completion pump)
 //   waits on the completion channel's fd while transfers are outstanding
 //   (io/verbs_completion_queue.hpp), polls, and completes each transfer on
 //   its awaiting coroutine's executor. No thread is started.
@@ -33,7 +36,9 @@
 //   queue pairs of the batch and completes only once their flushed work
 //   requests are in: nothing writes into the caller's buffers afterwards.
 //   Other batches in flight to the same peers then fail with
-//   transfer_failed (one queue pair per peer).
+//   transfer_failed (one queue pair per peer). A queue pair that cannot be
+//   errored is destroyed; a completion queue or channel that fails, or the
+//   lane's destruction, destroys them all and fails what is out.
 //
 // Thread-safe: one mutex guards the queue pairs and the transfers in flight.
 
@@ -640,6 +645,11 @@ class rdma_lane {
   }
 
   // ------------------------------------------------------------ transfers
+  static boost::asio::awaitable<bool> terminal_cancellation_requested() {
+    auto cs = co_await boost::asio::this_coro::cancellation_state;
+    co_return (cs.cancelled() & boost::asio::cancellation_type::terminal) != boost::asio::cancellation_type::none;
+  }
+
   template <class Request>
   static boost::asio::awaitable<std::error_code> transfer(std::shared_ptr<state> s, std::span<const Request> requests,
                                                           std::span<errc> status) {
@@ -649,12 +659,6 @@ class rdma_lane {
       std::fill(status.begin(), status.end(), errc::segment_not_found);
       co_return std::error_code{};
     }
-    // A cancellation before anything was posted: nothing to undo. (The
-    // store's coroutines run with throw_if_cancelled(false).)
-    auto cancelled_now = [&]() -> asio::awaitable<bool> {
-      auto cs = co_await asio::this_coro::cancellation_state;
-      co_return (cs.cancelled() & asio::cancellation_type::terminal) != asio::cancellation_type::none;
-    };
     auto op = std::make_shared<transfer_op>();
     op->read = reading;
     // Group by peer; check each range against its segment and its buffer.
@@ -711,13 +715,15 @@ class rdma_lane {
         op->ad_hoc.push_back(std::move(mr));
       }
     }
-    // A queue pair per peer.
+    // A queue pair per peer. A cancellation before anything was posted
+    // leaves nothing to undo. (The store's coroutines run with
+    // throw_if_cancelled(false).)
     for (auto& g : op->groups) {
-      if (co_await cancelled_now()) break;
+      if (co_await terminal_cancellation_requested()) break;
       g->qp = co_await queue_pair_for(s, g->peer);
       if (!g->qp) std::fill(g->refused.begin(), g->refused.end(), errc::transfer_failed);
     }
-    if (co_await cancelled_now()) {
+    if (co_await terminal_cancellation_requested()) {
       for (auto& g : op->groups)
         for (std::size_t j = 0; j < g->index.size(); ++j) status[g->index[j]] = errc::cancelled;
       co_return std::error_code(errc::cancelled);
