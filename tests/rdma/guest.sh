@@ -59,13 +59,17 @@ if [ "$reader_rc" -eq 3 ]; then
   grep -q '"device_events":[1-9]' /tmp/port_down.json || fail "port down: no device event reached the lane"
 fi
 /bin/ip link set v0 up
-# Up again once the port is active and its GID 0 is back (it goes with the address).
+# Up again once the port is active, its GID 0 is back and the link-local
+# address it is made of has finished duplicate address detection (while it
+# is tentative, a queue pair cannot be addressed to it).
 zero_gid=0000:0000:0000:0000:0000:0000:0000:0000
 i=0
 until grep -q ACTIVE /sys/class/infiniband/rxe0/ports/1/state &&
-  [ "$(cat /sys/class/infiniband/rxe0/ports/1/gids/0)" != "$zero_gid" ]; do
+  [ "$(cat /sys/class/infiniband/rxe0/ports/1/gids/0)" != "$zero_gid" ] &&
+  /bin/ip -6 addr show dev v0 | grep -q 'inet6 fe80' &&
+  ! /bin/ip -6 addr show dev v0 | grep -q tentative; do
   i=$((i + 1))
-  [ $i -gt 100 ] && { fail "rxe0 never came back"; break; }
+  [ $i -gt 200 ] && { fail "rxe0 never came back"; break; }
   sleep 0.1
 done
 node --workload get --keys 32 --value-size 1048576 --prefix port- --batch 32 --require-all >/tmp/port_up.json ||
