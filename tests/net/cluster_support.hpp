@@ -15,6 +15,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <future>
 #include <optional>
 #include <string>
@@ -144,6 +145,13 @@ void check_read_back(Store& kv, const dataset& d) {
   std::vector<bool> intact;
   CHECK(all(read_back(kv, d, &intact), errc::success));
   CHECK(std::all_of(intact.begin(), intact.end(), [](bool x) { return x; }));
+}
+
+// Threads of this process, as the kernel counts them.
+inline std::size_t thread_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] auto& task : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
 }
 
 }  // namespace cluster_support

@@ -17,7 +17,6 @@
 
 #include <doctest/doctest.h>
 
-#include <filesystem>
 #include <future>
 #include <optional>
 #include <thread>
@@ -83,13 +82,6 @@ TEST_CASE("a batch with more ranges for one node than a frame may carry takes se
   put_all(b, d);
   check_read_back(b, d);
   CHECK(tcp_bytes(b) == 2u * 10 * 4096);
-}
-
-// Threads of this process, as the kernel counts them.
-std::size_t thread_count() {
-  std::size_t n = 0;
-  for ([[maybe_unused]] auto& task : std::filesystem::directory_iterator("/proc/self/task")) ++n;
-  return n;
 }
 
 TEST_CASE("a cluster store starts no thread: connecting, heartbeats and TCP transfers run on the given executor") {

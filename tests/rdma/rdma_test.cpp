@@ -17,7 +17,6 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
-#include <filesystem>
 
 using namespace cluster_support;
 
@@ -39,12 +38,6 @@ lane_counters lane_of(rdma_cluster_store& kv, std::string_view name) {
     if (l.name == name) return l;
   FAIL("no lane " << name);
   return {};
-}
-
-std::size_t thread_count() {
-  std::size_t n = 0;
-  for ([[maybe_unused]] auto& task : std::filesystem::directory_iterator("/proc/self/task")) ++n;
-  return n;
 }
 
 // A master, a node that owns a segment, one that writes and one that reads.

@@ -8,6 +8,7 @@
 
 #include <corokv/error.hpp>
 
+#include <fcntl.h>
 #include <infiniband/verbs.h>
 
 #include <algorithm>
@@ -53,6 +54,13 @@ inline std::string gid_text(const gid_bytes& g) {
 }
 
 inline std::error_code last_error(int err = errno) { return {err ? err : EIO, std::generic_category()}; }
+
+// Makes an fd non-blocking; the verbs event fds are blocking by default.
+inline std::error_code make_non_blocking(int fd) {
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return last_error();
+  return {};
+}
 
 // One opened device: its context, protection domain, the port and GID the
 // lane uses, and the limits that matter for transfers.

@@ -20,21 +20,12 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include <fcntl.h>
-
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <system_error>
 
 namespace corokv::verbs {
-
-// Makes an fd non-blocking; the verbs event fds are blocking by default.
-inline std::error_code make_non_blocking(int fd) {
-  const int flags = fcntl(fd, F_GETFL);
-  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return last_error();
-  return {};
-}
 
 class completion_queue {
  public:

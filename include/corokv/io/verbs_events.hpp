@@ -6,7 +6,6 @@
 // acknowledges with ibv_ack_async_event once it has acted on it.
 
 #include <corokv/io/verbs.hpp>
-#include <corokv/io/verbs_completion_queue.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>

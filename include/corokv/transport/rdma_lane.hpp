@@ -341,6 +341,8 @@ class rdma_lane {
     std::vector<errc> refused;         // per position: why it was never given to the plan, or success
     detail::rdma_chain_plan plan;
     std::vector<work_tag> tags;
+    std::vector<ibv_send_wr> wrs;  // one chain's work requests and their lists, reused chain after chain
+    std::vector<ibv_sge> sges;
     bool done = false;
     bool waiting = false;
   };
@@ -831,8 +833,10 @@ class rdma_lane {
   static void post_chain(state& s, transfer_group& g, detail::rdma_chain_plan::chain chain,
                          std::vector<std::shared_ptr<transfer_op>>& done) {
     const bool reading = g.op->read;
-    std::vector<ibv_send_wr> wrs(chain.count);
-    std::vector<ibv_sge> sges(chain.count);
+    std::vector<ibv_send_wr>& wrs = g.wrs;
+    std::vector<ibv_sge>& sges = g.sges;
+    wrs.resize(chain.count);
+    sges.resize(chain.count);
     for (std::size_t i = 0; i < chain.count; ++i) {
       const std::size_t w = chain.first + i;
       const detail::rdma_work& work = g.plan.works()[w];
