@@ -45,13 +45,20 @@ grep -q '"corrupt":0' /tmp/get.json || fail "get: corrupt bytes"
 echo "== the port goes down while a reader reads 32 MiB, and comes back"
 node --workload put --keys 32 --value-size 1048576 --prefix port- --batch 32 --require-all >/tmp/port_put.json ||
   fail "put of 32 MiB"
-node --workload get --keys 32 --value-size 1048576 --prefix port- --batch 32 >/tmp/port_down.json &
+node --workload get --keys 32 --value-size 1048576 --prefix port- --batch 32 >/tmp/port_down.json 2>/tmp/port_down.err &
 reader_pid=$!
-sleep 0.4
+# Down only once the reader has opened the device (it says so when its store
+# is made): a node that asks for rxe0 while the port is down refuses to start.
+i=0
+until grep -q 'a client of' /tmp/port_down.err; do
+  i=$((i + 1))
+  [ $i -gt 600 ] && { fail "reader never started"; break; }
+  sleep 0.05
+done
 /bin/ip link set v0 down
 wait "$reader_pid"
 reader_rc=$?
-cat /tmp/port_down.json
+cat /tmp/port_down.err /tmp/port_down.json
 [ "$reader_rc" -eq 0 ] || [ "$reader_rc" -eq 3 ] || fail "reader exit $reader_rc with the port down"
 grep -q '"corrupt":0' /tmp/port_down.json || fail "port down: corrupt bytes"
 if [ "$reader_rc" -eq 3 ]; then
