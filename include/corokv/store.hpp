@@ -251,6 +251,14 @@ class basic_store {
     return launch<std::vector<errc>>(std::forward<Token>(token), [=, this](detail::cancellation_check) { return remove_coro(keys); });
   }
 
+  // Hides every committed object of the whole store (every node's), as
+  // batch_remove would each; memory is freed when no lease holds it. Puts in
+  // progress are not affected. Answers how many objects it hid.
+  template <asio::completion_token_for<signature<std::uint64_t>> Token = asio::deferred_t>
+  auto remove_all(Token&& token = {}) {
+    return launch<std::uint64_t>(std::forward<Token>(token), [this](detail::cancellation_check) { return remove_all_coro(); });
+  }
+
  private:
   template <class T>
   using coro = asio::awaitable<detail::op_result<T>>;
@@ -387,6 +395,17 @@ class basic_store {
     });
     if (ec) out.clear();
     co_return finish(detail::op_result<std::vector<errc>>{ec, std::move(out)});
+  }
+
+  coro<std::uint64_t> remove_all_coro() {
+    std::pair<std::error_code, std::uint64_t> r;
+    {
+      metadata_timer timing{counters_};
+      r = co_await metadata_.remove_all();
+    }
+    // Even if the call failed: whether it happened is unknown then.
+    cache_.locked([](metadata_cache::view& cache) { cache.invalidate_all(); });
+    co_return finish(detail::op_result<std::uint64_t>{r.first, r.first ? 0 : r.second});
   }
 
   // Does what put_plan asks until it is done.

@@ -232,6 +232,28 @@ TEST_CASE("remove without a lease frees the memory at once") {
   CHECK(f.used() == 0);
 }
 
+TEST_CASE("remove_all hides every committed object; leased memory waits for its lease, pending puts commit") {
+  service_fixture f;
+  f.mount(1, 1 << 20);
+  f.put({"a", "b", "c"}, 1000);
+  REQUIRE(f.query({"b"})[0].ok());  // b is leased for 5 s
+  auto pending = f.start({"p"}, 1000);
+  REQUIRE(pending[0].ok());
+  CHECK(f.svc.remove_all() == 3);
+  CHECK(f.exist({"a", "b", "c"}) == std::vector<errc>{errc::not_found, errc::not_found, errc::not_found});
+  CHECK(f.svc.stats().objects == 0);
+  CHECK(f.svc.stats().removed_leased == 1);
+  CHECK(f.used() == 2 * 1024);  // b's memory (leased) and p's reservation
+  CHECK(f.end({"p"}, pending)[0] == errc::success);
+  CHECK(f.exist({"p"})[0] == errc::success);
+  CHECK(f.svc.remove_all() == 1);
+  f.clock.advance(5s);
+  f.svc.maintain();
+  CHECK(f.used() == 0);
+  CHECK(f.svc.remove_all() == 0);
+  f.check();
+}
+
 TEST_CASE("exist grants no lease and does not refresh LRU") {
   service_fixture f;
   f.mount(1, 64 * 4);

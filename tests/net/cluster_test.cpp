@@ -66,6 +66,14 @@ TEST_CASE("a value written on one node is read on another over TCP") {
   check_read_back(a, d);
   CHECK(a.transport().lane<memcpy_lane>().stats().bytes_this_process == 32u * 64 * 1024);
   CHECK(tcp_bytes(a) == 0);
+
+  // remove_all goes through the master: every node sees the objects gone.
+  auto [clear_ec, cleared] = wait(b.remove_all(asio::deferred));
+  REQUIRE(!clear_ec);
+  CHECK(cleared == 32);
+  auto [exist_ec, exist] = wait(a.batch_exist(d.keys, asio::deferred));
+  REQUIRE(!exist_ec);
+  CHECK(std::count(exist.begin(), exist.end(), errc::not_found) == 32);
 }
 
 TEST_CASE("a batch with more ranges for one node than a frame may carry takes several exchanges") {

@@ -117,6 +117,11 @@ TEST_CASE("the master serves the metadata protocol over TCP") {
   // A mismatched batch is refused as a whole call, not as a malformed frame.
   auto bad = c.call<wire::put_start_response>(message_type::put_start, wire::put_start_request{keys, {1}, 1, 5});
   CHECK(bad.status == errc::invalid_argument);
+  auto cleared = c.call<wire::count_response>(message_type::remove_all, wire::remove_all_request{});
+  CHECK(cleared.status == errc::success);
+  CHECK(cleared.count == 2);
+  CHECK(c.call<wire::statuses_response>(message_type::exist, wire::keys_request{{"a", "b"}}).results ==
+        std::vector<errc>{errc::not_found, errc::not_found});
   CHECK(s.stats().protocol_errors == 0);
 }
 

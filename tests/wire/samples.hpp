@@ -54,6 +54,7 @@ inline std::vector<std::pair<message_type, request>> requests() {
       {message_type::data_read, data_read_request{{{11, 4096, 100, 5}, {12, 0, 50, 6}}}},
       {message_type::data_write, data_write_request{{{11, 4096, 3, 5}, {12, 0, 2, 6}}}},
       {message_type::rdma_connect, rdma_connect_request{some_rdma_endpoint()}},
+      {message_type::remove_all, remove_all_request{}},
   };
 }
 
@@ -74,6 +75,7 @@ inline std::vector<std::pair<message_type, response>> responses() {
       {message_type::exist_prefix, prefix_response{errc::success, {2, errc::not_found}}},
       {message_type::data_read, data_read_response{errc::success, {errc::success, errc::segment_not_found}, {4, 9}}},
       {message_type::rdma_connect, rdma_connect_response{errc::success, some_rdma_endpoint()}},
+      {message_type::remove_all, count_response{errc::success, 12345}},
   };
 }
 

@@ -84,6 +84,10 @@ class embedded_metadata {
     upkeep();
     co_return service_->remove(keys, out);
   }
+  result<std::pair<std::error_code, std::uint64_t>> remove_all() {
+    upkeep();
+    co_return std::pair<std::error_code, std::uint64_t>{{}, service_->remove_all()};
+  }
   result<std::error_code> validate(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
     upkeep();
     co_return service_->validate(keys, versions, out);

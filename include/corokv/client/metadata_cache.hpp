@@ -92,6 +92,13 @@ class metadata_cache {
       c_.record_invalidation(hash);
     }
 
+    // Drops every key, and refuses every older answer still on its way.
+    void invalidate_all() {
+      while (entry* e = c_.lru_.back()) c_.drop(e);
+      ++c_.epoch_;
+      if (c_.queries_out_ != 0) c_.refused_before_ = c_.epoch_;
+    }
+
    private:
     friend class metadata_cache;
     explicit view(metadata_cache& c) : c_(c) {}

@@ -16,6 +16,8 @@
 //   already in use answers already_exists), and registers the node too.
 // - query grants or extends a lease of `ttl` on every found key; exist and
 //   exist_prefix grant none.
+// - remove_all hides every committed object (leased memory is freed when
+//   its lease ends) and answers how many it hid.
 // - leave(node) is for a destructor: synchronous and noexcept, best effort
 //   (the node's segments are unmounted and its puts revoked, now or when
 //   the service declares it dead).
@@ -51,6 +53,7 @@ concept metadata_endpoint =
       { m.exist(keys, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
       { m.exist_prefix(keys) } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, prefix_result>>>;
       { m.remove(keys, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
+      { m.remove_all() } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, std::uint64_t>>>;
       { m.validate(keys, versions, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
       { m.leave(node) } noexcept -> std::same_as<void>;
     };

@@ -358,6 +358,23 @@ class service {
     return errc::success;
   }
 
+  // Hides every committed object, as remove() does each: memory nobody
+  // leases is freed now, leased memory when its lease ends. Pending puts are
+  // not affected; they commit afterwards. Returns how many objects it hid.
+  std::uint64_t remove_all() {
+    const time_point t = now();
+    std::uint64_t hidden = 0;
+    for (auto& shard_ptr : shards_) {
+      object_shard& shard = *shard_ptr;
+      std::lock_guard lock(shard.mu);
+      while (object_entry* e = shard.lru.back()) {
+        release_after_lease(shard, *e, t);
+        ++hidden;
+      }
+    }
+    return hidden;
+  }
+
   // ------------------------------------------------------------ upkeep
   // Declares silent nodes dead, revokes expired pending puts, reclaims removed
   // objects whose lease ended, releases remounted segments whose hold ended

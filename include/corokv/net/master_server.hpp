@@ -202,6 +202,8 @@ class master_server {
       case message_type::exist_prefix:
         return wire::encode(
             wire::prefix_response{errc::success, svc.exist_prefix(std::get<wire::keys_request>(request).keys)}, out);
+      case message_type::remove_all:
+        return wire::encode(wire::count_response{errc::success, svc.remove_all()}, out);
       case message_type::data_read:
       case message_type::data_write:
       case message_type::rdma_connect:

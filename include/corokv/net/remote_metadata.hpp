@@ -500,6 +500,13 @@ class remote_metadata {
     wire::statuses_response r;
     co_return co_await list_call(wire::message_type::remove, m, r, out);
   }
+  result<std::pair<std::error_code, std::uint64_t>> remove_all() {
+    auto r = co_await session_->call(wire::message_type::remove_all, wire::remove_all_request{});
+    wire::count_response decoded;
+    errc e = decode_reply(r, decoded);
+    if (e == errc::success) e = decoded.status;
+    co_return std::pair<std::error_code, std::uint64_t>{e, decoded.count};
+  }
   result<std::pair<std::error_code, prefix_result>> exist_prefix(key_span keys) {
     const wire::keys_request m{views(keys)};
     auto r = co_await session_->call(wire::message_type::exist_prefix, m);

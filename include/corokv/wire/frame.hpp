@@ -44,8 +44,9 @@ enum class message_type : std::uint8_t {
   data_read,
   data_write,
   rdma_connect,  // to a data server: set up an RDMA queue pair with it
+  remove_all,    // hide every committed object
 };
-inline constexpr std::uint8_t last_message_type = static_cast<std::uint8_t>(message_type::rdma_connect);
+inline constexpr std::uint8_t last_message_type = static_cast<std::uint8_t>(message_type::remove_all);
 
 // What a peer may send; everything beyond is refused before allocation.
 struct limits {

@@ -96,6 +96,9 @@ struct rdma_connect_request {
   rdma_endpoint initiator;
   friend bool operator==(const rdma_connect_request&, const rdma_connect_request&) = default;
 };
+struct remove_all_request {
+  friend bool operator==(const remove_all_request&, const remove_all_request&) = default;
+};
 
 // ------------------------------------------------------------ responses
 // `status` is the whole call's outcome; lists answer per key or item.
@@ -145,6 +148,11 @@ struct rdma_connect_response {
   errc status = errc::success;
   rdma_endpoint responder;
   friend bool operator==(const rdma_connect_response&, const rdma_connect_response&) = default;
+};
+struct count_response {  // remove_all: how many objects it hid
+  errc status = errc::success;
+  std::uint64_t count = 0;
+  friend bool operator==(const count_response&, const count_response&) = default;
 };
 
 // ------------------------------------------------------------ fields
@@ -205,6 +213,7 @@ template <class A> void rdma_end(A& a, rdma_endpoint& e) {
   if (e.qpn >= (1u << 24) || e.psn >= (1u << 24)) a.reject();
 }
 template <class A> void fields(A& a, rdma_connect_request& m) { rdma_end(a, m.initiator); }
+template <class A> void fields(A&, remove_all_request&) {}
 
 template <class A> void fields(A& a, status_response& m) { a.status_code(m.status); }
 template <class A> void fields(A& a, mount_response& m) {
@@ -257,6 +266,10 @@ template <class A> void fields(A& a, data_read_response& m) {
 template <class A> void fields(A& a, rdma_connect_response& m) {
   a.status_code(m.status);
   rdma_end(a, m.responder);
+}
+template <class A> void fields(A& a, count_response& m) {
+  a.status_code(m.status);
+  a.u64(m.count);
 }
 
 // ------------------------------------------------------------ sizes known in advance
@@ -330,10 +343,10 @@ errc decode(std::span<const std::byte> payload, M& message, const limits& lim = 
 // ------------------------------------------------------------ by message type
 using request = std::variant<node_request, mount_request, unmount_request, list_segments_request, put_start_request,
                              versioned_keys_request, keys_request, query_request, data_read_request,
-                             data_write_request, rdma_connect_request>;
+                             data_write_request, rdma_connect_request, remove_all_request>;
 using response = std::variant<status_response, mount_response, segments_response, put_start_response,
                               statuses_response, query_response, prefix_response, data_read_response,
-                              rdma_connect_response>;
+                              rdma_connect_response, count_response>;
 
 // The request and response shapes of each message type.
 inline request empty_request(message_type t) {
@@ -355,6 +368,7 @@ inline request empty_request(message_type t) {
     case message_type::data_read: return data_read_request{};
     case message_type::data_write: return data_write_request{};
     case message_type::rdma_connect: return rdma_connect_request{};
+    case message_type::remove_all: return remove_all_request{};
   }
   return list_segments_request{};
 }
@@ -378,6 +392,7 @@ inline response empty_response(message_type t) {
     case message_type::exist_prefix: return prefix_response{};
     case message_type::data_read: return data_read_response{};
     case message_type::rdma_connect: return rdma_connect_response{};
+    case message_type::remove_all: return count_response{};
   }
   return status_response{};
 }
