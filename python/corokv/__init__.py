@@ -1,0 +1,210 @@
+"""corokv: a batched KV-cache store for LLM serving engines.
+
+Two store classes share one API:
+
+    Store(segment_size=256 << 20, ...)           embedded: everything in this process
+    ClusterStore("10.0.0.1:7400", segment_size=..., ...)   a node of a corokv cluster
+
+Every batch call takes a list of keys (str or bytes) and answers a list
+aligned with them. Per-key outcomes are ``Status`` members; a failure of the
+whole operation raises ``Error`` (its ``code`` a ``Status``).
+
+Three ways to wait:
+
+- the plain calls block the calling thread, with the GIL released, so many
+  Python threads can use one store at once;
+- ``*_async`` coroutines await on the running asyncio loop; cancelling the
+  task cancels the operation, and the task ends only once the store can no
+  longer write into the caller's buffers;
+- ``submit_*`` return a ticket; ``event_fd()`` is readable while
+  completions wait and ``drain_completions()`` returns them, for loops that
+  are neither threads nor asyncio.
+
+Each store runs its own I/O thread (the C++ library itself starts none).
+"""
+
+import asyncio
+import weakref
+
+from ._corokv import (  # noqa: F401  (re-exported)
+    Buffer,
+    BufferResult,
+    Completion,
+    CompletionQueue,
+    Error,
+    GetResult,
+    PrefixResult,
+    QueryResult,
+    Status,
+    status_message,
+)
+from . import _corokv
+
+__all__ = [
+    "Store",
+    "ClusterStore",
+    "Status",
+    "Error",
+    "QueryResult",
+    "GetResult",
+    "BufferResult",
+    "PrefixResult",
+    "Completion",
+    "CompletionQueue",
+    "Buffer",
+    "status_message",
+    "parse_address",
+]
+
+
+def parse_address(address):
+    """'host:port' (or '[v6]:port') -> (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def _fail_closed(future):
+    if not future.done():
+        future.set_exception(ValueError("the store was closed"))
+
+
+class _AsyncMixin:
+    """The asyncio variants, built on the submit_* calls.
+
+    Each event loop gets a completion queue of its own, watched with
+    loop.add_reader: the store's I/O thread only writes the queue's eventfd
+    and never waits for the GIL, and the loop resolves its futures itself
+    when the fd is readable.
+    """
+
+    def _async_state(self):
+        state = self.__dict__.get("_async")
+        if state is None:
+            state = self.__dict__["_async"] = (weakref.WeakKeyDictionary(), {})
+        return state
+
+    def _queue_for(self, loop):
+        queues, _ = self._async_state()
+        queue = queues.get(loop)
+        if queue is None:
+            queue = self._new_queue()
+            loop.add_reader(queue.fileno(), self._deliver, queue)
+            queues[loop] = queue
+        return queue
+
+    def _deliver(self, queue):
+        _, pending = self._async_state()
+        for done in queue.drain():
+            future = pending.pop(done.ticket, None)
+            if future is None or future.done():
+                continue
+            if done.error is not None:
+                future.set_exception(done.error)
+            else:
+                future.set_result(done.result)
+
+    async def _await(self, submit, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        queue = self._queue_for(loop)
+        _, pending = self._async_state()
+        future = loop.create_future()
+        ticket = submit(*args, queue=queue, **kwargs)
+        pending[ticket] = future
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not future.done():
+                self.cancel(ticket)
+                # The operation may still write into the caller's buffers
+                # until it completes: wait for that, even if cancelled again.
+                while not future.done():
+                    try:
+                        await asyncio.wait([future])
+                    except asyncio.CancelledError:
+                        pass
+            if not future.cancelled():
+                future.exception()  # retrieved: the task's answer is CancelledError
+            raise
+
+    def close(self):
+        """Waits for the operations in flight, then leaves and stops the
+        I/O thread. asyncio calls still awaiting (on other loops) fail with
+        ValueError; the loops stop watching this store."""
+        queues, pending = self._async_state()
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for loop, queue in list(queues.items()):
+            if loop.is_closed():
+                continue
+            if loop is current or not loop.is_running():
+                loop.remove_reader(queue.fileno())
+            else:  # another thread's loop: it stops watching on its own thread
+                loop.call_soon_threadsafe(loop.remove_reader, queue.fileno())
+        super().close()
+        for future in list(pending.values()):
+            loop = future.get_loop()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_fail_closed, future)
+        pending.clear()
+        queues.clear()
+
+    async def batch_put_async(self, keys, values, replicas=1):
+        return await self._await(self.submit_batch_put, keys, values, replicas)
+
+    async def batch_put_from_async(self, keys, sources, replicas=1):
+        return await self._await(self.submit_batch_put, keys, sources, replicas)
+
+    async def batch_exist_async(self, keys):
+        return await self._await(self.submit_batch_exist, keys)
+
+    async def batch_exist_prefix_async(self, keys):
+        return await self._await(self.submit_batch_exist_prefix, keys)
+
+    async def batch_query_async(self, keys):
+        return await self._await(self.submit_batch_query, keys)
+
+    async def batch_get_into_async(self, keys, buffers, query_results=None, strict=False):
+        return await self._await(self.submit_batch_get, keys, buffers, query_results, strict)
+
+    async def batch_get_async(self, keys, query_results=None, strict=False):
+        return await self._await(self.submit_batch_get, keys, None, query_results, strict)
+
+    async def batch_remove_async(self, keys):
+        return await self._await(self.submit_batch_remove, keys)
+
+    async def remove_all_async(self):
+        return await self._await(self.submit_remove_all)
+
+
+class Store(_AsyncMixin, _corokv.Store):
+    """The embedded store: metadata service, memory and data in this process.
+
+    Store(segment_size=256 << 20, lease_ttl=5.0, cache_capacity=65536,
+          buffer_pool_size=64 << 20, populate=True)
+    """
+
+
+class ClusterStore(_AsyncMixin, _corokv.ClusterStore):
+    """A node of a corokv cluster, talking to a corokv-master.
+
+    ClusterStore(master, segment_size=0, data_host="127.0.0.1", data_port=0,
+                 advertise_host="", shared_memory=True, lanes=(),
+                 request_timeout=5.0, heartbeat_interval=1.0, lease_ttl=5.0,
+                 cache_capacity=65536, buffer_pool_size=64 << 20,
+                 populate=True, node=0)
+
+    ``master`` is "host:port". ``segment_size`` bytes of this process's
+    memory are contributed to the cluster (0: none, a pure client).
+    """
+
+    def __init__(self, master, **options):
+        host, port = parse_address(master)
+        options.setdefault("lanes", [])
+        options["lanes"] = list(options["lanes"])
+        super().__init__(host, port, **options)

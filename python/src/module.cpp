@@ -1,0 +1,153 @@
+// The corokv._corokv extension module: the vocabulary (Status, Error, the
+// result tuples, QueryResult, Buffer, CompletionQueue) here; the store
+// classes in embedded_binding.cpp and cluster_binding.cpp.
+
+#include "operation.hpp"
+#include "outcome.hpp"
+#include "python_types.hpp"
+
+#include <corokv/error.hpp>
+
+#include <pybind11/eval.h>
+#include <pybind11/pybind11.h>
+
+#include <array>
+#include <chrono>
+#include <string>
+#include <string_view>
+
+namespace corokv::python {
+
+void bind_embedded_store(py::module_& m);
+void bind_cluster_store(py::module_& m);
+
+python_types& types() {
+  static python_types* t = new python_types;  // never destroyed: Python objects outlive static destruction
+  return *t;
+}
+
+py::object error_object(const std::error_code& ec) {
+  py::object code = &ec.category() == &error_category() ? status_object(static_cast<errc>(ec.value()))
+                                                         : py::object(py::int_(ec.value()));
+  return types().error_type(code, py::str(ec.message()), py::str(ec.category().name()));
+}
+
+namespace {
+
+// The Status members, in errc order; names as Python spells enum members.
+constexpr std::array<std::string_view, static_cast<std::size_t>(last_errc) + 1> status_names{
+    "SUCCESS",          "NOT_FOUND",         "ALREADY_EXISTS",  "PUT_IN_PROGRESS", "LEASE_EXPIRED",
+    "INVALID_KEY",      "DUPLICATE_KEY",     "BUFFER_TOO_SMALL", "SIZE_MISMATCH",  "INVALID_ARGUMENT",
+    "NO_SPACE",         "REPLICAS_UNAVAILABLE", "SEGMENT_NOT_FOUND", "NODE_UNKNOWN", "TRANSFER_FAILED",
+    "RPC_FAILED",       "TIMEOUT",           "PROTOCOL_ERROR",  "CANCELLED",       "VERSION_MISMATCH",
+    "INTERNAL_ERROR",   "POOL_EXHAUSTED",
+};
+
+constexpr const char* error_class = R"py(
+class Error(Exception):
+    """A whole operation failed. `code` is a Status for corokv's own codes
+    (else the error's number), `category` the error category's name."""
+
+    def __init__(self, code, message, category="corokv"):
+        super().__init__(code, message, category)
+        self.code = code
+        self.message = message
+        self.category = category
+
+    def __str__(self):
+        return f"{self.message} ({self.code!r})"
+)py";
+
+PyTypeObject* struct_type(py::module_& m, const char* qualified, const char* doc,
+                          std::initializer_list<std::pair<const char*, const char*>> fields) {
+  // The descriptor must outlive the type: static storage per call site.
+  auto* members = new PyStructSequence_Field[fields.size() + 1];
+  std::size_t i = 0;
+  for (auto& [name, field_doc] : fields) members[i++] = {name, field_doc};
+  members[i] = {nullptr, nullptr};
+  auto* desc = new PyStructSequence_Desc{qualified, doc, members, static_cast<int>(fields.size())};
+  PyTypeObject* type = PyStructSequence_NewType(desc);
+  if (!type) throw py::error_already_set();
+  const std::string_view name(qualified);
+  m.attr(std::string(name.substr(name.rfind('.') + 1)).c_str()) = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(type));
+  return type;
+}
+
+double seconds_left(const query_result& r) {
+  return std::chrono::duration<double>(r.lease_deadline - clock_type::now()).count();
+}
+
+}  // namespace
+
+}  // namespace corokv::python
+
+PYBIND11_MODULE(_corokv, m) {
+  using namespace corokv;
+  using namespace corokv::python;
+  m.doc() = "corokv: batched KV-cache store (native part; use the corokv package)";
+
+  // Status: an IntEnum mirroring corokv::errc.
+  py::list members;
+  for (std::size_t i = 0; i < status_names.size(); ++i)
+    members.append(py::make_tuple(py::str(std::string(status_names[i])), py::int_(i)));
+  py::object enum_module = py::module_::import("enum");
+  py::object status = enum_module.attr("IntEnum")("Status", members, py::arg("module") = "corokv");
+  m.attr("Status") = status;
+  auto& t = types();
+  for (std::size_t i = 0; i < status_names.size(); ++i) t.statuses.push_back(status(py::int_(i)));
+  for (const char* name : {"none", "caller", "cache", "requery"})  // key_source order
+    t.sources.push_back(py::reinterpret_steal<py::object>(PyUnicode_InternFromString(name)));
+  m.def("status_message", [](int code) { return make_error_code(static_cast<errc>(code)).message(); },
+        py::arg("status"), "What a Status means, in words.");
+
+  py::dict scope;
+  scope["__name__"] = "corokv";
+  py::exec(error_class, scope);
+  t.error_type = scope["Error"];
+  m.attr("Error") = t.error_type;
+
+  t.get_result = struct_type(m, "corokv.GetResult", "batch_get_into's answer for one key",
+                             {{"status", "Status"}, {"size", "bytes written into the key's buffer"},
+                              {"version", "the object's version"}, {"source", "caller, cache, requery or none"}});
+  t.buffer_result = struct_type(m, "corokv.BufferResult", "batch_get's answer for one key",
+                                {{"status", "Status"}, {"data", "memoryview over the store-owned bytes, or None"},
+                                 {"version", "the object's version"}, {"source", "caller, cache, requery or none"}});
+  t.prefix_result = struct_type(m, "corokv.PrefixResult", "batch_exist_prefix's answer",
+                                {{"matched", "leading keys that exist"}, {"stopped_by", "Status that ended the match"}});
+  t.completion = struct_type(m, "corokv.Completion", "a submitted operation's outcome",
+                             {{"ticket", "what submit_* returned"}, {"result", "the result, or None"},
+                              {"error", "a corokv.Error, or None"}});
+
+  py::class_<query_result>(m, "QueryResult", "A key's metadata and lease, to hand back to batch_get_into / batch_get")
+      .def_property_readonly("status", [](const query_result& r) { return status_object(r.status); })
+      .def_property_readonly("ok", &query_result::ok)
+      .def_readonly("size", &query_result::size)
+      .def_readonly("version", &query_result::version)
+      .def_property_readonly("replicas", [](const query_result& r) { return r.replicas.size(); })
+      .def_property_readonly("lease_seconds_left", &seconds_left,
+                             "Seconds the client still trusts the lease (negative: expired)")
+      .def("__repr__", [](const query_result& r) {
+        return "QueryResult(status=" + py::repr(status_object(r.status)).cast<std::string>() +
+               ", size=" + std::to_string(r.size) + ", version=" + std::to_string(r.version) + ")";
+      });
+
+  t.query_result_type = reinterpret_cast<PyTypeObject*>(m.attr("QueryResult").ptr());
+
+  py::class_<owned_buffer>(m, "Buffer", py::buffer_protocol(),
+                           "Store-owned bytes; memoryview(buffer) reads them in place")
+      .def_buffer([](owned_buffer& b) {
+        return py::buffer_info(b.data(), 1, py::format_descriptor<std::uint8_t>::format(), 1,
+                               {static_cast<py::ssize_t>(b.size())}, {1});
+      })
+      .def("ptr", &owned_buffer::address, "The bytes' address")
+      .def("size", &owned_buffer::size)
+      .def("__len__", &owned_buffer::size);
+
+  py::class_<completion_queue, std::shared_ptr<completion_queue>>(
+      m, "CompletionQueue", "Completions of submitted operations; fileno() is readable while some wait")
+      .def("fileno", &completion_queue::fd)
+      .def("drain", [](completion_queue& q) { return drain_queue(q); });
+
+  bind_embedded_store(m);
+  bind_cluster_store(m);
+}
