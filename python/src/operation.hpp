@@ -31,6 +31,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -97,6 +98,12 @@ class region_table {
     region r = std::move(it->second);
     regions_.erase(it);
     return r;
+  }
+  std::optional<std::size_t> size_of(std::uintptr_t start) const {
+    std::lock_guard lock(mu_);
+    auto it = regions_.find(start);
+    if (it == regions_.end()) return std::nullopt;
+    return it->second.size;
   }
   // Whether [address, address + size) lies in one region; its pin if so.
   bool covers(std::uintptr_t address, std::size_t size, std::shared_ptr<held_buffer>& pin) const {

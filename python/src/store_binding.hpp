@@ -273,14 +273,15 @@ class py_store {
         throw py::type_error("unregister_buffer needs a buffer or an address");
       start = reinterpret_cast<std::uintptr_t>(view.data());
     }
-    auto r = regions_.erase(start);
-    if (!r) raise_error(errc::invalid_argument);  // not registered here
+    const std::optional<std::size_t> size = regions_.size_of(start);
+    if (!size) raise_error(errc::invalid_argument);  // not registered here
     std::error_code ec;
     {
       py::gil_scoped_release nogil;
-      ec = store_->unregister_buffer(asio::mutable_buffer(reinterpret_cast<void*>(start), r->size));
+      ec = store_->unregister_buffer(asio::mutable_buffer(reinterpret_cast<void*>(start), *size));
     }
-    if (ec) raise_error(ec);
+    if (ec) raise_error(ec);  // still registered, still in the table
+    regions_.erase(start);     // its pin goes here, with the GIL (or with the last batch using it)
   }
   std::size_t registered_buffers() const { return regions_.size(); }
 

@@ -232,7 +232,7 @@ TEST_CASE("remove without a lease frees the memory at once") {
   CHECK(f.used() == 0);
 }
 
-TEST_CASE("remove_all hides every committed object; leased memory waits for its lease, pending puts commit") {
+TEST_CASE("remove_all hides every committed object, leased memory waits for its lease and pending puts commit") {
   service_fixture f;
   f.mount(1, 1 << 20);
   f.put({"a", "b", "c"}, 1000);
