@@ -13,11 +13,16 @@ numpy array) is built once; each round then times, back to back:
 - numpy:  np.copyto of the same bytes from a source array into the rows.
 
 Rounds interleave the three so that drift hits them alike; the report is the
-median of the per-round ratios, with the lowest and highest.
+median of the per-round ratios, with the lowest and highest. The process is
+pinned to one CPU (--cpu) before the store starts its I/O thread, so that
+the Python loop and the C++ loop copy on the same core: on a VM whose two
+vCPUs differ in speed from moment to moment, comparing two threads on two
+cores measures the cores.
 """
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -92,7 +97,9 @@ def main():
     p.add_argument("--seconds", type=float, default=0.3, help="per mode per round")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--cpu", type=int, default=min(os.sched_getaffinity(0)), help="pin the process to this CPU")
     args = p.parse_args()
+    os.sched_setaffinity(0, {args.cpu})  # before the store's I/O thread exists: it inherits this
 
     store = corokv.Store(segment_size=256 << 20, buffer_pool_size=0)
     rows = []
@@ -109,7 +116,8 @@ def main():
         store.close()
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "python_bench", "cases": rows}, f, indent=1)
+            json.dump({"benchmark": "python_bench", "cpu": args.cpu, "seconds": args.seconds, "rounds": args.rounds,
+                       "cases": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -174,7 +174,10 @@ struct operation {
   std::uint64_t ticket = 0;
 
   // ---- arguments
-  std::vector<std::string> keys;
+  // The keys, as views of the caller's str (their cached UTF-8) and bytes
+  // objects, which key_refs keeps alive: no key is copied.
+  std::vector<std::string_view> keys;
+  std::vector<py::object> key_refs;
   // Keys the binding refused before the store saw them (a buffer it could
   // not use): empty if none; else per key, success for keys sent.
   std::vector<errc> refused;

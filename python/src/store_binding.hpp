@@ -63,17 +63,18 @@ class items {
   py::object seq_;
 };
 
-// Keys are str (stored as UTF-8) or bytes; anything else is a TypeError.
-inline std::vector<std::string> to_keys(py::handle keys) {
+// Keys are str (their UTF-8 bytes) or bytes; anything else is a TypeError.
+// The operation keeps a reference to each key object and views its bytes.
+inline void take_keys(py::handle keys, operation& op) {
   items k(keys, "keys must be a sequence of str or bytes");
-  std::vector<std::string> out;
-  out.reserve(k.size());
+  op.keys.reserve(k.size());
+  op.key_refs.reserve(k.size());
   for (std::size_t i = 0; i < k.size(); ++i) {
     PyObject* key = k[i];
     const char* data = nullptr;
     Py_ssize_t size = 0;
     if (PyUnicode_Check(key)) {
-      data = PyUnicode_AsUTF8AndSize(key, &size);
+      data = PyUnicode_AsUTF8AndSize(key, &size);  // cached in the str object
       if (!data) throw py::error_already_set();
     } else if (PyBytes_Check(key)) {
       data = PyBytes_AS_STRING(key);
@@ -81,9 +82,9 @@ inline std::vector<std::string> to_keys(py::handle keys) {
     } else {
       throw py::type_error("key " + std::to_string(i) + " is neither str nor bytes");
     }
-    out.emplace_back(data, static_cast<std::size_t>(size));
+    op.key_refs.push_back(py::reinterpret_borrow<py::object>(key));
+    op.keys.emplace_back(data, static_cast<std::size_t>(size));
   }
-  return out;
 }
 
 // The memory of one caller item: an object exporting a C-contiguous buffer
@@ -289,7 +290,7 @@ class py_store {
   std::shared_ptr<operation> put_op(py::handle keys, py::handle values, std::size_t replicas, bool allow_address) {
     auto op = std::make_shared<operation>();
     op->kind = op_kind::put;
-    op->keys = to_keys(keys);
+    take_keys(keys, *op);
     op->put_opts.replicas = replicas;
     items v(values, "values must be a sequence");
     if (v.size() != op->keys.size()) raise_error(errc::invalid_argument);
@@ -308,13 +309,13 @@ class py_store {
   std::shared_ptr<operation> keys_op(op_kind kind, py::handle keys) {
     auto op = std::make_shared<operation>();
     op->kind = kind;
-    if (kind != op_kind::remove_all) op->keys = to_keys(keys);
+    if (kind != op_kind::remove_all) take_keys(keys, *op);
     return op;
   }
   std::shared_ptr<operation> get_into_op(py::handle keys, py::handle buffers, py::handle query_results, bool strict) {
     auto op = std::make_shared<operation>();
     op->kind = op_kind::get_into;
-    op->keys = to_keys(keys);
+    take_keys(keys, *op);
     op->get_opts.strict = strict;
     if (!query_results.is_none()) take_query_results(query_results, *op);
     items b(buffers, "buffers must be a sequence");
@@ -335,7 +336,7 @@ class py_store {
   std::shared_ptr<operation> get_owned_op(py::handle keys, py::handle query_results, bool strict) {
     auto op = std::make_shared<operation>();
     op->kind = op_kind::get_owned;
-    op->keys = to_keys(keys);
+    take_keys(keys, *op);
     op->get_opts.strict = strict;
     if (!query_results.is_none()) {
       take_query_results(query_results, *op);
