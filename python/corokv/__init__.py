@@ -24,6 +24,7 @@ Each store runs its own I/O thread (the C++ library itself starts none).
 """
 
 import asyncio
+import threading
 import weakref
 
 from ._corokv import (  # noqa: F401  (re-exported)
@@ -67,9 +68,14 @@ def parse_address(address):
     return host, int(port)
 
 
-def _fail_closed(future):
-    if not future.done():
-        future.set_exception(ValueError("the store was closed"))
+def _resolve(future, done):
+    """Hands a Completion to its future (on the future's loop)."""
+    if future is None or future.done():
+        return
+    if done.error is not None:
+        future.set_exception(done.error)
+    else:
+        future.set_result(done.result)
 
 
 class _AsyncMixin:
@@ -82,13 +88,15 @@ class _AsyncMixin:
     """
 
     def _async_state(self):
+        """(queue per loop, future per ticket, lock): the lock orders a
+        submission and its future against close()."""
         state = self.__dict__.get("_async")
         if state is None:
-            state = self.__dict__["_async"] = (weakref.WeakKeyDictionary(), {})
+            state = self.__dict__.setdefault("_async", (weakref.WeakKeyDictionary(), {}, threading.Lock()))
         return state
 
     def _queue_for(self, loop):
-        queues, _ = self._async_state()
+        queues, _, _ = self._async_state()
         queue = queues.get(loop)
         if queue is None:
             queue = self._new_queue()
@@ -97,23 +105,18 @@ class _AsyncMixin:
         return queue
 
     def _deliver(self, queue):
-        _, pending = self._async_state()
+        _, pending, _ = self._async_state()
         for done in queue.drain():
-            future = pending.pop(done.ticket, None)
-            if future is None or future.done():
-                continue
-            if done.error is not None:
-                future.set_exception(done.error)
-            else:
-                future.set_result(done.result)
+            _resolve(pending.pop(done.ticket, None), done)
 
     async def _await(self, submit, *args, **kwargs):
         loop = asyncio.get_running_loop()
-        queue = self._queue_for(loop)
-        _, pending = self._async_state()
+        _, pending, lock = self._async_state()
         future = loop.create_future()
-        ticket = submit(*args, queue=queue, **kwargs)
-        pending[ticket] = future
+        with lock:
+            queue = self._queue_for(loop)
+            ticket = submit(*args, queue=queue, **kwargs)
+            pending[ticket] = future
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -132,27 +135,32 @@ class _AsyncMixin:
 
     def close(self):
         """Waits for the operations in flight, then leaves and stops the
-        I/O thread. asyncio calls still awaiting (on other loops) fail with
-        ValueError; the loops stop watching this store."""
-        queues, pending = self._async_state()
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        for loop, queue in list(queues.items()):
-            if loop.is_closed():
-                continue
-            if loop is current or not loop.is_running():
-                loop.remove_reader(queue.fileno())
-            else:  # another thread's loop: it stops watching on its own thread
-                loop.call_soon_threadsafe(loop.remove_reader, queue.fileno())
-        super().close()
-        for future in list(pending.values()):
-            loop = future.get_loop()
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(_fail_closed, future)
-        pending.clear()
-        queues.clear()
+        I/O thread. asyncio calls still awaiting get their results (on
+        their own loops); the loops stop watching this store."""
+        queues, pending, lock = self._async_state()
+        with lock:
+            self._shut_down()  # every operation has completed: its completion is queued
+            try:
+                current = asyncio.get_running_loop()
+            except RuntimeError:
+                current = None
+            for loop, queue in list(queues.items()):
+                if loop.is_closed():
+                    continue
+                here = loop is current or not loop.is_running()
+                for done in queue.drain():
+                    future = pending.pop(done.ticket, None)
+                    if here:
+                        _resolve(future, done)
+                    elif future is not None:
+                        loop.call_soon_threadsafe(_resolve, future, done)
+                if here:
+                    loop.remove_reader(queue.fileno())
+                else:  # another thread's loop: it stops watching on its own thread
+                    loop.call_soon_threadsafe(loop.remove_reader, queue.fileno())
+            super().close()
+            pending.clear()
+            queues.clear()
 
     async def batch_put_async(self, keys, values, replicas=1):
         return await self._await(self.submit_batch_put, keys, values, replicas)

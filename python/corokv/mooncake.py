@@ -218,9 +218,11 @@ class MooncakeDistributedStore:
         copy: corokv takes one contiguous value per key)."""
         if not (len(keys) == len(all_buffer_ptrs) == len(all_sizes)):
             return [INVALID_PARAMS] * len(keys)
+        if self._store is None:
+            return [INVALID_PARAMS] * len(keys)
         values = []
         for ptrs, sizes in zip(all_buffer_ptrs, all_sizes):
-            if len(ptrs) != len(sizes):
+            if len(ptrs) != len(sizes) or not self._registered(ptrs, sizes):
                 return [INVALID_PARAMS] * len(keys)
             staged = bytearray(sum(int(n) for n in sizes))
             base = ctypes.addressof((ctypes.c_char * len(staged)).from_buffer(staged)) if staged else 0
@@ -270,7 +272,7 @@ class MooncakeDistributedStore:
                 continue
             data = item.data
             total = len(data)
-            if len(ptrs) != len(sizes) or sum(int(n) for n in sizes) < total:
+            if len(ptrs) != len(sizes) or sum(int(n) for n in sizes) < total or not self._registered(ptrs, sizes):
                 out.append(INVALID_PARAMS)
                 continue
             source = data.obj.ptr()
@@ -339,6 +341,14 @@ class MooncakeDistributedStore:
             return mooncake_code(e)
 
     # ---------------------------------------------------------------- helpers
+    def _registered(self, ptrs, sizes):
+        """Whether every (ptr, size) lies in memory registered here: only
+        then are raw pointers touched."""
+        try:
+            return all(self._store._covers(int(p), int(n)) for p, n in zip(ptrs, sizes))
+        except (TypeError, ValueError):
+            return False
+
     def _call_code(self, call):
         if self._store is None:
             return INVALID_PARAMS

@@ -48,7 +48,8 @@ void bind_cluster_store(py::module_& m) {
           py::arg("request_timeout") = 5.0, py::arg("heartbeat_interval") = 1.0, py::arg("lease_ttl") = 5.0,
           py::arg("cache_capacity") = std::size_t{1} << 16, py::arg("buffer_pool_size") = std::uint64_t{64} << 20,
           py::arg("populate") = true, py::arg("node") = 0);
-  cls.def_property_readonly("master_connected", [](self_t& s) { return s.store().metadata().ready(); });
+  cls.def_property_readonly("master_connected",
+                            [](self_t& s) { return s.with_store([](cluster_store& kv) { return kv.metadata().ready(); }); });
   bind_store_methods<cluster_store>(cls);
 }
 

@@ -87,6 +87,16 @@ inline void take_keys(py::handle keys, operation& op) {
   }
 }
 
+// An address given as a Python int: ValueError unless it fits.
+inline std::uintptr_t to_address(py::handle h) {
+  const unsigned long long a = PyLong_AsUnsignedLongLong(h.ptr());
+  if (a == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+    PyErr_Clear();
+    throw py::value_error("an address must be an int from 0 to 2**64 - 1");
+  }
+  return static_cast<std::uintptr_t>(a);
+}
+
 // The memory of one caller item: an object exporting a C-contiguous buffer
 // (held for the operation), or, where allowed, an (address, size) pair
 // inside a registered region. invalid_argument for anything else.
@@ -211,7 +221,7 @@ class py_store {
   }
 
   std::uint64_t add_segment(std::uint64_t size) {
-    live();
+    store_use use(*this);
     boost::system::error_code ec;
     segment_id id = 0;
     {
@@ -230,12 +240,12 @@ class py_store {
 
   // ---- registered memory
   void register_buffer(py::handle object_or_address, std::optional<std::uint64_t> size) {
-    live();
+    store_use use(*this);
     std::uintptr_t start = 0;
     region_table::region r;
     if (PyLong_Check(object_or_address.ptr())) {
       if (!size) throw py::type_error("register_buffer(address, size): the size is missing");
-      start = py::cast<std::uintptr_t>(object_or_address);
+      start = to_address(object_or_address);
       r.size = static_cast<std::size_t>(*size);
     } else {
       auto pin = std::make_shared<held_buffer>();
@@ -256,18 +266,21 @@ class py_store {
     const std::size_t size_registered = r.size;
     if (!regions_.insert(start, std::move(r))) {
       // The store refuses overlapping regions, so the table cannot hold
-      // this start already; if it does, undo and say so.
-      py::gil_scoped_release nogil;
-      (void)store_->unregister_buffer(asio::mutable_buffer(reinterpret_cast<void*>(start), size_registered));
+      // this start already (short of a race with an unregister of the same
+      // region in another thread); undo and say so.
+      {
+        py::gil_scoped_release nogil;
+        (void)store_->unregister_buffer(asio::mutable_buffer(reinterpret_cast<void*>(start), size_registered));
+      }
       raise_error(errc::internal_error);
     }
   }
 
   void unregister_buffer(py::handle object_or_address) {
-    live();
+    store_use use(*this);
     std::uintptr_t start = 0;
     if (PyLong_Check(object_or_address.ptr())) {
-      start = py::cast<std::uintptr_t>(object_or_address);
+      start = to_address(object_or_address);
     } else {
       held_buffer view;
       if (!view.acquire(object_or_address.ptr(), /*writable=*/false))
@@ -408,6 +421,7 @@ class py_store {
   }
   std::shared_ptr<completion_queue> own_queue() {
     std::lock_guard lock(mu_);
+    if (closed_) throw py::value_error("operation on a closed store");
     if (!default_queue_) default_queue_ = std::make_shared<completion_queue>();
     return default_queue_;
   }
@@ -438,27 +452,43 @@ class py_store {
                      });
       op->done->wait();
     }
+    {
+      std::lock_guard lock(mu_);
+      --pending_;
+    }
     end_operation();
     if (failure) raise_error(failure);
     return seconds;
   }
 
+  // Operations started and not yet completed (a completed one no longer
+  // counts once its result can be seen).
   std::size_t in_flight() const {
     std::lock_guard lock(mu_);
-    return in_flight_;
+    return pending_;
   }
-  py::dict counters() const {
-    live();
-    const std::string text = store_->counters_json().dump();
+  py::dict counters() {
+    std::string text;
+    {
+      store_use use(*this);
+      text = store_->counters_json().dump();
+    }
     return py::module_::import("json").attr("loads")(text);
   }
-  std::uint64_t node() const {
-    live();
+  std::uint64_t node() {
+    store_use use(*this);
     return store_->node();
   }
-  Store& store() {
-    live();
-    return *store_;
+  // f(store), counted as a use of the store (see store_use).
+  template <class F>
+  auto with_store(F f) {
+    store_use use(*this);
+    return f(*store_);
+  }
+  // Whether [address, address + size) lies in a region registered here.
+  bool covers(py::handle address, std::uint64_t size) const {
+    std::shared_ptr<held_buffer> ignored;
+    return regions_.covers(to_address(address), static_cast<std::size_t>(size), ignored);
   }
 
  private:
@@ -499,12 +529,36 @@ class py_store {
     if (closed()) throw py::value_error("operation on a closed store");
   }
 
+  // Counts a direct use of the store (not an operation) as in flight, so
+  // that close() on another thread waits for it instead of destroying the
+  // store under it.
+  class store_use {
+   public:
+    explicit store_use(py_store& s) : s_(s) { s_.enter(); }
+    store_use(const store_use&) = delete;
+    store_use& operator=(const store_use&) = delete;
+    ~store_use() { s_.leave(); }
+
+   private:
+    py_store& s_;
+  };
+  void enter() {
+    std::lock_guard lock(mu_);
+    if (closed_) throw py::value_error("operation on a closed store");
+    ++in_flight_;
+  }
+  void leave() {
+    std::lock_guard lock(mu_);
+    if (--in_flight_ == 0) idle_.notify_all();
+  }
+
   void begin(operation& op, completion_queue* queue) {
     std::lock_guard lock(mu_);
     if (closed_) throw py::value_error("operation on a closed store");
     op.ticket = next_ticket_++;
     op.queue = queue;
     ++in_flight_;
+    ++pending_;
   }
 
   // Without the GIL. Hands the operation to the store (or completes it at
@@ -556,6 +610,10 @@ class py_store {
       // Not started: nothing will complete it. (The store reports its own
       // failures through handlers; this is out of memory and the like.)
       forget(op->ticket);
+      {
+        std::lock_guard lock(mu_);
+        --pending_;
+      }
       end_operation();
       throw;
     }
@@ -572,10 +630,12 @@ class py_store {
 
   // On the I/O thread (or in start(), for a batch the store never saw).
   void complete(std::shared_ptr<operation> op) {
-    if (op->cancel) {
-      op->cancel->finished = true;
-      forget(op->ticket);
+    {
+      std::lock_guard lock(mu_);
+      --pending_;  // before the caller can see the result
+      if (op->cancel) cancellable_.erase(op->ticket);
     }
+    if (op->cancel) op->cancel->finished = true;
     if (completion_queue* q = op->queue) {
       q->push(std::move(op));
     } else {
@@ -599,17 +659,30 @@ class py_store {
   }
 
   // Without the GIL.
+ public:
+  // Without the GIL: waits for the operations in flight, destroys the store
+  // and stops the I/O thread. The first caller tears down; a concurrent one
+  // waits until that is done.
   void shut_down() {
     std::unique_lock lock(mu_);
-    if (closed_ && !store_) return;
     closed_ = true;
     idle_.wait(lock, [&] { return in_flight_ == 0; });
+    if (tearing_down_) {
+      idle_.wait(lock, [&] { return torn_down_; });
+      return;
+    }
+    tearing_down_ = true;
     lock.unlock();
     store_.reset();  // leaves the cluster; the I/O thread still runs meanwhile
     work_.reset();
     io_.stop();
     if (runner_.joinable()) runner_.join();
+    lock.lock();
+    torn_down_ = true;
+    idle_.notify_all();
   }
+
+ private:
 
   asio::io_context io_{1};
   asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
@@ -619,8 +692,11 @@ class py_store {
 
   mutable std::mutex mu_;
   std::condition_variable idle_;
-  std::size_t in_flight_ = 0;
+  std::size_t in_flight_ = 0;  // operations and direct uses not finished: close() waits for 0
+  std::size_t pending_ = 0;    // operations whose result is not out yet
   bool closed_ = false;
+  bool tearing_down_ = false;
+  bool torn_down_ = false;
   std::uint64_t next_ticket_ = 1;
   std::map<std::uint64_t, std::shared_ptr<cancel_state>> cancellable_;
   std::shared_ptr<completion_queue> default_queue_;
@@ -648,7 +724,7 @@ void bind_store_methods(Class& cls) {
       .def("counters", &self_t::counters)
       .def("operations_in_flight", &self_t::in_flight)
       // Blocking calls (the GIL is released while they wait).
-      .def("batch_put", [](self_t& s, py::handle k, py::handle v, std::size_t r) { return s.run(s.put_op(k, v, r, false)); },
+      .def("batch_put", [](self_t& s, py::handle k, py::handle v, std::size_t r) { return s.run(s.put_op(k, v, r, true)); },
            arg("keys"), arg("values"), arg("replicas") = 1)
       .def("batch_put_from", [](self_t& s, py::handle k, py::handle v, std::size_t r) { return s.run(s.put_op(k, v, r, true)); },
            arg("keys"), arg("sources"), arg("replicas") = 1)
@@ -698,6 +774,11 @@ void bind_store_methods(Class& cls) {
       .def("event_fd", [](self_t& s) { return s.own_queue()->fd(); })
       .def("drain_completions", [](self_t& s) { return drain_queue(*s.own_queue()); })
       .def("_new_queue", &self_t::new_queue)
+      .def("_shut_down", [](self_t& s) {
+        py::gil_scoped_release nogil;
+        s.shut_down();
+      })
+      .def("_covers", &self_t::covers, arg("address"), arg("size"))
       .def("_cpp_get_into_loop", &self_t::cpp_get_into_loop, arg("keys"), arg("buffers"), arg("query_results"),
            arg("iterations"));
 }

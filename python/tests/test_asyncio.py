@@ -2,6 +2,8 @@
 cancellation that ends the task only once the operation has completed."""
 
 import asyncio
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -52,7 +54,9 @@ def test_many_tasks_at_once_and_errors_as_exceptions(store):
 
 
 def test_cancelling_the_task_cancels_the_operation_and_waits_for_it(master):
-    # The master is stopped: the get must query it, and waits.
+    # The master is stopped: the get must query it, and waits. A metadata
+    # call in flight is not abandoned (its reply could still be on its
+    # way): the operation completes, cancelled, by the call's timeout.
     kv = corokv.ClusterStore(master.address, segment_size=8 << 20, request_timeout=1.5, heartbeat_interval=0.2)
     try:
         keys, values = keys_and_values("cancel", 4, 4096)
@@ -65,12 +69,16 @@ def test_cancelling_the_task_cancels_the_operation_and_waits_for_it(master):
             task = asyncio.create_task(kv.batch_get_into_async(keys, buffers))
             await asyncio.sleep(0.3)
             assert kv.operations_in_flight() == 1
+            started = time.monotonic()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             # The task ended only once the operation had: nothing can write
             # into `buffers` any more.
             assert kv.operations_in_flight() == 0
+            assert time.monotonic() - started < 1.5 + 1.0  # bounded by the call's timeout
+            master.resume()  # the store goes on
+            assert await kv.batch_exist_async(["never-there"]) == [Status.NOT_FOUND]
 
         asyncio.run(main())
     finally:
@@ -88,4 +96,28 @@ def test_close_inside_the_loop_stops_watching_and_later_calls_raise():
             await kv.batch_exist_async(["a"])
 
     asyncio.run(main())
+    assert kv.closed
+
+
+def test_close_from_another_thread_hands_awaiting_calls_their_results(master):
+    kv = corokv.ClusterStore(master.address, segment_size=8 << 20, request_timeout=5.0, heartbeat_interval=0.2)
+    keys, values = keys_and_values("closing", 4, 100)
+    kv.batch_put(keys, values)
+    master.pause()  # the exist below waits for the master
+
+    async def main():
+        task = asyncio.create_task(kv.batch_exist_async(keys))
+        await asyncio.sleep(0.2)
+        closer = threading.Thread(target=kv.close)  # waits for the exist
+        closer.start()
+        await asyncio.sleep(0.2)
+        assert closer.is_alive()
+        master.resume()
+        assert await task == [Status.SUCCESS] * 4  # its real result, not an error
+        await asyncio.get_running_loop().run_in_executor(None, closer.join)
+
+    try:
+        asyncio.run(main())
+    finally:
+        master.resume()
     assert kv.closed

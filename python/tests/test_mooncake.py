@@ -93,14 +93,24 @@ def test_return_conventions_and_codes(mooncake):
 
 
 def test_multi_buffer_variants_gather_and_scatter(mooncake):
-    parts = [np.full(1000, i, dtype=np.uint8) for i in range(3)]
+    memory = np.zeros(8192, dtype=np.uint8)  # one registered region holds every part
+    assert mooncake.register_buffer(memory.ctypes.data, memory.nbytes) == 0
+    parts = [memory[i * 1000:(i + 1) * 1000] for i in range(3)]
+    for i, p in enumerate(parts):
+        p[:] = i + 1
     ptrs = [p.ctypes.data for p in parts]
     assert mooncake.batch_put_from_multi_buffers(["mb"], [ptrs], [[1000, 1000, 1000]]) == [0]
-    out = [np.zeros(1500, dtype=np.uint8), np.zeros(1500, dtype=np.uint8)]
+    out = [memory[4000:5500], memory[5500:7000]]
     assert mooncake.batch_get_into_multi_buffers(["mb"], [[o.ctypes.data for o in out]], [[1500, 1500]]) == [3000]
     assert np.array_equal(np.concatenate(out), np.concatenate(parts))
-    small = np.zeros(100, dtype=np.uint8)
-    assert mooncake.batch_get_into_multi_buffers(["mb"], [[small.ctypes.data]], [[100]]) == [-600]
+    # Parts too small for the object, and parts outside registered memory:
+    # -600, and no raw pointer is touched.
+    assert mooncake.batch_get_into_multi_buffers(["mb"], [[memory.ctypes.data + 7000]], [[100]]) == [-600]
+    elsewhere = np.zeros(4000, dtype=np.uint8)
+    assert mooncake.batch_get_into_multi_buffers(["mb"], [[elsewhere.ctypes.data]], [[4000]]) == [-600]
+    assert mooncake.batch_put_from_multi_buffers(["mb2"], [[12345]], [[10]]) == [-600]
+    assert not elsewhere.any()
+    assert mooncake.unregister_buffer(memory.ctypes.data) == 0
 
 
 def test_setup_refusals():
@@ -115,6 +125,12 @@ def test_setup_refusals():
     assert s.close() == 0
 
 
-def test_every_status_has_a_mooncake_code():
-    assert all(isinstance(MOONCAKE_CODES[s], int) and MOONCAKE_CODES[s] <= 0 for s in Status)
+def test_codes_are_mooncakes_numbers():
     assert mooncake_code(Status.LEASE_EXPIRED) == -707 and mooncake_code(Status.TRANSFER_FAILED) == -800
+    assert mooncake_code(Status.NOT_FOUND) == -704 and mooncake_code(Status.INVALID_KEY) == -400
+    assert mooncake_code(Status.TIMEOUT) == -901 and mooncake_code(Status.NO_SPACE) == -200
+    assert all(MOONCAKE_CODES[s] < 0 for s in Status if s != Status.SUCCESS)
+
+
+def test_a_negative_address_is_refused_not_raised(mooncake):
+    assert mooncake.register_buffer(-1, 4096) == -600
