@@ -1,6 +1,7 @@
 """Fixtures: an embedded store, and a real corokv-master process (the
 executable named by COROKV_MASTER_EXE, as ctest and meson test set it)."""
 
+import ctypes
 import json
 import os
 import signal
@@ -19,6 +20,15 @@ def store():
     s.close()
 
 
+_libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child between fork and exec does as little as it can
+
+
+def _die_with_parent():
+    """In the child: SIGKILL when the test process dies, even by abort()."""
+    pr_set_pdeathsig = 1
+    _libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 class Master:
     """corokv-master on a free port, stopped at the end of the test."""
 
@@ -31,6 +41,7 @@ class Master:
             [exe, "--listen", "127.0.0.1:0", "--admin", "off", "--ready-file", str(ready),
              "--node-ttl-ms", "3000", "--maintenance-ms", "50"],
             stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + 20
         while not ready.exists():
