@@ -166,7 +166,9 @@ class completion_queue;
 // emits it may outlive the operation, and must not own Python objects.
 struct cancel_state {
   asio::cancellation_signal signal;
-  bool finished = false;  // I/O thread only
+  // Set where the operation completes: on the I/O thread, or on the caller's
+  // thread for a batch whose every key was refused before the store saw it.
+  std::atomic<bool> finished{false};
 };
 
 struct operation {
