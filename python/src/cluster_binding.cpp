@@ -6,15 +6,7 @@
 
 #include <corokv/cluster.hpp>
 
-#include <chrono>
-
 namespace corokv::python {
-
-namespace {
-
-duration seconds(double s) { return std::chrono::duration_cast<duration>(std::chrono::duration<double>(s)); }
-
-}  // namespace
 
 void bind_cluster_store(py::module_& m) {
   using self_t = py_store<cluster_store>;
@@ -33,10 +25,7 @@ void bind_cluster_store(py::module_& m) {
             o.transport.advertise_host = advertise_host.empty() ? data_host : advertise_host;
             o.transport.shared_memory = shared_memory;
             o.transport.lanes = std::move(lanes);
-            o.store.lease_ttl = seconds(lease_ttl);
-            o.store.cache_capacity = cache_capacity;
-            o.store.buffer_pool_size = buffer_pool_size;
-            o.store.populate_segments = populate;
+            o.store = python_store_options(lease_ttl, cache_capacity, buffer_pool_size, populate);
             o.store.node = node;
             return new self_t(
                 [o](asio::any_io_executor ex) { return new cluster_store(make_cluster_store(ex, o)); },

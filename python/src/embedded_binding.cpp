@@ -5,26 +5,14 @@
 
 #include <corokv/embedded.hpp>
 
-#include <chrono>
-
 namespace corokv::python {
-
-namespace {
-
-duration seconds(double s) { return std::chrono::duration_cast<duration>(std::chrono::duration<double>(s)); }
-
-}  // namespace
 
 void bind_embedded_store(py::module_& m) {
   using self_t = py_store<store>;
   py::class_<self_t> cls(m, "Store", "The embedded store: metadata, memory and data in this process");
   cls.def(py::init([](std::uint64_t segment_size, double lease_ttl, std::size_t cache_capacity,
                       std::uint64_t buffer_pool_size, bool populate) {
-            store_options o;
-            o.lease_ttl = seconds(lease_ttl);
-            o.cache_capacity = cache_capacity;
-            o.buffer_pool_size = buffer_pool_size;
-            o.populate_segments = populate;
+            const store_options o = python_store_options(lease_ttl, cache_capacity, buffer_pool_size, populate);
             return new self_t([o](asio::any_io_executor ex) { return new store(ex, o); }, segment_size);
           }),
           py::arg("segment_size") = std::uint64_t{256} << 20, py::arg("lease_ttl") = 5.0,

@@ -87,14 +87,21 @@ inline void take_keys(py::handle keys, operation& op) {
   }
 }
 
+// A Python int from 0 to 2**64 - 1, or nothing (the Python error cleared).
+inline std::optional<std::uint64_t> as_u64(PyObject* o) {
+  const unsigned long long v = PyLong_AsUnsignedLongLong(o);
+  if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+    PyErr_Clear();
+    return std::nullopt;
+  }
+  return v;
+}
+
 // An address given as a Python int: ValueError unless it fits.
 inline std::uintptr_t to_address(py::handle h) {
-  const unsigned long long a = PyLong_AsUnsignedLongLong(h.ptr());
-  if (a == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
-    PyErr_Clear();
-    throw py::value_error("an address must be an int from 0 to 2**64 - 1");
-  }
-  return static_cast<std::uintptr_t>(a);
+  const std::optional<std::uint64_t> a = as_u64(h.ptr());
+  if (!a) throw py::value_error("an address must be an int from 0 to 2**64 - 1");
+  return static_cast<std::uintptr_t>(*a);
 }
 
 // The memory of one caller item: an object exporting a C-contiguous buffer
@@ -104,17 +111,14 @@ inline errc resolve_memory(PyObject* item, bool writable, bool allow_address, op
                            const region_table& regions, std::byte*& data, std::size_t& size) {
   if (PyTuple_Check(item)) {
     if (!allow_address || PyTuple_GET_SIZE(item) != 2) return errc::invalid_argument;
-    const unsigned long long address = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 0));
-    const unsigned long long length = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 1));
-    if (PyErr_Occurred()) {  // not integers, or negative: this key's bad input
-      PyErr_Clear();
-      return errc::invalid_argument;
-    }
+    const std::optional<std::uint64_t> address = as_u64(PyTuple_GET_ITEM(item, 0));
+    const std::optional<std::uint64_t> length = as_u64(PyTuple_GET_ITEM(item, 1));
+    if (!address || !length) return errc::invalid_argument;  // not integers, or negative: this key's bad input
     std::shared_ptr<held_buffer> pin;
-    if (!regions.covers(address, length, pin)) return errc::invalid_argument;
+    if (!regions.covers(*address, *length, pin)) return errc::invalid_argument;
     if (pin && (op.pins.empty() || op.pins.back() != pin)) op.pins.push_back(std::move(pin));
-    data = reinterpret_cast<std::byte*>(static_cast<std::uintptr_t>(address));
-    size = static_cast<std::size_t>(length);
+    data = reinterpret_cast<std::byte*>(static_cast<std::uintptr_t>(*address));
+    size = static_cast<std::size_t>(*length);
     return errc::success;
   }
   held_buffer h;
@@ -145,6 +149,20 @@ inline void take_query_results(py::handle results, operation& op) {
     else
       op.given.push_back(py::cast<const query_result&>(py::handle(item)));
   }
+}
+
+// ------------------------------------------------------------ options from Python
+inline duration seconds(double s) { return std::chrono::duration_cast<duration>(std::chrono::duration<double>(s)); }
+
+// The store options both Python store classes take.
+inline store_options python_store_options(double lease_ttl, std::size_t cache_capacity, std::uint64_t buffer_pool_size,
+                                          bool populate) {
+  store_options o;
+  o.lease_ttl = seconds(lease_ttl);
+  o.cache_capacity = cache_capacity;
+  o.buffer_pool_size = buffer_pool_size;
+  o.populate_segments = populate;
+  return o;
 }
 
 // ------------------------------------------------------------ completion in place
@@ -441,24 +459,20 @@ class py_store {
     auto op = get_into_op(keys, buffers, query_results, false);
     if (!op->refused.empty()) raise_error(errc::invalid_argument);
     begin(*op, nullptr);
-    double seconds = 0;
+    double elapsed = 0;
     boost::system::error_code failure;
     {
       py::gil_scoped_release nogil;
-      asio::co_spawn(io_, get_into_loop(*store_, *op, iterations, seconds, failure),
+      asio::co_spawn(io_, get_into_loop(*store_, *op, iterations, elapsed, failure),
                      [done = op->done, &failure](std::exception_ptr e) {
                        if (e) failure = boost::system::error_code(make_error_code(errc::internal_error));
                        done->set();
                      });
       op->done->wait();
     }
-    {
-      std::lock_guard lock(mu_);
-      --pending_;
-    }
-    end_operation();
+    finish_outside(*op);  // no handler of the binding completed it
     if (failure) raise_error(failure);
-    return seconds;
+    return elapsed;
   }
 
   // Operations started and not yet completed (a completed one no longer
@@ -509,7 +523,7 @@ class py_store {
   static void take(operation& op, std::vector<get_buffer_result>&& v) { op.owned = std::move(v); }
   static void take(operation& op, std::uint64_t&& v) { op.count = v; }
 
-  static asio::awaitable<void> get_into_loop(Store& store, operation& op, std::size_t iterations, double& seconds,
+  static asio::awaitable<void> get_into_loop(Store& store, operation& op, std::size_t iterations, double& elapsed,
                                              boost::system::error_code& failure) {
     const auto started = clock_type::now();
     for (std::size_t i = 0; i < iterations && !failure; ++i) {
@@ -522,7 +536,7 @@ class py_store {
       for (const auto& g : got)
         if (!g.ok() && !failure) failure = make_error_code(g.status);
     }
-    seconds = std::chrono::duration<double>(clock_type::now() - started).count();
+    elapsed = std::chrono::duration<double>(clock_type::now() - started).count();
   }
 
   void live() const {
@@ -537,7 +551,7 @@ class py_store {
     explicit store_use(py_store& s) : s_(s) { s_.enter(); }
     store_use(const store_use&) = delete;
     store_use& operator=(const store_use&) = delete;
-    ~store_use() { s_.leave(); }
+    ~store_use() { s_.end_operation(); }
 
    private:
     py_store& s_;
@@ -546,10 +560,6 @@ class py_store {
     std::lock_guard lock(mu_);
     if (closed_) throw py::value_error("operation on a closed store");
     ++in_flight_;
-  }
-  void leave() {
-    std::lock_guard lock(mu_);
-    if (--in_flight_ == 0) idle_.notify_all();
   }
 
   void begin(operation& op, completion_queue* queue) {
@@ -609,12 +619,7 @@ class py_store {
     } catch (...) {
       // Not started: nothing will complete it. (The store reports its own
       // failures through handlers; this is out of memory and the like.)
-      forget(op->ticket);
-      {
-        std::lock_guard lock(mu_);
-        --pending_;
-      }
-      end_operation();
+      finish_outside(*op);
       throw;
     }
   }
@@ -648,9 +653,13 @@ class py_store {
     end_operation();
   }
 
-  void forget(std::uint64_t ticket) {
+  // The bookkeeping of complete() for an operation that ends without it
+  // (never started, or awaited by the binding's own coroutine).
+  void finish_outside(const operation& op) {
     std::lock_guard lock(mu_);
-    cancellable_.erase(ticket);
+    cancellable_.erase(op.ticket);
+    --pending_;
+    if (--in_flight_ == 0) idle_.notify_all();
   }
 
   void end_operation() {
@@ -658,7 +667,6 @@ class py_store {
     if (--in_flight_ == 0) idle_.notify_all();
   }
 
-  // Without the GIL.
  public:
   // Without the GIL: waits for the operations in flight, destroys the store
   // and stops the I/O thread. The first caller tears down; a concurrent one
