@@ -55,6 +55,24 @@ class extent_allocator {
     return offset;
   }
 
+  // Marks `size` bytes (rounded) at `offset` allocated, as if allocate() had
+  // returned them: how a new leader rebuilds the space its objects hold.
+  // False, changing nothing, unless the whole range is free.
+  bool claim(std::uint64_t offset, std::uint64_t size) {
+    const std::uint64_t need = rounded(size);
+    if (need == 0 || offset % alignment_ != 0 || offset > capacity_ || need > capacity_ - offset) return false;
+    auto it = by_offset_.upper_bound(offset);
+    if (it == by_offset_.begin()) return false;
+    --it;
+    const auto [start, length] = *it;
+    if (start + length < offset + need) return false;
+    erase_free(it);
+    if (offset > start) insert_free(start, offset - start);
+    if (start + length > offset + need) insert_free(offset + need, start + length - offset - need);
+    used_ += need;
+    return true;
+  }
+
   // Returns space obtained from allocate(size). Returns false, changing
   // nothing, if the range is not entirely allocated (a double free).
   bool free(std::uint64_t offset, std::uint64_t size) {

@@ -19,6 +19,7 @@ namespace corokv::meta {
 // A removed object still under lease: hidden from every lookup, but its
 // replicas keep their space until the lease ends.
 struct removed_object {
+  version_t version = no_version;
   replica_list replicas;
   time_point lease_deadline;
 };

@@ -35,8 +35,12 @@ class segment_pool {
   // its id, or 0 if the requested id is taken. A segment mounted with
   // `held_until` set is listed and can be read, but nothing is allocated in
   // it before release_held() is called at or after that time.
+  // `on_mounted` sees the new segment under the pool's lock, before any
+  // allocation can use it.
+  template <class OnMounted = void (*)(const segment_descriptor&)>
   segment_id mount(node_id node, std::uint64_t size, segment_endpoints endpoints, segment_id requested = 0,
-                   std::optional<time_point> held_until = std::nullopt) {
+                   std::optional<time_point> held_until = std::nullopt,
+                   OnMounted&& on_mounted = [](const segment_descriptor&) {}) {
     std::lock_guard lock(mu_);
     if (requested != 0 && segments_.count(requested)) return 0;
     segment_id id = requested;
@@ -44,6 +48,7 @@ class segment_pool {
     auto& seg = segments_.emplace(id, entry{{id, node, size, std::move(endpoints)}, extent_allocator(size, alignment_)})
                     .first->second;
     capacity_ += seg.space.capacity();
+    on_mounted(seg.desc);
     if (held_until)
       held_.push_back({id, *held_until});
     else
@@ -110,6 +115,26 @@ class segment_pool {
     free_locked(out);
     out.clear();
     return errc::no_space;
+  }
+
+  // Marks the replicas' ranges allocated (extent_allocator::claim); all or
+  // nothing. False if a segment is unknown or a range is not free.
+  bool claim(const replica_list& replicas) {
+    std::lock_guard lock(mu_);
+    std::size_t done = 0;
+    for (const auto& r : replicas) {
+      auto it = segments_.find(r.segment);
+      if (it == segments_.end() || !it->second.space.claim(r.offset, r.length)) break;
+      used_ += it->second.space.rounded(r.length);
+      ++done;
+    }
+    if (done == replicas.size()) return true;
+    for (std::size_t i = 0; i < done; ++i) {
+      entry& seg = segments_.at(replicas[i].segment);
+      seg.space.free(replicas[i].offset, replicas[i].length);
+      used_ -= seg.space.rounded(replicas[i].length);
+    }
+    return false;
   }
 
   // Returns the space of replicas whose segments are still mounted.

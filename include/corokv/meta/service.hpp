@@ -14,6 +14,7 @@
 
 #include <corokv/detail/batch_plan.hpp>
 #include <corokv/meta/clock.hpp>
+#include <corokv/meta/journal.hpp>
 #include <corokv/meta/object_shard.hpp>
 #include <corokv/meta/segment_pool.hpp>
 #include <corokv/types.hpp>
@@ -87,11 +88,23 @@ class service {
     for (auto& s : shards_) s = std::make_unique<object_shard>();
   }
 
+  // The id_seed a service picks when given none: microseconds since the
+  // epoch, which grow across restarts and leave 2^63 ids.
+  static std::uint64_t wall_clock_seed() {
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch());
+    return static_cast<std::uint64_t>(us.count()) | 1;
+  }
+
   service(const service&) = delete;
   service& operator=(const service&) = delete;
 
   const service_options& options() const noexcept { return options_; }
   time_point now() const { return clock_(); }
+
+  // Every later change is also written to `j` (meta/journal.hpp), which must
+  // outlive the service or be replaced first. Set it before the service is
+  // shared between threads; nullptr stops recording.
+  void set_journal(journal* j) noexcept { journal_ = j; }
 
   // ------------------------------------------------------------ nodes
   // Registers a node (idempotent) and marks it alive now. Node id 0 is
@@ -105,6 +118,11 @@ class service {
     auto& state = nodes_[node];
     state.last_seen = now();
     state.expires = expires;
+    note([&](journal_record& r) {
+      r.kind = journal_kind::node_registered;
+      r.node = node;
+      r.expires = expires;
+    });
     return errc::success;
   }
 
@@ -124,6 +142,7 @@ class service {
     {
       std::lock_guard lock(nodes_mu_);
       if (nodes_.erase(node) == 0) return errc::node_unknown;
+      note_node_left(node);
       // Listed under the nodes lock: a segment the node mounts after leaving
       // (it registered again) is not dropped with the old ones.
       segs = pool_.segments_of(node);
@@ -154,7 +173,7 @@ class service {
     // service broke and came back) gets the same segment, untouched.
     if (requested != 0)
       if (auto had = pool_.find(requested); had && had->node == node && had->size == size) {
-        nodes_.try_emplace(node, node_state{now(), true});
+        add_node_locked(node);
         return {errc::success, requested};
       }
     // A remount of memory this service does not know (it restarted, or it
@@ -164,9 +183,16 @@ class service {
     // has run out.
     std::optional<time_point> held_until;
     if (remount) held_until = now() + options_.max_lease_ttl;
-    const segment_id id = pool_.mount(node, size, std::move(endpoints), requested, held_until);
+    // Recorded under the pool's lock, before any allocation can land in it.
+    const segment_id id =
+        pool_.mount(node, size, std::move(endpoints), requested, held_until, [&](const segment_descriptor& d) {
+          note([&](journal_record& r) {
+            r.kind = journal_kind::segment_mounted;
+            r.segment = d;
+          });
+        });
     if (id == 0) return {errc::already_exists, 0};
-    nodes_.try_emplace(node, node_state{now(), true});
+    add_node_locked(node);
     return {errc::success, id};
   }
 
@@ -247,6 +273,7 @@ class service {
         return errc::timeout;
       }
       shard.commit(*e, use + i);
+      note_object(journal_kind::object_committed, *e);
       return errc::success;
     });
     evict_above_high_watermark(t);
@@ -390,6 +417,7 @@ class service {
         if (it->second.expires && it->second.last_seen + options_.node_ttl <= t) {
           // Segments listed under the nodes lock, as in unregister_node.
           dead.emplace_back(it->first, pool_.segments_of(it->first));
+          note_node_left(it->first);
           it = nodes_.erase(it);
         } else {
           ++it;
@@ -438,6 +466,101 @@ class service {
     s.expired_puts_total = expired_puts_total_;
     s.dead_nodes_total = dead_nodes_total_;
     return s;
+  }
+
+  // ------------------------------------------------------------ replication
+  // The whole replicated state as journal records (nodes, segments, objects,
+  // removed objects still held), under every lock. `at_cut()` runs while the
+  // locks are held: a journal position read there separates what the
+  // snapshot holds from the records that follow it.
+  template <class Emit, class AtCut>
+  void snapshot(Emit&& emit, AtCut&& at_cut) const {
+    std::lock_guard nodes_lock(nodes_mu_);
+    auto locks = lock_all_shards();
+    at_cut();
+    journal_record r;
+    for (auto& [id, state] : nodes_) {
+      r = {};
+      r.kind = journal_kind::node_registered;
+      r.node = id;
+      r.expires = state.expires;
+      emit(r);
+    }
+    for (auto& d : pool_.descriptors()) {
+      r = {};
+      r.kind = journal_kind::segment_mounted;
+      r.segment = d;
+      emit(r);
+    }
+    for (auto& shard_ptr : shards_) {
+      shard_ptr->objects.for_each([&](const object_entry& e) {
+        r = {};
+        r.kind = journal_kind::object_reserved;
+        r.key = e.key();
+        r.size = e.size;
+        r.version = e.version;
+        r.replicas = e.replicas;
+        r.node = e.writer;
+        emit(r);
+        if (!e.committed) return;
+        r.kind = journal_kind::object_committed;
+        emit(r);
+      });
+      for (auto& z : shard_ptr->removed) {
+        r = {};
+        r.kind = journal_kind::object_removed;  // no key: it names no object any more
+        r.version = z.version;
+        r.replicas = z.replicas;
+        emit(r);
+      }
+    }
+  }
+
+  // Rebuilding a copied state in a new, not yet shared service (a follower
+  // that takes over, replica_state::promote). Leases the previous leader
+  // granted are unknown, so every object and removed object is held as if
+  // leased for max_lease_ttl: none of that memory is reused before any such
+  // lease has run out. Pending puts get a fresh put_timeout.
+  bool restore_node(node_id node, bool expires) {
+    if (node == 0) return false;
+    std::lock_guard lock(nodes_mu_);
+    nodes_[node] = node_state{now(), expires};
+    return true;
+  }
+
+  bool restore_segment(const segment_descriptor& d) {
+    return d.id != 0 && pool_.mount(d.node, d.size, d.endpoints, d.id) == d.id;
+  }
+
+  // False (nothing changed) if the key is taken or the replicas' space is
+  // not free on mounted segments.
+  bool restore_object(std::string_view key, std::uint64_t size, version_t version, const replica_list& replicas,
+                      bool committed, node_id writer) {
+    if (replicas.empty() || key.empty()) return false;
+    const hashed_key hk = hashed(key);
+    object_shard& shard = shard_for(hk);
+    std::lock_guard lock(shard.mu);
+    if (shard.find(hk) || !pool_.claim(replicas)) return false;
+    object_entry& e = shard.insert_pending(hk);
+    e.size = size;
+    e.version = version;
+    e.replicas = replicas;
+    e.writer = writer;
+    e.deadline = now() + options_.put_timeout;
+    if (committed) {
+      shard.commit(e, lru_clock_.fetch_add(1));
+      e.deadline = now() + options_.max_lease_ttl;
+    }
+    return true;
+  }
+
+  bool restore_removed(version_t version, const replica_list& replicas) {
+    if (replicas.empty() || !pool_.claim(replicas)) return false;
+    // Any shard: removed memory is only waited on and freed.
+    object_shard& shard = *shards_[version % shards_.size()];
+    std::lock_guard lock(shard.mu);
+    shard.removed.push_back({version, replicas, now() + options_.max_lease_ttl});
+    return true;
   }
 
   // For tests: checks, under every lock, that the allocators are sound, that
@@ -494,12 +617,7 @@ class service {
     o.high_watermark = std::clamp(o.high_watermark, 0.0, 1.0);
     o.low_watermark = std::clamp(o.low_watermark, 0.0, o.high_watermark);
     o.lease_ttl = std::min(o.lease_ttl, o.max_lease_ttl);
-    if (o.id_seed == 0) {
-      // Microseconds since the epoch: grows across restarts, leaves 2^63 ids.
-      auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-          std::chrono::system_clock::now().time_since_epoch());
-      o.id_seed = static_cast<std::uint64_t>(us.count()) | 1;
-    }
+    if (o.id_seed == 0) o.id_seed = wall_clock_seed();
     return o;
   }
 
@@ -565,11 +683,14 @@ class service {
     e.replicas = r.replicas;
     e.deadline = t + options_.put_timeout;
     e.writer = writer;
+    note_object(journal_kind::object_reserved, e);
     return r;
   }
 
   // Takes an entry out of the table and returns its space to the pool.
-  void release(object_shard& shard, object_entry& e) {
+  // Unrecorded only inside drop_segments, whose own record says it all.
+  void release(object_shard& shard, object_entry& e, bool recorded = true) {
+    if (recorded) note_object(journal_kind::object_released, e);
     pool_.free(e.replicas);
     shard.erase(e);
   }
@@ -578,7 +699,8 @@ class service {
   // space waits on the shard's removed list until the lease ends.
   void release_after_lease(object_shard& shard, object_entry& e, time_point t) {
     if (!e.leased(t)) return release(shard, e);
-    shard.removed.push_back({e.replicas, e.deadline});
+    note_object(journal_kind::object_removed, e);
+    shard.removed.push_back({e.version, e.replicas, e.deadline});
     shard.erase(e);
   }
 
@@ -586,7 +708,13 @@ class service {
     auto expired = std::partition(shard.removed.begin(), shard.removed.end(),
                                   [&](const removed_object& z) { return z.lease_deadline > t; });
     std::size_t n = static_cast<std::size_t>(shard.removed.end() - expired);
-    for (auto it = expired; it != shard.removed.end(); ++it) pool_.free(it->replicas);
+    for (auto it = expired; it != shard.removed.end(); ++it) {
+      note([&](journal_record& r) {
+        r.kind = journal_kind::removed_reclaimed;
+        r.version = it->version;
+      });
+      pool_.free(it->replicas);
+    }
     shard.removed.erase(expired, shard.removed.end());
     return n;
   }
@@ -643,6 +771,12 @@ class service {
   // also revokes pending puts written by `writer` (0: none).
   void drop_segments(std::span<const segment_id> segs, node_id writer) {
     auto locks = lock_all_shards();
+    // One record: a follower repairs its copy with the same rules.
+    note([&](journal_record& r) {
+      r.kind = journal_kind::segments_dropped;
+      r.segments = segs;
+      r.node = writer;
+    });
     for (segment_id s : segs) pool_.unmount(s);
     auto on_dropped = [&](const replica_descriptor& r) {
       return std::find(segs.begin(), segs.end(), r.segment) != segs.end();
@@ -658,7 +792,7 @@ class service {
       for (object_entry* e : affected) {
         e->replicas.erase_if(on_dropped);
         if (!e->committed)
-          release(shard, *e);  // a pending put is revoked whole
+          release(shard, *e, /*recorded=*/false);  // a pending put is revoked whole
         else if (e->replicas.empty())
           shard.erase(*e);  // nothing left to free
       }
@@ -667,8 +801,45 @@ class service {
     }
   }
 
+  template <class F>
+  void note(F&& fill) {
+    if (!journal_) return;
+    journal_record r;
+    fill(r);
+    journal_->record(r);
+  }
+
+  void note_object(journal_kind kind, const object_entry& e) {
+    note([&](journal_record& r) {
+      r.kind = kind;
+      r.key = e.key();
+      r.size = e.size;
+      r.version = e.version;
+      r.replicas = e.replicas;
+      r.node = e.writer;
+    });
+  }
+
+  void note_node_left(node_id node) {
+    note([&](journal_record& r) {
+      r.kind = journal_kind::node_left;
+      r.node = node;
+    });
+  }
+
+  // Under nodes_mu_: a node that mounts is registered (expiring) if it was not.
+  void add_node_locked(node_id node) {
+    if (!nodes_.try_emplace(node, node_state{now(), true}).second) return;
+    note([&](journal_record& r) {
+      r.kind = journal_kind::node_registered;
+      r.node = node;
+      r.expires = true;
+    });
+  }
+
   service_options options_;
   clock_source clock_;
+  journal* journal_ = nullptr;
   segment_pool pool_;
   std::vector<std::unique_ptr<object_shard>> shards_;
   std::atomic<version_t> next_version_;

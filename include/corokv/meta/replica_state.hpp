@@ -1,0 +1,163 @@
+#pragma once
+// A follower's copy of the leader's replicated state, kept by applying the
+// leader's journal records (meta/journal.hpp) in order, and turned into a
+// serving service when the follower takes over (promote).
+//
+// Plain maps, no allocator: a follower records where the leader placed
+// things and never decides anything, so it needs no free lists until it
+// leads. promote() rebuilds them from the objects' ranges.
+
+#include <corokv/meta/journal.hpp>
+#include <corokv/meta/service.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+namespace corokv::meta {
+
+struct promote_report {
+  std::size_t nodes = 0;
+  std::size_t segments = 0;
+  std::size_t objects = 0;  // committed and pending
+  std::size_t removed = 0;
+  std::size_t refused = 0;  // entries whose space was taken or whose segment is gone (a bug if nonzero)
+};
+
+class replica_state {
+ public:
+  struct object {
+    std::uint64_t size = 0;
+    version_t version = no_version;
+    replica_list replicas;
+    node_id writer = 0;
+    bool committed = false;
+  };
+
+  // Applies one record. Records about things this copy does not hold (a
+  // release of an unknown key) change nothing: they are counted, since in a
+  // stream that began with a snapshot they mean a bug.
+  void apply(const journal_record& r) {
+    ++applied_;
+    switch (r.kind) {
+      case journal_kind::node_registered: nodes_[r.node] = r.expires; return;
+      case journal_kind::node_left: nodes_.erase(r.node); return;
+      case journal_kind::segment_mounted:
+        segments_[r.segment.id] = r.segment;
+        max_id_ = std::max(max_id_, r.segment.id);
+        return;
+      case journal_kind::segments_dropped: return drop(r);
+      case journal_kind::object_reserved: {
+        object& o = objects_[std::string(r.key)];
+        o = {r.size, r.version, r.replicas, r.node, false};
+        max_id_ = std::max(max_id_, r.version);
+        return;
+      }
+      case journal_kind::object_committed:
+        if (auto* o = find(r.key, r.version)) o->committed = true;
+        return;
+      case journal_kind::object_released:
+        if (find(r.key, r.version)) objects_.erase(std::string(r.key));
+        return;
+      case journal_kind::object_removed:
+        // Without a key: a removed object in a snapshot.
+        if (!r.key.empty() && find(r.key, r.version)) objects_.erase(std::string(r.key));
+        if (!r.replicas.empty()) removed_[r.version] = r.replicas;
+        return;
+      case journal_kind::removed_reclaimed:
+        if (removed_.erase(r.version) == 0) ++unmatched_;
+        return;
+    }
+    ++unmatched_;
+  }
+
+  // Before a new snapshot.
+  void clear() {
+    nodes_.clear();
+    segments_.clear();
+    objects_.clear();
+    removed_.clear();
+  }
+
+  // A service holding this state (see service::restore_object for how the
+  // previous leader's leases are honoured). Its first version and segment id
+  // lie above every one this copy has seen, and above the wall-clock seed a
+  // fresh service would pick.
+  std::unique_ptr<service> promote(service_options options, clock_source clock, promote_report* report = nullptr) const {
+    options.id_seed = std::max(service::wall_clock_seed(), max_id_ + 1) | 1;
+    auto svc = std::make_unique<service>(options, std::move(clock));
+    promote_report r;
+    for (auto& [node, expires] : nodes_) r.nodes += svc->restore_node(node, expires);
+    for (auto& [id, d] : segments_) r.segments += svc->restore_segment(d);
+    for (auto& [key, o] : objects_) {
+      if (svc->restore_object(key, o.size, o.version, o.replicas, o.committed, o.writer))
+        ++r.objects;
+      else
+        ++r.refused;
+    }
+    for (auto& [version, replicas] : removed_) {
+      if (svc->restore_removed(version, replicas))
+        ++r.removed;
+      else
+        ++r.refused;
+    }
+    if (report) *report = r;
+    return svc;
+  }
+
+  std::size_t nodes() const noexcept { return nodes_.size(); }
+  std::size_t segments() const noexcept { return segments_.size(); }
+  std::size_t objects() const noexcept { return objects_.size(); }
+  std::size_t removed() const noexcept { return removed_.size(); }
+  std::uint64_t applied() const noexcept { return applied_; }
+  std::uint64_t unmatched() const noexcept { return unmatched_; }
+  const object* lookup(std::string_view key) const {
+    auto it = objects_.find(std::string(key));
+    return it == objects_.end() ? nullptr : &it->second;
+  }
+
+ private:
+  object* find(std::string_view key, version_t version) {
+    auto it = objects_.find(std::string(key));
+    if (it == objects_.end() || it->second.version != version) {
+      ++unmatched_;
+      return nullptr;
+    }
+    return &it->second;
+  }
+
+  // The leader's drop_segments, applied to the copy.
+  void drop(const journal_record& r) {
+    auto dropped = [&](const replica_descriptor& d) {
+      return std::find(r.segments.begin(), r.segments.end(), d.segment) != r.segments.end();
+    };
+    for (segment_id s : r.segments) segments_.erase(s);
+    for (auto it = objects_.begin(); it != objects_.end();) {
+      object& o = it->second;
+      const bool affected = std::any_of(o.replicas.begin(), o.replicas.end(), dropped) ||
+                            (!o.committed && r.node != 0 && o.writer == r.node);
+      if (affected) o.replicas.erase_if(dropped);
+      if (affected && (!o.committed || o.replicas.empty()))
+        it = objects_.erase(it);
+      else
+        ++it;
+    }
+    for (auto it = removed_.begin(); it != removed_.end();) {
+      it->second.erase_if(dropped);
+      it = it->second.empty() ? removed_.erase(it) : std::next(it);
+    }
+  }
+
+  std::unordered_map<node_id, bool> nodes_;
+  std::map<segment_id, segment_descriptor> segments_;
+  std::unordered_map<std::string, object> objects_;
+  std::unordered_map<version_t, replica_list> removed_;
+  std::uint64_t max_id_ = 0;  // the highest version or segment id seen
+  std::uint64_t applied_ = 0;
+  std::uint64_t unmatched_ = 0;
+};
+
+}  // namespace corokv::meta
