@@ -1,5 +1,5 @@
 // libFuzzer target: the frame header decoder. Whatever it accepts must
-// re-encode to the same 16 bytes (the reserved bits are all checked).
+// re-encode to the same header_size bytes (the reserved bits are all checked).
 #include <corokv/wire/frame.hpp>
 
 #include <cstring>

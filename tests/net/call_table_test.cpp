@@ -1,10 +1,12 @@
 // The metadata connection's call table and rejoin list without sockets:
 // request ids written through the wire layer, pipelining, control calls
 // before readiness, replies matched in any order, stale and mismatched
-// replies, calls lost with a connection, and timeouts.
+// replies, calls lost with a connection, and timeouts; and the leader's
+// replication log.
 
 #include <corokv/net/call_table.hpp>
 #include <corokv/net/rejoin_list.hpp>
+#include <corokv/net/replication_log.hpp>
 #include <corokv/wire/messages.hpp>
 
 #include <doctest/doctest.h>
@@ -178,4 +180,66 @@ TEST_CASE("rejoin list: nodes and their segments come back as remounts until the
   rejoins.forget_node(1);
   CHECK(rejoins.nodes() == std::vector<node_id>{2});
   CHECK(rejoins.remounts_of(1).empty());
+}
+
+// ------------------------------------------------------------ replication_log
+
+namespace {
+std::vector<std::byte> record_of(std::size_t n, std::uint8_t fill) { return std::vector<std::byte>(n, std::byte{fill}); }
+}  // namespace
+
+TEST_CASE("replication_log: a position is durable once the required followers in sync applied it") {
+  corokv::net::replication_log_options o;
+  o.sync_followers = 2;
+  corokv::net::replication_log log(o);
+  CHECK(log.append(record_of(10, 1)) == 1);  // no follower: nothing kept, nothing waited for
+  CHECK(log.durable() == 1);
+  const auto a = log.add_follower(log.last());
+  const auto b = log.add_follower(log.last());
+  CHECK(log.required() == 0);  // neither has acknowledged its snapshot yet
+  CHECK(log.acked(a, 1));
+  CHECK(log.required() == 1);
+  CHECK(log.append(record_of(10, 2)) == 2);
+  CHECK(log.append(record_of(10, 3)) == 3);
+  CHECK(log.durable() == 1);
+  CHECK_FALSE(log.acked(a, 3));  // not sent yet: a lie
+  log.sent(a, 3);
+  log.sent(b, 3);
+  CHECK(log.acked(a, 3));
+  CHECK(log.durable() == 3);  // b is not in sync: one ack is all that is required
+  CHECK(log.acked(b, 2));
+  CHECK(log.required() == 2);
+  CHECK(log.durable() == 2);  // the second-highest ack
+  CHECK(log.behind(3) == std::vector<corokv::net::replication_log::follower_id>{b});
+  CHECK(log.max_lag() == 1);
+  log.remove_follower(b);
+  CHECK(log.durable() == 3);
+}
+
+TEST_CASE("replication_log: slices follow positions across chunks, and sent chunks are dropped") {
+  corokv::net::replication_log_options o;
+  o.chunk_bytes = 100;
+  o.max_backlog_bytes = 1000;
+  corokv::net::replication_log log(o);
+  const auto f = log.add_follower(0);
+  for (std::uint8_t i = 1; i <= 30; ++i) log.append(record_of(30, i));  // 4 records per chunk
+  std::uint64_t pos = 0;
+  std::size_t slices = 0;
+  for (;;) {
+    const auto s = log.after(pos, 70);
+    if (s.count == 0) break;
+    REQUIRE(s.first == pos + 1);
+    CHECK(s.bytes.size() == 30 * s.count);
+    CHECK(s.bytes.size() <= 70);
+    for (std::size_t r = 0; r < s.count; ++r) CHECK(s.bytes[30 * r] == std::byte(s.first + r));
+    pos = s.first + s.count - 1;
+    log.sent(f, pos);
+    ++slices;
+  }
+  CHECK(pos == 30);
+  CHECK(slices >= 15);
+  CHECK(log.kept_bytes() <= 4 * 30);  // all but the chunk being filled
+  CHECK_FALSE(log.too_far_behind(f));
+  for (int i = 0; i < 40; ++i) log.append(record_of(30, 9));
+  CHECK(log.too_far_behind(f));  // 1200 unsent bytes > 1000
 }

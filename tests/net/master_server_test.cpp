@@ -1,7 +1,11 @@
 // The metadata server over real TCP on 127.0.0.1: the protocol end to end,
 // pipelining, and malformed input closing only the connection that sent it.
 
+#include <corokv/net/follower_link.hpp>
 #include <corokv/net/master_server.hpp>
+#include <corokv/net/replication_hub.hpp>
+
+#include <boost/asio/use_future.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -46,10 +50,11 @@ struct raw_client {
   explicit raw_client(const tcp::endpoint& server) { socket.connect(server); }
 
   template <class M>
-  void send(wire::message_type type, const M& message, std::uint64_t id) {
+  void send(wire::message_type type, const M& message, std::uint64_t id, std::uint64_t term = 0) {
     std::vector<std::byte> frame(wire::header_size);
     REQUIRE(wire::encode(message, frame) == errc::success);
-    const auto h = wire::encode_header({type, false, id, static_cast<std::uint32_t>(frame.size() - wire::header_size)});
+    const auto h =
+        wire::encode_header({type, false, id, static_cast<std::uint32_t>(frame.size() - wire::header_size), term});
     std::copy(h.begin(), h.end(), frame.begin());
     asio::write(socket, asio::buffer(frame));
   }
@@ -200,4 +205,213 @@ TEST_CASE("the master's timer runs maintenance: a silent remote node dies") {
   }
   asio::post(io, [&] { server.stop(); });
   runner.join();
+}
+
+// ------------------------------------------------------------ replication
+
+namespace {
+
+// A leading master: its service journals into a replication hub, which is
+// also the server's role (term 3, always allowed to answer unless fenced).
+struct leading_server {
+  asio::io_context io;
+  std::shared_ptr<meta::service> service = std::make_shared<meta::service>();
+  std::shared_ptr<replication_hub> hub;
+  master_server server{io.get_executor(), service, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)};
+  std::thread runner;
+
+  explicit leading_server(replication_hub_options o = {}) {
+    hub = std::make_shared<replication_hub>(io.get_executor(), service, o);
+    hub->set_term(3);
+    service->set_journal(hub.get());
+    server.set_role(hub.get());
+    server.start();
+    runner = std::thread([this] { io.run(); });
+  }
+  ~leading_server() {
+    asio::post(io, [this] {
+      hub->stop();
+      server.stop();
+    });
+    runner.join();
+  }
+  template <class F>
+  auto on_io(F f) {
+    std::promise<decltype(f())> p;
+    asio::post(io, [&] { p.set_value(f()); });
+    return p.get_future().get();
+  }
+  replication_hub_stats hub_stats() { return hub->stats(); }
+};
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = 5000ms) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return pred();
+}
+
+// put_start + put_end of `keys` (100 bytes each) through a raw client.
+std::vector<version_t> put_keys(raw_client& c, const std::vector<std::string_view>& keys) {
+  using wire::message_type;
+  auto started = c.call<wire::put_start_response>(message_type::put_start,
+                                                  wire::put_start_request{keys, std::vector<std::uint64_t>(keys.size(), 100), 1, 0});
+  REQUIRE(started.results.size() == keys.size());
+  std::vector<version_t> versions;
+  for (auto& r : started.results) {
+    REQUIRE(r.ok());
+    versions.push_back(r.version);
+  }
+  auto ended = c.call<wire::statuses_response>(message_type::put_end, wire::versioned_keys_request{keys, versions});
+  for (auto e : ended.results) REQUIRE(e == errc::success);
+  return versions;
+}
+
+}  // namespace
+
+TEST_CASE("replication: a put acknowledged by the leader is already in its follower's copy, which promotes") {
+  leading_server leader;
+  raw_client c(leader.server.local_endpoint());
+  using wire::message_type;
+  REQUIRE(c.call<wire::mount_response>(message_type::mount_segment, wire::mount_request{5, 1 << 20, 0, {}, false})
+              .status == errc::success);
+  const std::vector<std::string_view> before{"before-0", "before-1"};
+  const auto before_versions = put_keys(c, before);  // reaches the follower in its snapshot
+
+  asio::io_context follower_io;
+  follower_link link(follower_io.get_executor());
+  meta::replica_state copy;
+  auto ended = asio::co_spawn(follower_io, link.follow(leader.server.local_endpoint(), "f1", copy, 3, 1s),
+                              asio::use_future);
+  std::thread follower_thread([&] { follower_io.run(); });
+  REQUIRE(eventually([&] { return leader.hub_stats().in_sync == 1; }));
+
+  std::vector<std::string> names;
+  for (int i = 0; i < 50; ++i) names.push_back("after-" + std::to_string(i));
+  const std::vector<std::string_view> after(names.begin(), names.end());
+  const auto after_versions = put_keys(c, after);
+  {
+    // The replies came back: the follower has applied the commits already.
+    std::lock_guard lock(link.copy_mutex());
+    for (std::size_t i = 0; i < after.size(); ++i) {
+      const auto* o = copy.lookup(after[i]);
+      REQUIRE(o);
+      CHECK(o->committed);
+      CHECK(o->version == after_versions[i]);
+    }
+    CHECK(copy.lookup("before-1"));
+    CHECK(copy.unmatched() == 0);
+  }
+  // Every reply carries the leader's term.
+  c.send(message_type::exist, wire::keys_request{before}, 9);
+  wire::response r;
+  CHECK(c.receive(r).term == 3);
+  CHECK(leader.hub_stats().waits > 0);
+  CHECK(leader.hub_stats().max_lag == 0);
+
+  asio::post(follower_io, [&] { link.stop(); });
+  CHECK(ended.get() != errc::success);
+  follower_thread.join();
+  CHECK(link.stats().snapshots == 1);
+
+  auto promoted = copy.promote({}, meta::steady_clock_source());
+  std::vector<std::string_view> all(before);
+  all.insert(all.end(), after.begin(), after.end());
+  std::vector<query_result> found(all.size());
+  const std::vector<std::string> all_keys(all.begin(), all.end());
+  REQUIRE(promoted->query(all_keys, found) == errc::success);
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    INFO(all[i]);
+    CHECK(found[i].ok());
+    CHECK(found[i].version == (i < 2 ? before_versions[i] : after_versions[i - 2]));
+  }
+  CHECK(promoted->check_invariants() == "");
+}
+
+TEST_CASE("replication: a follower that stops acknowledging is cut off after ack_timeout, and replies go on") {
+  replication_hub_options o;
+  o.ack_timeout = 200ms;
+  leading_server leader(o);
+  raw_client c(leader.server.local_endpoint());
+  using wire::message_type;
+  REQUIRE(c.call<wire::mount_response>(message_type::mount_segment, wire::mount_request{5, 1 << 20, 0, {}, false})
+              .status == errc::success);
+  // A follower that acknowledges its snapshot and then nothing.
+  raw_client silent(leader.server.local_endpoint());
+  silent.send(message_type::follow, wire::follow_request{"silent"}, 1);
+  for (;;) {
+    wire::response r;
+    silent.receive(r);
+    const auto& batch = std::get<wire::replication_batch>(r);
+    if (batch.phase != wire::replication_phase::snapshot_end) continue;
+    silent.send(message_type::replica_ack, wire::replica_ack_request{batch.seq}, 2);
+    break;
+  }
+  REQUIRE(eventually([&] { return leader.hub_stats().in_sync == 1; }));
+  const auto t0 = std::chrono::steady_clock::now();
+  put_keys(c, {"k"});
+  CHECK(std::chrono::steady_clock::now() - t0 >= 200ms);
+  CHECK(leader.hub_stats().followers_cut_off == 1);
+  CHECK(leader.hub_stats().followers == 0);
+  // With no follower left, nothing waits.
+  const auto t1 = std::chrono::steady_clock::now();
+  put_keys(c, {"k2"});
+  CHECK(std::chrono::steady_clock::now() - t1 < 200ms);
+  // What it was sent before it was cut off, then the end of the connection.
+  std::vector<std::byte> rest(1 << 16);
+  boost::system::error_code ec;
+  while (!ec) silent.socket.read_some(asio::buffer(rest), ec);
+  CHECK((ec == asio::error::eof || ec == asio::error::connection_reset));
+}
+
+TEST_CASE("replication: an ack beyond what was sent is a protocol error that drops only that follower") {
+  leading_server leader;
+  raw_client bad(leader.server.local_endpoint());
+  bad.send(wire::message_type::follow, wire::follow_request{"liar"}, 1);
+  for (;;) {
+    wire::response r;
+    bad.receive(r);
+    if (std::get<wire::replication_batch>(r).phase == wire::replication_phase::snapshot_end) break;
+  }
+  bad.send(wire::message_type::replica_ack, wire::replica_ack_request{1'000'000}, 2);
+  CHECK(bad.closed_by_server());
+  raw_client c(leader.server.local_endpoint());
+  CHECK(c.call<wire::status_response>(wire::message_type::register_node, wire::node_request{5}).status ==
+        errc::success);
+  CHECK(leader.hub_stats().followers == 0);
+}
+
+TEST_CASE("a fenced master closes connections unanswered, and a request from a newer term reaches its role") {
+  leading_server leader;
+  std::atomic<bool> fenced{false};
+  std::atomic<std::uint64_t> newer{0};
+  leader.on_io([&] {
+    leader.hub->set_fence([&] { return !fenced.load(); });
+    leader.hub->set_on_newer_term([&](std::uint64_t t) { newer = t; });
+    return 0;
+  });
+  raw_client c(leader.server.local_endpoint());
+  c.send(wire::message_type::register_node, wire::node_request{5}, 1, 4);
+  wire::response r;
+  CHECK(c.receive(r).term == 3);
+  CHECK(newer.load() == 4);
+  fenced = true;
+  raw_client d(leader.server.local_endpoint());
+  d.send(wire::message_type::register_node, wire::node_request{6}, 1);
+  CHECK(d.closed_by_server());
+  CHECK(leader.on_io([&] { return leader.server.stats().refused; }) == 1);
+}
+
+TEST_CASE("a lone master refuses follow and replica_ack by closing that connection") {
+  running_server s;
+  raw_client f(s.server.local_endpoint());
+  f.send(wire::message_type::follow, wire::follow_request{"x"}, 1);
+  CHECK(f.closed_by_server());
+  raw_client a(s.server.local_endpoint());
+  a.send(wire::message_type::replica_ack, wire::replica_ack_request{1}, 1);
+  CHECK(a.closed_by_server());
+  CHECK(s.stats().protocol_errors == 2);
 }

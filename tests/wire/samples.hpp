@@ -33,6 +33,42 @@ inline rdma_endpoint some_rdma_endpoint() {
   return e;
 }
 
+// One journal record of every kind, each with its fields set.
+inline std::vector<log_record> every_log_record() {
+  using meta::journal_kind;
+  std::vector<log_record> out;
+  auto add = [&](journal_kind k) -> log_record& {
+    out.emplace_back();
+    out.back().kind = k;
+    return out.back();
+  };
+  auto& reg = add(journal_kind::node_registered);
+  reg.node = 7;
+  reg.expires = false;
+  add(journal_kind::node_left).node = 7;
+  add(journal_kind::segment_mounted).segment = {99, 7, 1 << 20, some_endpoints()};
+  auto& dropped = add(journal_kind::segments_dropped);
+  dropped.segments = {99, 100};
+  dropped.node = 7;
+  auto& reserved = add(journal_kind::object_reserved);
+  reserved.key = "prompt-1/block-0";
+  reserved.size = 100;
+  reserved.version = 5;
+  reserved.replicas = two_replicas();
+  reserved.node = 7;
+  for (auto k : {journal_kind::object_committed, journal_kind::object_released}) {
+    auto& r = add(k);
+    r.key = "k";
+    r.version = 5;
+  }
+  auto& removed = add(journal_kind::object_removed);
+  removed.key = "k";
+  removed.version = 6;
+  removed.replicas = two_replicas();
+  add(journal_kind::removed_reclaimed).version = 6;
+  return out;
+}
+
 // (type, request) pairs; keys are views of string literals.
 inline std::vector<std::pair<message_type, request>> requests() {
   const std::vector<std::string_view> keys{"prompt-1/block-0", "prompt-1/block-1", "k"};
@@ -55,6 +91,8 @@ inline std::vector<std::pair<message_type, request>> requests() {
       {message_type::data_write, data_write_request{{{11, 4096, 3, 5}, {12, 0, 2, 6}}}},
       {message_type::rdma_connect, rdma_connect_request{some_rdma_endpoint()}},
       {message_type::remove_all, remove_all_request{}},
+      {message_type::follow, follow_request{"master-b"}},
+      {message_type::replica_ack, replica_ack_request{123456}},
   };
 }
 
@@ -76,6 +114,7 @@ inline std::vector<std::pair<message_type, response>> responses() {
       {message_type::data_read, data_read_response{errc::success, {errc::success, errc::segment_not_found}, {4, 9}}},
       {message_type::rdma_connect, rdma_connect_response{errc::success, some_rdma_endpoint()}},
       {message_type::remove_all, count_response{errc::success, 12345}},
+      {message_type::follow, replication_batch{errc::success, replication_phase::log, 77, every_log_record()}},
   };
 }
 

@@ -29,7 +29,7 @@ std::vector<std::byte> encoded(const M& m) {
 }  // namespace
 
 TEST_CASE("frame headers round-trip and bad ones are refused") {
-  const frame_header h{message_type::query, true, 0x1122334455667788ull, 4096};
+  const frame_header h{message_type::query, true, 0x1122334455667788ull, 4096, 0x0102030405060708ull};
   const auto raw = encode_header(h);
   frame_header back;
   REQUIRE(decode_header(raw, {}, back) == errc::success);
@@ -37,12 +37,18 @@ TEST_CASE("frame headers round-trip and bad ones are refused") {
   CHECK(back.response);
   CHECK(back.request_id == h.request_id);
   CHECK(back.payload_size == 4096);
+  CHECK(back.term == h.term);
+  auto restamped = raw;
+  REQUIRE(stamp_term(restamped, 77));
+  REQUIRE(decode_header(restamped, {}, back) == errc::success);
+  CHECK(back.term == 77);
+  CHECK(back.request_id == h.request_id);
 
   auto broken = raw;
   broken[0] = std::byte{0};  // magic
   CHECK(decode_header(broken, {}, back) == errc::protocol_error);
   broken = raw;
-  broken[2] = std::byte{2};  // version
+  broken[2] = std::byte{1};  // version 1: no term in its header
   CHECK(decode_header(broken, {}, back) == errc::protocol_error);
   broken = raw;
   broken[3] = std::byte{0};  // type 0
@@ -52,7 +58,7 @@ TEST_CASE("frame headers round-trip and bad ones are refused") {
   limits small;
   small.max_payload = 1024;
   CHECK(decode_header(raw, small, back) == errc::protocol_error);  // 4096 > 1024
-  CHECK(decode_header(std::span(raw).first(15), {}, back) == errc::protocol_error);
+  CHECK(decode_header(std::span(raw).first(header_size - 1), {}, back) == errc::protocol_error);
 }
 
 TEST_CASE("every request round-trips through encode and decode") {

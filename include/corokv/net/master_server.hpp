@@ -11,9 +11,17 @@
 // one-thread io_context per server: the server's own state is not locked; the
 // service is thread-safe by itself). A timer on that executor runs the
 // service's maintain() every maintenance_interval while the server runs.
+//
+// One of several replicated masters has a master_role (set_role): then a
+// request is answered only while the role allows (a follower, or a fenced
+// leader, closes the connection unanswered), a reply to a call that changed
+// the service waits until the followers have applied the change, every
+// reply carries the role's term, and `follow` hands the connection to the
+// role's replication.
 
 #include <corokv/meta/service.hpp>
 #include <corokv/net/frame_io.hpp>
+#include <corokv/net/master_role.hpp>
 #include <corokv/wire/frame.hpp>
 #include <corokv/wire/messages.hpp>
 
@@ -47,6 +55,7 @@ struct master_stats {
   std::uint64_t connections_open = 0;
   std::uint64_t protocol_errors = 0;  // connections closed for a malformed frame
   std::uint64_t requests = 0;
+  std::uint64_t refused = 0;  // connections closed unanswered: not the leader, fenced, or a newer term seen
 };
 
 class master_server {
@@ -61,6 +70,18 @@ class master_server {
   tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
   const master_stats& stats() const noexcept { return stats_; }
   meta::service& service() noexcept { return *service_; }
+
+  // Makes this master one of several replicated ones (see the top of the
+  // file); nullptr makes it a lone master again. Call on the executor; the
+  // role must outlive the server's use of it.
+  void set_role(master_role* role) noexcept { role_ = role; }
+
+  // Closes every client connection (not the listener): after losing the
+  // lead, so that clients go and find the new leader at once.
+  void drop_connections() {
+    boost::system::error_code ignored;
+    for (auto& socket : connections_) socket->close(ignored);
+  }
   const meta::service& service() const noexcept { return *service_; }
 
   // Starts accepting and the maintenance timer. Call on the executor.
@@ -120,6 +141,25 @@ class master_server {
         break;
       }
       ++stats_.requests;
+      master_role* role = role_;
+      if (role && h.term > role->term()) role->newer_term_seen(h.term);
+      if (role && !role->may_answer()) {
+        ++stats_.refused;
+        break;
+      }
+      if (h.type == wire::message_type::follow) {
+        if (!role) {
+          ++stats_.protocol_errors;  // a follower of a lone master: nothing to follow
+          break;
+        }
+        co_await role->serve_follower(socket, h.request_id, std::get<wire::follow_request>(request).name);
+        break;
+      }
+      if (h.type == wire::message_type::replica_ack) {  // only on a follow connection
+        ++stats_.protocol_errors;
+        break;
+      }
+      const std::uint64_t before = role ? role->position() : 0;
       out.assign(wire::header_size, std::byte{0});
       if (respond(h.type, request, out) != errc::success || out.size() - wire::header_size > options_.limits.max_payload) {
         // A response we cannot encode (over the limits): report it to this
@@ -127,8 +167,18 @@ class master_server {
         out.resize(wire::header_size);
         encode_failure(h.type, errc::invalid_argument, out);
       }
-      const auto header = wire::encode_header(
-          {h.type, true, h.request_id, static_cast<std::uint32_t>(out.size() - wire::header_size)});
+      if (role) {
+        // The call changed the service: the reply waits until the followers
+        // have the change, and goes out only if we still lead.
+        if (const std::uint64_t after = role->position(); after > before) co_await role->replicated(after);
+        if (role_ != role || !role->may_answer()) {
+          ++stats_.refused;
+          break;
+        }
+      }
+      const auto header = wire::encode_header({h.type, true, h.request_id,
+                                               static_cast<std::uint32_t>(out.size() - wire::header_size),
+                                               role ? role->term() : 0});
       std::copy(header.begin(), header.end(), out.begin());
       auto [write_ec, w] = co_await asio::async_write(*socket, asio::buffer(out), transfer_all_at_once{}, asio::as_tuple(asio::use_awaitable));
       if (write_ec) break;
@@ -207,6 +257,8 @@ class master_server {
       case message_type::data_read:
       case message_type::data_write:
       case message_type::rdma_connect:
+      case message_type::follow:
+      case message_type::replica_ack:
         // Well-formed, but for a data server: refused as a call, the
         // connection stays open.
         return encode_failure(type, errc::invalid_argument, out);
@@ -232,6 +284,7 @@ class master_server {
   asio::steady_timer timer_;
   std::list<std::shared_ptr<tcp::socket>> connections_;
   master_stats stats_;
+  master_role* role_ = nullptr;
   bool stopped_ = false;
 };
 

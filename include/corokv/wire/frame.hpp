@@ -1,13 +1,17 @@
 #pragma once
-// The frame every corokv message travels in: a fixed 16-byte header, then
+// The frame every corokv message travels in: a fixed 24-byte header, then
 // `payload_size` bytes. All integers are little-endian.
 //
 //   offset 0  u16 magic 0x4B43 ("CK")
-//          2  u8  protocol version (1)
+//          2  u8  protocol version (2)
 //          3  u8  message type (a response has the request's type | 0x80)
 //          4  u64 request id (responses echo it; pipelined requests may be
 //                 answered in any order)
 //         12  u32 payload size (at most limits::max_payload)
+//         16  u64 term: in a reply, the leadership term of the master that
+//                 answered (0: a master without replication, or a data
+//                 server); in a request, the newest term the sender has
+//                 seen, so that a deposed master learns it at once
 //
 // A header that fails any check is a protocol_error: the connection that
 // sent it is closed, nothing else is affected.
@@ -22,8 +26,8 @@
 namespace corokv::wire {
 
 inline constexpr std::uint16_t magic = 0x4B43;
-inline constexpr std::uint8_t protocol_version = 1;
-inline constexpr std::size_t header_size = 16;
+inline constexpr std::uint8_t protocol_version = 2;
+inline constexpr std::size_t header_size = 24;
 inline constexpr std::uint8_t response_bit = 0x80;
 
 enum class message_type : std::uint8_t {
@@ -45,8 +49,10 @@ enum class message_type : std::uint8_t {
   data_write,
   rdma_connect,  // to a data server: set up an RDMA queue pair with it
   remove_all,    // hide every committed object
+  follow,        // a follower asks a leading master for its state and journal
+  replica_ack,   // a follower tells the leader how far it has applied
 };
-inline constexpr std::uint8_t last_message_type = static_cast<std::uint8_t>(message_type::remove_all);
+inline constexpr std::uint8_t last_message_type = static_cast<std::uint8_t>(message_type::replica_ack);
 
 // What a peer may send; everything beyond is refused before allocation.
 struct limits {
@@ -59,6 +65,7 @@ struct frame_header {
   bool response = false;
   std::uint64_t request_id = 0;
   std::uint32_t payload_size = 0;
+  std::uint64_t term = 0;
 };
 
 inline std::array<std::byte, header_size> encode_header(const frame_header& h) {
@@ -71,6 +78,7 @@ inline std::array<std::byte, header_size> encode_header(const frame_header& h) {
   put(3, static_cast<std::uint8_t>(h.type) | (h.response ? response_bit : 0), 1);
   put(4, h.request_id, 8);  // the request id's offset: see stamp_request_id
   put(12, h.payload_size, 4);
+  put(16, h.term, 8);  // the term's offset: see stamp_term
   return out;
 }
 
@@ -80,6 +88,14 @@ inline bool stamp_request_id(std::span<std::byte> frame, std::uint64_t id) {
   if (frame.size() < header_size) return false;
   constexpr std::size_t request_id_offset = 4;
   for (std::size_t i = 0; i < 8; ++i) frame[request_id_offset + i] = static_cast<std::byte>(id >> (8 * i));
+  return true;
+}
+
+// Gives an encoded frame its term (a master stamps the term it answers in).
+inline bool stamp_term(std::span<std::byte> frame, std::uint64_t term) {
+  if (frame.size() < header_size) return false;
+  constexpr std::size_t term_offset = 16;
+  for (std::size_t i = 0; i < 8; ++i) frame[term_offset + i] = static_cast<std::byte>(term >> (8 * i));
   return true;
 }
 
@@ -97,7 +113,7 @@ inline errc decode_header(std::span<const std::byte> in, const limits& lim, fram
   if (base == 0 || base > last_message_type) return errc::protocol_error;
   const auto size = static_cast<std::uint32_t>(get(12, 4));
   if (size > lim.max_payload) return errc::protocol_error;
-  out = {static_cast<message_type>(base), (type & response_bit) != 0, get(4, 8), size};
+  out = {static_cast<message_type>(base), (type & response_bit) != 0, get(4, 8), size, get(16, 8)};
   return errc::success;
 }
 

@@ -12,6 +12,7 @@
 #include <corokv/types.hpp>
 #include <corokv/wire/codec.hpp>
 #include <corokv/wire/frame.hpp>
+#include <corokv/wire/replication.hpp>
 
 #include <array>
 #include <cstdint>
@@ -220,14 +221,15 @@ template <class A> void fields(A& a, mount_response& m) {
   a.status_code(m.status);
   a.u64(m.id);
 }
+template <class A> void descriptor(A& a, segment_descriptor& d) {
+  a.u64(d.id);
+  a.u64(d.node);
+  a.u64(d.size);
+  endpoints(a, d.endpoints);
+}
 template <class A> void fields(A& a, segments_response& m) {
   a.status_code(m.status);
-  list(a, m.segments, 24 + endpoints_min_size, [](A& ar, segment_descriptor& d) {
-    ar.u64(d.id);
-    ar.u64(d.node);
-    ar.u64(d.size);
-    endpoints(ar, d.endpoints);
-  });
+  list(a, m.segments, 24 + endpoints_min_size, [](A& ar, segment_descriptor& d) { descriptor(ar, d); });
 }
 template <class A> void fields(A& a, put_start_response& m) {
   a.status_code(m.status);
@@ -343,10 +345,11 @@ errc decode(std::span<const std::byte> payload, M& message, const limits& lim = 
 // ------------------------------------------------------------ by message type
 using request = std::variant<node_request, mount_request, unmount_request, list_segments_request, put_start_request,
                              versioned_keys_request, keys_request, query_request, data_read_request,
-                             data_write_request, rdma_connect_request, remove_all_request>;
+                             data_write_request, rdma_connect_request, remove_all_request, follow_request,
+                             replica_ack_request>;
 using response = std::variant<status_response, mount_response, segments_response, put_start_response,
                               statuses_response, query_response, prefix_response, data_read_response,
-                              rdma_connect_response, count_response>;
+                              rdma_connect_response, count_response, replication_batch>;
 
 // The request and response shapes of each message type.
 inline request empty_request(message_type t) {
@@ -369,6 +372,8 @@ inline request empty_request(message_type t) {
     case message_type::data_write: return data_write_request{};
     case message_type::rdma_connect: return rdma_connect_request{};
     case message_type::remove_all: return remove_all_request{};
+    case message_type::follow: return follow_request{};
+    case message_type::replica_ack: return replica_ack_request{};
   }
   return list_segments_request{};
 }
@@ -393,6 +398,8 @@ inline response empty_response(message_type t) {
     case message_type::data_read: return data_read_response{};
     case message_type::rdma_connect: return rdma_connect_response{};
     case message_type::remove_all: return count_response{};
+    case message_type::follow: return replication_batch{};
+    case message_type::replica_ack: return status_response{};  // never sent: an ack is not answered
   }
   return status_response{};
 }
