@@ -3,6 +3,18 @@
 //   corokv-master [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT]
 //                 [--max-lease-ttl-ms N] [--put-timeout-ms N]
 //                 [--node-ttl-ms N] [--maintenance-ms N] [--ready-file PATH]
+//                 [--etcd URL[,URL...] --cluster NAME [--name NAME]
+//                  [--advertise HOST:PORT] [--lease-ttl-s N]
+//                  [--sync-followers N] [--ack-timeout-ms N]]
+//
+// With --etcd the master is one of several replicated masters of cluster
+// NAME (README, "High availability"): they elect a leader through etcd, the
+// others follow it, and clients find it with --master etcd://HOST:PORT/NAME.
+// --advertise is the address clients reach this master at (default: the
+// listen address; it must not be 0.0.0.0). --lease-ttl-s is the leader's
+// etcd lease (default 2), --sync-followers how many followers a mutating
+// reply waits for (default 1; fewer if fewer are connected), --ack-timeout-ms
+// how long it waits before cutting a slow follower off (default 1000).
 //
 // Flags override the JSON config file, whose keys are the flag names without
 // dashes ({"listen": "0.0.0.0:7400", "node-ttl-ms": 10000, ...}). Port 0
@@ -15,6 +27,7 @@
 // lease_ttl: the client computes its own deadline from it), up to
 // --max-lease-ttl-ms; a query asking for more fails with invalid_argument.
 
+#include <corokv/ha/replicated_master.hpp>
 #include <corokv/net/admin_http.hpp>
 #include <corokv/net/master_server.hpp>
 
@@ -23,6 +36,8 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -44,6 +59,13 @@ struct settings {
   std::int64_t put_timeout_ms = 30000;
   std::int64_t node_ttl_ms = 10000;
   std::int64_t maintenance_ms = 100;
+  std::string etcd;
+  std::string cluster;
+  std::string name;
+  std::string advertise;
+  std::int64_t lease_ttl_s = 2;
+  std::int64_t sync_followers = 1;
+  std::int64_t ack_timeout_ms = 1000;
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -51,7 +73,9 @@ struct settings {
   fmt::print(stderr,
              "usage: corokv-master [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT|off]\n"
              "                     [--max-lease-ttl-ms N] [--put-timeout-ms N]\n"
-             "                     [--node-ttl-ms N] [--maintenance-ms N] [--ready-file PATH]\n");
+             "                     [--node-ttl-ms N] [--maintenance-ms N] [--ready-file PATH]\n"
+             "                     [--etcd URL[,URL...] --cluster NAME [--name NAME] [--advertise HOST:PORT]\n"
+             "                      [--lease-ttl-s N] [--sync-followers N] [--ack-timeout-ms N]]\n");
   std::exit(2);
 }
 
@@ -87,6 +111,13 @@ void apply(settings& s, const std::string& name, const nlohmann::json& value) {
   else if (name == "put-timeout-ms") number(s.put_timeout_ms);
   else if (name == "node-ttl-ms") number(s.node_ttl_ms);
   else if (name == "maintenance-ms") number(s.maintenance_ms);
+  else if (name == "etcd") text(s.etcd);
+  else if (name == "cluster") text(s.cluster);
+  else if (name == "name") text(s.name);
+  else if (name == "advertise") text(s.advertise);
+  else if (name == "lease-ttl-s") number(s.lease_ttl_s);
+  else if (name == "sync-followers") number(s.sync_followers);
+  else if (name == "ack-timeout-ms") number(s.ack_timeout_ms);
   else usage("unknown setting '" + name + "'");
 }
 
@@ -107,7 +138,10 @@ settings parse(int argc, char** argv) {
     flags.erase(it);
   }
   for (auto& [name, value] : flags) {
-    const bool numeric = name.size() > 3 && name.compare(name.size() - 3, 3, "-ms") == 0;
+    auto ends_with = [&](std::string_view tail) {
+      return name.size() > tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+    };
+    const bool numeric = ends_with("-ms") || ends_with("-s") || name == "sync-followers";
     if (numeric) {
       try {
         apply(s, name, nlohmann::json(std::stoll(value)));
@@ -118,6 +152,10 @@ settings parse(int argc, char** argv) {
       apply(s, name, nlohmann::json(value));
     }
   }
+  if (s.etcd.empty() != s.cluster.empty()) usage("--etcd and --cluster go together");
+  if (!s.etcd.empty() && !ha::parse_etcd_endpoints(s.etcd)) usage("--etcd: expected HOST:PORT[,HOST:PORT...]");
+  if (!s.cluster.empty() && !ha::valid_cluster_name(s.cluster))
+    usage("--cluster: letters, digits, '-', '_' and '.' only");
   return s;
 }
 
@@ -141,6 +179,44 @@ int main(int argc, char** argv) {
     master.start();
     if (admin) admin->start();
 
+    std::shared_ptr<ha::replicated_master> replicated;
+    if (!s.etcd.empty()) {
+      ha::replicated_master_options r;
+      r.cluster = {*ha::parse_etcd_endpoints(s.etcd), s.cluster};
+      r.name = s.name.empty() ? fmt::format("master-{}", ::getpid()) : s.name;
+      const auto here = master.local_endpoint();
+      r.advertise = s.advertise.empty() ? fmt::format("{}:{}", here.address().to_string(), here.port()) : s.advertise;
+      if (!ha::parse_etcd_endpoint(r.advertise) || r.advertise.rfind("0.0.0.0:", 0) == 0)
+        usage("--advertise: a HOST:PORT that clients can reach (listening on 0.0.0.0 needs one)");
+      r.lease_ttl = std::chrono::seconds(s.lease_ttl_s);
+      r.replication.log.sync_followers = static_cast<std::size_t>(s.sync_followers);
+      r.replication.ack_timeout = std::chrono::milliseconds(s.ack_timeout_ms);
+      r.service = service_options;
+      r.log = [name = r.name](const std::string& line) { fmt::print(stderr, "corokv-master {}: {}\n", name, line); };
+      replicated = std::make_shared<ha::replicated_master>(io.get_executor(), master, std::move(r));
+      replicated->start();
+      if (admin)
+        admin->set_extra_metrics([&replicated] {
+          const auto st = replicated->stats();
+          using m = net::admin_server::extra_metric;
+          return std::vector<m>{
+              {"leader", "gauge", "1 while this master leads, else 0.", st.state == ha::master_state::leader},
+              {"term", "gauge", "The newest leadership term this master knows.", st.term},
+              {"terms_led_total", "counter", "Times this master became leader (its failovers won).", st.terms_led},
+              {"step_downs_total", "counter", "Times this master stopped leading.", st.step_downs},
+              {"followers", "gauge", "Followers connected (while leading).", st.replication.followers},
+              {"followers_in_sync", "gauge", "Followers counted for acknowledgements.", st.replication.in_sync},
+              {"replication_lag_records", "gauge", "Records between the journal and the slowest follower.",
+               st.replication.max_lag},
+              {"followers_cut_off_total", "counter", "Followers dropped for being too slow.",
+               st.replication.followers_cut_off},
+              {"follower_applied_records", "gauge", "Journal position applied (while following).",
+               st.following.applied},
+              {"snapshots_loaded_total", "counter", "Snapshots loaded from a leader.", st.following.snapshots},
+          };
+        });
+    }
+
     const auto port = master.local_endpoint().port();
     const auto admin_port = admin ? admin->local_endpoint().port() : 0;
     fmt::print(stderr, "corokv-master: metadata on {}:{}, admin {}\n", master.local_endpoint().address().to_string(),
@@ -158,6 +234,7 @@ int main(int argc, char** argv) {
       if (ec) return;
       fmt::print(stderr, "corokv-master: signal {}, stopping\n", signal);
       if (admin) admin->stop();
+      if (replicated) replicated->stop();
       master.stop();
     });
     io.run();

@@ -4,7 +4,7 @@
 // both ends have a device), and either serves until SIGINT/SIGTERM or runs
 // a workload and exits.
 //
-//   corokv-node --master HOST:PORT [--segment-mib N] [--data-listen HOST:PORT]
+//   corokv-node --master HOST:PORT|etcd://HOST:PORT/NAME [--segment-mib N] [--data-listen HOST:PORT]
 //               [--advertise HOST] [--no-shm] [--ready-file PATH]
 //               [--lanes memcpy,rdma,tcp] [--rdma-device NAME]
 //               [--workload serve|put|get|exist] [--keys N] [--value-size B]
@@ -58,6 +58,7 @@ node_store make_node_store(asio::any_io_executor ex, node_options o) { return ma
 struct settings {
   std::string master_host = "127.0.0.1";
   std::uint16_t master_port = 7400;
+  std::string master_url;  // etcd://...: replicated masters
   std::uint64_t segment_mib = 64;
   std::string data_listen = "127.0.0.1:0";
   std::string advertise = "127.0.0.1";
@@ -125,7 +126,12 @@ settings parse(int argc, char** argv) {
     if (i + 1 >= argc) usage("missing value for " + arg);
     const std::string value = argv[++i];
     if (arg == "--master") {
-      std::tie(s.master_host, s.master_port) = split_host_port(value);
+      if (value.rfind("etcd://", 0) == 0) {
+        if (!corokv::ha::parse_cluster_url(value)) usage("--master: expected etcd://HOST:PORT[,HOST:PORT...]/NAME");
+        s.master_url = value;
+      } else {
+        std::tie(s.master_host, s.master_port) = split_host_port(value);
+      }
       have_master = true;
     } else if (arg == "--segment-mib") s.segment_mib = number(arg, value);
     else if (arg == "--data-listen") s.data_listen = value;
@@ -241,6 +247,7 @@ int main(int argc, char** argv) {
   node_options options;
   options.master.host = s.master_host;
   options.master.port = s.master_port;
+  options.master_url = s.master_url;
   const auto [listen_host, listen_port] = split_host_port(s.data_listen);
   boost::system::error_code address_ec;
   const auto listen_address = asio::ip::make_address(listen_host, address_ec);
@@ -256,6 +263,8 @@ int main(int argc, char** argv) {
   options.rdma.required = !s.rdma_device.empty();
 #endif
 
+  const std::string master_name =
+      s.master_url.empty() ? fmt::format("{}:{}", s.master_host, s.master_port) : s.master_url;
   int exit_code = 0;
   // A signal during a workload cancels it, and the store is destroyed only
   // after the workload has finished, cancelled or not. These outlive the
@@ -279,11 +288,11 @@ int main(int argc, char** argv) {
           }
           const auto data_port = kv.transport().lane<tcp_lane>().data_endpoint().port();
           if (s.segment_mib > 0)
-            fmt::print(stderr, "corokv-node: node {:x} joined {}:{} with segment {:x} ({} MiB), data port {}\n",
-                       kv.node(), s.master_host, s.master_port, segment, s.segment_mib, data_port);
+            fmt::print(stderr, "corokv-node: node {:x} joined {} with segment {:x} ({} MiB), data port {}\n",
+                       kv.node(), master_name, segment, s.segment_mib, data_port);
           else
-            fmt::print(stderr, "corokv-node: node {:x}, a client of {}:{} contributing no memory\n", kv.node(),
-                       s.master_host, s.master_port);
+            fmt::print(stderr, "corokv-node: node {:x}, a client of {} contributing no memory\n", kv.node(),
+                       master_name);
           if (!s.ready_file.empty()) {
             const std::string tmp = s.ready_file + ".tmp";
             std::ofstream(tmp) << nlohmann::json{{"node", kv.node()}, {"segment", segment}, {"data_port", data_port}}.dump()

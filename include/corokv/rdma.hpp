@@ -26,7 +26,7 @@ struct rdma_cluster_options : cluster_options {
 
 // The store is neither copied nor moved: it is built in place.
 inline rdma_cluster_store make_rdma_cluster_store(boost::asio::any_io_executor ex, rdma_cluster_options options) {
-  net::remote_metadata metadata(ex, std::move(options.master));
+  net::remote_metadata metadata = make_cluster_metadata(ex, options);
   auto lister = metadata.segment_lister();
   return rdma_cluster_store(
       ex, std::move(metadata),

@@ -13,11 +13,9 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
-#include <fcntl.h>
+#include "../support/process.hpp"
+
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -27,111 +25,18 @@
 #include <thread>
 #include <vector>
 
-extern char** environ;
-
 using namespace corokv;
 using namespace std::chrono_literals;
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using json = nlohmann::json;
+using corokv::test::process;
+using corokv::test::scratch_dir;
+using corokv::test::wait_for_json;
 
 namespace {
 
 std::string message(errc e) { return make_error_code(e).message(); }
-
-// A child process whose stdout and stderr go to files in the test's
-// directory. Killed (SIGKILL) when destroyed if still running.
-class process {
- public:
-  process(std::vector<std::string> args, const std::filesystem::path& out) : out_(out) {
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const std::string err = out.string() + ".err";
-    posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    REQUIRE_MESSAGE(rc == 0, "cannot start " << args[0]);
-  }
-  process(const process&) = delete;
-  ~process() {
-    if (running()) {
-      ::kill(pid_, SIGKILL);
-      wait_exit(5s);
-    }
-  }
-
-  bool running() const { return pid_ > 0 && !exited_; }
-  void signal(int sig) const { ::kill(pid_, sig); }
-
-  // The exit status, or -1 if it did not exit within `limit` (then killed).
-  int wait_exit(std::chrono::milliseconds limit) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (!exited_) {
-      int status = 0;
-      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        exited_ = true;
-        status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        break;
-      }
-      if (std::chrono::steady_clock::now() > until) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        exited_ = true;
-        return -1;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    return status_;
-  }
-
-  std::string output() const {
-    std::ifstream in(out_);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
- private:
-  pid_t pid_ = -1;
-  bool exited_ = false;
-  int status_ = 0;
-  std::filesystem::path out_;
-};
-
-// Waits for a file that a process writes once ready.
-json wait_for_json(const std::filesystem::path& path, std::chrono::milliseconds limit = 10s) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    std::ifstream in(path);
-    if (in) {
-      auto j = json::parse(in, nullptr, false);
-      if (!j.is_discarded()) return j;
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-  FAIL("no ready file at " << path);
-  return {};
-}
-
-// A fresh directory per test for ready files and process output.
-struct scratch_dir {
-  std::filesystem::path path;
-  scratch_dir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "corokv-cluster-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~scratch_dir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-  std::filesystem::path operator/(const std::string& name) const { return path / name; }
-};
 
 struct master_proc {
   std::unique_ptr<process> proc;
@@ -150,32 +55,10 @@ struct master_proc {
   std::string master_flag() const { return "127.0.0.1:" + std::to_string(port); }
 
   // GET on the admin port; the body, or empty if unreachable.
-  std::string admin_get(const std::string& target) const {
-    asio::io_context io;
-    tcp::socket s(io);
-    boost::system::error_code ec;
-    s.connect({asio::ip::make_address("127.0.0.1"), admin_port}, ec);
-    if (ec) return {};
-    const std::string request = "GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    asio::write(s, asio::buffer(request), ec);
-    std::string response;
-    std::array<char, 4096> buf{};
-    for (;;) {
-      const std::size_t n = s.read_some(asio::buffer(buf), ec);
-      response.append(buf.data(), n);
-      if (ec) break;
-    }
-    const auto body = response.find("\r\n\r\n");
-    return body == std::string::npos ? std::string{} : response.substr(body + 4);
-  }
+  std::string admin_get(const std::string& target) const { return corokv::test::http_get(admin_port, target); }
 
   // The value of one metric on /metrics, or -1.
-  long metric(const std::string& name) const {
-    std::istringstream in(admin_get("/metrics"));
-    for (std::string line; std::getline(in, line);)
-      if (line.rfind(name + " ", 0) == 0) return std::stol(line.substr(name.size() + 1));
-    return -1;
-  }
+  long metric(const std::string& name) const { return corokv::test::metric_of(admin_port, name); }
 };
 
 // A serving node with a segment.

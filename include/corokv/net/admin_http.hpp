@@ -46,6 +46,7 @@
 #include <cstdint>
 #include <exception>
 #include <iterator>
+#include <functional>
 #include <list>
 #include <memory>
 #include <optional>
@@ -72,6 +73,16 @@ class admin_server {
   admin_server& operator=(const admin_server&) = delete;
 
   tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
+
+  // More samples for /metrics, from the part that owns them (a replicated
+  // master's role, term and replication). Called on the executor.
+  struct extra_metric {
+    std::string name;  // without the corokv_master_ prefix
+    std::string type;  // counter or gauge
+    std::string help;
+    std::uint64_t value = 0;
+  };
+  void set_extra_metrics(std::function<std::vector<extra_metric>()> f) { extra_metrics_ = std::move(f); }
 
   // Starts accepting. Call on the executor.
   void start() { asio::co_spawn(executor_, accept_loop(), asio::detached); }
@@ -248,6 +259,8 @@ class admin_server {
     metric("evicted_total", "counter", "Objects evicted to free space.", s.evicted_total);
     metric("expired_puts_total", "counter", "Pending puts revoked because they timed out.", s.expired_puts_total);
     metric("dead_nodes_total", "counter", "Nodes declared dead for silence.", s.dead_nodes_total);
+    if (extra_metrics_)
+      for (const auto& e : extra_metrics_()) metric(e.name, e.type, e.help, e.value);
     return fmt::to_string(out);
   }
 
@@ -288,6 +301,7 @@ class admin_server {
 
   asio::any_io_executor executor_;
   const master_server& master_;
+  std::function<std::vector<extra_metric>()> extra_metrics_;
   tcp::acceptor acceptor_;
   connection_list connections_;
   bool stopped_ = false;

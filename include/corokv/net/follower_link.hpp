@@ -78,6 +78,7 @@ class follower_link {
           case wire::replication_phase::snapshot_start:
             copy.clear();
             loaded = false;
+            holds_snapshot_ = false;
             [[fallthrough]];
           case wire::replication_phase::snapshot_part:
             for (auto& r : batch.records) copy.apply(r.view());
@@ -85,6 +86,8 @@ class follower_link {
           case wire::replication_phase::snapshot_end:
             applied = batch.seq;
             loaded = true;
+            holds_snapshot_ = true;
+            snapshot_term_ = h.term;
             ack = applied;
             count([&](auto& s) { ++s.snapshots; });
             break;
@@ -120,6 +123,14 @@ class follower_link {
 
   std::mutex& copy_mutex() noexcept { return copy_mu_; }
 
+  // Whether the copy holds a whole snapshot (from a leader in
+  // snapshot_term()) and every record received after it: false from the
+  // start of a snapshot until its end, and after forget_snapshot() (the
+  // owner cleared or used the copy).
+  bool holds_snapshot() const noexcept { return holds_snapshot_; }
+  std::uint64_t snapshot_term() const noexcept { return snapshot_term_; }
+  void forget_snapshot() noexcept { holds_snapshot_ = false; }
+
   follower_link_stats stats() const {
     std::lock_guard lock(stats_mu_);
     return stats_;
@@ -136,6 +147,8 @@ class follower_link {
   wire::limits limits_;
   std::weak_ptr<tcp::socket> socket_;
   std::mutex copy_mu_;
+  bool holds_snapshot_ = false;
+  std::uint64_t snapshot_term_ = 0;
   mutable std::mutex stats_mu_;
   follower_link_stats stats_;
 };

@@ -76,6 +76,10 @@ class master_server {
   // role must outlive the server's use of it.
   void set_role(master_role* role) noexcept { role_ = role; }
 
+  // Serves another service from now on (a master that takes over the lead
+  // serves the state it copied). Call on the executor.
+  void set_service(std::shared_ptr<meta::service> service) { service_ = std::move(service); }
+
   // Closes every client connection (not the listener): after losing the
   // lead, so that clients go and find the new leader at once.
   void drop_connections() {

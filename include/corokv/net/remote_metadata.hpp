@@ -20,6 +20,12 @@
 // - Heartbeats every heartbeat_interval for each registered node.
 // - Never a hang: a call unanswered after request_timeout, connected or
 //   not, fails with errc::timeout.
+// - Replicated masters: with a locator (net/master_locator.hpp) the master
+//   is looked up before each connection, and a watch moves the connection
+//   to a new leader as soon as one is known. Every reply carries its
+//   master's term: one from a term older than the newest seen (a deposed
+//   leader) is refused, and its connection dropped. Requests carry the
+//   newest term seen, so that a deposed master learns it.
 //
 // All connection state lives on a strand of the executor given at
 // construction; calls may come from any executor and complete on their own.
@@ -32,6 +38,7 @@
 #include <corokv/net/address.hpp>
 #include <corokv/net/call_table.hpp>
 #include <corokv/net/frame_io.hpp>
+#include <corokv/net/master_locator.hpp>
 #include <corokv/net/rejoin_list.hpp>
 #include <corokv/net/socket_deadline.hpp>
 #include <corokv/types.hpp>
@@ -86,6 +93,8 @@ struct remote_metadata_options {
   duration reconnect_initial = std::chrono::milliseconds(20);
   duration reconnect_max = std::chrono::seconds(1);
   wire::limits limits;
+  // Set: the master is whoever leads (host and port are not used).
+  std::shared_ptr<master_locator> locator;
 };
 
 struct remote_metadata_stats {
@@ -96,6 +105,9 @@ struct remote_metadata_stats {
   std::uint64_t timeouts = 0;
   std::uint64_t rejoins = 0;         // nodes registered again (new connection or node_unknown)
   std::uint64_t remount_failures = 0;
+  std::uint64_t stale_replies = 0;   // replies from an older term than one seen: refused
+  std::uint64_t leader_changes = 0;  // connections moved to a new leader
+  std::uint64_t term = 0;            // the newest term seen
 };
 
 namespace detail {
@@ -161,6 +173,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
  public:
   metadata_session(asio::any_io_executor ex, remote_metadata_options options)
       : strand_(asio::make_strand(ex)), options_(std::move(options)), wake_(strand_), tick_(strand_) {
+    if (options_.locator) return;  // looked up before each connection
     boost::system::error_code ec;
     master_ = resolve_now(options_.host, options_.port, ec);
     if (ec || master_.empty())
@@ -173,6 +186,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
     asio::use_service<session_registry>(asio::query(strand_.get_inner_executor(), asio::execution::context)).add(self);
     asio::co_spawn(strand_, [self]() { return self->run(); }, asio::detached);
     asio::co_spawn(strand_, [self]() { return self->ticker(); }, asio::detached);
+    if (options_.locator) asio::co_spawn(strand_, [self]() { return self->follow_leader(); }, asio::detached);
   }
 
   // Sends one request and awaits its reply, from any executor. `control`
@@ -242,6 +256,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
       complete(std::move(handler), reply{errc::cancelled, {}});
       return;
     }
+    wire::stamp_term(frame, newest_term_);
     calls_.add(type, std::move(frame), std::move(handler), clock_type::now() + options_.request_timeout, control);
     count([](auto& s) { ++s.calls; });
     pump();
@@ -293,6 +308,11 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
       const frame_status got = co_await read_frame(*socket, options_.limits, /*response=*/true, h, payload);
       if (gen != generation_) co_return;
       if (got != frame_status::ok) break;
+      if (h.term < newest_term_) {  // a deposed master: nothing it says counts
+        count([](auto& s) { ++s.stale_replies; });
+        break;
+      }
+      note_term(h.term);
       auto match = calls_.on_reply(h);
       if (match.kind == call_table<reply_handler>::reply_kind::mismatched) break;  // the stream is broken
       if (match.kind == call_table<reply_handler>::reply_kind::stale) continue;    // its caller timed out already
@@ -303,6 +323,15 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   }
 
   asio::awaitable<errc> connect(std::shared_ptr<tcp::socket> socket) {
+    if (options_.locator) {
+      auto [e, where] = co_await options_.locator->locate();
+      if (e != errc::success || where.term < newest_term_) co_return errc::rpc_failed;
+      boost::system::error_code ec;
+      master_ = resolve_now(where.host, where.port, ec);
+      if (ec) co_return errc::rpc_failed;
+      note_term(where.term);
+      connected_term_ = where.term;
+    }
     if (master_.empty()) co_return errc::rpc_failed;
     socket_deadline deadline(strand_, socket, options_.connect_timeout);
     auto [ec, ep] = co_await asio::async_connect(*socket, master_, asio::as_tuple(asio::use_awaitable));
@@ -386,6 +415,34 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
       co_await rejoin(node);
   }
 
+  void note_term(std::uint64_t term) {
+    if (term <= newest_term_) return;
+    newest_term_ = term;
+    count([&](auto& s) { s.term = term; });
+  }
+
+  // Watches for a new leader; when one leads in a newer term than the
+  // connected master's, the connection moves to it at once (calls sent on
+  // the old one fail with rpc_failed, as with any lost connection).
+  asio::awaitable<void> follow_leader() {
+    asio::steady_timer pause(strand_);
+    while (!stopped_) {
+      auto [e, where] = co_await options_.locator->next_leader(std::max(newest_term_, connected_term_),
+                                                               std::chrono::seconds(10));
+      if (stopped_) break;
+      if (e == errc::success) {
+        note_term(where.term);
+        if (socket_ && where.term > connected_term_) {
+          count([](auto& s) { ++s.leader_changes; });
+          lose(generation_);
+        }
+      } else if (e != errc::timeout) {
+        pause.expires_after(options_.reconnect_max);  // etcd unreachable: try again later
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+    }
+  }
+
   asio::awaitable<void> close_when_drained() {
     asio::steady_timer pause(strand_);
     const auto until = clock_type::now() + std::chrono::milliseconds(500);
@@ -402,7 +459,9 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
 
   asio::strand<asio::any_io_executor> strand_;
   remote_metadata_options options_;
-  std::vector<tcp::endpoint> master_;  // options_.host, resolved once
+  std::vector<tcp::endpoint> master_;  // options_.host resolved once, or the located leader
+  std::uint64_t newest_term_ = 0;      // the newest leadership term seen
+  std::uint64_t connected_term_ = 0;   // the term of the located master connected to
   // Strand state.
   std::shared_ptr<tcp::socket> socket_;
   std::uint64_t generation_ = 0;

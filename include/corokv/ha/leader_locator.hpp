@@ -1,0 +1,103 @@
+#pragma once
+// Finds the leading master of a replicated cluster through etcd, for
+// remote_metadata (net/master_locator.hpp): the leader key's value is the
+// leader's metadata address and its create revision the leader's term.
+// next_leader() watches the key, so that a client moves to a new leader the
+// moment it is elected rather than when its calls start failing.
+
+#include <corokv/etcd/client.hpp>
+#include <corokv/ha/etcd_url.hpp>
+#include <corokv/net/master_locator.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace corokv::ha {
+
+namespace asio = boost::asio;
+
+class leader_locator final : public net::master_locator, public std::enable_shared_from_this<leader_locator> {
+ public:
+  leader_locator(asio::any_io_executor ex, cluster_address where, duration etcd_timeout = std::chrono::seconds(1))
+      : executor_(ex),
+        where_(std::move(where)),
+        etcd_(ex, {where_.endpoints, etcd_timeout}),
+        watcher_(ex, {where_.endpoints, etcd_timeout}) {}
+
+  ~leader_locator() override { watcher_.cancel_watches(); }
+
+  asio::awaitable<std::pair<errc, net::located_master>> locate() override {
+    auto [ec, found] = co_await etcd_.range(where_.leader_key());
+    if (ec) co_return std::pair{to_errc(ec), net::located_master{}};
+    if (found.kvs.empty()) co_return std::pair{errc::not_found, net::located_master{}};
+    last_revision_ = found.revision;
+    co_return parse(found.kvs.front());
+  }
+
+  asio::awaitable<std::pair<errc, net::located_master>> next_leader(std::uint64_t term, duration within) override {
+    auto self = shared_from_this();
+    // Already there (elected while we were not watching)?
+    auto [e, now] = co_await locate();
+    if (e == errc::success && now.term > term) co_return std::pair{errc::success, now};
+    if (e != errc::success && e != errc::not_found) co_return std::pair{e, net::located_master{}};
+    // Watch from just after what locate() saw, until a newer leader or `within`.
+    struct outcome {
+      bool found = false;
+      net::located_master leader;
+    };
+    auto result = std::make_shared<outcome>();
+    asio::steady_timer limit(executor_, within);
+    bool timed_out = false;
+    limit.async_wait([&, self](boost::system::error_code ec) {
+      if (ec) return;
+      timed_out = true;
+      self->watcher_.cancel_watches();
+    });
+    // Named, not a temporary inside the co_await: GCC 12 destroys such a
+    // temporary twice.
+    std::function<void(const etcd::watch_message&)> on_message = [self, result, term](const etcd::watch_message& m) {
+      for (auto& ev : m.events) {
+        if (ev.type != etcd::watch_event::put || result->found) continue;
+        auto [pe, leader] = parse(ev.kv);
+        if (pe == errc::success && leader.term > term) {
+          result->found = true;
+          result->leader = leader;
+          self->watcher_.cancel_watches();
+        }
+      }
+    };
+    const std::string key = where_.leader_key();
+    const std::error_code ended = co_await watcher_.watch(key, last_revision_ + 1, on_message);
+    limit.cancel();
+    if (result->found) co_return std::pair{errc::success, result->leader};
+    if (timed_out) co_return std::pair{errc::timeout, net::located_master{}};
+    co_return std::pair{ended ? to_errc(ended) : errc::rpc_failed, net::located_master{}};
+  }
+
+ private:
+  static errc to_errc(const std::error_code& ec) {
+    if (ec.category() == error_category()) return static_cast<errc>(ec.value());
+    return errc::rpc_failed;
+  }
+
+  static std::pair<errc, net::located_master> parse(const etcd::key_value& kv) {
+    auto at = parse_etcd_endpoint(kv.value);
+    if (!at || kv.create_revision <= 0) return {errc::protocol_error, {}};
+    return {errc::success, net::located_master{at->host, at->port, static_cast<std::uint64_t>(kv.create_revision)}};
+  }
+
+  asio::any_io_executor executor_;
+  cluster_address where_;
+  etcd::client etcd_;
+  etcd::client watcher_;
+  std::int64_t last_revision_ = 0;
+};
+
+}  // namespace corokv::ha
