@@ -12,6 +12,7 @@ packages=(
   clang libclang-rt-14-dev
   redis-server libhiredis-dev
   pybind11-dev python3-dev python3-numpy python3-pytest python3-venv python3-mesonpy
+  etcd-server iproute2
 )
 
 missing=()

@@ -47,8 +47,11 @@ class etcd_process {
 
   // Starts etcd and waits until it serves a range, at most `ready_within`;
   // throws std::runtime_error (with etcd's log) if it does not.
-  explicit etcd_process(std::chrono::milliseconds ready_within = std::chrono::seconds(20))
-      : dir_(make_temp_dir()) {
+  // `also_listen_on`: another local address to serve clients on (the
+  // bridge of a test's network namespaces), besides 127.0.0.1.
+  explicit etcd_process(std::chrono::milliseconds ready_within = std::chrono::seconds(20),
+                        std::string also_listen_on = {})
+      : dir_(make_temp_dir()), also_listen_on_(std::move(also_listen_on)) {
     const auto ports = free_ports();
     client_port_ = ports[0];
     peer_port_ = ports[1];
@@ -120,7 +123,8 @@ class etcd_process {
   }
 
   void spawn() {
-    const std::string client_url = "http://127.0.0.1:" + std::to_string(client_port_);
+    std::string client_url = "http://127.0.0.1:" + std::to_string(client_port_);
+    if (!also_listen_on_.empty()) client_url += ",http://" + also_listen_on_ + ":" + std::to_string(client_port_);
     const std::string peer_url = "http://127.0.0.1:" + std::to_string(peer_port_);
     const std::string name = "corokv-test";
     std::vector<std::string> args{executable(),
@@ -190,6 +194,7 @@ class etcd_process {
   }
 
   std::filesystem::path dir_;
+  std::string also_listen_on_;
   std::uint16_t client_port_ = 0;
   std::uint16_t peer_port_ = 0;
   pid_t pid_ = -1;

@@ -142,9 +142,9 @@ struct scratch_dir {
   std::filesystem::path operator/(const std::string& name) const { return path / name; }
 };
 
-// GET http://127.0.0.1:port/target (an admin port): the body, or empty if
-// unreachable. Blocking, with a 5 s receive timeout.
-inline std::string http_get(std::uint16_t port, const std::string& target) {
+// GET http://host:port/target (an admin port; host an IPv4 address): the
+// body, or empty if unreachable. Blocking, with a 5 s receive timeout.
+inline std::string http_get(const std::string& host, std::uint16_t port, const std::string& target) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return {};
   timeval timeout{5, 0};
@@ -152,7 +152,7 @@ inline std::string http_get(std::uint16_t port, const std::string& target) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
   std::string response;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
     const std::string request = "GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -166,12 +166,17 @@ inline std::string http_get(std::uint16_t port, const std::string& target) {
   return body == std::string::npos ? std::string{} : response.substr(body + 4);
 }
 
+inline std::string http_get(std::uint16_t port, const std::string& target) { return http_get("127.0.0.1", port, target); }
+
 // The value of one sample on an admin port's /metrics, or -1.
-inline long metric_of(std::uint16_t admin_port, const std::string& name) {
-  std::istringstream in(http_get(admin_port, "/metrics"));
+inline long metric_of(const std::string& host, std::uint16_t admin_port, const std::string& name) {
+  std::istringstream in(http_get(host, admin_port, "/metrics"));
   for (std::string line; std::getline(in, line);)
     if (line.rfind(name + " ", 0) == 0) return std::stol(line.substr(name.size() + 1));
   return -1;
+}
+inline long metric_of(std::uint16_t admin_port, const std::string& name) {
+  return metric_of("127.0.0.1", admin_port, name);
 }
 
 }  // namespace corokv::test

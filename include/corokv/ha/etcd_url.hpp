@@ -42,16 +42,14 @@ inline std::optional<etcd::endpoint> parse_etcd_endpoint(std::string_view text) 
 // A comma-separated list of endpoints; nullopt if any is malformed or none is given.
 inline std::optional<std::vector<etcd::endpoint>> parse_etcd_endpoints(std::string_view text) {
   std::vector<etcd::endpoint> out;
-  while (!text.empty()) {
+  for (;;) {
     const auto comma = text.find(',');
-    auto ep = parse_etcd_endpoint(text.substr(0, comma));
+    auto ep = parse_etcd_endpoint(text.substr(0, comma));  // an empty piece fails here
     if (!ep) return std::nullopt;
     out.push_back(std::move(*ep));
-    if (comma == std::string_view::npos) break;
+    if (comma == std::string_view::npos) return out;
     text.remove_prefix(comma + 1);
   }
-  if (out.empty()) return std::nullopt;
-  return out;
 }
 
 inline bool valid_cluster_name(std::string_view name) {
