@@ -12,9 +12,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 namespace corokv::meta {
@@ -51,20 +53,22 @@ class replica_state {
         return;
       case journal_kind::segments_dropped: return drop(r);
       case journal_kind::object_reserved: {
-        object& o = objects_[std::string(r.key)];
-        o = {r.size, r.version, r.replicas, r.node, false};
+        auto it = objects_.find(r.key);
+        if (it == objects_.end()) it = objects_.emplace(std::string(r.key), object{}).first;
+        it->second = {r.size, r.version, r.replicas, r.node, false};
         max_id_ = std::max(max_id_, r.version);
         return;
       }
       case journal_kind::object_committed:
-        if (auto* o = find(r.key, r.version)) o->committed = true;
+        if (auto it = find_entry(r.key, r.version); it != objects_.end()) it->second.committed = true;
         return;
       case journal_kind::object_released:
-        if (find(r.key, r.version)) objects_.erase(std::string(r.key));
+        if (auto it = find_entry(r.key, r.version); it != objects_.end()) objects_.erase(it);
         return;
       case journal_kind::object_removed:
         // Without a key: a removed object in a snapshot.
-        if (!r.key.empty() && find(r.key, r.version)) objects_.erase(std::string(r.key));
+        if (!r.key.empty())
+          if (auto it = find_entry(r.key, r.version); it != objects_.end()) objects_.erase(it);
         if (!r.replicas.empty()) removed_[r.version] = r.replicas;
         return;
       case journal_kind::removed_reclaimed:
@@ -115,18 +119,25 @@ class replica_state {
   std::uint64_t applied() const noexcept { return applied_; }
   std::uint64_t unmatched() const noexcept { return unmatched_; }
   const object* lookup(std::string_view key) const {
-    auto it = objects_.find(std::string(key));
+    auto it = objects_.find(key);
     return it == objects_.end() ? nullptr : &it->second;
   }
 
  private:
-  object* find(std::string_view key, version_t version) {
-    auto it = objects_.find(std::string(key));
+  // Keys are looked up as views: no string is built per record.
+  struct key_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view k) const noexcept { return std::hash<std::string_view>{}(k); }
+  };
+  using object_map = std::unordered_map<std::string, object, key_hash, std::equal_to<>>;
+
+  object_map::iterator find_entry(std::string_view key, version_t version) {
+    auto it = objects_.find(key);
     if (it == objects_.end() || it->second.version != version) {
       ++unmatched_;
-      return nullptr;
+      return objects_.end();
     }
-    return &it->second;
+    return it;
   }
 
   // The leader's drop_segments, applied to the copy.
@@ -153,7 +164,7 @@ class replica_state {
 
   std::unordered_map<node_id, bool> nodes_;
   std::map<segment_id, segment_descriptor> segments_;
-  std::unordered_map<std::string, object> objects_;
+  object_map objects_;
   std::unordered_map<version_t, replica_list> removed_;
   std::uint64_t max_id_ = 0;  // the highest version or segment id seen
   std::uint64_t applied_ = 0;
