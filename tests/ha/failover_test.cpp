@@ -42,7 +42,7 @@ struct ha_master {
   std::string address;  // the metadata port's HOST:PORT, as the leader key holds it
   std::string admin_host;
   std::uint16_t port = 0, admin_port = 0;
-  long metric(const std::string& name) const { return corokv::test::metric_of(admin_host, admin_port, name); }
+  long metric(const std::string& sample) const { return corokv::test::metric_of(admin_host, admin_port, sample); }
 };
 
 struct leader_info {
@@ -66,7 +66,11 @@ struct ha_cluster {
     else
       MESSAGE("hosts: network namespaces cannot be made here (not root, or no iproute2): every process shares "
               "127.0.0.1");
-    for (std::size_t i = 0; i < 3; ++i) masters.push_back({"m" + std::to_string(i), i});
+    for (std::size_t i = 0; i < 3; ++i) {
+      masters.emplace_back();
+      masters.back().name = "m" + std::to_string(i);
+      masters.back().host = i;
+    }
     for (auto& m : masters) start_master(m);
     REQUIRE(wait_leader(0, 10s));
     for (std::size_t i = 0; i < 2; ++i) {
@@ -291,6 +295,19 @@ TEST_CASE("ha: kill -9 the leader five times under load: a follower leads within
     check_read_back(*kv, held);
     std::this_thread::sleep_for(300ms);  // the workload runs under the new leader too
   }
+  // A follower killed and restarted catches up from a snapshot.
+  auto leader = c.leader();
+  REQUIRE(leader);
+  ha_master* follower = nullptr;
+  for (auto& m : c.masters)
+    if (m.address != leader->address) follower = &m;
+  REQUIRE(follower);
+  follower->proc->kill_now();
+  c.start_master(*follower);
+  REQUIRE(c.wait_in_sync(2));
+  CHECK(follower->metric("corokv_master_snapshots_loaded_total") == 1);
+  CHECK(follower->metric("corokv_master_leader") == 0);
+  CHECK(c.leader()->term == leader->term);  // a follower's death changes no leader
   w.finish();
   REQUIRE(c.wait_in_sync(2));
   check_acknowledged(*kv, w);

@@ -181,3 +181,26 @@ TEST_CASE("replication: a new leader holds the old leader's memory for max_lease
   CHECK(started[0].version > old_versions.back());
   CHECK(promoted->check_invariants() == "");
 }
+
+TEST_CASE("replication: a remounted segment's hold survives a failover") {
+  auto o = small_options();
+  o.max_lease_ttl = 20s;
+  service_fixture f(o);
+  copying_journal journal;
+  f.svc.set_journal(&journal);
+  f.mount(1, 4096);
+  // Node 2 remounts memory the service did not know: held on the leader...
+  REQUIRE(f.svc.mount_segment(2, 4096, {}, 777, /*remount=*/true).status == errc::success);
+  CHECK(f.svc.stats().pool.held == 1);
+  // ...and on the leader that takes over, from the stream and from a snapshot.
+  CHECK(journal.copy.promote(o, f.clock.source())->stats().pool.held == 1);
+  CHECK(snapshot_of(f.svc).promote(o, f.clock.source())->stats().pool.held == 1);
+  auto promoted = journal.copy.promote(o, f.clock.source());
+  std::vector<std::uint64_t> sizes{4000, 4000};
+  std::vector<put_start_result> started(2);
+  const std::vector<std::string> keys{"a", "b"};
+  REQUIRE(promoted->put_start(keys, sizes, put_options{1}, 0, started) == errc::success);
+  CHECK(started[0].ok());
+  CHECK(started[1].status == errc::no_space);  // not in the held segment
+  CHECK(started[0].replicas[0].segment != 777);
+}

@@ -351,9 +351,22 @@ TEST_CASE("replication: a follower that stops acknowledging is cut off after ack
     break;
   }
   REQUIRE(eventually([&] { return leader.hub_stats().in_sync == 1; }));
+  // A reply on another connection, even a read's, waits for what is
+  // pending: it could reflect a change the follower does not have yet.
   const auto t0 = std::chrono::steady_clock::now();
-  put_keys(c, {"k"});
+  c.send(message_type::put_start, wire::put_start_request{{"k"}, {100}, 1, 0}, 7);  // its reply waits
+  raw_client reader(leader.server.local_endpoint());
+  std::this_thread::sleep_for(20ms);
+  CHECK(reader.call<wire::statuses_response>(message_type::exist, wire::keys_request{{"other"}}).results[0] ==
+        errc::not_found);
   CHECK(std::chrono::steady_clock::now() - t0 >= 200ms);
+  wire::response started;
+  c.receive(started);
+  const auto version = std::get<wire::put_start_response>(started).results.at(0).version;
+  std::vector<errc> ended_ok = c.call<wire::statuses_response>(message_type::put_end,
+                                                               wire::versioned_keys_request{{"k"}, {version}})
+                                   .results;
+  CHECK(ended_ok == std::vector<errc>{errc::success});
   CHECK(leader.hub_stats().followers_cut_off == 1);
   CHECK(leader.hub_stats().followers == 0);
   // With no follower left, nothing waits.

@@ -46,7 +46,9 @@ inline std::vector<log_record> every_log_record() {
   reg.node = 7;
   reg.expires = false;
   add(journal_kind::node_left).node = 7;
-  add(journal_kind::segment_mounted).segment = {99, 7, 1 << 20, some_endpoints()};
+  auto& mounted = add(journal_kind::segment_mounted);
+  mounted.segment = {99, 7, 1 << 20, some_endpoints()};
+  mounted.held = true;
   auto& dropped = add(journal_kind::segments_dropped);
   dropped.segments = {99, 100};
   dropped.node = 7;

@@ -4,6 +4,9 @@
 // leader's metadata address and its create revision the leader's term.
 // next_leader() watches the key, so that a client moves to a new leader the
 // moment it is elected rather than when its calls start failing.
+//
+// Its etcd clients live on a strand of their own: every call runs there
+// (co_spawned onto it and awaited), whatever executor the caller is on.
 
 #include <corokv/etcd/client.hpp>
 #include <corokv/ha/etcd_url.hpp>
@@ -11,8 +14,9 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <functional>
@@ -26,38 +30,63 @@ namespace asio = boost::asio;
 class leader_locator final : public net::master_locator, public std::enable_shared_from_this<leader_locator> {
  public:
   leader_locator(asio::any_io_executor ex, cluster_address where, duration etcd_timeout = std::chrono::seconds(1))
-      : executor_(ex),
+      : strand_(asio::make_strand(ex)),
         where_(std::move(where)),
-        etcd_(ex, {where_.endpoints, etcd_timeout}),
-        watcher_(ex, {where_.endpoints, etcd_timeout}) {}
+        key_(where_.leader_key()),
+        etcd_(strand_, {where_.endpoints, etcd_timeout}),
+        watcher_(strand_, {where_.endpoints, etcd_timeout}) {}
 
   ~leader_locator() override { watcher_.cancel_watches(); }
 
+  // The operations are named before the co_await: GCC 12 destroys
+  // temporaries inside one twice.
   asio::awaitable<std::pair<errc, net::located_master>> locate() override {
-    auto [ec, found] = co_await etcd_.range(where_.leader_key());
-    if (ec) co_return std::pair{to_errc(ec), net::located_master{}};
-    if (found.kvs.empty()) co_return std::pair{errc::not_found, net::located_master{}};
-    last_revision_ = found.revision;
-    co_return parse(found.kvs.front());
+    auto op = locate_here(shared_from_this());
+    co_return co_await asio::co_spawn(strand_, std::move(op), asio::use_awaitable);
   }
 
   asio::awaitable<std::pair<errc, net::located_master>> next_leader(std::uint64_t term, duration within) override {
-    auto self = shared_from_this();
+    auto op = next_leader_here(shared_from_this(), term, within);
+    co_return co_await asio::co_spawn(strand_, std::move(op), asio::use_awaitable);
+  }
+
+  void cancel() override {
+    asio::post(strand_, [self = shared_from_this()] {
+      self->cancelled_ = true;
+      self->watcher_.cancel_watches();
+      if (self->limit_) self->limit_->cancel();
+    });
+  }
+
+ private:
+  // On the strand from here on.
+  static asio::awaitable<std::pair<errc, net::located_master>> locate_here(std::shared_ptr<leader_locator> self) {
+    auto [ec, found] = co_await self->etcd_.range(self->key_);
+    if (ec) co_return std::pair{to_errc(ec), net::located_master{}};
+    self->last_revision_ = found.revision;  // a watch for the next leader starts after it
+    if (found.kvs.empty()) co_return std::pair{errc::not_found, net::located_master{}};
+    co_return parse(found.kvs.front());
+  }
+
+  static asio::awaitable<std::pair<errc, net::located_master>> next_leader_here(std::shared_ptr<leader_locator> self,
+                                                                               std::uint64_t term, duration within) {
+    if (self->cancelled_) co_return std::pair{errc::cancelled, net::located_master{}};
     // Already there (elected while we were not watching)?
-    auto [e, now] = co_await locate();
+    auto [e, now] = co_await locate_here(self);
     if (e == errc::success && now.term > term) co_return std::pair{errc::success, now};
     if (e != errc::success && e != errc::not_found) co_return std::pair{e, net::located_master{}};
-    // Watch from just after what locate() saw, until a newer leader or `within`.
+    // Watch from just after what locate saw, until a newer leader or `within`.
     struct outcome {
       bool found = false;
+      bool timed_out = false;
       net::located_master leader;
     };
     auto result = std::make_shared<outcome>();
-    asio::steady_timer limit(executor_, within);
-    bool timed_out = false;
-    limit.async_wait([&, self](boost::system::error_code ec) {
+    auto limit = std::make_shared<asio::steady_timer>(self->strand_, within);
+    self->limit_ = limit;
+    limit->async_wait([self, result](boost::system::error_code ec) {
       if (ec) return;
-      timed_out = true;
+      result->timed_out = true;
       self->watcher_.cancel_watches();
     });
     // Named, not a temporary inside the co_await: GCC 12 destroys such a
@@ -73,15 +102,15 @@ class leader_locator final : public net::master_locator, public std::enable_shar
         }
       }
     };
-    const std::string key = where_.leader_key();
-    const std::error_code ended = co_await watcher_.watch(key, last_revision_ + 1, on_message);
-    limit.cancel();
+    const std::error_code ended = co_await self->watcher_.watch(self->key_, self->last_revision_ + 1, on_message);
+    limit->cancel();
+    if (self->limit_ == limit) self->limit_.reset();
     if (result->found) co_return std::pair{errc::success, result->leader};
-    if (timed_out) co_return std::pair{errc::timeout, net::located_master{}};
+    if (self->cancelled_) co_return std::pair{errc::cancelled, net::located_master{}};
+    if (result->timed_out) co_return std::pair{errc::timeout, net::located_master{}};
     co_return std::pair{ended ? to_errc(ended) : errc::rpc_failed, net::located_master{}};
   }
 
- private:
   static errc to_errc(const std::error_code& ec) {
     if (ec.category() == error_category()) return static_cast<errc>(ec.value());
     return errc::rpc_failed;
@@ -93,11 +122,15 @@ class leader_locator final : public net::master_locator, public std::enable_shar
     return {errc::success, net::located_master{at->host, at->port, static_cast<std::uint64_t>(kv.create_revision)}};
   }
 
-  asio::any_io_executor executor_;
+  asio::strand<asio::any_io_executor> strand_;
   cluster_address where_;
+  std::string key_;
   etcd::client etcd_;
   etcd::client watcher_;
+  // Strand state.
   std::int64_t last_revision_ = 0;
+  std::shared_ptr<asio::steady_timer> limit_;
+  bool cancelled_ = false;
 };
 
 }  // namespace corokv::ha

@@ -37,6 +37,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -99,7 +100,8 @@ class replicated_master final : public net::master_role, public std::enable_shar
     watcher_.cancel_watches();
     tick_.cancel();
     if (hub_) hub_->stop();
-    server_.set_role(nullptr);
+    // The role stays: a stopped master answers nothing (may_answer()), so
+    // that revoking the lease below can never let two masters answer.
     if (lease_id_ != 0)
       asio::co_spawn(executor_, [self = shared_from_this(), id = lease_id_]() -> asio::awaitable<void> {
         co_await self->etcd_.revoke_lease(id);
@@ -195,10 +197,13 @@ class replicated_master final : public net::master_role, public std::enable_shar
         continue;
       }
       if (found.kvs.empty()) {
-        // No leader. A master whose copy is incomplete gives one with a
-        // whole copy a head start, so that the most complete state leads.
-        if (!complete_copy && leadership_.term() != 0) co_await pause(options_.lease_ttl);
-        auto [cec, created] = co_await etcd_.create_if_absent(key, options_.advertise, lease_id_);
+        // No leader. The master with the most complete copy campaigns at
+        // once; any other gives it a lease TTL's head start (and still
+        // leads if it cannot).
+        if (!co_await most_complete(complete_copy)) co_await pause(options_.lease_ttl);
+        if (stopped_) break;
+        const std::string address = options_.advertise;  // named: see follow()
+        auto [cec, created] = co_await etcd_.create_if_absent(key, address, lease_id_);
         if (cec || stopped_) {
           co_await pause(options_.retry);
           continue;
@@ -222,6 +227,41 @@ class replicated_master final : public net::master_role, public std::enable_shar
       }
       co_await follow(leader, found.revision);
     }
+  }
+
+  // How far this master's copy goes: the term of the leader it copies and
+  // the journal position applied, (0, 0) for no whole copy. Positions of
+  // one term count the same journal, so they compare across followers.
+  std::pair<std::uint64_t, std::uint64_t> copy_position(bool complete_copy) const {
+    if (!complete_copy) return {0, 0};
+    return {link_->snapshot_term(), link_->stats().applied};
+  }
+
+  // Publishes this master's copy position under /corokv/NAME/candidates/
+  // (bound to its lease: a dead master's disappears), waits for the others
+  // to publish theirs, and says whether none is further (ties: the lowest
+  // name). A follower that lost its link while the leader went on with
+  // others has applied less, so it does not race the one that kept up.
+  asio::awaitable<bool> most_complete(bool complete_copy) {
+    const auto mine = copy_position(complete_copy);
+    const std::string prefix = "/corokv/" + options_.cluster.cluster + "/candidates/";
+    const std::string my_key = prefix + options_.name;
+    const std::string value = fmt::format("{}:{}", mine.first, mine.second);
+    auto [pe, revision] = co_await etcd_.put(my_key, value, lease_id_);
+    if (pe) co_return false;
+    co_await pause(2 * options_.retry);
+    auto [re, all] = co_await etcd_.range_prefix(prefix);
+    if (re) co_return false;
+    for (const auto& kv : all.kvs) {
+      if (kv.key == my_key) continue;
+      std::pair<std::uint64_t, std::uint64_t> theirs{0, 0};
+      const auto colon = kv.value.find(':');
+      if (colon == std::string::npos) continue;
+      theirs.first = std::strtoull(kv.value.c_str(), nullptr, 10);
+      theirs.second = std::strtoull(kv.value.c_str() + colon + 1, nullptr, 10);
+      if (theirs > mine || (theirs == mine && kv.key < my_key)) co_return false;
+    }
+    co_return true;
   }
 
   // Follows `leader` until its key changes or the link ends.

@@ -23,7 +23,7 @@ namespace corokv::meta {
 enum class journal_kind : std::uint8_t {
   node_registered = 1,  // node, expires
   node_left,            // node (its segments follow as segments_dropped)
-  segment_mounted,      // segment
+  segment_mounted,      // segment, held (a remount: nothing is allocated in it for max_lease_ttl)
   segments_dropped,     // segments, node (whose pending puts are revoked; 0: none)
   object_reserved,      // key, size, version, replicas, node (the writer)
   object_committed,     // key, version
@@ -39,6 +39,7 @@ struct journal_record {
   journal_kind kind = journal_kind::node_registered;
   node_id node = 0;
   bool expires = true;
+  bool held = false;
   segment_descriptor segment;
   std::span<const segment_id> segments;
   std::string_view key;

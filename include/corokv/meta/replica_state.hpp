@@ -48,7 +48,7 @@ class replica_state {
       case journal_kind::node_registered: nodes_[r.node] = r.expires; return;
       case journal_kind::node_left: nodes_.erase(r.node); return;
       case journal_kind::segment_mounted:
-        segments_[r.segment.id] = r.segment;
+        segments_[r.segment.id] = {r.segment, r.held};
         max_id_ = std::max(max_id_, r.segment.id);
         return;
       case journal_kind::segments_dropped: return drop(r);
@@ -70,6 +70,7 @@ class replica_state {
         if (!r.key.empty())
           if (auto it = find_entry(r.key, r.version); it != objects_.end()) objects_.erase(it);
         if (!r.replicas.empty()) removed_[r.version] = r.replicas;
+        max_id_ = std::max(max_id_, r.version);
         return;
       case journal_kind::removed_reclaimed:
         if (removed_.erase(r.version) == 0) ++unmatched_;
@@ -95,7 +96,7 @@ class replica_state {
     auto svc = std::make_unique<service>(options, std::move(clock));
     promote_report r;
     for (auto& [node, expires] : nodes_) r.nodes += svc->restore_node(node, expires);
-    for (auto& [id, d] : segments_) r.segments += svc->restore_segment(d);
+    for (auto& [id, s] : segments_) r.segments += svc->restore_segment(s.descriptor, s.held);
     for (auto& [key, o] : objects_) {
       if (svc->restore_object(key, o.size, o.version, o.replicas, o.committed, o.writer))
         ++r.objects;
@@ -163,7 +164,11 @@ class replica_state {
   }
 
   std::unordered_map<node_id, bool> nodes_;
-  std::map<segment_id, segment_descriptor> segments_;
+  struct segment {
+    segment_descriptor descriptor;
+    bool held = false;
+  };
+  std::map<segment_id, segment> segments_;
   object_map objects_;
   std::unordered_map<version_t, replica_list> removed_;
   std::uint64_t max_id_ = 0;  // the highest version or segment id seen

@@ -80,6 +80,12 @@ class segment_pool {
     return true;
   }
 
+  // Mounted and not yet allocatable (see mount's held_until).
+  bool held(segment_id id) const {
+    std::lock_guard lock(mu_);
+    return std::any_of(held_.begin(), held_.end(), [&](const hold& h) { return h.id == id; });
+  }
+
   bool contains(segment_id id) const {
     std::lock_guard lock(mu_);
     return segments_.count(id) != 0;

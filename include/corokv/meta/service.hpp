@@ -189,6 +189,7 @@ class service {
           note([&](journal_record& r) {
             r.kind = journal_kind::segment_mounted;
             r.segment = d;
+            r.held = held_until.has_value();
           });
         });
     if (id == 0) return {errc::already_exists, 0};
@@ -490,6 +491,7 @@ class service {
       r = {};
       r.kind = journal_kind::segment_mounted;
       r.segment = d;
+      r.held = pool_.held(d.id);
       emit(r);
     }
     for (auto& shard_ptr : shards_) {
@@ -528,8 +530,12 @@ class service {
     return true;
   }
 
-  bool restore_segment(const segment_descriptor& d) {
-    return d.id != 0 && pool_.mount(d.node, d.size, d.endpoints, d.id) == d.id;
+  // A segment the old leader held back from allocation (a remount) is held
+  // again for a whole max_lease_ttl: how much of its hold was left is unknown.
+  bool restore_segment(const segment_descriptor& d, bool held) {
+    std::optional<time_point> until;
+    if (held) until = now() + options_.max_lease_ttl;
+    return d.id != 0 && pool_.mount(d.node, d.size, d.endpoints, d.id, until) == d.id;
   }
 
   // False (nothing changed) if the key is taken or the replicas' space is

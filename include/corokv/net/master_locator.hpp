@@ -29,6 +29,9 @@ class master_locator {
   // `within` without one (timeout), or on failure.
   virtual boost::asio::awaitable<std::pair<errc, located_master>> next_leader(std::uint64_t term,
                                                                               duration within) = 0;
+  // Ends a next_leader() in progress (cancelled) and every later one: the
+  // client is shutting down.
+  virtual void cancel() = 0;
 };
 
 }  // namespace corokv::net

@@ -14,9 +14,10 @@
 //
 // One of several replicated masters has a master_role (set_role): then a
 // request is answered only while the role allows (a follower, or a fenced
-// leader, closes the connection unanswered), a reply to a call that changed
-// the service waits until the followers have applied the change, every
-// reply carries the role's term, and `follow` hands the connection to the
+// leader, closes the connection unanswered), no reply goes out before the
+// followers have applied every change made so far (the call's own, and any
+// other a read may reflect: an object whose commit is not yet replicated
+// must not be leased out), every reply carries the role's term, and `follow` hands the connection to the
 // role's replication.
 
 #include <corokv/meta/service.hpp>
@@ -163,7 +164,6 @@ class master_server {
         ++stats_.protocol_errors;
         break;
       }
-      const std::uint64_t before = role ? role->position() : 0;
       out.assign(wire::header_size, std::byte{0});
       if (respond(h.type, request, out) != errc::success || out.size() - wire::header_size > options_.limits.max_payload) {
         // A response we cannot encode (over the limits): report it to this
@@ -172,9 +172,9 @@ class master_server {
         encode_failure(h.type, errc::invalid_argument, out);
       }
       if (role) {
-        // The call changed the service: the reply waits until the followers
-        // have the change, and goes out only if we still lead.
-        if (const std::uint64_t after = role->position(); after > before) co_await role->replicated(after);
+        // Everything the reply may reflect is replicated first (at once when
+        // nothing is pending), and it goes out only if we still lead.
+        co_await role->replicated(role->position());
         if (role_ != role || !role->may_answer()) {
           ++stats_.refused;
           break;

@@ -451,6 +451,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
     }
     stopped_ = true;
+    if (options_.locator) options_.locator->cancel();  // ends follow_leader's watch
     if (socket_) lose(generation_);
     calls_.fail_all([](reply_handler h) { complete(std::move(h), reply{errc::cancelled, {}}); });
     tick_.cancel();

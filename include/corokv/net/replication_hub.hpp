@@ -151,20 +151,31 @@ class replication_hub final : public meta::journal,
     std::vector<std::vector<std::byte>> frames;
     replication_log::follower_id id = 0;
     std::uint64_t cut = 0;
+    bool encoded = true;
     {
       wire::replication_batch batch;
       batch.phase = wire::replication_phase::snapshot_start;
+      std::size_t batch_bytes = 0;
       auto flush = [&] {
         frames.emplace_back();
-        append_frame(wire::message_type::follow, true, request_id, batch, frames.back(), options_.limits);
+        if (append_frame(wire::message_type::follow, true, request_id, batch, frames.back(), options_.limits) !=
+            errc::success)
+          encoded = false;  // cannot happen within the bounds below; the follower is refused if it does
         stamp_term(frames.back());
         batch.records.clear();
+        batch_bytes = 0;
         batch.phase = wire::replication_phase::snapshot_part;
       };
+      // A frame holds at most snapshot_batch records and stays far below
+      // max_payload (keys are at most 64 KiB; a record's other fields ~200 B).
+      const std::size_t max_batch_bytes = std::min<std::size_t>(options_.limits.max_payload / 2, 8u << 20);
       service_->snapshot(
           [&](const meta::journal_record& r) {
             batch.records.push_back(wire::log_record::of(r));
-            if (batch.records.size() >= options_.snapshot_batch) flush();
+            batch_bytes += r.key.size() + 256;
+            if (batch.records.size() >= std::min<std::size_t>(options_.snapshot_batch, options_.limits.max_batch) ||
+                batch_bytes >= max_batch_bytes)
+              flush();
           },
           [&] {
             std::lock_guard lock(mu_);
@@ -178,11 +189,16 @@ class replication_hub final : public meta::journal,
     }
     auto link = std::make_shared<follower>(socket, executor_);
     followers_[id] = link;
+    if (!encoded) {
+      cut_off(id);
+      co_return;
+    }
     {
       std::lock_guard lock(mu_);
       ++stats_.snapshots_sent;
     }
-    asio::co_spawn(executor_, read_acks(link, id), asio::detached);
+    asio::co_spawn(executor_, [self = shared_from_this(), link, id] { return self->read_acks(link, id); },
+                   asio::detached);
 
     bool ok = true;
     for (auto& f : frames) {
@@ -203,7 +219,7 @@ class replication_hub final : public meta::journal,
           ++stats_.followers_cut_off;
           break;
         }
-        const auto slice = log_.after(sent, options_.log.chunk_bytes);
+        const auto slice = log_.after(sent, options_.log.chunk_bytes, options_.limits.max_batch);
         if (slice.count != 0) {
           build_log_frame(request_id, slice, frame);
           sent = slice.first + slice.count - 1;

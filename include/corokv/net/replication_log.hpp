@@ -53,14 +53,14 @@ class replication_log {
   std::uint64_t last() const noexcept { return last_; }
 
   // Encoded records after position `after`, from one chunk, at most about
-  // max_bytes: {first position, count, bytes}. Empty when nothing is newer
+  // max_bytes and at most max_records: {first position, count, bytes}. Empty when nothing is newer
   // or when `after` has been dropped already (the follower is cut off).
   struct slice {
     std::uint64_t first = 0;
     std::size_t count = 0;
     std::span<const std::byte> bytes;
   };
-  slice after(std::uint64_t after_pos, std::size_t max_bytes) const {
+  slice after(std::uint64_t after_pos, std::size_t max_bytes, std::size_t max_records = SIZE_MAX) const {
     if (after_pos >= last_ || after_pos + 1 < first_kept()) return {};
     auto it = std::upper_bound(chunks_.begin(), chunks_.end(), after_pos + 1,
                                [](std::uint64_t pos, const chunk& c) { return pos < c.first; });
@@ -68,7 +68,8 @@ class replication_log {
     const std::size_t from = static_cast<std::size_t>(after_pos + 1 - c.first);
     std::size_t to = from;
     const std::size_t begin = c.offsets[from];
-    while (to < c.offsets.size() && (to == from || end_of(c, to) - begin <= max_bytes)) ++to;
+    while (to < c.offsets.size() && to - from < max_records && (to == from || end_of(c, to) - begin <= max_bytes))
+      ++to;
     return {after_pos + 1, to - from, std::span(c.bytes).subspan(begin, end_of(c, to - 1) - begin)};
   }
 

@@ -27,6 +27,7 @@ struct log_record {
   meta::journal_kind kind = meta::journal_kind::node_registered;
   node_id node = 0;
   bool expires = true;
+  bool held = false;
   segment_descriptor segment;
   std::vector<segment_id> segments;
   std::string_view key;
@@ -35,12 +36,12 @@ struct log_record {
   replica_list replicas;
 
   static log_record of(const meta::journal_record& r) {
-    return {r.kind, r.node, r.expires, r.segment, {r.segments.begin(), r.segments.end()}, r.key, r.size,
+    return {r.kind, r.node, r.expires, r.held, r.segment, {r.segments.begin(), r.segments.end()}, r.key, r.size,
             r.version, r.replicas};
   }
   // Views this record: valid while it lives.
   meta::journal_record view() const {
-    return {kind, node, expires, segment, segments, key, size, version, replicas};
+    return {kind, node, expires, held, segment, segments, key, size, version, replicas};
   }
   friend bool operator==(const log_record&, const log_record&) = default;
 };
@@ -85,7 +86,9 @@ void record_fields(A& a, log_record& r) {
       flag(a, r.expires);
       return;
     case journal_kind::node_left: return a.u64(r.node);
-    case journal_kind::segment_mounted: return descriptor(a, r.segment);
+    case journal_kind::segment_mounted:
+      descriptor(a, r.segment);
+      return flag(a, r.held);
     case journal_kind::segments_dropped:
       u64s(a, r.segments);
       return a.u64(r.node);
