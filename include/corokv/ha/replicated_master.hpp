@@ -200,7 +200,7 @@ class replicated_master final : public net::master_role, public std::enable_shar
         // No leader. The master with the most complete copy campaigns at
         // once; any other gives it a lease TTL's head start (and still
         // leads if it cannot).
-        if (!co_await most_complete(complete_copy)) co_await pause(options_.lease_ttl);
+        if (!co_await most_complete(complete_copy) && co_await leader_within(options_.lease_ttl)) continue;
         if (stopped_) break;
         const std::string address = options_.advertise;  // named: see follow()
         auto [cec, created] = co_await etcd_.create_if_absent(key, address, lease_id_);
@@ -262,6 +262,20 @@ class replicated_master final : public net::master_role, public std::enable_shar
       if (theirs > mine || (theirs == mine && kv.key < my_key)) co_return false;
     }
     co_return true;
+  }
+
+  // Whether a leader appears within `limit` (checked every `retry`): the
+  // head start a less complete master gives the best one, which it follows
+  // as soon as it leads.
+  asio::awaitable<bool> leader_within(duration limit) {
+    const std::string key = options_.cluster.leader_key();
+    const time_point until = clock_type::now() + limit;
+    while (!stopped_ && clock_type::now() < until) {
+      co_await pause(options_.retry);
+      auto [ec, found] = co_await etcd_.range(key);
+      if (!ec && !found.kvs.empty()) co_return true;
+    }
+    co_return false;
   }
 
   // Follows `leader` until its key changes or the link ends.
