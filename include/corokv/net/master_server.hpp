@@ -17,8 +17,8 @@
 // leader, closes the connection unanswered), no reply goes out before the
 // followers have applied every change made so far (the call's own, and any
 // other a read may reflect: an object whose commit is not yet replicated
-// must not be leased out), every reply carries the role's term, and `follow` hands the connection to the
-// role's replication.
+// must not be leased out), every reply carries the role's term, and
+// `follow` hands the connection to the role's replication.
 
 #include <corokv/meta/service.hpp>
 #include <corokv/net/frame_io.hpp>
@@ -71,6 +71,7 @@ class master_server {
   tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
   const master_stats& stats() const noexcept { return stats_; }
   meta::service& service() noexcept { return *service_; }
+  const meta::service& service() const noexcept { return *service_; }
 
   // Makes this master one of several replicated ones (see the top of the
   // file); nullptr makes it a lone master again. Call on the executor; the
@@ -87,7 +88,6 @@ class master_server {
     boost::system::error_code ignored;
     for (auto& socket : connections_) socket->close(ignored);
   }
-  const meta::service& service() const noexcept { return *service_; }
 
   // Starts accepting and the maintenance timer. Call on the executor.
   void start() {
