@@ -55,22 +55,15 @@ class leadership {
   }
   // Another master leads in `term` at `address`.
   void follows(std::uint64_t term, std::string address) {
-    if (state_ == master_state::leader) step_down();
+    step_down();
     state_ = master_state::follower;
     term_ = std::max(term_, term);
     leader_address_ = std::move(address);
   }
-  // No leader known (the leader key is gone).
-  void leader_gone() {
-    if (state_ == master_state::leader) step_down();
-    state_ = master_state::candidate;
-    leader_address_.clear();
-  }
   // A newer term was seen somewhere: if we led, we no longer do.
   void newer_term(std::uint64_t term) {
     if (term <= term_) return;
-    if (state_ == master_state::leader) step_down();
-    if (state_ == master_state::leader || state_ == master_state::follower) state_ = master_state::candidate;
+    step_down();
     term_ = term;
   }
 
@@ -82,6 +75,7 @@ class leadership {
   bool must_step_down(time_point now) const {
     return state_ == master_state::leader && now + fence_margin_ >= lease_valid_until_;
   }
+  // Whatever the state was, none is known now; counted if we led.
   void step_down() {
     if (state_ == master_state::leader) ++step_downs_;
     state_ = master_state::candidate;

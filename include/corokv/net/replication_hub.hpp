@@ -212,11 +212,12 @@ class replication_hub final : public meta::journal,
     frames.clear();
     std::uint64_t sent = cut;
     std::vector<std::byte> frame;
+    bool too_far_behind = false;
     while (ok && !stopped_ && socket->is_open()) {
       {
         std::lock_guard lock(mu_);
         if (log_.too_far_behind(id)) {
-          ++stats_.followers_cut_off;
+          too_far_behind = true;
           break;
         }
         const auto slice = log_.after(sent, options_.log.chunk_bytes, options_.limits.max_batch);
@@ -237,14 +238,7 @@ class replication_hub final : public meta::journal,
       std::lock_guard lock(mu_);
       log_.sent(id, sent);
     }
-    boost::system::error_code ignored;
-    socket->close(ignored);
-    followers_.erase(id);
-    {
-      std::lock_guard lock(mu_);
-      log_.remove_follower(id);
-    }
-    settle_waiters();
+    drop(id, too_far_behind);  // nothing left to do if it was cut off already
   }
 
  private:
@@ -295,7 +289,11 @@ class replication_hub final : public meta::journal,
     link->wake.cancel();
   }
 
-  void cut_off(replication_log::follower_id id) {
+  void cut_off(replication_log::follower_id id) { drop(id, true); }
+
+  // Closes a follower's connection and forgets it; the replies that waited
+  // for it are settled again. `cut` counts it as cut off.
+  void drop(replication_log::follower_id id, bool cut) {
     auto it = followers_.find(id);
     if (it == followers_.end()) return;
     boost::system::error_code ignored;
@@ -304,7 +302,7 @@ class replication_hub final : public meta::journal,
     {
       std::lock_guard lock(mu_);
       log_.remove_follower(id);
-      ++stats_.followers_cut_off;
+      if (cut) ++stats_.followers_cut_off;
     }
     followers_.erase(it);
     settle_waiters();
