@@ -8,7 +8,6 @@
 // Every figure in the table comes from the store's own counters, measured
 // around each call, and every byte read is compared with what was written.
 
-#include <corokv/corokv.hpp>
 #include <corokv/embedded.hpp>
 
 #include <boost/asio/co_spawn.hpp>

@@ -202,8 +202,10 @@ TEST_CASE("processes: a node killed with SIGKILL: its objects are gone within no
 
 TEST_CASE("processes: a writer killed mid-put leaves nothing visible: the put timeout reclaims its space") {
   scratch_dir dir;
-  // A node lives long; the pending put times out after one second.
-  master_proc master(dir, {"--node-ttl-ms", "60000", "--put-timeout-ms", "1000", "--maintenance-ms", "50"});
+  // A node lives long; the pending put times out after five seconds: long
+  // enough for the two workloads below to run before it, even sanitised on
+  // a loaded machine (one second was not: CI saw the put succeed).
+  master_proc master(dir, {"--node-ttl-ms", "60000", "--put-timeout-ms", "5000", "--maintenance-ms", "50"});
   serving_node a(dir, master, "a", {"--segment-mib", "1", "--no-shm"});
 
   // The writer: this test binary in child mode. It reserves the whole
@@ -227,9 +229,15 @@ TEST_CASE("processes: a writer killed mid-put leaves nothing visible: the put ti
   const json full = run_workload(dir, master, "put-full",
                                  {"--no-shm", "--workload", "put", "--prefix", "big-", "--keys", "1", "--value-size",
                                   std::to_string(1 << 20)});
+  INFO("put-full: ", full.dump());
   CHECK(errors_of(full, errc::no_space) == 1);
 
-  std::this_thread::sleep_for(1500ms);
+  long expired = 0;
+  for (int i = 0; i < 200 && expired == 0; ++i) {
+    std::this_thread::sleep_for(50ms);
+    expired = master.metric("corokv_master_expired_puts_total");
+  }
+  REQUIRE(expired == 1);
   const json reclaimed = run_workload(dir, master, "put-after-timeout",
                                       {"--no-shm", "--workload", "put", "--prefix", "big-", "--keys", "1",
                                        "--value-size", std::to_string(1 << 20)});
