@@ -5,7 +5,8 @@
 //   1  types.hpp                vocabulary
 //   2  detail/                  generic helpers
 //   3  meta/                    the sans-I/O metadata service
-//   4  memory/ wire/            memory primitives; the binary protocol
+//   4  memory/ wire/ disk/      memory primitives; the binary protocol; disk
+//                               files and the O_DIRECT plan
 //   5  client/                  the store's parts: options, cache, counters,
 //                               plans, the metadata endpoint contract
 //   6  net/                     Asio over TCP
@@ -16,7 +17,8 @@
 //                               promotion, finding the leader
 //   8  store.hpp                basic_store
 //   9  embedded.hpp cluster.hpp the two stores
-//  10  corokv.hpp               the umbrella
+//  10  corokv.hpp               the umbrella; rdma.hpp and disk_tier.hpp, the
+//                               opt-in RDMA node and disk tier
 
 #include <doctest/doctest.h>
 
@@ -32,11 +34,11 @@ namespace {
 
 // The layer of a header, by its path under include/corokv/; -1 if unknown.
 int layer_of(const std::string& path) {
-  static const std::map<std::string, int> folders{{"detail", 2}, {"meta", 3}, {"memory", 4},   {"wire", 4},
+  static const std::map<std::string, int> folders{{"detail", 2}, {"meta", 3}, {"memory", 4},   {"wire", 4}, {"disk", 4},
                                                   {"client", 5}, {"net", 6},  {"io", 6},   {"etcd", 6}, {"ha", 7},
                                                   {"transport", 7}};
   static const std::map<std::string, int> files{{"error.hpp", 0},    {"types.hpp", 1},   {"store.hpp", 8},
-                                                {"embedded.hpp", 9}, {"cluster.hpp", 9}, {"corokv.hpp", 10},
+                                                {"embedded.hpp", 9}, {"cluster.hpp", 9}, {"disk_tier.hpp", 10}, {"corokv.hpp", 10},
                                                 {"rdma.hpp", 10}};
   const auto slash = path.find('/');
   if (slash == std::string::npos) {

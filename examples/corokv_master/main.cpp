@@ -66,6 +66,7 @@ struct settings {
   std::int64_t lease_ttl_s = 2;
   std::int64_t sync_followers = 1;
   std::int64_t ack_timeout_ms = 1000;
+  std::int64_t demote_watermark_pct = 75;
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -75,7 +76,8 @@ struct settings {
              "                     [--max-lease-ttl-ms N] [--put-timeout-ms N]\n"
              "                     [--node-ttl-ms N] [--maintenance-ms N] [--ready-file PATH]\n"
              "                     [--etcd URL[,URL...] --cluster NAME [--name NAME] [--advertise HOST:PORT]\n"
-             "                      [--lease-ttl-s N] [--sync-followers N] [--ack-timeout-ms N]]\n");
+             "                      [--lease-ttl-s N] [--sync-followers N] [--ack-timeout-ms N]]\n"
+             "                     [--demote-watermark-pct N]\n");
   std::exit(2);
 }
 
@@ -118,6 +120,10 @@ void apply(settings& s, const std::string& name, const nlohmann::json& value) {
   else if (name == "lease-ttl-s") number(s.lease_ttl_s);
   else if (name == "sync-followers") number(s.sync_followers);
   else if (name == "ack-timeout-ms") number(s.ack_timeout_ms);
+  else if (name == "demote-watermark-pct") {
+    number(s.demote_watermark_pct);
+    if (s.demote_watermark_pct > 100) usage(name + " is a percentage: 1 to 100");
+  }
   else usage("unknown setting '" + name + "'");
 }
 
@@ -141,7 +147,7 @@ settings parse(int argc, char** argv) {
     auto ends_with = [&](std::string_view tail) {
       return name.size() > tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
     };
-    const bool numeric = ends_with("-ms") || ends_with("-s") || name == "sync-followers";
+    const bool numeric = ends_with("-ms") || ends_with("-s") || ends_with("-pct") || name == "sync-followers";
     if (numeric) {
       try {
         apply(s, name, nlohmann::json(std::stoll(value)));
@@ -167,6 +173,7 @@ int main(int argc, char** argv) {
   service_options.max_lease_ttl = std::chrono::milliseconds(s.max_lease_ttl_ms);
   service_options.put_timeout = std::chrono::milliseconds(s.put_timeout_ms);
   service_options.node_ttl = std::chrono::milliseconds(s.node_ttl_ms);
+  service_options.demote_watermark = static_cast<double>(s.demote_watermark_pct) / 100.0;
   net::master_options options;
   options.maintenance_interval = std::chrono::milliseconds(s.maintenance_ms);
 

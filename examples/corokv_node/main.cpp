@@ -2,11 +2,14 @@
 // a segment of its memory (served to the other nodes over TCP, through
 // shared memory on the same host and, built with corokv::rdma, by RDMA where
 // both ends have a device), and either serves until SIGINT/SIGTERM or runs
-// a workload and exits.
+// a workload and exits. Built with corokv::uring it may keep a disk tier:
+// a file of --disk-gib GiB (or --disk-mib MiB) in --disk-dir, to which the
+// master's oldest objects on this node are demoted instead of dropped.
 //
 //   corokv-node --master HOST:PORT|etcd://HOST:PORT/NAME [--segment-mib N] [--data-listen HOST:PORT]
 //               [--advertise HOST] [--no-shm] [--ready-file PATH]
-//               [--lanes memcpy,rdma,tcp] [--rdma-device NAME]
+//               [--lanes memcpy,rdma,disk,tcp] [--rdma-device NAME]
+//               [--disk-dir DIR (--disk-gib N | --disk-mib N)] [--no-direct]
 //               [--workload serve|put|get|exist] [--keys N] [--value-size B]
 //               [--prefix P] [--batch N] [--replicas R] [--lease-ttl-ms N] [--require-all]
 //
@@ -21,6 +24,9 @@
 #if COROKV_HAS_RDMA
 #include <corokv/rdma.hpp>
 #endif
+#if COROKV_HAS_URING
+#include <corokv/disk_tier.hpp>
+#endif
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -34,7 +40,9 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <memory>
 #include <map>
 #include <string>
 #include <vector>
@@ -45,10 +53,33 @@ using namespace corokv;
 
 namespace {
 
-#if COROKV_HAS_RDMA
+#if COROKV_HAS_RDMA && COROKV_HAS_URING
+// Every lane: a router naming them all (lane_router.hpp).
+using node_transport = lane_router<memcpy_lane, rdma_lane, disk_lane, tcp_lane>;
+using node_store = basic_store<net::remote_metadata, node_transport>;
+struct node_options : rdma_cluster_options {
+  disk_lane_options disk;
+};
+node_store make_node_store(asio::any_io_executor ex, node_options o) {
+  net::remote_metadata metadata = make_cluster_metadata(ex, o);
+  auto parts = detail::make_cluster_parts(ex, metadata.segment_lister(), std::move(o.transport));
+  rdma_lane verbs(ex, std::move(o.rdma));
+  if (auto server = parts.tcp.data_server()) server->set_rdma_acceptor(verbs.acceptor());
+  disk_lane disk(ex, o.disk);
+  detail::serve_disk_segments(parts.tcp, disk);
+  return node_store(ex, std::move(metadata),
+                    node_transport(std::move(parts.routing), std::move(parts.memcpy), std::move(verbs),
+                                   std::move(disk), std::move(parts.tcp)),
+                    std::move(o.store));
+}
+#elif COROKV_HAS_RDMA
 using node_store = rdma_cluster_store;
 using node_options = rdma_cluster_options;
 node_store make_node_store(asio::any_io_executor ex, node_options o) { return make_rdma_cluster_store(ex, std::move(o)); }
+#elif COROKV_HAS_URING
+using node_store = disk_cluster_store;
+using node_options = disk_cluster_options;
+node_store make_node_store(asio::any_io_executor ex, node_options o) { return make_disk_cluster_store(ex, std::move(o)); }
 #else
 using node_store = cluster_store;
 using node_options = cluster_options;
@@ -74,6 +105,9 @@ struct settings {
   bool require_all = false;
   std::vector<std::string> lanes;  // empty: all
   std::string rdma_device;         // empty: the first with an active port, if any
+  std::string disk_dir;            // empty: no disk tier
+  std::uint64_t disk_mib = 0;
+  bool direct = true;
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -81,7 +115,8 @@ struct settings {
   fmt::print(stderr,
              "usage: corokv-node --master HOST:PORT [--segment-mib N] [--data-listen HOST:PORT]\n"
              "                   [--advertise HOST] [--no-shm] [--ready-file PATH]\n"
-             "                   [--lanes memcpy,rdma,tcp] [--rdma-device NAME]\n"
+             "                   [--lanes memcpy,rdma,disk,tcp] [--rdma-device NAME]\n"
+             "                   [--disk-dir DIR (--disk-gib N | --disk-mib N)] [--no-direct]\n"
              "                   [--workload serve|put|get|exist] [--keys N] [--value-size B]\n"
              "                   [--prefix P] [--batch N] [--replicas R] [--lease-ttl-ms N] [--require-all]\n");
   std::exit(2);
@@ -123,6 +158,10 @@ settings parse(int argc, char** argv) {
       s.require_all = true;
       continue;
     }
+    if (arg == "--no-direct") {
+      s.direct = false;
+      continue;
+    }
     if (i + 1 >= argc) usage("missing value for " + arg);
     const std::string value = argv[++i];
     if (arg == "--master") {
@@ -157,9 +196,17 @@ settings parse(int argc, char** argv) {
       usage("--rdma-device: this corokv-node was built without RDMA (COROKV_ENABLE_RDMA)");
 #endif
     }
+    else if (arg == "--disk-dir") s.disk_dir = value;
+    else if (arg == "--disk-gib") s.disk_mib = number(arg, value) << 10;
+    else if (arg == "--disk-mib") s.disk_mib = number(arg, value);
     else usage("unknown flag " + arg);
   }
   if (!have_master) usage("--master is required");
+  if (s.disk_dir.empty() != (s.disk_mib == 0)) usage("--disk-dir and --disk-gib (or --disk-mib) go together");
+#if !COROKV_HAS_URING
+  if (!s.disk_dir.empty()) usage("--disk-dir: this corokv-node was built without io_uring (COROKV_ENABLE_URING)");
+#endif
+  if (!s.disk_dir.empty() && s.segment_mib == 0) usage("--disk-dir: a disk tier holds copies of this node's memory");
   if (s.workload != "serve" && s.workload != "put" && s.workload != "get" && s.workload != "exist")
     usage("unknown workload " + s.workload);
   if (s.batch == 0 || s.value_size == 0) usage("--batch and --value-size must be positive");
@@ -271,8 +318,14 @@ int main(int argc, char** argv) {
   // store: its last handlers may still run after it is gone.
   asio::cancellation_signal cancel_workload;
   bool workload_running = true, serving = false, interrupted = false;
+  asio::cancellation_signal stop_tier;
+  bool tier_running = false;
   try {
     auto kv = make_node_store(io.get_executor(), options);
+#if COROKV_HAS_URING
+    // Destroyed before the store, once its demotion loop has ended.
+    std::unique_ptr<disk_tier<node_store>> tier;
+#endif
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
@@ -286,6 +339,36 @@ int main(int argc, char** argv) {
             }
             segment = id;
           }
+          segment_id disk_segment = 0;
+          bool disk_direct = false;  // O_DIRECT on the tier's file (else buffered, the log line says why)
+#if COROKV_HAS_URING
+          if (!s.disk_dir.empty()) {
+            disk_tier_options d;
+            d.path = std::filesystem::path(s.disk_dir) / "corokv.tier";
+            d.size = s.disk_mib << 20;
+            d.direct = s.direct;
+            auto [ec, opened] = co_await disk_tier<node_store>::open(kv, d);
+            if (ec) {
+              fmt::print(stderr, "corokv-node: disk tier {}: {}\n", d.path.string(), ec.message());
+              exit_code = 1;
+              co_return;
+            }
+            tier = std::move(opened);
+            disk_segment = tier->segment();
+            disk_direct = tier->file().direct();
+            const disk_tier_stats found = tier->stats();
+            fmt::print(stderr,
+                       "corokv-node: disk tier {} ({} MiB) as segment {:x}, {}; from its index: {} copies found, "
+                       "{} corrupt, {} taken back{}\n",
+                       d.path.string(), s.disk_mib, disk_segment,
+                       tier->file().direct() ? std::string("O_DIRECT")
+                                             : "buffered: " + tier->file().buffered_reason(),
+                       found.found, found.corrupt, found.adopted, found.index_torn ? " (its last record was torn)" : "");
+            tier_running = true;
+            asio::co_spawn(io, tier->run(std::chrono::milliseconds(100)),
+                           asio::bind_cancellation_slot(stop_tier.slot(), [&](std::exception_ptr) { tier_running = false; }));
+          }
+#endif
           const auto data_port = kv.transport().lane<tcp_lane>().data_endpoint().port();
           if (s.segment_mib > 0)
             fmt::print(stderr, "corokv-node: node {:x} joined {} with segment {:x} ({} MiB), data port {}\n",
@@ -295,7 +378,12 @@ int main(int argc, char** argv) {
                        master_name);
           if (!s.ready_file.empty()) {
             const std::string tmp = s.ready_file + ".tmp";
-            std::ofstream(tmp) << nlohmann::json{{"node", kv.node()}, {"segment", segment}, {"data_port", data_port}}.dump()
+            std::ofstream(tmp) << nlohmann::json{{"node", kv.node()},
+                                                 {"segment", segment},
+                                                 {"disk_segment", disk_segment},
+                                                 {"disk_direct", disk_direct},
+                                                 {"data_port", data_port}}
+                                      .dump()
                                << "\n";
             std::rename(tmp.c_str(), s.ready_file.c_str());
           }
@@ -373,6 +461,17 @@ int main(int argc, char** argv) {
     // unregister; give the connection a moment to deliver it.
     io.restart();
     signals.cancel();
+    // The demotion loop ends before the tier and the store go.
+    if (tier_running) {
+      stop_tier.emit(asio::cancellation_type::terminal);
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (tier_running && std::chrono::steady_clock::now() < deadline) io.run_one_for(std::chrono::milliseconds(50));
+      io.restart();
+      if (tier_running) {  // never free what a demotion pass still uses
+        fmt::print(stderr, "corokv-node: the disk tier's demotion pass did not end; exiting at once\n");
+        std::_Exit(1);
+      }
+    }
   } catch (const std::exception& e) {
     fmt::print(stderr, "corokv-node: {}\n", e.what());
     return 1;

@@ -96,11 +96,20 @@ struct segment_endpoints {
   friend bool operator==(const segment_endpoints&, const segment_endpoints&) = default;
 };
 
+// What a segment's bytes live in. Puts land in memory; a node's disk
+// segments hold copies of objects demoted from its memory (the disk tier).
+enum class storage_tier : std::uint8_t { memory = 0, disk = 1 };
+
+// Disk extents are allocated in whole blocks of this size: O_DIRECT's
+// alignment for file offsets, lengths and memory on every common device.
+inline constexpr std::uint64_t disk_block_size = 4096;
+
 struct segment_descriptor {
   segment_id id = 0;
   node_id node = 0;
   std::uint64_t size = 0;
   segment_endpoints endpoints;
+  storage_tier tier = storage_tier::memory;
 
   friend bool operator==(const segment_descriptor&, const segment_descriptor&) = default;
 };
@@ -207,6 +216,35 @@ struct prefix_result {
   std::size_t matched = 0;
   errc stopped_by = errc::success;
   friend bool operator==(const prefix_result&, const prefix_result&) = default;
+};
+
+// One object for a node to copy from its memory to its disk: the metadata
+// service's demote_start hands these out, with the disk extent reserved.
+struct demotion {
+  std::string key;
+  version_t version = no_version;
+  replica_descriptor from;  // the node's memory replica
+  replica_descriptor to;    // the reserved extent on the node's disk segment
+  friend bool operator==(const demotion&, const demotion&) = default;
+};
+
+// What demote_start hands a node: objects to copy, and the versions of its
+// disk copies the service released since it last asked (removed, dropped
+// from disk), which its tier's index must forget.
+struct demotion_work {
+  std::vector<demotion> copies;
+  std::vector<version_t> released;
+  std::uint64_t released_through = 0;  // echoed as saved_through once written down
+  friend bool operator==(const demotion_work&, const demotion_work&) = default;
+};
+
+// A copy a restarted node finds on its disk (its tier's index) and offers
+// to the service again (adopt_disk_copies).
+struct disk_copy {
+  std::string_view key;
+  version_t version = no_version;
+  replica_descriptor replica;  // on one of the node's disk segments
+  friend bool operator==(const disk_copy&, const disk_copy&) = default;
 };
 
 // ---------------------------------------------------------------- options

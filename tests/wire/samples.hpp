@@ -47,7 +47,7 @@ inline std::vector<log_record> every_log_record() {
   reg.expires = false;
   add(journal_kind::node_left).node = 7;
   auto& mounted = add(journal_kind::segment_mounted);
-  mounted.segment = {99, 7, 1 << 20, some_endpoints()};
+  mounted.segment = {99, 7, 1 << 20, some_endpoints(), storage_tier::disk};
   mounted.held = true;
   auto& dropped = add(journal_kind::segments_dropped);
   dropped.segments = {99, 100};
@@ -68,6 +68,10 @@ inline std::vector<log_record> every_log_record() {
   removed.version = 6;
   removed.replicas = two_replicas();
   add(journal_kind::removed_reclaimed).version = 6;
+  auto& changed = add(journal_kind::object_replicas_changed);
+  changed.key = "k";
+  changed.version = 7;
+  changed.replicas = two_replicas();
   return out;
 }
 
@@ -78,7 +82,7 @@ inline std::vector<std::pair<message_type, request>> requests() {
       {message_type::register_node, node_request{7}},
       {message_type::heartbeat, node_request{7}},
       {message_type::unregister_node, node_request{7}},
-      {message_type::mount_segment, mount_request{7, 1 << 20, 99, some_endpoints(), true}},
+      {message_type::mount_segment, mount_request{7, 1 << 20, 99, some_endpoints(), true, storage_tier::disk}},
       {message_type::unmount_segment, unmount_request{99}},
       {message_type::list_segments, list_segments_request{}},
       {message_type::put_start, put_start_request{keys, {100, 200, 300}, 2, 7}},
@@ -95,6 +99,11 @@ inline std::vector<std::pair<message_type, request>> requests() {
       {message_type::remove_all, remove_all_request{}},
       {message_type::follow, follow_request{"master-b"}},
       {message_type::replica_ack, replica_ack_request{123456}},
+      {message_type::demote_start, demote_start_request{7, 256, 64 << 20, 41}},
+      {message_type::demote_end,
+       demote_end_request{keys, {5, 6, 7}, {errc::success, errc::transfer_failed, errc::success}}},
+      {message_type::adopt_disk_copies,
+       adopt_request{7, {disk_copy{"prompt-1/block-0", 5, {12, 7, 8192, 100}}, disk_copy{"k", 6, {12, 7, 0, 4096}}}}},
   };
 }
 
@@ -117,6 +126,11 @@ inline std::vector<std::pair<message_type, response>> responses() {
       {message_type::rdma_connect, rdma_connect_response{errc::success, some_rdma_endpoint()}},
       {message_type::remove_all, count_response{errc::success, 12345}},
       {message_type::follow, replication_batch{errc::success, replication_phase::log, 77, every_log_record()}},
+      {message_type::demote_start,
+       demotions_response{errc::success,
+                          {{demotion{"prompt-1/block-0", 5, {11, 7, 4096, 100}, {12, 7, 8192, 100}}, demotion{}},
+                           {3, 4, 5},
+                           44}}},
   };
 }
 

@@ -47,12 +47,30 @@ class embedded_metadata {
   }
 
   result<std::pair<std::error_code, segment_id>> mount(node_id node, std::uint64_t size, segment_endpoints where,
-                                                       segment_id requested) {
+                                                       segment_id requested,
+                                                       storage_tier tier = storage_tier::memory, bool remount = false) {
     upkeep();
     if (const errc e = service_->register_node(node, /*expires=*/false); e != errc::success)
       co_return std::pair<std::error_code, segment_id>{e, 0};
-    auto r = service_->mount_segment(node, size, std::move(where), requested);
+    auto r = service_->mount_segment(node, size, std::move(where), requested, remount, tier);
     co_return std::pair<std::error_code, segment_id>{r.status, r.id};
+  }
+
+  result<std::pair<std::error_code, demotion_work>> demote_start(node_id node, std::size_t max_objects,
+                                                                  std::uint64_t max_bytes, std::uint64_t saved_through) {
+    upkeep();
+    demotion_work work;
+    const errc e = service_->demote_start(node, max_objects, max_bytes, saved_through, work);
+    co_return std::pair<std::error_code, demotion_work>{e, std::move(work)};
+  }
+  result<std::error_code> adopt_disk_copies(node_id node, std::span<const disk_copy> copies, std::span<errc> out) {
+    upkeep();
+    co_return service_->adopt_disk_copies(node, copies, out);
+  }
+  result<std::error_code> demote_end(key_span keys, std::span<const version_t> versions, std::span<const errc> copied,
+                                     std::span<errc> out) {
+    upkeep();
+    co_return service_->demote_end(keys, versions, copied, out);
   }
 
   result<std::error_code> put_start(key_span keys, std::span<const std::uint64_t> sizes, put_options opts,
@@ -112,5 +130,6 @@ class embedded_metadata {
 };
 
 static_assert(metadata_endpoint<embedded_metadata>);
+static_assert(tiering_endpoint<embedded_metadata>);
 
 }  // namespace corokv

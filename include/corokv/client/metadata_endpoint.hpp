@@ -34,6 +34,7 @@
 #include <span>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 namespace corokv {
 
@@ -56,6 +57,24 @@ concept metadata_endpoint =
       { m.remove_all() } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, std::uint64_t>>>;
       { m.validate(keys, versions, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
       { m.leave(node) } noexcept -> std::same_as<void>;
+    };
+
+// An endpoint that also serves the disk tier (see meta::service's
+// demote_start, demote_end and adopt_disk_copies): disk segments are
+// mounted with their tier (and `remount` for a restarted node's file); a
+// node asks for objects to copy from its memory to its disk, reports per
+// key whether each copy is there (`copied`: success, or why not), and
+// after a restart offers the copies its disk still holds.
+template <class M>
+concept tiering_endpoint =
+    metadata_endpoint<M> &&
+    requires(M& m, node_id node, std::uint64_t size, segment_endpoints where, segment_id id, storage_tier tier,
+             std::size_t count, key_span keys, std::span<const version_t> versions, std::span<const errc> copied,
+             std::span<errc> statuses, bool remount, std::span<const disk_copy> found) {
+      { m.mount(node, size, where, id, tier, remount) } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, segment_id>>>;
+      { m.demote_start(node, count, size, size) } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, demotion_work>>>;
+      { m.demote_end(keys, versions, copied, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
+      { m.adopt_disk_copies(node, found, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
     };
 
 }  // namespace corokv

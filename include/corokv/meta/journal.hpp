@@ -30,8 +30,10 @@ enum class journal_kind : std::uint8_t {
   object_released,      // key, version: gone and its memory free
   object_removed,       // key, version: gone, memory held until its lease ends
   removed_reclaimed,    // version: the held memory of a removed object is free
+  object_replicas_changed,  // key, version, replicas: the object's replicas are now these (a disk copy
+                            // committed, or memory copies released); ranges no longer named are free
 };
-inline constexpr std::uint8_t last_journal_kind = static_cast<std::uint8_t>(journal_kind::removed_reclaimed);
+inline constexpr std::uint8_t last_journal_kind = static_cast<std::uint8_t>(journal_kind::object_replicas_changed);
 
 // One change. Only the fields its kind names are meaningful; views point
 // into the service's state and live only during journal::record().

@@ -23,6 +23,7 @@ struct hashed_key {
 struct object_entry {
   std::uint32_t key_size = 0;
   bool committed = false;
+  bool disk_only = false;  // committed, every replica on disk: in the shard's disk_lru
   std::uint64_t size = 0;
   version_t version = no_version;
   // committed: end of the lease (time_point{} = never leased);

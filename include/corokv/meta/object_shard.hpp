@@ -27,8 +27,11 @@ struct removed_object {
 struct object_shard {
   std::mutex mu;
   object_table objects;
-  detail::intrusive_list<object_entry> lru;      // committed, by last use
-  detail::intrusive_list<object_entry> pending;  // pending puts, by start
+  detail::intrusive_list<object_entry> lru;       // committed, a replica in memory, by last use
+  // Committed, on disk only: by arrival on disk or last use since, the
+  // order disk eviction takes them in.
+  detail::intrusive_list<object_entry> disk_lru;
+  detail::intrusive_list<object_entry> pending;   // pending puts, by start
   std::vector<removed_object> removed;
 
   object_entry* find(const hashed_key& key) const { return objects.find(key.bytes, key.hash); }
@@ -49,13 +52,26 @@ struct object_shard {
 
   void touch(object_entry& e, std::uint64_t use) {
     e.last_use = use;
-    lru.move_to_front(&e);
+    list_of(e).move_to_front(&e);
+  }
+
+  // Moves a committed entry between the memory and the disk LRU; arriving
+  // on disk counts as a use there.
+  void set_disk_only(object_entry& e, bool disk_only) {
+    if (!e.committed || e.disk_only == disk_only) return;
+    list_of(e).unlink(&e);
+    e.disk_only = disk_only;
+    list_of(e).push_front(&e);
   }
 
   // Unlinks and destroys an entry; the caller has dealt with its replicas.
   void erase(object_entry& e) {
-    (e.committed ? lru : pending).unlink(&e);
+    list_of(e).unlink(&e);
     objects.erase(&e);
+  }
+
+  detail::intrusive_list<object_entry>& list_of(const object_entry& e) {
+    return !e.committed ? pending : e.disk_only ? disk_lru : lru;
   }
 };
 

@@ -75,6 +75,9 @@ class replica_state {
       case journal_kind::removed_reclaimed:
         if (removed_.erase(r.version) == 0) ++unmatched_;
         return;
+      case journal_kind::object_replicas_changed:
+        if (auto it = find_entry(r.key, r.version); it != objects_.end()) it->second.replicas = r.replicas;
+        return;
     }
     ++unmatched_;
   }

@@ -23,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,6 +47,14 @@ struct service_options {
   duration node_ttl = std::chrono::seconds(10);       // a node silent this long is dead
   double high_watermark = 0.95;                       // usage above this fraction triggers eviction...
   double low_watermark = 0.85;                        // ...down to this fraction
+  // The disk tier: while memory use is above demote_watermark, nodes with
+  // disk segments are handed their oldest objects to copy to disk
+  // (demote_start), so that eviction releases memory without dropping
+  // them. Disk eviction (which drops objects) runs above
+  // disk_high_watermark, down to disk_low_watermark.
+  double demote_watermark = 0.75;
+  double disk_high_watermark = 0.95;
+  double disk_low_watermark = 0.85;
   std::uint64_t alignment = 64;                       // allocation granularity in bytes
   // First version and first segment id. 0 derives it from the wall clock, so
   // that ids handed out before a restart of the service are not reused after.
@@ -64,7 +73,10 @@ struct maintenance_report {
   std::size_t reclaimed_removed = 0;
   std::size_t evicted = 0;
   std::size_t released_segments = 0;  // remounted segments whose hold ended
+  std::size_t expired_demotions = 0;  // disk reservations never reported
+  std::size_t disk_evicted = 0;
 };
+
 
 struct service_stats {
   std::size_t objects = 0;          // committed and visible
@@ -72,9 +84,16 @@ struct service_stats {
   std::size_t removed_leased = 0;   // removed, memory held until the lease ends
   std::size_t nodes = 0;
   pool_usage pool;
-  std::uint64_t evicted_total = 0;
+  std::uint64_t evicted_total = 0;  // objects dropped by memory eviction (no disk copy)
   std::uint64_t expired_puts_total = 0;
   std::uint64_t dead_nodes_total = 0;
+  // The disk tier.
+  pool_usage disk;
+  std::size_t disk_only_objects = 0;
+  std::size_t pending_demotions = 0;
+  std::uint64_t demoted_total = 0;          // disk copies committed
+  std::uint64_t memory_released_total = 0;  // evictions that kept the object on disk
+  std::uint64_t disk_evicted_total = 0;     // objects dropped from disk
 };
 
 class service {
@@ -165,14 +184,20 @@ class service {
   // can make the memory reachable under that id before any allocation can
   // land in it; a proposal in use by another node or with another size
   // answers already_exists.
+  //
+  // A disk segment (tier disk) takes no puts: it holds the node's demoted
+  // copies, in whole disk blocks (at least one).
   mount_result mount_segment(node_id node, std::uint64_t size, segment_endpoints endpoints = {},
-                             segment_id requested = 0, bool remount = false) {
+                             segment_id requested = 0, bool remount = false,
+                             storage_tier tier = storage_tier::memory) {
     if (node == 0 || size < options_.alignment) return {errc::invalid_argument, 0};
+    if (tier == storage_tier::disk && size < disk_block_size) return {errc::invalid_argument, 0};
+    if (tier == storage_tier::disk) has_disk_.store(true, std::memory_order_relaxed);
     std::lock_guard lock(nodes_mu_);
     // A node remounting what it already has (its connection to a remote
     // service broke and came back) gets the same segment, untouched.
     if (requested != 0)
-      if (auto had = pool_.find(requested); had && had->node == node && had->size == size) {
+      if (auto had = pool_.find(requested); had && had->node == node && had->size == size && had->tier == tier) {
         add_node_locked(node);
         return {errc::success, requested};
       }
@@ -185,7 +210,7 @@ class service {
     if (remount) held_until = now() + options_.max_lease_ttl;
     // Recorded under the pool's lock, before any allocation can land in it.
     const segment_id id =
-        pool_.mount(node, size, std::move(endpoints), requested, held_until, [&](const segment_descriptor& d) {
+        pool_.mount(node, size, std::move(endpoints), requested, held_until, tier, [&](const segment_descriptor& d) {
           note([&](journal_record& r) {
             r.kind = journal_kind::segment_mounted;
             r.segment = d;
@@ -238,12 +263,13 @@ class service {
 
     if (!retry.empty()) {
       // An allocation failed: evict down to the low watermark, and at least
-      // enough for the largest failed key's copies, then try those keys once
-      // more.
-      std::uint64_t largest = 0;
-      for (auto i : retry) largest = std::max(largest, sizes[i]);
-      const bool overflows = largest > UINT64_MAX / opts.replicas;
-      evict(t, eviction_target(overflows ? UINT64_MAX : largest * opts.replicas));
+      // enough for every failed key's copies, then try those keys once more.
+      std::uint64_t needed = 0;
+      for (auto i : retry) {
+        const bool overflows = sizes[i] > UINT64_MAX / opts.replicas || needed > UINT64_MAX - sizes[i] * opts.replicas;
+        needed = overflows ? UINT64_MAX : needed + sizes[i] * opts.replicas;
+      }
+      evict(t, eviction_target(needed));
       for (auto i : retry) {
         const hashed_key key = hashed(keys[i]);
         object_shard& shard = shard_for(key);
@@ -379,7 +405,10 @@ class service {
     const time_point t = now();
     for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, const hashed_key& key) {
       object_entry* e = shard.find(key);
-      if (!e || !e->committed) return errc::not_found;
+      if (!e || !e->committed) {
+        note_key_removed(key.bytes, t);  // a copy on a disk that is away must not bring it back
+        return errc::not_found;
+      }
       release_after_lease(shard, *e, t);
       return errc::success;
     });
@@ -391,16 +420,194 @@ class service {
   // not affected; they commit afterwards. Returns how many objects it hid.
   std::uint64_t remove_all() {
     const time_point t = now();
+    if (away_segments_.load(std::memory_order_relaxed) != 0) {
+      std::lock_guard lock(released_mu_);
+      if (!away_since_.empty()) removed_keys_overflow_ = t;  // nothing on an away disk comes back
+    }
     std::uint64_t hidden = 0;
     for (auto& shard_ptr : shards_) {
       object_shard& shard = *shard_ptr;
       std::lock_guard lock(shard.mu);
-      while (object_entry* e = shard.lru.back()) {
-        release_after_lease(shard, *e, t);
-        ++hidden;
-      }
+      for (auto* list : {&shard.lru, &shard.disk_lru})
+        while (object_entry* e = list->back()) {
+          release_after_lease(shard, *e, t);
+          ++hidden;
+        }
     }
     return hidden;
+  }
+
+  // ------------------------------------------------------------ disk tier
+  // Work for `node`'s demotion. While memory use is above demote_watermark:
+  // up to max_objects committed objects (max_bytes in all), oldest first,
+  // that have a replica on the node's memory and none on disk, each with an
+  // extent reserved on one of the node's disk segments. When the node's disk
+  // is full, its oldest unleased disk-only objects are dropped to make room.
+  // The node copies each `from` range into its `to` range and reports with
+  // demote_end; a reservation not reported within put_timeout is freed.
+  // `work.released` lists versions of the node's disk copies the service
+  // released (removed, or dropped from disk), at most max_released_per_call,
+  // and `work.released_through` the sequence number that covers them: the
+  // node writes them down in its tier's index and says so in its next call
+  // (`saved_through`). Until then they are told again, and
+  // adopt_disk_copies refuses them. These are the leading master's alone:
+  // a failover forgets them.
+  // Reservations are the leader's alone (not journaled): after a failover
+  // demote_end answers not_found and the node simply goes on. A node runs
+  // one demotion batch at a time, so a reservation freed late is never
+  // written while it is handed out again.
+  static constexpr std::size_t max_copies_per_call = 4096;
+  static constexpr std::size_t max_released_per_call = 4096;
+  errc demote_start(node_id node, std::size_t max_objects, std::uint64_t max_bytes, std::uint64_t saved_through,
+                    demotion_work& work) {
+    work.copies.clear();
+    work.released.clear();
+    work.released_through = saved_through;
+    if (node == 0) return errc::invalid_argument;
+    max_objects = std::min(max_objects, max_copies_per_call);
+    if (has_disk_.load(std::memory_order_relaxed)) {
+      const auto segs = pool_.segments_of(node);
+      std::lock_guard lock(released_mu_);
+      for (segment_id s : segs) {
+        if (away_since_.erase(s)) away_segments_.store(away_since_.size(), std::memory_order_relaxed);
+        if (away_since_.empty()) {
+          removed_while_away_.clear();
+          removed_keys_overflow_.reset();
+        }
+        auto it = released_disk_.find(s);
+        if (it == released_disk_.end()) continue;
+        auto& pending = it->second;
+        while (!pending.empty() && pending.front().first <= saved_through) pending.pop_front();
+        for (auto& [seq, version] : pending) {
+          if (work.released.size() == max_released_per_call) break;
+          work.released.push_back(version);
+          work.released_through = std::max(work.released_through, seq);
+        }
+        if (pending.empty()) released_disk_.erase(it);
+      }
+    }
+    std::vector<demotion>& out = work.copies;
+    const time_point t = now();
+    const pool_usage memory = pool_.usage();
+    if (static_cast<double>(memory.used) <= static_cast<double>(memory.capacity) * options_.demote_watermark)
+      return errc::success;
+    auto locks = lock_all_shards();
+    std::lock_guard demote_lock(demote_mu_);
+    // The shards' memory LRUs merged, oldest first, as evict() walks them.
+    std::vector<object_entry*> cursor(shards_.size());
+    for (std::size_t s = 0; s < shards_.size(); ++s) cursor[s] = shards_[s]->lru.back();
+    std::uint64_t bytes = 0;
+    std::size_t drop_budget = max_objects * 4 + 64;
+    for (std::size_t scanned = 0; out.size() < max_objects && scanned < max_objects * 64 + 1024; ++scanned) {
+      std::size_t best = shards_.size();
+      for (std::size_t s = 0; s < shards_.size(); ++s)
+        if (cursor[s] && (best == shards_.size() || cursor[s]->last_use < cursor[best]->last_use)) best = s;
+      if (best == shards_.size()) break;
+      object_entry& e = *cursor[best];
+      cursor[best] = e.prev;
+      if (demotions_.count(e.version) || bytes + e.size > max_bytes) continue;
+      const replica_descriptor* from = nullptr;
+      for (const auto& r : e.replicas)
+        if (r.node == node && !from) from = &r;
+      if (!from || e.replicas.full() || pool_.tiers(e.replicas).any_disk) continue;
+      replica_descriptor to;
+      errc st = pool_.allocate_disk(node, e.size, to);
+      // Room on this node's disk: its oldest unleased disk-only objects go,
+      // a bounded number per call.
+      while (st == errc::no_space && drop_budget > 0) {
+        if (evict_disk(t, node, 0, 1) == 0) drop_budget = 0;
+        else --drop_budget;
+        st = pool_.allocate_disk(node, e.size, to);
+      }
+      if (st != errc::success) break;  // no disk here, or no room even so
+      demotions_.emplace(e.version, pending_demotion{std::string(e.key()), *from, to, t + options_.put_timeout});
+      out.push_back({std::string(e.key()), e.version, *from, to});
+      bytes += e.size;
+    }
+    return errc::success;
+  }
+
+  // The node's report of a demote_start batch, per key: success if its copy
+  // is on disk, else why not. Per key answers (aligned with keys): success
+  // (the disk copy is committed beside the memory ones: the object is
+  // readable from either, and eviction will release its memory without
+  // dropping it), not_found (no such demotion, or the object is gone: its
+  // extent is freed), version_mismatch; a failed copy frees its extent and
+  // answers with the node's own status.
+  errc demote_end(key_span keys, std::span<const version_t> versions, std::span<const errc> copied,
+                  std::span<errc> out) {
+    if (versions.size() != keys.size() || copied.size() != keys.size() || out.size() != keys.size())
+      return errc::invalid_argument;
+    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
+      std::lock_guard demote_lock(demote_mu_);
+      auto d = demotions_.find(versions[i]);
+      if (d == demotions_.end() || d->second.key != key.bytes) return errc::not_found;
+      const replica_descriptor to = d->second.to;
+      demotions_.erase(d);
+      object_entry* e = shard.find(key);
+      errc st = copied[i] == errc::success ? errc::success : copied[i];
+      if (st == errc::success && (!e || !e->committed)) st = errc::not_found;
+      if (st == errc::success && e->version != versions[i]) st = errc::version_mismatch;
+      if (st == errc::success && (e->replicas.full() || e->size != to.length)) st = errc::invalid_argument;
+      if (st != errc::success) {
+        pool_.free(single(to));
+        return st;
+      }
+      e->replicas.push_back(to);  // after the memory ones: readers try those first
+      ++demoted_total_;
+      note_object(journal_kind::object_replicas_changed, *e);
+      return errc::success;
+    });
+    return errc::success;
+  }
+
+  // A restarted node's disk copies, found again by its tier's index: each
+  // becomes a committed object under its old version, its one replica on
+  // disk, if the key is free. Per copy: success; already_exists (the key
+  // names an object now); not_found (the service released that copy while
+  // the node was away: removed, or dropped from disk); invalid_argument (not
+  // a disk segment of `node`, a bad key, or an extent that is not free).
+  errc adopt_disk_copies(node_id node, std::span<const disk_copy> copies, std::span<errc> out) {
+    if (out.size() != copies.size()) return errc::invalid_argument;
+    for (std::size_t i = 0; i < copies.size(); ++i) {
+      const disk_copy& c = copies[i];
+      const auto where = pool_.find(c.replica.segment);
+      if (!where || where->tier != storage_tier::disk || where->node != node || c.replica.node != node ||
+          check_key(c.key) != errc::success || c.version == no_version) {
+        out[i] = errc::invalid_argument;
+        continue;
+      }
+      const hashed_key key = hashed(c.key);
+      object_shard& shard = shard_for(key);
+      std::lock_guard lock(shard.mu);
+      if (released_or_removed_while_away(c)) {
+        out[i] = errc::not_found;
+        continue;
+      }
+      if (shard.find(key)) {
+        out[i] = errc::already_exists;
+        continue;
+      }
+      replica_list replicas;
+      replicas.push_back(c.replica);
+      if (!pool_.claim(replicas)) {
+        out[i] = errc::invalid_argument;
+        continue;
+      }
+      // Versions stay unique: the next one handed out lies above it.
+      for (version_t next = next_version_.load(); next <= c.version;)
+        if (next_version_.compare_exchange_weak(next, c.version + 1)) break;
+      object_entry& e = shard.insert_pending(key);
+      e.size = c.replica.length;
+      e.version = c.version;
+      e.replicas = replicas;
+      note_object(journal_kind::object_reserved, e);
+      shard.commit(e, lru_clock_.fetch_add(1));
+      shard.set_disk_only(e, true);
+      note_object(journal_kind::object_committed, e);
+      out[i] = errc::success;
+    }
+    return errc::success;
   }
 
   // ------------------------------------------------------------ upkeep
@@ -447,6 +654,24 @@ class service {
     expired_puts_total_ += report.expired_puts;
     report.released_segments = pool_.release_held(t);
     report.evicted = evict_above_high_watermark(t);
+    {
+      std::lock_guard lock(demote_mu_);
+      for (auto it = demotions_.begin(); it != demotions_.end();) {
+        if (it->second.deadline > t) {
+          ++it;
+          continue;
+        }
+        pool_.free(single(it->second.to));
+        it = demotions_.erase(it);
+        ++report.expired_demotions;
+      }
+    }
+    const pool_usage disk = pool_.usage(storage_tier::disk);
+    if (static_cast<double>(disk.used) > static_cast<double>(disk.capacity) * options_.disk_high_watermark) {
+      auto locks = lock_all_shards();
+      report.disk_evicted = evict_disk(
+          t, 0, static_cast<std::uint64_t>(static_cast<double>(disk.capacity) * options_.disk_low_watermark));
+    }
     return report;
   }
 
@@ -454,7 +679,8 @@ class service {
     service_stats s;
     for (auto& shard_ptr : shards_) {
       std::lock_guard lock(shard_ptr->mu);
-      s.objects += shard_ptr->lru.size();
+      s.objects += shard_ptr->lru.size() + shard_ptr->disk_lru.size();
+      s.disk_only_objects += shard_ptr->disk_lru.size();
       s.pending_puts += shard_ptr->pending.size();
       s.removed_leased += shard_ptr->removed.size();
     }
@@ -463,6 +689,14 @@ class service {
       s.nodes = nodes_.size();
     }
     s.pool = pool_.usage();
+    s.disk = pool_.usage(storage_tier::disk);
+    {
+      std::lock_guard lock(demote_mu_);
+      s.pending_demotions = demotions_.size();
+    }
+    s.demoted_total = demoted_total_;
+    s.memory_released_total = memory_released_total_;
+    s.disk_evicted_total = disk_evicted_total_;
     s.evicted_total = evicted_total_;
     s.expired_puts_total = expired_puts_total_;
     s.dead_nodes_total = dead_nodes_total_;
@@ -535,7 +769,8 @@ class service {
   bool restore_segment(const segment_descriptor& d, bool held) {
     std::optional<time_point> until;
     if (held) until = now() + options_.max_lease_ttl;
-    return d.id != 0 && pool_.mount(d.node, d.size, d.endpoints, d.id, until) == d.id;
+    if (d.tier == storage_tier::disk) has_disk_.store(true, std::memory_order_relaxed);
+    return d.id != 0 && pool_.mount(d.node, d.size, d.endpoints, d.id, until, d.tier) == d.id;
   }
 
   // False (nothing changed) if the key is taken or the replicas' space is
@@ -556,6 +791,7 @@ class service {
     if (committed) {
       shard.commit(e, lru_clock_.fetch_add(1));
       e.deadline = now() + options_.max_lease_ttl;
+      shard.set_disk_only(e, pool_.tiers(replicas).all_disk);
     }
     return true;
   }
@@ -586,9 +822,18 @@ class service {
       if (!err.empty()) return err;
       for (auto& z : shard_ptr->removed)
         for (auto& r : z.replicas) extents[r.segment].emplace_back(r.offset, r.length);
-      if (shard_ptr->lru.size() + shard_ptr->pending.size() != shard_ptr->objects.size())
+      if (shard_ptr->lru.size() + shard_ptr->disk_lru.size() + shard_ptr->pending.size() !=
+          shard_ptr->objects.size())
         return "lists and table disagree";
+      shard_ptr->objects.for_each([&](const object_entry& e) {
+        if (e.committed && e.disk_only != pool_.tiers(e.replicas).all_disk && err.empty())
+          err = "disk-only flag wrong for " + std::string(e.key());
+      });
+      if (!err.empty()) return err;
     }
+    // Held to the end: maintain() frees expired reservations under it.
+    std::lock_guard demote_lock(demote_mu_);
+    for (auto& [version, d] : demotions_) extents[d.to.segment].emplace_back(d.to.offset, d.to.length);
     std::uint64_t held = 0;
     std::string err;
     pool_.for_each_segment([&](const segment_descriptor& d, const extent_allocator& space) {
@@ -612,7 +857,7 @@ class service {
     });
     if (!err.empty()) return err;
     if (!extents.empty()) return "replica on a segment that is not mounted";
-    if (held != pool_.usage().used) return "pool usage differs from live allocations";
+    if (held != pool_.usage().used + pool_.usage(storage_tier::disk).used) return "pool usage differs from live allocations";
     return {};
   }
 
@@ -622,6 +867,9 @@ class service {
     if (o.alignment == 0) o.alignment = 1;
     o.high_watermark = std::clamp(o.high_watermark, 0.0, 1.0);
     o.low_watermark = std::clamp(o.low_watermark, 0.0, o.high_watermark);
+    o.demote_watermark = std::clamp(o.demote_watermark, 0.0, 1.0);
+    o.disk_high_watermark = std::clamp(o.disk_high_watermark, 0.0, 1.0);
+    o.disk_low_watermark = std::clamp(o.disk_low_watermark, 0.0, o.disk_high_watermark);
     o.lease_ttl = std::min(o.lease_ttl, o.max_lease_ttl);
     if (o.id_seed == 0) o.id_seed = wall_clock_seed();
     return o;
@@ -697,6 +945,7 @@ class service {
   // Unrecorded only inside drop_segments, whose own record says it all.
   void release(object_shard& shard, object_entry& e, bool recorded = true) {
     if (recorded) note_object(journal_kind::object_released, e);
+    note_disk_release(e.replicas, e.version);
     pool_.free(e.replicas);
     shard.erase(e);
   }
@@ -704,8 +953,10 @@ class service {
   // Takes a committed entry out of the table; if it is leased past `t` its
   // space waits on the shard's removed list until the lease ends.
   void release_after_lease(object_shard& shard, object_entry& e, time_point t) {
+    note_key_removed(e.key(), t);
     if (!e.leased(t)) return release(shard, e);
     note_object(journal_kind::object_removed, e);
+    note_disk_release(e.replicas, e.version);  // gone for the index now; the extent waits for the lease
     shard.removed.push_back({e.version, e.replicas, e.deadline});
     shard.erase(e);
   }
@@ -719,7 +970,7 @@ class service {
         r.kind = journal_kind::removed_reclaimed;
         r.version = it->version;
       });
-      pool_.free(it->replicas);
+      pool_.free(it->replicas);  // its disk copies were told released when it was removed
     }
     shard.removed.erase(expired, shard.removed.end());
     return n;
@@ -766,11 +1017,112 @@ class service {
       if (best == shards_.size()) break;  // everything left is leased or pending
       object_entry* victim = cursor[best];
       cursor[best] = oldest_unleased(victim->prev);
+      if (pool_.tiers(victim->replicas).any_disk) {
+        release_memory_replicas(*shards_[best], *victim);  // it lives on, on disk
+        ++memory_released_total_;
+        continue;
+      }
       release(*shards_[best], *victim);
       ++evicted;
     }
     evicted_total_ += evicted;
     return evicted;
+  }
+
+  // Under every shard lock: drops unleased disk-only objects, oldest first
+  // (whose replica is on `node`'s disk, or anyone's for node 0), until disk
+  // use is at most `target` or `limit` are gone. Returns how many went.
+  std::size_t evict_disk(time_point t, node_id node, std::uint64_t target, std::size_t limit = SIZE_MAX) {
+    auto eligible = [&](object_entry* e) {
+      while (e && (e->leased(t) || (node != 0 && std::none_of(e->replicas.begin(), e->replicas.end(),
+                                                               [&](const replica_descriptor& r) {
+                                                                 return r.node == node;
+                                                               }))))
+        e = e->prev;
+      return e;
+    };
+    std::vector<object_entry*> cursor(shards_.size());
+    for (std::size_t s = 0; s < shards_.size(); ++s) cursor[s] = eligible(shards_[s]->disk_lru.back());
+    std::size_t dropped = 0;
+    while (dropped < limit && pool_.usage(storage_tier::disk).used > target) {
+      // Each shard's disk LRU is ordered by arrival on disk or use since;
+      // the shards' oldest are compared by last use, which approximates a
+      // global order.
+      std::size_t best = shards_.size();
+      for (std::size_t s = 0; s < shards_.size(); ++s)
+        if (cursor[s] && (best == shards_.size() || cursor[s]->last_use < cursor[best]->last_use)) best = s;
+      if (best == shards_.size()) break;
+      object_entry* victim = cursor[best];
+      cursor[best] = eligible(victim->prev);
+      release(*shards_[best], *victim);
+      ++dropped;
+    }
+    disk_evicted_total_ += dropped;
+    return dropped;
+  }
+
+  // An evicted object with a disk copy keeps it and frees its memory ones.
+  void release_memory_replicas(object_shard& shard, object_entry& e) {
+    replica_list memory;
+    for (const auto& r : e.replicas)
+      if (pool_.tier_of(r.segment) != storage_tier::disk) memory.push_back(r);
+    e.replicas.erase_if([&](const replica_descriptor& r) {
+      return std::find(memory.begin(), memory.end(), r) != memory.end();
+    });
+    pool_.free(memory);
+    shard.set_disk_only(e, true);
+    note_object(journal_kind::object_replicas_changed, e);
+  }
+
+  // A disk copy the service frees, or hides (a removal under lease), is
+  // remembered for its node (demote_start tells it; adopt_disk_copies
+  // refuses it), at most max_released per segment, oldest forgotten first.
+  static constexpr std::size_t max_released = 1u << 20;
+  void note_disk_release(const replica_list& replicas, version_t version) {
+    if (!has_disk_.load(std::memory_order_relaxed)) return;
+    for (const auto& r : replicas)
+      if (pool_.tier_of(r.segment) == storage_tier::disk) note_released_locked_free(r.segment, version);
+  }
+  // Takes released_mu_ itself.
+  void note_released_locked_free(segment_id segment, version_t version) {
+    std::lock_guard lock(released_mu_);
+    auto& pending = released_disk_[segment];
+    pending.emplace_back(++released_seq_, version);
+    if (pending.size() > max_released) pending.pop_front();
+  }
+
+  // While a disk segment is away (its node left or was declared dead), keys
+  // removed are remembered: a copy of such a key that the node offers when
+  // it comes back is stale (the key was removed after the copy was made).
+  // At most max_removed_keys; past that, copies of segments away since
+  // before the overflow are all refused (absent rather than stale).
+  static constexpr std::size_t max_removed_keys = 1u << 20;
+  void note_key_removed(std::string_view key, time_point t) {
+    if (away_segments_.load(std::memory_order_relaxed) == 0) return;
+    std::lock_guard lock(released_mu_);
+    if (away_since_.empty()) return;
+    if (removed_while_away_.size() >= max_removed_keys) {
+      removed_keys_overflow_ = t;
+      return;
+    }
+    removed_while_away_[std::string(key)] = t;
+  }
+  bool released_or_removed_while_away(const disk_copy& c) {
+    std::lock_guard lock(released_mu_);
+    if (auto r = released_disk_.find(c.replica.segment); r != released_disk_.end())
+      for (auto& [seq, version] : r->second)
+        if (version == c.version) return true;
+    auto away = away_since_.find(c.replica.segment);
+    if (away == away_since_.end()) return false;
+    if (removed_keys_overflow_ && *removed_keys_overflow_ >= away->second) return true;
+    auto k = removed_while_away_.find(std::string(c.key));
+    return k != removed_while_away_.end() && k->second >= away->second;
+  }
+
+  static replica_list single(const replica_descriptor& r) {
+    replica_list l;
+    l.push_back(r);
+    return l;
   }
 
   // Unmounts segments and repairs every object that had a replica on them;
@@ -783,6 +1135,15 @@ class service {
       r.segments = segs;
       r.node = writer;
     });
+    // Disk segments dropped: their node may come back with their files.
+    std::vector<segment_id> disk_dropped;
+    for (segment_id s : segs)
+      if (pool_.tier_of(s) == storage_tier::disk) disk_dropped.push_back(s);
+    if (!disk_dropped.empty()) {
+      std::lock_guard lock(released_mu_);
+      for (segment_id s : disk_dropped) away_since_.emplace(s, now());
+      away_segments_.store(away_since_.size(), std::memory_order_relaxed);
+    }
     for (segment_id s : segs) pool_.unmount(s);
     auto on_dropped = [&](const replica_descriptor& r) {
       return std::find(segs.begin(), segs.end(), r.segment) != segs.end();
@@ -796,14 +1157,33 @@ class service {
           affected.push_back(&e);
       });
       for (object_entry* e : affected) {
+        // An object that lives on elsewhere: its dropped disk copy must not
+        // come back with its node (the object may be removed meanwhile).
+        if (e->committed && !disk_dropped.empty() && !std::all_of(e->replicas.begin(), e->replicas.end(), on_dropped))
+          for (const auto& r : e->replicas)
+            if (std::find(disk_dropped.begin(), disk_dropped.end(), r.segment) != disk_dropped.end())
+              note_released_locked_free(r.segment, e->version);
         e->replicas.erase_if(on_dropped);
         if (!e->committed)
           release(shard, *e, /*recorded=*/false);  // a pending put is revoked whole
         else if (e->replicas.empty())
           shard.erase(*e);  // nothing left to free
+        else
+          shard.set_disk_only(*e, pool_.tiers(e->replicas).all_disk);
       }
       for (auto& z : shard.removed) z.replicas.erase_if(on_dropped);
       std::erase_if(shard.removed, [](const removed_object& z) { return z.replicas.empty(); });
+    }
+    // Demotions from or to a dropped segment: the reservation goes (its
+    // space with the segment, or freed here).
+    std::lock_guard demote_lock(demote_mu_);
+    for (auto it = demotions_.begin(); it != demotions_.end();) {
+      if (!on_dropped(it->second.from) && !on_dropped(it->second.to)) {
+        ++it;
+        continue;
+      }
+      if (!on_dropped(it->second.to)) pool_.free(single(it->second.to));
+      it = demotions_.erase(it);
     }
   }
 
@@ -853,6 +1233,31 @@ class service {
   std::atomic<std::uint64_t> evicted_total_{0};
   std::atomic<std::uint64_t> expired_puts_total_{0};
   std::atomic<std::uint64_t> dead_nodes_total_{0};
+  std::atomic<std::uint64_t> demoted_total_{0};
+  std::atomic<std::uint64_t> memory_released_total_{0};
+  std::atomic<std::uint64_t> disk_evicted_total_{0};
+  struct pending_demotion {
+    std::string key;
+    replica_descriptor from;
+    replica_descriptor to;
+    time_point deadline;
+  };
+  // Disk extents handed out by demote_start, by the object's version. Lock
+  // order: shards -> demote_mu_ -> pool.
+  mutable std::mutex demote_mu_;
+  std::unordered_map<version_t, pending_demotion> demotions_;
+  // Taken under shard locks and demote_mu_ (a release inside a demotion
+  // pass), never around them. Guards the four below.
+  std::mutex released_mu_;
+  // Per disk segment: (sequence number, version) of released copies its
+  // node has not yet said it wrote down.
+  std::unordered_map<segment_id, std::deque<std::pair<std::uint64_t, version_t>>> released_disk_;
+  std::uint64_t released_seq_ = 0;
+  std::unordered_map<segment_id, time_point> away_since_;  // dropped disk segments, until their node is back
+  std::unordered_map<std::string, time_point> removed_while_away_;
+  std::optional<time_point> removed_keys_overflow_;  // or remove_all: every key removed then
+  std::atomic<std::size_t> away_segments_{0};        // away_since_.size(), read without the lock
+  std::atomic<bool> has_disk_{false};  // a disk segment was ever mounted
   struct node_state {
     time_point last_seen;
     bool expires = true;

@@ -254,9 +254,17 @@ class admin_server {
     metric("segments", "gauge", "Mounted segments.", s.pool.segments);
     metric("segments_held", "gauge", "Remounted segments not allocated from until older leases ran out.",
            s.pool.held);
-    metric("pool_capacity_bytes", "gauge", "Bytes in all mounted segments.", s.pool.capacity);
-    metric("pool_used_bytes", "gauge", "Bytes allocated to objects, pending puts and leased removals.", s.pool.used);
-    metric("evicted_total", "counter", "Objects evicted to free space.", s.evicted_total);
+    metric("pool_capacity_bytes", "gauge", "Bytes in all mounted memory segments.", s.pool.capacity);
+    metric("pool_used_bytes", "gauge", "Memory bytes allocated to objects, pending puts and leased removals.",
+           s.pool.used);
+    metric("evicted_total", "counter", "Objects dropped by memory eviction (they had no disk copy).", s.evicted_total);
+    metric("disk_capacity_bytes", "gauge", "Bytes in all mounted disk segments.", s.disk.capacity);
+    metric("disk_used_bytes", "gauge", "Disk bytes holding copies and reservations.", s.disk.used);
+    metric("disk_only_objects", "gauge", "Objects whose only copies are on disk.", s.disk_only_objects);
+    metric("pending_demotions", "gauge", "Disk extents handed out for copies not yet reported.", s.pending_demotions);
+    metric("demoted_total", "counter", "Disk copies committed.", s.demoted_total);
+    metric("memory_released_total", "counter", "Evictions that kept the object on disk.", s.memory_released_total);
+    metric("disk_evicted_total", "counter", "Objects dropped from disk to make room.", s.disk_evicted_total);
     metric("expired_puts_total", "counter", "Pending puts revoked because they timed out.", s.expired_puts_total);
     metric("dead_nodes_total", "counter", "Nodes declared dead for silence.", s.dead_nodes_total);
     if (extra_metrics_)

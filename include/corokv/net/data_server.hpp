@@ -18,6 +18,11 @@
 // responding queue pair) for as long as the connection lives, so a peer
 // that goes away takes its queue pair with it.
 //
+// Ranges of segments that are not memory (a disk segment of this node) are
+// read by the range_reader a lane installs (the disk lane, through
+// io_uring) into staging memory of the server's, then sent like the rest.
+// Writes into them are refused per item: only their owner writes there.
+//
 // The range check is all the server knows: it keeps no metadata, so it
 // cannot tell a stale range from a current one. The client's lease and
 // re-validation protocol does that (see store.hpp).
@@ -35,6 +40,8 @@
 #include <boost/asio/write.hpp>
 
 #include <array>
+#include <cstdlib>
+#include <span>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -60,6 +67,16 @@ struct data_server_stats {
 using rdma_acceptor =
     std::function<std::pair<wire::rdma_connect_response, std::shared_ptr<void>>(const wire::rdma_connect_request&)>;
 
+// Reads the items it holds into `into` (one buffer per item, of its length,
+// block-aligned) and answers each: success, or why not. holds(segment)
+// says which segments it reads.
+struct range_reader {
+  std::function<bool(segment_id)> holds;
+  std::function<asio::awaitable<void>(std::span<const wire::data_item>, std::span<const asio::mutable_buffer>,
+                                      std::span<errc>)>
+      read;
+};
+
 // Held by shared_ptr: its coroutines keep it alive until they end.
 class data_server : public std::enable_shared_from_this<data_server> {
  public:
@@ -75,6 +92,13 @@ class data_server : public std::enable_shared_from_this<data_server> {
   data_server_stats stats() const {
     std::lock_guard lock(mu_);
     return stats_;
+  }
+
+  // Without one, ranges of segments not in the registry are refused.
+  // Thread-safe.
+  void set_range_reader(range_reader reader) {
+    std::lock_guard lock(mu_);
+    range_reader_ = std::make_shared<range_reader>(std::move(reader));
   }
 
   // Without one, an rdma_connect is answered invalid_argument. Thread-safe.
@@ -201,6 +225,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
                                     std::vector<asio::const_buffer>& gather) {
     wire::data_read_response response;
     pin_all(request.items, pins, response.results);
+    const staged_ranges staged = co_await stage_held_ranges(request.items, response.results);
     response.lengths.resize(request.items.size());
     std::uint64_t bytes = 0;
     for (std::size_t i = 0; i < request.items.size(); ++i)
@@ -209,14 +234,66 @@ class data_server : public std::enable_shared_from_this<data_server> {
     if (append_frame(wire::message_type::data_read, true, id, response, out, limits_) != errc::success)
       co_return false;
     gather.assign(1, asio::buffer(out));
-    for (std::size_t i = 0; i < pins.size(); ++i)
-      if (response.results[i] == errc::success)
+    for (std::size_t i = 0; i < pins.size(); ++i) {
+      if (response.results[i] != errc::success) continue;
+      if (pins[i].bytes.size() == request.items[i].length)
         append_coalesced(gather, asio::const_buffer(pins[i].bytes.data(), pins[i].bytes.size()));
+      else
+        append_coalesced(gather, asio::const_buffer(staged.at(i), request.items[i].length));
+    }
     auto [ec, n] = co_await write_fully(socket, gather);
     pins.clear();
     if (ec) co_return false;
     count([&](auto& s) { s.bytes_sent += bytes; });
     co_return true;
+  }
+
+  // Items refused by the registry that the range reader holds: read into
+  // staging memory; their results are the reader's. at(i) is item i's bytes.
+  struct staged_ranges {
+    struct free_deleter {
+      void operator()(std::byte* p) const noexcept { std::free(p); }
+    };
+    std::unique_ptr<std::byte, free_deleter> memory;
+    std::vector<std::uint64_t> offset;  // by item; meaningful for staged ones
+    const std::byte* at(std::size_t i) const { return memory.get() + offset[i]; }
+  };
+  asio::awaitable<staged_ranges> stage_held_ranges(const std::vector<wire::data_item>& items,
+                                                   std::vector<errc>& results) {
+    staged_ranges staged;
+    std::shared_ptr<range_reader> reader;
+    {
+      std::lock_guard lock(mu_);
+      reader = range_reader_;
+    }
+    if (!reader) co_return staged;
+    constexpr std::uint64_t align = 4096;  // the reader may read with O_DIRECT
+    std::vector<std::size_t> held;
+    std::uint64_t total = 0;
+    staged.offset.assign(items.size(), 0);
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (results[i] != errc::segment_not_found || items[i].length == 0 || !reader->holds(items[i].segment)) continue;
+      held.push_back(i);
+      staged.offset[i] = total;
+      total += (items[i].length + align - 1) / align * align;
+    }
+    if (held.empty()) co_return staged;
+    staged.memory.reset(static_cast<std::byte*>(std::aligned_alloc(align, total)));
+    std::vector<wire::data_item> wanted;
+    std::vector<asio::mutable_buffer> into;
+    for (std::size_t i : held) {
+      wanted.push_back(items[i]);
+      into.emplace_back(staged.memory.get() + staged.offset[i], items[i].length);
+    }
+    std::vector<errc> answers(held.size(), errc::transfer_failed);
+    if (staged.memory) co_await reader->read(wanted, into, answers);
+    std::uint64_t refused_back = 0;
+    for (std::size_t j = 0; j < held.size(); ++j) {
+      results[held[j]] = answers[j];
+      if (answers[j] == errc::success) ++refused_back;  // counted as refused by pin_all
+    }
+    if (refused_back) count([&](auto& s) { s.items_refused -= refused_back; });
+    co_return staged;
   }
 
   asio::awaitable<bool> receive_ranges(tcp::socket& socket, std::uint64_t id, const wire::data_write_request& request,
@@ -266,6 +343,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
   std::list<std::shared_ptr<tcp::socket>> connections_;
   data_server_stats stats_;
   rdma_acceptor rdma_acceptor_;
+  std::shared_ptr<range_reader> range_reader_;
   bool stopped_ = false;
 };
 

@@ -214,7 +214,7 @@ class master_server {
         return status_only(svc.unregister_node(std::get<wire::node_request>(request).node));
       case message_type::mount_segment: {
         const auto& m = std::get<wire::mount_request>(request);
-        const auto r = svc.mount_segment(m.node, m.size, m.endpoints, m.requested, m.remount);
+        const auto r = svc.mount_segment(m.node, m.size, m.endpoints, m.requested, m.remount, m.tier);
         return wire::encode(wire::mount_response{r.status, r.id}, out);
       }
       case message_type::unmount_segment:
@@ -258,6 +258,22 @@ class master_server {
             wire::prefix_response{errc::success, svc.exist_prefix(std::get<wire::keys_request>(request).keys)}, out);
       case message_type::remove_all:
         return wire::encode(wire::count_response{errc::success, svc.remove_all()}, out);
+      case message_type::demote_start: {
+        const auto& m = std::get<wire::demote_start_request>(request);
+        wire::demotions_response r;
+        r.status = svc.demote_start(m.node, m.max_objects, m.max_bytes, m.saved_through, r.work);
+        return wire::encode(r, out);
+      }
+      case message_type::adopt_disk_copies: {
+        const auto& m = std::get<wire::adopt_request>(request);
+        return statuses(m.copies.size(),
+                        [&](std::span<errc> results) { return svc.adopt_disk_copies(m.node, m.copies, results); });
+      }
+      case message_type::demote_end: {
+        const auto& m = std::get<wire::demote_end_request>(request);
+        return statuses(m.keys.size(),
+                        [&](std::span<errc> results) { return svc.demote_end(m.keys, m.versions, m.copied, results); });
+      }
       case message_type::data_read:
       case message_type::data_write:
       case message_type::rdma_connect:

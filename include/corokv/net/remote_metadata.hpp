@@ -516,9 +516,10 @@ class remote_metadata {
   }
 
   result<std::pair<std::error_code, segment_id>> mount(node_id node, std::uint64_t size, segment_endpoints where,
-                                                       segment_id requested) {
+                                                       segment_id requested,
+                                                       storage_tier tier = storage_tier::memory, bool remount = false) {
     session_->rejoins().remember_node(node);
-    wire::mount_request m{node, size, requested, std::move(where), false};
+    wire::mount_request m{node, size, requested, std::move(where), remount, tier};
     auto r = co_await session_->call(wire::message_type::mount_segment, m);
     wire::mount_response decoded;
     const errc e = decode_reply(r, decoded);
@@ -536,6 +537,30 @@ class remote_metadata {
     wire::put_start_response r;
     co_return co_await list_call(wire::message_type::put_start, m, r, out);
   }
+  result<std::pair<std::error_code, demotion_work>> demote_start(node_id node, std::size_t max_objects,
+                                                                  std::uint64_t max_bytes, std::uint64_t saved_through) {
+    using answer = std::pair<std::error_code, demotion_work>;
+    const wire::demote_start_request m{node, static_cast<std::uint32_t>(std::min<std::size_t>(max_objects, UINT32_MAX)),
+                                       max_bytes, saved_through};
+    auto reply = co_await session_->call(wire::message_type::demote_start, m);
+    wire::demotions_response r;
+    errc e = decode_reply(reply, r);
+    if (e == errc::success) e = r.status;
+    if (e != errc::success) co_return answer{e, {}};
+    co_return answer{std::error_code{}, std::move(r.work)};
+  }
+  result<std::error_code> adopt_disk_copies(node_id node, std::span<const disk_copy> copies, std::span<errc> out) {
+    const wire::adopt_request m{node, {copies.begin(), copies.end()}};
+    wire::statuses_response r;
+    co_return co_await list_call(wire::message_type::adopt_disk_copies, m, r, out);
+  }
+  result<std::error_code> demote_end(key_span keys, std::span<const version_t> versions, std::span<const errc> copied,
+                                     std::span<errc> out) {
+    wire::demote_end_request m{views(keys), {versions.begin(), versions.end()}, {copied.begin(), copied.end()}};
+    wire::statuses_response r;
+    co_return co_await list_call(wire::message_type::demote_end, m, r, out);
+  }
+
   result<std::error_code> put_end(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
     co_return co_await versioned_call(wire::message_type::put_end, keys, versions, out);
   }
@@ -654,5 +679,6 @@ class remote_metadata {
 };
 
 static_assert(metadata_endpoint<remote_metadata>);
+static_assert(tiering_endpoint<remote_metadata>);
 
 }  // namespace corokv::net

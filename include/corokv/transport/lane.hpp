@@ -50,8 +50,8 @@ namespace ranks {
 inline constexpr lane_rank this_process = 0;  // the segment is mapped in this process
 inline constexpr lane_rank same_host = 10;    // through a mapping of a same-host peer's memory
 inline constexpr lane_rank rdma = 20;         // one-sided verbs to the owner's registered memory
-inline constexpr lane_rank tcp = 30;          // the owner's data server
-inline constexpr lane_rank disk = 40;         // a local disk holding the replica
+inline constexpr lane_rank disk = 25;         // a disk segment of this process: better than its own data server
+inline constexpr lane_rank tcp = 30;          // the owner's data server (which reads disk segments itself)
 inline constexpr lane_rank unreachable = 255;
 }  // namespace ranks
 

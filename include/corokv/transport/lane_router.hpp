@@ -112,6 +112,9 @@ class lane_router {
     return std::get<I>(core_->lanes);
   }
   template <class L>
+  static constexpr bool has_lane = (std::is_same_v<L, Lanes> || ...);
+  template <class L>
+    requires has_lane<L>
   L& lane() noexcept {
     return std::get<L>(core_->lanes);
   }

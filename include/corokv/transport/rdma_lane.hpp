@@ -42,6 +42,7 @@
 //
 // Thread-safe: one mutex guards the queue pairs and the transfers in flight.
 
+#include <corokv/detail/posted_completion.hpp>
 #include <corokv/error.hpp>
 #include <corokv/io/verbs.hpp>
 #include <corokv/io/verbs_completion_queue.hpp>
@@ -205,7 +206,8 @@ class rdma_lane {
       if (auto it = s.segments.find(where.id); it != s.segments.end()) return ranks::rdma;
     }
     const segment_endpoints& e = where.descriptor->endpoints;
-    if (e.rdma_gid.empty() || e.tcp_port == 0) return ranks::unreachable;
+    if (e.rdma_gid.empty() || e.tcp_port == 0 || where.descriptor->tier != storage_tier::memory)
+      return ranks::unreachable;
     boost::system::error_code bad_address;
     const auto address = boost::asio::ip::make_address(e.tcp_host, bad_address);
     if (bad_address) return ranks::unreachable;
@@ -300,26 +302,6 @@ class rdma_lane {
     }
   };
 
-  // The awaiting coroutine's handler, type-erased: run on its own executor,
-  // which is kept from running out of work while the transfer is out.
-  struct completion {
-    virtual ~completion() = default;
-    virtual void post(std::error_code ec) = 0;
-  };
-  template <class Handler>
-  struct completion_for final : completion {
-    using executor_type = boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>;
-    completion_for(Handler h, const boost::asio::any_io_executor& fallback)
-        : handler(std::move(h)), work(boost::asio::get_associated_executor(handler, fallback)) {}
-    void post(std::error_code ec) override {
-      auto ex = work.get_executor();
-      boost::asio::post(ex, [h = std::move(handler), ec]() mutable { std::move(h)(ec); });
-      work.reset();
-    }
-    Handler handler;
-    boost::asio::executor_work_guard<executor_type> work;
-  };
-
   struct transfer_op;
   // Where the tag of a work request points: its group and its place.
   struct work_tag {
@@ -353,7 +335,7 @@ class rdma_lane {
     std::size_t unfinished = 0;
     bool cancelled = false;
     bool completed = false;
-    std::unique_ptr<completion> handler;  // the awaiting coroutine's
+    std::unique_ptr<detail::posted_completion> handler;  // the awaiting coroutine's
     boost::asio::cancellation_slot slot;
   };
 
@@ -758,7 +740,7 @@ class rdma_lane {
           auto slot = asio::get_associated_cancellation_slot(handler);
           std::vector<std::shared_ptr<transfer_op>> done;
           std::unique_lock lock(s->mu);
-          op->handler = std::make_unique<completion_for<decltype(handler)>>(std::move(handler), s->executor);
+          op->handler = detail::posted_completion::make(std::move(handler), s->executor);
           op->unfinished = op->groups.size();
           s->active.push_back(op);
           if (s->shutting_down || !s->usable) {
@@ -883,7 +865,7 @@ class rdma_lane {
   static void complete(const std::shared_ptr<transfer_op>& op) {
     if (op->slot.is_connected()) op->slot.clear();
     const std::error_code ec = op->cancelled ? std::error_code(errc::cancelled) : std::error_code{};
-    std::unique_ptr<completion> handler = std::move(op->handler);
+    std::unique_ptr<detail::posted_completion> handler = std::move(op->handler);
     handler->post(ec);
   }
 

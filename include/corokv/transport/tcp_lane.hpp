@@ -86,6 +86,13 @@ class tcp_lane {
     return state_->server ? state_->server->local_endpoint() : boost::asio::ip::tcp::endpoint{};
   }
   std::shared_ptr<net::data_server> data_server() const { return state_->server; }
+  // How peers reach this node's data server: what publish() writes into a
+  // segment's endpoints (nothing if not serving).
+  void advertise(segment_endpoints& where) const {
+    if (!state_->server) return;
+    where.tcp_host = state_->options.advertise_host;
+    where.tcp_port = state_->server->local_endpoint().port();
+  }
   tcp_lane_stats stats() const noexcept { return {state_->exchanges.load(std::memory_order_relaxed)}; }
 
   // Any segment whose owner advertises a data server address.
@@ -119,10 +126,7 @@ class tcp_lane {
   std::error_code publish(const published_segment& segment, segment_endpoints& where) {
     state& s = *state_;
     s.served->add(segment.id, segment.memory->data(), segment.memory->size(), segment.memory);
-    if (s.server) {
-      where.tcp_host = s.options.advertise_host;
-      where.tcp_port = s.server->local_endpoint().port();
-    }
+    advertise(where);
     return {};
   }
   void withdraw(segment_id id) { state_->served->remove(id); }

@@ -3,7 +3,7 @@
 // `payload_size` bytes. All integers are little-endian.
 //
 //   offset 0  u16 magic 0x4B43 ("CK")
-//          2  u8  protocol version (2)
+//          2  u8  protocol version (3)
 //          3  u8  message type (a response has the request's type | 0x80)
 //          4  u64 request id (responses echo it; pipelined requests may be
 //                 answered in any order)
@@ -26,7 +26,7 @@
 namespace corokv::wire {
 
 inline constexpr std::uint16_t magic = 0x4B43;
-inline constexpr std::uint8_t protocol_version = 2;
+inline constexpr std::uint8_t protocol_version = 3;
 inline constexpr std::size_t header_size = 24;
 inline constexpr std::uint8_t response_bit = 0x80;
 
@@ -51,8 +51,11 @@ enum class message_type : std::uint8_t {
   remove_all,    // hide every committed object
   follow,        // a follower asks a leading master for its state and journal
   replica_ack,   // a follower tells the leader how far it has applied
+  demote_start,  // a node asks for objects to copy from its memory to its disk
+  demote_end,    // ...and reports which copies are there
+  adopt_disk_copies,  // a restarted node offers the copies its disk still holds
 };
-inline constexpr std::uint8_t last_message_type = static_cast<std::uint8_t>(message_type::replica_ack);
+inline constexpr std::uint8_t last_message_type = static_cast<std::uint8_t>(message_type::adopt_disk_copies);
 
 // What a peer may send; everything beyond is refused before allocation.
 struct limits {

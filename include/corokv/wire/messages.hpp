@@ -34,6 +34,7 @@ struct mount_request {
   segment_id requested = 0;
   segment_endpoints endpoints;
   bool remount = false;  // memory the node mounted before, under `requested`
+  storage_tier tier = storage_tier::memory;
   friend bool operator==(const mount_request&, const mount_request&) = default;
 };
 struct unmount_request {
@@ -100,6 +101,24 @@ struct rdma_connect_request {
 struct remove_all_request {
   friend bool operator==(const remove_all_request&, const remove_all_request&) = default;
 };
+struct demote_start_request {
+  node_id node = 0;
+  std::uint32_t max_objects = 0;
+  std::uint64_t max_bytes = 0;
+  std::uint64_t saved_through = 0;  // released copies the node has written down
+  friend bool operator==(const demote_start_request&, const demote_start_request&) = default;
+};
+struct adopt_request {
+  node_id node = 0;
+  std::vector<disk_copy> copies;  // keys are views into the payload
+  friend bool operator==(const adopt_request&, const adopt_request&) = default;
+};
+struct demote_end_request {
+  std::vector<std::string_view> keys;
+  std::vector<version_t> versions;
+  std::vector<errc> copied;  // per key: success, or why the copy is not there
+  friend bool operator==(const demote_end_request&, const demote_end_request&) = default;
+};
 
 // ------------------------------------------------------------ responses
 // `status` is the whole call's outcome; lists answer per key or item.
@@ -155,6 +174,11 @@ struct count_response {  // remove_all: how many objects it hid
   std::uint64_t count = 0;
   friend bool operator==(const count_response&, const count_response&) = default;
 };
+struct demotions_response {
+  errc status = errc::success;
+  demotion_work work;
+  friend bool operator==(const demotions_response&, const demotions_response&) = default;
+};
 
 // ------------------------------------------------------------ fields
 template <class A> void fields(A& a, node_request& m) { a.u64(m.node); }
@@ -169,12 +193,19 @@ template <class A> void endpoints(A& a, segment_endpoints& e) {
   a.u32(e.rdma_qpn);
 }
 inline constexpr std::size_t endpoints_min_size = 4 * 2 + 2 + 8 + 4 + 4;
+template <class A> void tier(A& a, storage_tier& t) {
+  std::uint8_t v = static_cast<std::uint8_t>(t);
+  a.u8(v);
+  if (v > static_cast<std::uint8_t>(storage_tier::disk)) return a.reject();
+  if constexpr (A::reading) t = static_cast<storage_tier>(v);
+}
 template <class A> void fields(A& a, mount_request& m) {
   a.u64(m.node);
   a.u64(m.size);
   a.u64(m.requested);
   endpoints(a, m.endpoints);
   flag(a, m.remount);
+  tier(a, m.tier);
 }
 template <class A> void fields(A& a, unmount_request& m) { a.u64(m.segment); }
 template <class A> void fields(A&, list_segments_request&) {}
@@ -215,6 +246,18 @@ template <class A> void rdma_end(A& a, rdma_endpoint& e) {
 }
 template <class A> void fields(A& a, rdma_connect_request& m) { rdma_end(a, m.initiator); }
 template <class A> void fields(A&, remove_all_request&) {}
+template <class A> void fields(A& a, demote_start_request& m) {
+  a.u64(m.node);
+  a.u32(m.max_objects);
+  a.u64(m.max_bytes);
+  a.u64(m.saved_through);
+}
+template <class A> void fields(A& a, demote_end_request& m) {
+  keys(a, m.keys);
+  u64s(a, m.versions);
+  statuses(a, m.copied);
+  if (m.versions.size() != m.keys.size() || m.copied.size() != m.keys.size()) a.reject();
+}
 
 template <class A> void fields(A& a, status_response& m) { a.status_code(m.status); }
 template <class A> void fields(A& a, mount_response& m) {
@@ -226,10 +269,11 @@ template <class A> void descriptor(A& a, segment_descriptor& d) {
   a.u64(d.node);
   a.u64(d.size);
   endpoints(a, d.endpoints);
+  tier(a, d.tier);
 }
 template <class A> void fields(A& a, segments_response& m) {
   a.status_code(m.status);
-  list(a, m.segments, 24 + endpoints_min_size, [](A& ar, segment_descriptor& d) { descriptor(ar, d); });
+  list(a, m.segments, 25 + endpoints_min_size, [](A& ar, segment_descriptor& d) { descriptor(ar, d); });
 }
 template <class A> void fields(A& a, put_start_response& m) {
   a.status_code(m.status);
@@ -272,6 +316,31 @@ template <class A> void fields(A& a, rdma_connect_response& m) {
 template <class A> void fields(A& a, count_response& m) {
   a.status_code(m.status);
   a.u64(m.count);
+}
+template <class A> void one_replica(A& a, replica_descriptor& r) {
+  a.u64(r.segment);
+  a.u64(r.node);
+  a.u64(r.offset);
+  a.u64(r.length);
+}
+template <class A> void fields(A& a, demotions_response& m) {
+  a.status_code(m.status);
+  list(a, m.work.copies, 2 + 8 + 64, [](A& ar, demotion& d) {
+    ar.string(d.key);
+    ar.u64(d.version);
+    one_replica(ar, d.from);
+    one_replica(ar, d.to);
+  });
+  u64s(a, m.work.released);
+  a.u64(m.work.released_through);
+}
+template <class A> void fields(A& a, adopt_request& m) {
+  a.u64(m.node);
+  list(a, m.copies, 2 + 8 + 32, [](A& ar, disk_copy& c) {
+    ar.string(c.key);
+    ar.u64(c.version);
+    one_replica(ar, c.replica);
+  });
 }
 
 // ------------------------------------------------------------ sizes known in advance
@@ -346,10 +415,10 @@ errc decode(std::span<const std::byte> payload, M& message, const limits& lim = 
 using request = std::variant<node_request, mount_request, unmount_request, list_segments_request, put_start_request,
                              versioned_keys_request, keys_request, query_request, data_read_request,
                              data_write_request, rdma_connect_request, remove_all_request, follow_request,
-                             replica_ack_request>;
+                             replica_ack_request, demote_start_request, demote_end_request, adopt_request>;
 using response = std::variant<status_response, mount_response, segments_response, put_start_response,
                               statuses_response, query_response, prefix_response, data_read_response,
-                              rdma_connect_response, count_response, replication_batch>;
+                              rdma_connect_response, count_response, replication_batch, demotions_response>;
 
 // The request and response shapes of each message type.
 inline request empty_request(message_type t) {
@@ -374,6 +443,9 @@ inline request empty_request(message_type t) {
     case message_type::remove_all: return remove_all_request{};
     case message_type::follow: return follow_request{};
     case message_type::replica_ack: return replica_ack_request{};
+    case message_type::demote_start: return demote_start_request{};
+    case message_type::demote_end: return demote_end_request{};
+    case message_type::adopt_disk_copies: return adopt_request{};
   }
   return list_segments_request{};
 }
@@ -400,6 +472,9 @@ inline response empty_response(message_type t) {
     case message_type::remove_all: return count_response{};
     case message_type::follow: return replication_batch{};
     case message_type::replica_ack: return status_response{};  // never sent: an ack is not answered
+    case message_type::demote_start: return demotions_response{};
+    case message_type::demote_end:
+    case message_type::adopt_disk_copies: return statuses_response{};
   }
   return status_response{};
 }

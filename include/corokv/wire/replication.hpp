@@ -107,6 +107,10 @@ void record_fields(A& a, log_record& r) {
       a.u64(r.version);
       return replicas(a, r.replicas);
     case journal_kind::removed_reclaimed: return a.u64(r.version);
+    case journal_kind::object_replicas_changed:
+      a.string(r.key);
+      a.u64(r.version);
+      return replicas(a, r.replicas);
   }
 }
 

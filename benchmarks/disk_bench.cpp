@@ -1,0 +1,238 @@
+// The disk tier's batch_get against a raw O_DIRECT io_uring read of the
+// same bytes from the same file, in the same run.
+//
+// An embedded store with a small memory tier and a disk tier: objects are
+// put until the memory tier has released them (each is on disk only), then
+//   - store:  batch_get of 64 x 64 KiB (and 16 x 1 MiB) keys, with query
+//             results in hand (the two-step read: no metadata in the loop),
+//             into block-aligned buffers: the disk lane reads straight
+//             into them;
+//   - raw:    the same extents of the same file read with io_uring, one
+//             read per object, O_DIRECT, into the same buffers: what the
+//             device and the kernel give, with nothing of corokv.
+// Both run alternately for the same time and report GB/s; the ratio is the
+// target (at least 80%). Every byte the store returns is checked once.
+//
+//   disk_bench [--seconds S] [--dir DIR] [--json PATH]
+
+#include <corokv/disk_tier.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace asio = boost::asio;
+using namespace corokv;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+template <class T>
+T await_on(asio::io_context& io, asio::awaitable<T> task) {
+  auto f = asio::co_spawn(io, std::move(task), asio::use_future);
+  io.restart();
+  io.run();
+  return f.get();
+}
+
+struct aligned {
+  std::byte* p;
+  explicit aligned(std::size_t n) : p(static_cast<std::byte*>(std::aligned_alloc(4096, n))) {}
+  ~aligned() { std::free(p); }
+};
+
+std::string file_system_of(const std::filesystem::path& dir) {
+  std::ifstream mounts("/proc/mounts");
+  std::string dev, at, type, best_type = "unknown";
+  std::size_t best = 0;
+  const std::string target = std::filesystem::canonical(dir).string();
+  std::string rest;
+  while (mounts >> dev >> at >> type && std::getline(mounts, rest))
+    if (target.rfind(at, 0) == 0 && at.size() >= best) {
+      best = at.size();
+      best_type = type;
+    }
+  return best_type;
+}
+
+struct shape {
+  std::size_t keys;
+  std::size_t size;
+};
+
+struct outcome {
+  double store_gbps = 0, raw_gbps = 0;
+  std::size_t store_batches = 0, raw_batches = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double seconds = 2;
+  std::filesystem::path dir = "/var/tmp";
+  std::string json_path;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--seconds") seconds = std::stod(argv[i + 1]);
+    else if (flag == "--dir") dir = argv[i + 1];
+    else if (flag == "--json") json_path = argv[i + 1];
+    else {
+      std::fprintf(stderr, "usage: disk_bench [--seconds S] [--dir DIR] [--json PATH]\n");
+      return 2;
+    }
+  }
+  const auto scratch = dir / fmt::format("corokv-disk-bench-{}", ::getpid());
+  std::filesystem::create_directories(scratch);
+  struct cleanup {
+    std::filesystem::path p;
+    ~cleanup() { std::filesystem::remove_all(p); }
+  } remove_scratch{scratch};
+
+  // 32 MiB of memory, 512 MiB of disk; demotion from a tenth of memory.
+  asio::io_context io;
+  meta::service_options so;
+  so.demote_watermark = 0.1;
+  so.high_watermark = 0.9;
+  so.low_watermark = 0.5;
+  auto service = std::make_shared<meta::service>(so);
+  embedded_disk_store kv(io.get_executor(), embedded_metadata(service),
+                         embedded_disk_transport(router_options{}, memcpy_lane(), disk_lane(io.get_executor())),
+                         store_options{.buffer_pool_size = 0});
+  if (await_on(io, kv.add_segment(32u << 20, asio::use_awaitable)) == 0) return 1;
+  auto [open_ec, tier] = await_on(io, disk_tier<embedded_disk_store>::open(kv, {scratch / "tier", 512u << 20}));
+  if (open_ec) {
+    std::fprintf(stderr, "disk_bench: disk tier: %s\n", open_ec.message().c_str());
+    return 1;
+  }
+
+  const shape shapes[] = {{64, 64 << 10}, {16, 1 << 20}};
+  nlohmann::json report{{"file_system", file_system_of(scratch)},
+                        {"o_direct", tier->file().direct()},
+                        {"buffered_reason", tier->file().buffered_reason()},
+                        {"seconds_per_side", seconds}};
+  int status = 0;
+  for (const shape& sh : shapes) {
+    // Put the keys, then enough others that memory releases them all.
+    const std::string prefix = fmt::format("s{}-", sh.size);
+    std::vector<std::string> keys;
+    for (std::size_t i = 0; i < sh.keys; ++i) keys.push_back(prefix + std::to_string(i));
+    std::vector<std::vector<std::byte>> values(sh.keys, std::vector<std::byte>(sh.size));
+    std::mt19937_64 rng(sh.size);
+    for (auto& v : values)
+      for (auto& b : v) b = static_cast<std::byte>(rng());
+    std::vector<asio::const_buffer> in;
+    for (auto& v : values) in.emplace_back(v.data(), v.size());
+    for (auto e : await_on(io, kv.batch_put(keys, in, asio::use_awaitable)))
+      if (e != errc::success) return 1;
+    const std::vector<std::byte> filler(1 << 20);
+    for (int round = 0; round < 64; ++round) {
+      (void)await_on(io, tier->demote());
+      const std::string k = fmt::format("{}filler-{}", prefix, round);
+      (void)await_on(io, kv.batch_put(std::vector<std::string>{k}, std::vector<asio::const_buffer>{asio::buffer(filler)},
+                                      asio::use_awaitable));
+    }
+    (void)await_on(io, tier->demote());
+    auto q = await_on(io, kv.batch_query(keys, asio::use_awaitable));
+    for (auto& r : q)
+      if (!r.ok() || r.replicas.size() != 1 || r.replicas[0].segment != tier->segment()) {
+        std::fprintf(stderr, "disk_bench: a key is not on disk only; memory too large for this run\n");
+        return 1;
+      }
+
+    aligned out(sh.keys * sh.size);
+    std::vector<asio::mutable_buffer> buffers;
+    for (std::size_t i = 0; i < sh.keys; ++i) buffers.emplace_back(out.p + i * sh.size, sh.size);
+    // Once, checked.
+    auto got = await_on(io, kv.batch_get(keys, q, buffers, asio::use_awaitable));
+    for (std::size_t i = 0; i < sh.keys; ++i)
+      if (!got[i].ok() || std::memcmp(out.p + i * sh.size, values[i].data(), sh.size) != 0) {
+        std::fprintf(stderr, "disk_bench: wrong bytes from the store\n");
+        return 1;
+      }
+
+    // The raw side: its own ring and descriptor on the same file.
+    const int fd = ::open((scratch / "tier").c_str(), O_RDONLY | (tier->file().direct() ? O_DIRECT : 0));
+    io_uring ring;
+    if (fd < 0 || io_uring_queue_init(static_cast<unsigned>(sh.keys), &ring, 0) < 0) return 1;
+    auto raw_batch = [&] {
+      for (std::size_t i = 0; i < sh.keys; ++i) {
+        io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+        io_uring_prep_read(sqe, fd, out.p + i * sh.size, static_cast<unsigned>(sh.size), q[i].replicas[0].offset);
+      }
+      io_uring_submit_and_wait(&ring, static_cast<unsigned>(sh.keys));
+      io_uring_cqe* cqe;
+      unsigned head, n = 0;
+      bool ok = true;
+      io_uring_for_each_cqe(&ring, head, cqe) {
+        ok &= cqe->res == static_cast<int>(sh.size);
+        ++n;
+      }
+      io_uring_cq_advance(&ring, n);
+      return ok;
+    };
+    auto store_batch = [&] {
+      auto r = await_on(io, kv.batch_get(keys, q, buffers, asio::use_awaitable));
+      bool ok = true;
+      for (auto& g : r) ok &= g.ok();
+      return ok;
+    };
+    outcome o;
+    double store_time = 0, raw_time = 0;
+    const std::size_t bytes = sh.keys * sh.size;
+    // Alternate in slices so that both see the same device state.
+    const int slices = 10;
+    for (int slice = 0; slice < slices; ++slice) {
+      for (int side = 0; side < 2; ++side) {
+        const auto start = clock_type::now();
+        const auto until = start + std::chrono::duration<double>(seconds / slices);
+        std::size_t batches = 0;
+        do {
+          if (!(side == 0 ? store_batch() : raw_batch())) {
+            std::fprintf(stderr, "disk_bench: a read failed\n");
+            return 1;
+          }
+          ++batches;
+        } while (clock_type::now() < until);
+        const double t = std::chrono::duration<double>(clock_type::now() - start).count();
+        (side == 0 ? store_time : raw_time) += t;
+        (side == 0 ? o.store_batches : o.raw_batches) += batches;
+      }
+    }
+    io_uring_queue_exit(&ring);
+    ::close(fd);
+    o.store_gbps = static_cast<double>(o.store_batches * bytes) / store_time / 1e9;
+    o.raw_gbps = static_cast<double>(o.raw_batches * bytes) / raw_time / 1e9;
+    const double ratio = o.store_gbps / o.raw_gbps;
+    fmt::print("{:>3} x {:>7} B   store {:6.2f} GB/s   raw io_uring O_DIRECT {:6.2f} GB/s   ratio {:5.1f}%\n", sh.keys,
+               sh.size, o.store_gbps, o.raw_gbps, 100 * ratio);
+    report[fmt::format("{}x{}", sh.keys, sh.size)] = {{"store_gbps", o.store_gbps},
+                                                      {"raw_gbps", o.raw_gbps},
+                                                      {"ratio", ratio},
+                                                      {"store_batches", o.store_batches},
+                                                      {"raw_batches", o.raw_batches}};
+  }
+  report["disk_lane"] = {{"direct_pieces", kv.transport().lane<disk_lane>().stats().direct_pieces},
+                         {"bounced_pieces", kv.transport().lane<disk_lane>().stats().bounced_pieces}};
+  fmt::print("file system {}, O_DIRECT {}\n", report["file_system"].get<std::string>(),
+             tier->file().direct() ? "yes" : "no");
+  if (!json_path.empty()) std::ofstream(json_path) << report.dump(2) << "\n";
+  return status;
+}

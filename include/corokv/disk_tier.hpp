@@ -1,0 +1,510 @@
+#pragma once
+// The disk tier of a store (corokv::uring): a preallocated file on this
+// node's disk, mounted as a disk segment, read and written by the disk lane
+// (io_uring); a demoter that keeps the memory tier's oldest objects copied
+// to it; and an index beside the file that brings them back when the node
+// restarts.
+//
+//   co_await store.add_segment(1 << 30);
+//   auto [ec, tier] = co_await corokv::disk_tier<my_store>::open(store, {"/ssd/kv.tier", 64ull << 30});
+//   co_spawn(ex, tier->run(100ms), detached);
+//
+// A demotion pass asks the metadata service for work (tiering_endpoint::
+// demote_start: objects on this node's memory, oldest first, once memory is
+// above the demote watermark, each with an extent of this disk reserved),
+// reads each object from its memory replica, writes it to its extent,
+// flushes the file and reports (demote_end): the service commits the disk
+// copy beside the memory one. The object stays readable throughout; when
+// eviction later takes it, its memory is released and it is read from disk.
+// Nothing with a disk copy is dropped until the disk itself is full.
+//
+// The index (disk/tier_index.hpp, PATH.index) gets a record per committed
+// copy (key, version, extent, CRC-32C of the bytes) and per copy the
+// service released (removed, or dropped from disk), appended and flushed
+// with io_uring after each pass. open() on a file that is already there
+// replays the index, reads every listed copy and checks its CRC (a torn or
+// corrupted copy is dropped, never announced), mounts the file again under
+// its old segment id (held, as any remount, until older leases are over)
+// and offers the copies to the service (adopt_disk_copies), which takes
+// those whose key is free and which it did not release meanwhile; the index
+// is then rewritten with exactly those.
+//
+// Readers need nothing: the store's transport routes a disk replica to the
+// disk lane (rank disk), which reads it straight into the caller's buffer
+// where alignment allows; other nodes read it through this node's data
+// server.
+//
+// One pass runs at a time (run() awaits each): the service relies on it to
+// hand out a late reservation again only after its write has ended.
+
+#include <corokv/client/embedded_metadata.hpp>
+#include <corokv/client/metadata_endpoint.hpp>
+#include <corokv/cluster.hpp>
+#include <corokv/detail/identity.hpp>
+#include <corokv/disk/crc32c.hpp>
+#include <corokv/disk/disk_file.hpp>
+#include <corokv/disk/tier_index.hpp>
+#include <corokv/io/uring_queue.hpp>
+#include <corokv/store.hpp>
+#include <corokv/transport/disk_cluster_transport.hpp>
+#include <corokv/transport/disk_lane.hpp>
+#include <corokv/transport/lane_router.hpp>
+#include <corokv/transport/memcpy_lane.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace corokv {
+
+struct disk_tier_options {
+  std::filesystem::path path;  // the tier's file: created, or reopened at the same size (warm)
+  std::uint64_t size = 0;      // bytes, rounded down to whole disk blocks
+  bool direct = true;          // O_DIRECT where the file system allows it
+  std::size_t batch_objects = 256;         // per demotion pass, at most...
+  std::uint64_t batch_bytes = 64u << 20;  // ...and this many bytes
+  // A restarted node mounts its file under the segment id it had; while the
+  // service still lists the previous process (until it declares it dead,
+  // node_ttl), it waits this long at most.
+  duration remount_wait = std::chrono::seconds(60);
+};
+
+struct disk_tier_stats {
+  std::uint64_t passes = 0;
+  std::uint64_t demoted = 0;        // disk copies committed
+  std::uint64_t bytes_demoted = 0;
+  std::uint64_t failed_copies = 0;  // a read or write of the copy failed
+  std::uint64_t refused = 0;        // the service answered other than success (the object went meanwhile)
+  std::uint64_t released = 0;       // copies the service released, forgotten by the index
+  std::uint64_t index_failures = 0; // index appends that failed (those copies are not found after a restart)
+  // At open, from the index:
+  std::uint64_t found = 0;          // copies the index listed
+  std::uint64_t corrupt = 0;        // dropped: their bytes did not match their CRC
+  std::uint64_t adopted = 0;        // taken back by the service
+  std::uint64_t not_adopted = 0;    // refused (key taken, or released while away)
+  bool index_torn = false;          // the index ended in a torn or corrupted record
+};
+
+// Whether a transport is a lane router with lane L.
+template <class T, class L>
+concept has_lane = requires { T::template has_lane<L>; } && T::template has_lane<L>;
+
+// A transport reaches the tier when it is a lane router with a disk lane.
+template <class T>
+concept disk_reaching_transport = data_transport<T> && has_lane<T, disk_lane>;
+
+template <class Store>
+  requires tiering_endpoint<typename Store::metadata_type> && disk_reaching_transport<typename Store::transport_type>
+class disk_tier {
+  struct private_tag {};
+  struct free_deleter {
+    void operator()(std::byte* p) const noexcept { std::free(p); }
+  };
+  using aligned_buffer = std::unique_ptr<std::byte, free_deleter>;
+
+ public:
+  disk_tier(private_tag, Store& store, disk_tier_options options, std::shared_ptr<disk::disk_file> file)
+      : store_(store), options_(std::move(options)), file_(std::move(file)) {}
+  disk_tier(const disk_tier&) = delete;
+  disk_tier& operator=(const disk_tier&) = delete;
+  // The segment stays mounted while the store lives (it leaves with the
+  // store's node); the lane keeps the file while a read uses it.
+  ~disk_tier() {
+    if (index_fd_ >= 0) ::close(index_fd_);
+  }
+
+  // Opens the file (and its index), makes it reachable through the disk
+  // lane, mounts it as a disk segment of the store's node and, for a file
+  // that was there, offers the copies it still holds. Errors: the file's
+  // (invalid_argument for a size under one block or a file of another size,
+  // EAGAIN when another process holds it), io_uring's (the disk lane), the
+  // index's, the mount's.
+  static boost::asio::awaitable<std::pair<std::error_code, std::unique_ptr<disk_tier>>> open(Store& store,
+                                                                                          disk_tier_options o) {
+    using result = std::pair<std::error_code, std::unique_ptr<disk_tier>>;
+    o.size = o.size / disk::block_size * disk::block_size;
+    std::error_code ec;
+    auto file = std::make_shared<disk::disk_file>(disk::disk_file::open(o.path, o.size, ec, o.direct));
+    if (ec) co_return result{ec, nullptr};
+    auto tier = std::make_unique<disk_tier>(private_tag{}, store, std::move(o), file);
+    ec = co_await tier->start();
+    if (ec) co_return result{ec, nullptr};
+    co_return result{std::error_code{}, std::move(tier)};
+  }
+
+  segment_id segment() const noexcept { return segment_; }
+  const disk::disk_file& file() const noexcept { return *file_; }
+  std::filesystem::path index_path() const { return index_path_of(options_.path); }
+  disk_tier_stats stats() const noexcept {
+    disk_tier_stats s = found_;
+    s.passes = passes_.load();
+    s.demoted = demoted_.load();
+    s.bytes_demoted = bytes_demoted_.load();
+    s.failed_copies = failed_copies_.load();
+    s.refused = refused_.load();
+    s.released = released_.load();
+    s.index_failures = index_failures_.load();
+    return s;
+  }
+
+  static std::filesystem::path index_path_of(const std::filesystem::path& data) {
+    auto p = data;
+    p += ".index";
+    return p;
+  }
+
+  // One demotion pass; the number of disk copies committed. The error_code
+  // is a failure of the whole pass (the metadata service unreachable).
+  boost::asio::awaitable<std::pair<std::error_code, std::size_t>> demote() {
+    using result = std::pair<std::error_code, std::size_t>;
+    ++passes_;
+    auto [ec, answer] = co_await store_.metadata().demote_start(store_.node(), options_.batch_objects,
+                                                                options_.batch_bytes, saved_through_);
+    if (ec) co_return result{ec, 0};
+    std::vector<std::byte> records;
+    for (version_t v : answer.released) disk::append_dropped_record(records, v);
+    released_ += answer.released.size();
+    const std::uint64_t through = answer.released_through;
+    std::vector<demotion>& work = answer.copies;
+    if (work.empty()) {
+      if (co_await append_index(records)) saved_through_ = through;
+      co_return result{std::error_code{}, 0};
+    }
+
+    // One aligned buffer, each object at a block boundary: the disk writes
+    // go straight from it with O_DIRECT.
+    std::vector<std::uint64_t> at(work.size());
+    std::uint64_t total = 0;
+    for (std::size_t i = 0; i < work.size(); ++i) {
+      at[i] = total;
+      total += disk::round_up_to_block(work[i].from.length);
+    }
+    aligned_buffer buffer(static_cast<std::byte*>(std::aligned_alloc(disk::block_size, total)));
+    std::vector<errc> copied(work.size(), errc::success);
+    if (!buffer) std::fill(copied.begin(), copied.end(), errc::transfer_failed);
+
+    std::vector<read_request> reads;
+    std::vector<std::size_t> read_index;
+    for (std::size_t i = 0; buffer && i < work.size(); ++i) {
+      reads.push_back({work[i].from, boost::asio::mutable_buffer(buffer.get() + at[i], work[i].from.length)});
+      read_index.push_back(i);
+    }
+    std::vector<errc> status(reads.size());
+    if (!reads.empty()) {
+      const std::error_code read_ec = co_await store_.transport().read(reads, status);
+      for (std::size_t j = 0; j < reads.size(); ++j)
+        copied[read_index[j]] = read_ec ? errc::transfer_failed : status[j];
+    }
+    std::vector<write_request> writes;
+    std::vector<std::size_t> write_index;
+    std::vector<std::uint32_t> crc(work.size());
+    for (std::size_t i = 0; i < work.size(); ++i) {
+      if (copied[i] != errc::success) continue;
+      crc[i] = disk::crc32c(std::span<const std::byte>(buffer.get() + at[i], work[i].to.length));
+      writes.push_back({work[i].to, boost::asio::const_buffer(buffer.get() + at[i], work[i].to.length)});
+      write_index.push_back(i);
+    }
+    status.assign(writes.size(), errc::success);
+    if (!writes.empty()) {
+      const std::error_code write_ec = co_await store_.transport().write(writes, status);
+      for (std::size_t j = 0; j < writes.size(); ++j)
+        copied[write_index[j]] = write_ec ? errc::transfer_failed : status[j];
+      // On the device before the service is told (and the index written).
+      if (!co_await sync(file_->fd()))
+        for (std::size_t i : write_index) copied[i] = errc::transfer_failed;
+    }
+
+    std::vector<std::string_view> keys;
+    std::vector<version_t> versions;
+    for (auto& d : work) {
+      keys.push_back(d.key);
+      versions.push_back(d.version);
+    }
+    std::vector<errc> answers(work.size());
+    const std::error_code end_ec = co_await store_.metadata().demote_end(keys, versions, copied, answers);
+    if (end_ec) {
+      if (co_await append_index(records)) saved_through_ = through;
+      co_return result{end_ec, 0};
+    }
+    std::size_t committed = 0;
+    for (std::size_t i = 0; i < work.size(); ++i) {
+      if (copied[i] != errc::success) {
+        ++failed_copies_;
+      } else if (answers[i] != errc::success) {
+        ++refused_;
+      } else {
+        ++committed;
+        bytes_demoted_ += work[i].to.length;
+        disk::append_added_record(records, {work[i].key, work[i].version, work[i].to.offset, work[i].to.length, crc[i]});
+      }
+    }
+    demoted_ += committed;
+    if (co_await append_index(records)) saved_through_ = through;
+    co_return result{std::error_code{}, committed};
+  }
+
+  // Demotion passes until cancelled: back to back while there is work, else
+  // one per `interval`.
+  boost::asio::awaitable<void> run(duration interval) {
+    boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
+    for (;;) {
+      auto [ec, n] = co_await demote();
+      if (n == 0) {
+        timer.expires_after(interval);
+        auto [waited] = co_await timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+        if (waited) co_return;
+      }
+      auto cs = co_await boost::asio::this_coro::cancellation_state;
+      if (cs.cancelled() != boost::asio::cancellation_type::none) co_return;
+    }
+  }
+
+ private:
+  static std::error_code last_error() { return {errno, std::system_category()}; }
+
+  boost::asio::awaitable<std::error_code> start() {
+    std::error_code ec;
+    queue_ = io::uring_queue::open(store_.get_executor(), {8}, ec);
+    if (ec) co_return ec;
+
+    // What the index says is on the file, if it was there.
+    disk::index_replay replay;
+    const auto index = index_path();
+    if (file_->existed() && std::filesystem::exists(index)) {
+      std::ifstream in(index, std::ios::binary);
+      const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (!in.good() && !in.eof()) co_return last_error();
+      replay = disk::replay_index(
+          std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()), file_->size());
+      found_.found = replay.entries.size();
+      found_.index_torn = replay.torn;
+    }
+    const bool warm = replay.segment != 0;
+
+    // Reachable through the lane under the old id (warm) or a fresh one.
+    disk_lane& lane = store_.transport().template lane<disk_lane>();
+    segment_id proposal = warm ? replay.segment : detail::random_id();
+    if ((ec = lane.attach(proposal, file_))) co_return ec;
+
+    if (warm) verified_ = co_await verify(proposal, std::move(replay.entries));
+
+    segment_endpoints where;
+    where.host_id = detail::host_id();
+    // Remote readers reach it through this node's data server.
+    if constexpr (has_lane<typename Store::transport_type, tcp_lane>)
+      store_.transport().template lane<tcp_lane>().advertise(where);
+    const auto give_up = clock_type::now() + options_.remount_wait;
+    std::pair<std::error_code, segment_id> mounted{errc::already_exists, 0};
+    for (int attempt = 0; mounted.first == errc::already_exists; ++attempt) {
+      mounted = co_await store_.metadata().mount(store_.node(), file_->size(), where, proposal, storage_tier::disk,
+                                                 /*remount=*/warm);
+      if (mounted.first != errc::already_exists) break;
+      if (!warm) {
+        // A fresh id that is taken: another one.
+        lane.detach(proposal);
+        if (attempt >= 3) break;
+        proposal = detail::random_id();
+        if ((ec = lane.attach(proposal, file_))) co_return ec;
+        continue;
+      }
+      // The previous process still holds it until the service declares it
+      // dead: wait for that.
+      if (clock_type::now() >= give_up) break;
+      boost::asio::steady_timer pause(store_.get_executor(), std::chrono::milliseconds(250));
+      co_await pause.async_wait(boost::asio::use_awaitable);
+    }
+    if (mounted.first) {
+      lane.detach(proposal);
+      co_return mounted.first;
+    }
+    segment_ = mounted.second;
+
+    // Offer what the file still holds; keep in the index what is taken.
+    std::vector<disk::index_entry> kept;
+    // In parts that fit a frame (wire limits: 65,536 items per list).
+    constexpr std::size_t per_call = 4096;
+    for (std::size_t first = 0; first < verified_.size(); first += per_call) {
+      const std::size_t n = std::min(per_call, verified_.size() - first);
+      std::vector<disk_copy> offer;
+      for (std::size_t i = first; i < first + n; ++i) {
+        const auto& e = verified_[i];
+        offer.push_back({e.key, e.version, {segment_, store_.node(), e.offset, e.length}});
+      }
+      std::vector<errc> answers(n);
+      ec = co_await store_.metadata().adopt_disk_copies(store_.node(), offer, answers);
+      if (ec) co_return ec;
+      for (std::size_t i = 0; i < n; ++i) {
+        if (answers[i] == errc::success)
+          kept.push_back(std::move(verified_[first + i]));
+        else
+          ++found_.not_adopted;
+      }
+    }
+    found_.adopted = kept.size();
+    verified_.clear();
+    co_return rewrite_index(kept);
+  }
+
+  // Reads every listed copy and keeps those whose bytes match their CRC.
+  boost::asio::awaitable<std::vector<disk::index_entry>> verify(segment_id id, std::vector<disk::index_entry> entries) {
+    std::vector<disk::index_entry> good;
+    constexpr std::uint64_t chunk = 64u << 20;
+    for (std::size_t first = 0; first < entries.size();) {
+      std::size_t last = first;
+      std::uint64_t bytes = 0;
+      while (last < entries.size() && (last == first || bytes + disk::round_up_to_block(entries[last].length) <= chunk))
+        bytes += disk::round_up_to_block(entries[last++].length);
+      aligned_buffer buffer(static_cast<std::byte*>(std::aligned_alloc(disk::block_size, bytes)));
+      if (!buffer) co_return good;  // out of memory: nothing more is offered
+      std::vector<read_request> reads;
+      std::uint64_t at = 0;
+      for (std::size_t i = first; i < last; ++i) {
+        reads.push_back({{id, store_.node(), entries[i].offset, entries[i].length},
+                         boost::asio::mutable_buffer(buffer.get() + at, entries[i].length)});
+        at += disk::round_up_to_block(entries[i].length);
+      }
+      std::vector<errc> status(reads.size());
+      const std::error_code ec = co_await store_.transport().read(reads, status);
+      at = 0;
+      for (std::size_t i = first; i < last; ++i) {
+        const bool read = !ec && status[i - first] == errc::success;
+        if (read &&
+            disk::crc32c(std::span<const std::byte>(buffer.get() + at, entries[i].length)) == entries[i].data_crc)
+          good.push_back(std::move(entries[i]));
+        else
+          ++found_.corrupt;
+        at += disk::round_up_to_block(entries[i].length);
+      }
+      first = last;
+    }
+    co_return good;
+  }
+
+  // The index, from scratch: the segment and the copies kept. Written
+  // aside, flushed, then renamed over the old one.
+  std::error_code rewrite_index(const std::vector<disk::index_entry>& kept) {
+    std::vector<std::byte> bytes;
+    disk::append_segment_record(bytes, segment_);
+    for (const auto& e : kept) disk::append_added_record(bytes, e);
+    const auto index = index_path();
+    auto tmp = index;
+    tmp += ".tmp";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return last_error();
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (n <= 0) {
+        const auto ec = last_error();
+        ::close(fd);
+        return ec;
+      }
+      done += static_cast<std::size_t>(n);
+    }
+    if (::fdatasync(fd) != 0 || ::close(fd) != 0) return last_error();
+    std::error_code ec;
+    std::filesystem::rename(tmp, index, ec);
+    if (ec) return ec;
+    if (const int dir = ::open(index.parent_path().empty() ? "." : index.parent_path().c_str(), O_RDONLY | O_CLOEXEC);
+        dir >= 0) {
+      ::fsync(dir);
+      ::close(dir);
+    }
+    index_fd_ = ::open(index.c_str(), O_WRONLY | O_CLOEXEC);
+    if (index_fd_ < 0) return last_error();
+    index_end_ = bytes.size();
+    return {};
+  }
+
+  boost::asio::awaitable<bool> sync(int fd) {
+    io::uring_request r;
+    r.op = io::uring_request::kind::fsync;
+    r.file = fd;
+    auto one = std::span<io::uring_request>(&r, 1);
+    const std::error_code ec = co_await queue_->run(one);
+    co_return !ec && r.result == 0;
+  }
+
+  // Appends records at the index's end and flushes them; false if that
+  // failed (the service then tells the released copies again).
+  boost::asio::awaitable<bool> append_index(const std::vector<std::byte>& records) {
+    if (records.empty()) co_return true;
+    std::uint64_t done = 0;
+    bool ok = true;
+    while (ok && done < records.size()) {
+      io::uring_request w;
+      w.op = io::uring_request::kind::write;
+      w.file = index_fd_;
+      w.data = const_cast<std::byte*>(records.data() + done);
+      w.length = static_cast<std::uint32_t>(records.size() - done);
+      w.offset = index_end_ + done;
+      auto one = std::span<io::uring_request>(&w, 1);
+      const std::error_code ec = co_await queue_->run(one);
+      ok = !ec && w.result > 0;
+      if (ok) done += static_cast<std::uint64_t>(w.result);
+    }
+    if (ok) ok = co_await sync(index_fd_);
+    if (ok)
+      index_end_ += records.size();
+    else
+      ++index_failures_;  // a torn record at the end is dropped by the next replay
+    co_return ok;
+  }
+
+  Store& store_;
+  disk_tier_options options_;
+  std::shared_ptr<disk::disk_file> file_;
+  std::shared_ptr<io::uring_queue> queue_;  // the index's appends and the flushes
+  segment_id segment_ = 0;
+  int index_fd_ = -1;
+  std::uint64_t index_end_ = 0;
+  std::uint64_t saved_through_ = 0;  // released copies written down, as the service numbers them
+  std::vector<disk::index_entry> verified_;
+  disk_tier_stats found_;
+  std::atomic<std::uint64_t> passes_{0}, demoted_{0}, bytes_demoted_{0}, failed_copies_{0}, refused_{0}, released_{0},
+      index_failures_{0};
+};
+
+// The embedded store with a disk tier: memcpy for memory, io_uring for disk.
+using embedded_disk_transport = lane_router<memcpy_lane, disk_lane>;
+using embedded_disk_store = basic_store<embedded_metadata, embedded_disk_transport>;
+
+static_assert(data_transport<embedded_disk_transport>);
+
+// A cluster node with a disk tier (transport/disk_cluster_transport.hpp).
+using disk_cluster_store = basic_store<net::remote_metadata, disk_cluster_transport>;
+
+struct disk_cluster_options : cluster_options {
+  disk_lane_options disk;
+};
+
+// The store is neither copied nor moved: it is built in place.
+inline disk_cluster_store make_disk_cluster_store(boost::asio::any_io_executor ex, disk_cluster_options options) {
+  net::remote_metadata metadata = make_cluster_metadata(ex, options);
+  auto lister = metadata.segment_lister();
+  return disk_cluster_store(
+      ex, std::move(metadata),
+      make_disk_cluster_transport(ex, std::move(lister), std::move(options.transport), options.disk),
+      std::move(options.store));
+}
+
+}  // namespace corokv

@@ -1,0 +1,406 @@
+// The metadata service's disk tier, on a manual clock: disk segments,
+// demotion (demote_start / demote_end), eviction that releases memory but
+// keeps objects with a disk copy, disk eviction, and the journal's view of
+// it (a follower's copy promotes to the same state).
+
+#include "fixture.hpp"
+
+#include <corokv/meta/replica_state.hpp>
+
+#include <algorithm>
+
+using namespace corokv;
+using namespace corokv::test;
+
+namespace {
+
+struct tier_fixture : service_fixture {
+  explicit tier_fixture(meta::service_options o = tier_options()) : service_fixture(o) {}
+
+  static meta::service_options tier_options() {
+    auto o = small_options();
+    o.demote_watermark = 0.5;
+    return o;
+  }
+
+  segment_id mount_disk(node_id node, std::uint64_t size) {
+    auto r = svc.mount_segment(node, size, {}, 0, false, storage_tier::disk);
+    REQUIRE(r.status == errc::success);
+    return r.id;
+  }
+
+  std::vector<demotion> demote_start(node_id node, std::size_t max = 100, std::uint64_t bytes = UINT64_MAX) {
+    demotion_work out;
+    REQUIRE(svc.demote_start(node, max, bytes, saved_through, out) == errc::success);
+    released.insert(released.end(), out.released.begin(), out.released.end());
+    saved_through = out.released_through;  // as a node does once it wrote them down
+    return out.copies;
+  }
+  std::vector<version_t> released;  // told by demote_start so far
+  std::uint64_t saved_through = 0;
+
+  // Reports every demotion with `outcome`; returns the per-key answers.
+  std::vector<errc> demote_end(const std::vector<demotion>& work, errc outcome = errc::success) {
+    std::vector<std::string> keys;
+    std::vector<version_t> versions;
+    for (auto& d : work) {
+      keys.push_back(d.key);
+      versions.push_back(d.version);
+    }
+    std::vector<errc> copied(work.size(), outcome), out(work.size());
+    REQUIRE(svc.demote_end(keys, versions, copied, out) == errc::success);
+    return out;
+  }
+
+  std::vector<std::string> keys(const std::string& prefix, int n) {
+    std::vector<std::string> k;
+    for (int i = 0; i < n; ++i) k.push_back(prefix + std::to_string(i));
+    return k;
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("tiering") {
+
+TEST_CASE("disk segments take no puts; their extents are whole disk blocks") {
+  tier_fixture f;
+  const segment_id disk = f.mount_disk(1, 1 << 20);
+  auto only_disk = f.start({"a"}, 100);
+  CHECK(only_disk[0].status == errc::replicas_unavailable);  // no memory segment at all
+  const segment_id memory = f.mount(1, 64 << 10);
+  f.put({"a"}, 100);
+  CHECK(f.query({"a"})[0].replicas[0].segment == memory);
+  CHECK(f.svc.segment(disk)->tier == storage_tier::disk);
+  CHECK(f.svc.stats().pool.capacity == 64 << 10);  // memory use counts memory alone
+  CHECK(f.svc.stats().disk.capacity == 1 << 20);
+  auto bad = f.svc.mount_segment(1, 1000, {}, 0, false, storage_tier::disk);
+  CHECK(bad.status == errc::invalid_argument);  // less than a block
+  f.check();
+}
+
+TEST_CASE("demotion is offered above the demote watermark, oldest first, and only to the object's owner") {
+  tier_fixture f;
+  f.mount(1, 64 << 10);
+  f.mount(2, 64 << 10);
+  f.mount_disk(1, 1 << 20);
+  f.put(f.keys("k", 8), 4096);  // 32 KiB of 128: below half
+  CHECK(f.demote_start(1).empty());
+  f.put(f.keys("m", 12), 4096);  // 80 KiB of 128
+  auto work = f.demote_start(1, 3);
+  REQUIRE(work.size() == 3);
+  for (auto& d : work) {
+    CHECK(d.from.node == 1);
+    CHECK(d.to.node == 1);
+    CHECK(d.to.offset % disk_block_size == 0);
+    CHECK(d.to.length == 4096);
+  }
+  // Oldest first: the k keys were put before the m keys.
+  CHECK(work[0].key[0] == 'k');
+  // Node 2 has no disk: nothing for it.
+  CHECK(f.demote_start(2).empty());
+  // Handed out once: the next call offers others.
+  auto more = f.demote_start(1, 100);
+  for (auto& d : more)
+    CHECK(std::none_of(work.begin(), work.end(), [&](const demotion& w) { return w.key == d.key; }));
+  CHECK(f.svc.stats().pending_demotions == work.size() + more.size());
+  f.check();
+}
+
+TEST_CASE("a committed demotion adds the disk copy; eviction then releases memory and keeps the object") {
+  auto o = tier_fixture::tier_options();
+  o.high_watermark = 0.9;
+  o.low_watermark = 0.5;
+  tier_fixture f(o);
+  const segment_id memory = f.mount(1, 64 << 10);
+  const segment_id disk = f.mount_disk(1, 1 << 20);
+  const auto keys = f.keys("k", 12);
+  const auto versions = f.put(keys, 4096);  // 48 KiB of 64
+  auto work = f.demote_start(1);
+  REQUIRE(work.size() == keys.size());
+  auto answers = f.demote_end(work);
+  for (auto a : answers) CHECK(a == errc::success);
+  auto q = f.query(keys);
+  for (auto& r : q) {
+    REQUIRE(r.ok());
+    REQUIRE(r.replicas.size() == 2);
+    CHECK(r.replicas[0].segment == memory);  // memory first: readers try it first
+    CHECK(r.replicas[1].segment == disk);
+  }
+  CHECK(f.svc.stats().demoted_total == keys.size());
+  f.check();
+
+  // Leases run out; memory fills: eviction releases memory of the oldest,
+  // which stay readable from disk, with the same version.
+  f.clock.advance(10s);
+  f.put(f.keys("new", 6), 4096);  // 72 KiB wanted of 64: eviction
+  const auto after = f.query(keys);
+  std::size_t on_disk_only = 0;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    REQUIRE(after[i].ok());
+    CHECK(after[i].version == versions[i]);
+    if (after[i].replicas.size() == 1) {
+      CHECK(after[i].replicas[0].segment == disk);
+      ++on_disk_only;
+    }
+  }
+  CHECK(on_disk_only > 0);
+  const auto st = f.svc.stats();
+  CHECK(st.evicted_total == 0);  // nothing dropped
+  CHECK(st.memory_released_total == on_disk_only);
+  CHECK(st.disk_only_objects == on_disk_only);
+  f.check();
+}
+
+TEST_CASE("demote_end: a failed copy, a removed object or a stale version frees the disk extent") {
+  tier_fixture f;
+  f.mount(1, 64 << 10);
+  f.mount_disk(1, 1 << 20);
+  f.put(f.keys("k", 12), 4096);
+  auto work = f.demote_start(1, 3);
+  REQUIRE(work.size() == 3);
+  CHECK(f.svc.stats().disk.used == 3 * 4096);
+  f.remove({work[1].key});
+  std::vector<demotion> failed{work[0]}, gone{work[1]}, ok{work[2]};
+  CHECK(f.demote_end(failed, errc::transfer_failed)[0] == errc::transfer_failed);
+  CHECK(f.demote_end(gone)[0] == errc::not_found);
+  CHECK(f.demote_end(ok)[0] == errc::success);
+  CHECK(f.demote_end(ok)[0] == errc::not_found);  // reported twice: no such demotion any more
+  CHECK(f.svc.stats().disk.used == 4096);          // only the committed copy holds disk
+  CHECK(f.query({work[0].key})[0].replicas.size() == 1);
+  CHECK(f.query({work[2].key})[0].replicas.size() == 2);
+  f.check();
+}
+
+TEST_CASE("a reservation never reported is freed after put_timeout") {
+  tier_fixture f;
+  f.mount(1, 64 << 10);
+  f.mount_disk(1, 1 << 20);
+  f.put(f.keys("k", 12), 4096);
+  auto work = f.demote_start(1, 4);
+  REQUIRE(work.size() == 4);
+  f.clock.advance(11s);
+  CHECK(f.svc.maintain().expired_demotions == 4);
+  CHECK(f.svc.stats().disk.used == 0);
+  CHECK(f.demote_end(work)[0] == errc::not_found);
+  f.check();
+}
+
+TEST_CASE("a full disk drops its oldest unleased disk-only objects to take new demotions; leased ones stay") {
+  auto o = tier_fixture::tier_options();
+  o.high_watermark = 0.9;
+  o.low_watermark = 0.5;
+  tier_fixture f(o);
+  f.mount(1, 64 << 10);
+  f.mount_disk(1, 4 * 4096);  // room for four objects
+  auto first = f.keys("a", 4);
+  f.put(first, 4096);
+  f.put(f.keys("fill", 8), 4096);  // 48 KiB of 64: above the demote watermark
+  REQUIRE(f.demote_end(f.demote_start(1, 4)) == std::vector<errc>(4, errc::success));
+  // Eviction makes the a keys disk-only.
+  f.clock.advance(10s);
+  f.put(f.keys("b", 6), 4096);
+  auto q = f.query(first);  // leases every a key again
+  for (auto& r : q) REQUIRE(r.ok());
+  // The disk is full of leased objects: nothing can be dropped for new work.
+  CHECK(f.demote_start(1).empty());
+  CHECK(f.svc.stats().disk_evicted_total == 0);
+  // Once the leases end, the oldest disk-only objects make room.
+  f.clock.advance(10s);
+  auto work = f.demote_start(1, 2);
+  CHECK(work.size() == 2);
+  CHECK(f.svc.stats().disk_evicted_total == 2);
+  std::size_t gone = 0;
+  for (auto& r : f.query(first)) gone += r.status == errc::not_found;
+  CHECK(gone == 2);
+  f.check();
+}
+
+TEST_CASE("disk use above its high watermark is evicted down to its low watermark by maintain") {
+  auto o = tier_fixture::tier_options();
+  o.high_watermark = 0.9;
+  o.low_watermark = 0.5;
+  o.disk_high_watermark = 0.7;
+  o.disk_low_watermark = 0.25;
+  tier_fixture f(o);
+  f.mount(1, 64 << 10);
+  f.mount_disk(1, 8 * 4096);
+  f.put(f.keys("a", 12), 4096);
+  REQUIRE(f.demote_end(f.demote_start(1, 8)) == std::vector<errc>(8, errc::success));
+  f.clock.advance(10s);
+  f.put(f.keys("b", 8), 4096);  // memory eviction: some a keys become disk-only
+  const std::size_t disk_only = f.svc.stats().disk_only_objects;
+  REQUIRE(disk_only > 0);
+  const auto report = f.svc.maintain();
+  CHECK(report.disk_evicted > 0);
+  CHECK(f.svc.stats().disk.used <= 8 * 4096 / 4 + 4096 * (8 - disk_only));
+  f.check();
+}
+
+TEST_CASE("a node's death drops its disk copies; objects with a memory copy elsewhere live on") {
+  tier_fixture f;
+  f.mount(1, 64 << 10);
+  const segment_id other = f.mount(2, 64 << 10);
+  f.mount_disk(1, 1 << 20);
+  f.put(f.keys("k", 12), 4096, 2);  // a copy on each node: 96 KiB of 128
+  auto work = f.demote_start(1);
+  REQUIRE_FALSE(work.empty());
+  REQUIRE(f.demote_end(work)[0] == errc::success);
+  REQUIRE(f.svc.unregister_node(1) == errc::success);
+  for (auto& r : f.query({work[0].key})) {
+    REQUIRE(r.ok());
+    REQUIRE(r.replicas.size() == 1);
+    CHECK(r.replicas[0].segment == other);
+  }
+  CHECK(f.svc.stats().disk.capacity == 0);
+  f.check();
+}
+
+TEST_CASE("adopt: a restarted node's copies come back under their versions, on disk only; taken keys and bad extents are refused") {
+  tier_fixture f;
+  f.mount(1, 64 << 10);
+  const segment_id disk = f.mount_disk(2, 1 << 20);
+  f.put({"taken"}, 100);
+  const std::vector<disk_copy> copies{
+      {"a", 777, {disk, 2, 0, 5000}},          // success
+      {"b", 778, {disk, 2, 8192, 100}},        // success
+      {"taken", 779, {disk, 2, 16384, 100}},   // the key names an object now
+      {"c", 780, {disk, 2, 4096, 100}},        // overlaps a's blocks: not free
+      {"d", 781, {disk, 1, 32768, 100}},       // claims another node
+      {"", 782, {disk, 2, 65536, 100}},        // no key
+  };
+  std::vector<errc> out(copies.size());
+  REQUIRE(f.svc.adopt_disk_copies(2, copies, out) == errc::success);
+  CHECK(out == std::vector<errc>{errc::success, errc::success, errc::already_exists, errc::invalid_argument,
+                                 errc::invalid_argument, errc::invalid_argument});
+  auto q = f.query({"a", "b"});
+  CHECK(q[0].version == 777);
+  CHECK(q[0].size == 5000);
+  REQUIRE(q[0].replicas.size() == 1);
+  CHECK(q[0].replicas[0].segment == disk);
+  CHECK(f.svc.stats().disk_only_objects == 2);
+  // Versions handed out later lie above the adopted ones.
+  CHECK(f.put({"later"}, 100)[0] > 778);
+  f.check();
+}
+
+TEST_CASE("released disk copies are told to their node, and refused if offered again after a restart") {
+  tier_fixture f;
+  f.mount(1, 64 << 10);
+  const segment_id disk = f.mount_disk(1, 1 << 20);
+  const auto versions = f.put(f.keys("k", 12), 4096);
+  REQUIRE(f.demote_end(f.demote_start(1)) == std::vector<errc>(12, errc::success));
+  f.remove({"k0", "k1"});  // unleased: their memory and disk copies are freed now
+  f.demote_start(1);  // tells the node what was released
+  CHECK(f.released == std::vector<version_t>{versions[0], versions[1]});
+  // The node restarts before writing them down: offered again, refused.
+  REQUIRE(f.svc.unregister_node(1) == errc::success);
+  const segment_id again = f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id;
+  REQUIRE(again == disk);
+  const std::vector<disk_copy> copies{{"k0", versions[0], {disk, 1, 0, 4096}}, {"k2", versions[2], {disk, 1, 8192, 4096}}};
+  std::vector<errc> out(2);
+  REQUIRE(f.svc.adopt_disk_copies(1, copies, out) == errc::success);
+  CHECK(out[0] == errc::not_found);
+  CHECK(out[1] == errc::success);
+  f.check();
+}
+
+TEST_CASE("released copies are told again until the node says it wrote them down") {
+  tier_fixture f;
+  f.mount(1, 64 << 10);
+  f.mount_disk(1, 1 << 20);
+  const auto versions = f.put(f.keys("k", 12), 4096);
+  REQUIRE(f.demote_end(f.demote_start(1)) == std::vector<errc>(12, errc::success));
+  f.remove({"k0"});
+  demotion_work first, again, after;
+  REQUIRE(f.svc.demote_start(1, 0, 0, f.saved_through, first) == errc::success);
+  CHECK(first.released == std::vector<version_t>{versions[0]});
+  // The node could not write them down: it echoes what it had before.
+  REQUIRE(f.svc.demote_start(1, 0, 0, f.saved_through, again) == errc::success);
+  CHECK(again.released == first.released);
+  // Now it could.
+  REQUIRE(f.svc.demote_start(1, 0, 0, again.released_through, after) == errc::success);
+  CHECK(after.released.empty());
+}
+
+TEST_CASE("copies on a disk that was away do not come back for objects that lived on without them or keys removed meanwhile") {
+  tier_fixture f;
+  f.mount(1, 64 << 10);
+  f.mount(2, 64 << 10);
+  const segment_id disk = f.mount_disk(1, 1 << 20);
+  // Two copies in memory (one per node) and, for node 1, a disk copy.
+  const auto versions = f.put(f.keys("k", 12), 4096, 2);
+  const auto work = f.demote_start(1);
+  REQUIRE(f.demote_end(work) == std::vector<errc>(work.size(), errc::success));
+  // Node 1 goes away; its objects live on node 2.
+  REQUIRE(f.svc.unregister_node(1) == errc::success);
+  f.remove({"k0"});                 // an object that lived on elsewhere, removed
+  f.remove({"never-here"});         // a key removed while absent
+  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
+  std::vector<disk_copy> offer;
+  for (const auto& d : work) offer.push_back({d.key, d.version, d.to});
+  offer.push_back({"never-here", 99999, {disk, 1, 900 * 1024, 100}});
+  std::vector<errc> out(offer.size());
+  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
+  // Every copy of an object that lived on without it is refused (the
+  // object may have been removed meanwhile, as k0 was).
+  for (std::size_t i = 0; i < work.size(); ++i) CHECK(out[i] == errc::not_found);
+  CHECK(out.back() == errc::not_found);  // removed while absent
+  CHECK(f.query({"k0"})[0].status == errc::not_found);
+  CHECK(f.query({"k1"})[0].ok());  // on node 2
+  CHECK(versions.size() == 12);
+  f.check();
+}
+
+TEST_CASE("remove_all while a disk is away: none of its copies comes back") {
+  tier_fixture f;
+  f.mount(1, 64 << 10);
+  const segment_id disk = f.mount_disk(1, 1 << 20);
+  f.put(f.keys("k", 12), 4096);
+  const auto work = f.demote_start(1);
+  REQUIRE(f.demote_end(work) == std::vector<errc>(work.size(), errc::success));
+  REQUIRE(f.svc.unregister_node(1) == errc::success);
+  f.svc.remove_all();
+  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
+  std::vector<disk_copy> offer;
+  for (const auto& d : work) offer.push_back({d.key, d.version, d.to});
+  std::vector<errc> out(offer.size());
+  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
+  for (auto e : out) CHECK(e == errc::not_found);
+  f.check();
+}
+
+TEST_CASE("the journal carries the disk tier: a follower's copy promotes to the same objects and replicas") {
+  auto o = tier_fixture::tier_options();
+  o.high_watermark = 0.9;
+  o.low_watermark = 0.5;
+  tier_fixture f(o);
+  struct copying : meta::journal {
+    meta::replica_state copy;
+    void record(const meta::journal_record& r) override { copy.apply(r); }
+  } follower;
+  f.svc.set_journal(&follower);
+  f.mount(1, 64 << 10);
+  const segment_id disk = f.mount_disk(1, 1 << 20);
+  const auto keys = f.keys("k", 12);
+  f.put(keys, 4096);
+  REQUIRE(f.demote_end(f.demote_start(1)) == std::vector<errc>(keys.size(), errc::success));
+  f.clock.advance(10s);
+  f.put(f.keys("b", 6), 4096);  // some k keys become disk-only
+  CHECK(follower.copy.unmatched() == 0);
+  auto promoted = follower.copy.promote(o, f.clock.source());
+  REQUIRE(promoted->check_invariants().empty());
+  CHECK(promoted->segment(disk)->tier == storage_tier::disk);
+  std::vector<query_result> a(keys.size()), b(keys.size());
+  REQUIRE(f.svc.query(keys, a) == errc::success);
+  REQUIRE(promoted->query(keys, b) == errc::success);
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    CHECK(a[i].version == b[i].version);
+    CHECK(a[i].replicas == b[i].replicas);
+  }
+  CHECK(promoted->stats().disk_only_objects == f.svc.stats().disk_only_objects);
+  CHECK(promoted->stats().disk.used == f.svc.stats().disk.used);
+  f.svc.set_journal(nullptr);
+}
+
+}  // TEST_SUITE
