@@ -63,7 +63,7 @@ struct tier_fixture : service_fixture {
 
 TEST_SUITE("tiering") {
 
-TEST_CASE("disk segments take no puts; their extents are whole disk blocks") {
+TEST_CASE("disk segments take no puts, and their extents are whole disk blocks") {
   tier_fixture f;
   const segment_id disk = f.mount_disk(1, 1 << 20);
   auto only_disk = f.start({"a"}, 100);
@@ -107,7 +107,7 @@ TEST_CASE("demotion is offered above the demote watermark, oldest first, and onl
   f.check();
 }
 
-TEST_CASE("a committed demotion adds the disk copy; eviction then releases memory and keeps the object") {
+TEST_CASE("a committed demotion adds the disk copy, and eviction then releases memory and keeps the object") {
   auto o = tier_fixture::tier_options();
   o.high_watermark = 0.9;
   o.low_watermark = 0.5;
@@ -186,7 +186,7 @@ TEST_CASE("a reservation never reported is freed after put_timeout") {
   f.check();
 }
 
-TEST_CASE("a full disk drops its oldest unleased disk-only objects to take new demotions; leased ones stay") {
+TEST_CASE("a full disk drops its oldest unleased disk-only objects to take new demotions, and leased ones stay") {
   auto o = tier_fixture::tier_options();
   o.high_watermark = 0.9;
   o.low_watermark = 0.5;
@@ -237,7 +237,7 @@ TEST_CASE("disk use above its high watermark is evicted down to its low watermar
   f.check();
 }
 
-TEST_CASE("a node's death drops its disk copies; objects with a memory copy elsewhere live on") {
+TEST_CASE("a node's death drops its disk copies, and objects with a memory copy elsewhere live on") {
   tier_fixture f;
   f.mount(1, 64 << 10);
   const segment_id other = f.mount(2, 64 << 10);
@@ -256,7 +256,7 @@ TEST_CASE("a node's death drops its disk copies; objects with a memory copy else
   f.check();
 }
 
-TEST_CASE("adopt: a restarted node's copies come back under their versions, on disk only; taken keys and bad extents are refused") {
+TEST_CASE("adopt: a restarted node's copies come back under their versions, on disk only, and taken keys and bad extents are refused") {
   tier_fixture f;
   f.mount(1, 64 << 10);
   const segment_id disk = f.mount_disk(2, 1 << 20);

@@ -200,8 +200,8 @@ TEST_CASE("/metrics is a Prometheus exposition of the master's and the service's
       samples.insert(name);
     }
   }
-  CHECK(counters == 6);  // 3 from master_stats, 3 from service_stats
-  CHECK(gauges == 9);
+  CHECK(counters == 9);  // 3 from master_stats, 6 from service_stats (3 of the disk tier)
+  CHECK(gauges == 13);   // 4 of them the disk tier's
   CHECK(samples.count("corokv_master_segments_held") == 1);
   CHECK(samples.size() == counters + gauges);
 

@@ -137,13 +137,18 @@ TEST_CASE("a count larger than the bytes that follow is refused before allocatin
 }
 
 TEST_CASE("out-of-range fields are refused: status codes, replica counts, flags, lengths lists") {
-  mount_request m{1, 4096, 0, {}, true};
+  mount_request m{1, 4096, 0, {}, true, storage_tier::disk};
   auto mp = encoded(m);
-  REQUIRE(mp.back() == std::byte{1});  // the remount flag
+  REQUIRE(mp[mp.size() - 2] == std::byte{1});  // the remount flag
+  REQUIRE(mp.back() == std::byte{1});          // the tier: disk
   mount_request mback;
   REQUIRE(decode(mp, mback) == errc::success);
   CHECK(mback.remount);
-  mp.back() = std::byte{2};
+  CHECK(mback.tier == storage_tier::disk);
+  mp.back() = std::byte{2};  // no such tier
+  CHECK(decode(mp, mback) == errc::protocol_error);
+  mp.back() = std::byte{1};
+  mp[mp.size() - 2] = std::byte{2};  // not a flag
   CHECK(decode(mp, mback) == errc::protocol_error);
 
   statuses_response r{errc::success, {errc::success}};
