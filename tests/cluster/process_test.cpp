@@ -293,9 +293,10 @@ TEST_CASE("processes: a node's disk tier keeps what its memory cannot: demoted, 
 
 TEST_CASE("processes: a node with a disk tier killed with SIGKILL and restarted: its disk copies come back exact") {
   scratch_dir dir;
-  // The master declares a silent node dead after a second; the restarted
-  // node waits for that to mount its file under the same segment id.
-  master_proc master(dir, {"--demote-watermark-pct", "25", "--maintenance-ms", "50", "--node-ttl-ms", "1000"});
+  // The master declares a silent node dead after three seconds (nodes
+  // heartbeat every second); the restarted node waits for that to mount its
+  // file under the same segment id.
+  master_proc master(dir, {"--demote-watermark-pct", "25", "--maintenance-ms", "50", "--node-ttl-ms", "3000"});
   const auto disk_dir = dir / "disk";
   std::filesystem::create_directories(disk_dir);
   const std::vector<std::string> node_flags{"--segment-mib", "2",          "--no-shm", "--disk-dir",

@@ -165,6 +165,11 @@ TEST_CASE("disk tier: a lease holds a disk extent: a full disk drops only object
   constexpr std::size_t size = 64 * 1024;
   auto o = tiered::service_options();
   o.lease_ttl = 30s;
+  // Upkeep never evicts the full disk by its watermark here (it would drop
+  // the unleased disk-only objects before the test leases them); only a
+  // demotion that needs room tries to, which is the case under test.
+  o.disk_high_watermark = 1.0;
+  o.disk_low_watermark = 1.0;
   tiered t(s.dir / "tier", 1 << 20, 1 << 20, o);  // 16 objects fit on disk
   t.put(0, 8, size);
   t.demote_all();

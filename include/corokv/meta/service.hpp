@@ -10,7 +10,8 @@
 //
 // Concurrency: all member functions are thread-safe. Keys are spread over
 // shards, each with its own mutex, so batches from several threads proceed in
-// parallel. Lock order: nodes -> shards (ascending) -> segment pool.
+// parallel. Lock order: nodes -> shards (ascending) -> demote_mu_ ->
+// released_mu_ -> segment pool.
 
 #include <corokv/detail/batch_plan.hpp>
 #include <corokv/meta/clock.hpp>
