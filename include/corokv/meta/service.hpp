@@ -1253,7 +1253,10 @@ class service {
   // Per disk segment: (sequence number, version) of released copies its
   // node has not yet said it wrote down.
   std::unordered_map<segment_id, std::deque<std::pair<std::uint64_t, version_t>>> released_disk_;
-  std::uint64_t released_seq_ = 0;
+  // Numbers start at the id seed, which grows across restarts and failovers:
+  // a node's acknowledgement to an earlier master lies below them (the seed
+  // outgrows what one master numbers, as it does for versions).
+  std::uint64_t released_seq_ = options_.id_seed;
   std::unordered_map<segment_id, time_point> away_since_;  // dropped disk segments, until their node is back
   std::unordered_map<std::string, time_point> removed_while_away_;
   std::optional<time_point> removed_keys_overflow_;  // or remove_all: every key removed then
