@@ -305,7 +305,8 @@ class disk_tier {
     segment_id proposal = warm ? replay.segment : detail::random_id();
     if ((ec = lane.attach(proposal, file_))) co_return ec;
 
-    if (warm) verified_ = co_await verify(proposal, std::move(replay.entries));
+    std::vector<disk::index_entry> verified;
+    if (warm) verified = co_await verify(proposal, std::move(replay.entries));
 
     segment_endpoints where;
     where.host_id = detail::host_id();
@@ -342,11 +343,11 @@ class disk_tier {
     std::vector<disk::index_entry> kept;
     // In parts that fit a frame (wire limits: 65,536 items per list).
     constexpr std::size_t per_call = 4096;
-    for (std::size_t first = 0; first < verified_.size(); first += per_call) {
-      const std::size_t n = std::min(per_call, verified_.size() - first);
+    for (std::size_t first = 0; first < verified.size(); first += per_call) {
+      const std::size_t n = std::min(per_call, verified.size() - first);
       std::vector<disk_copy> offer;
       for (std::size_t i = first; i < first + n; ++i) {
-        const auto& e = verified_[i];
+        const auto& e = verified[i];
         offer.push_back({e.key, e.version, {segment_, store_.node(), e.offset, e.length}});
       }
       std::vector<errc> answers(n);
@@ -354,13 +355,12 @@ class disk_tier {
       if (ec) co_return ec;
       for (std::size_t i = 0; i < n; ++i) {
         if (answers[i] == errc::success)
-          kept.push_back(std::move(verified_[first + i]));
+          kept.push_back(std::move(verified[first + i]));
         else
           ++found_.not_adopted;
       }
     }
     found_.adopted = kept.size();
-    verified_.clear();
     co_return rewrite_index(kept);
   }
 
@@ -478,7 +478,6 @@ class disk_tier {
   int index_fd_ = -1;
   std::uint64_t index_end_ = 0;
   std::uint64_t saved_through_ = 0;  // released copies written down, as the service numbers them
-  std::vector<disk::index_entry> verified_;
   disk_tier_stats found_;
   std::atomic<std::uint64_t> passes_{0}, demoted_{0}, bytes_demoted_{0}, failed_copies_{0}, refused_{0}, released_{0},
       index_failures_{0};

@@ -93,6 +93,27 @@ std::size_t errors_of(const json& report, errc e) {
   return report.at("errors").value(message(e), std::size_t{0});
 }
 
+// Rounds of per_round 64 KiB values under prefixes r0-, r1-, ...: after
+// each round from the second (the first is below a quarter of the node's
+// 2 MiB), waits until the node has demoted everything put so far.
+void put_in_rounds_demoting(const scratch_dir& dir, const master_proc& master, int rounds, int per_round) {
+  for (int round = 0; round < rounds; ++round) {
+    const std::string prefix = "r" + std::to_string(round) + "-";
+    const json put = run_workload(dir, master, "put-" + prefix,
+                                  {"--no-shm", "--workload", "put", "--prefix", prefix, "--keys",
+                                   std::to_string(per_round), "--value-size", "65536"});
+    INFO("round ", round, ": ", put.dump());
+    REQUIRE(put.at("ok") == per_round);
+    if (round == 0) continue;
+    long demoted = 0;
+    for (int i = 0; i < 200 && demoted < per_round * (round + 1); ++i) {
+      std::this_thread::sleep_for(50ms);
+      demoted = master.metric("corokv_master_demoted_total");
+    }
+    REQUIRE(demoted >= per_round * (round + 1));
+  }
+}
+
 }  // namespace
 
 TEST_CASE("processes: one node writes, another reads, over TCP") {
@@ -257,21 +278,7 @@ TEST_CASE("processes: a node's disk tier keeps what its memory cannot: demoted, 
   // Eight rounds of 512 KiB into 2 MiB of memory, each waiting until the
   // node has copied what is in memory to disk.
   constexpr int rounds = 8, per_round = 8;
-  for (int round = 0; round < rounds; ++round) {
-    const std::string prefix = "r" + std::to_string(round) + "-";
-    const json put = run_workload(dir, master, "put-" + prefix,
-                                  {"--no-shm", "--workload", "put", "--prefix", prefix, "--keys",
-                                   std::to_string(per_round), "--value-size", "65536"});
-    INFO("round ", round, ": ", put.dump());
-    REQUIRE(put.at("ok") == per_round);
-    if (round == 0) continue;  // a quarter: below the demote watermark
-    long demoted = 0;
-    for (int i = 0; i < 200 && demoted < per_round * (round + 1); ++i) {
-      std::this_thread::sleep_for(50ms);
-      demoted = master.metric("corokv_master_demoted_total");
-    }
-    REQUIRE(demoted >= per_round * (round + 1));
-  }
+  put_in_rounds_demoting(dir, master, rounds, per_round);
   CHECK(master.metric("corokv_master_evicted_total") == 0);  // nothing dropped
   const long disk_only = master.metric("corokv_master_disk_only_objects");
   CHECK(disk_only >= (rounds - 4) * per_round);  // memory holds four rounds at most
@@ -303,21 +310,7 @@ TEST_CASE("processes: a node with a disk tier killed with SIGKILL and restarted:
                                             disk_dir.string(), "--disk-mib", "16"};
   auto a = std::make_unique<serving_node>(dir, master, "a", node_flags);
   constexpr int rounds = 6, per_round = 8;
-  for (int round = 0; round < rounds; ++round) {
-    const std::string prefix = "r" + std::to_string(round) + "-";
-    const json put = run_workload(dir, master, "put-" + prefix,
-                                  {"--no-shm", "--workload", "put", "--prefix", prefix, "--keys",
-                                   std::to_string(per_round), "--value-size", "65536"});
-    INFO("round ", round, ": ", put.dump());
-    REQUIRE(put.at("ok") == per_round);
-    if (round == 0) continue;
-    long demoted = 0;
-    for (int i = 0; i < 200 && demoted < per_round * (round + 1); ++i) {
-      std::this_thread::sleep_for(50ms);
-      demoted = master.metric("corokv_master_demoted_total");
-    }
-    REQUIRE(demoted >= per_round * (round + 1));
-  }
+  put_in_rounds_demoting(dir, master, rounds, per_round);
   const long copies = master.metric("corokv_master_demoted_total");
   std::this_thread::sleep_for(300ms);  // a pass or two more: the index has every copy
   a->proc->signal(SIGKILL);

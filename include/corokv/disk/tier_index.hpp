@@ -20,6 +20,7 @@
 // each entry's checksum before anything is announced.
 
 #include <corokv/disk/crc32c.hpp>
+#include <corokv/disk/disk_file.hpp>
 #include <corokv/types.hpp>
 
 #include <cstddef>
@@ -151,12 +152,12 @@ inline index_replay replay_index(std::span<const std::byte> log, std::uint64_t d
         e.key.assign(reinterpret_cast<const char*>(b + 31), key_size);
         if (auto same = offset_of.find(e.key); same != offset_of.end()) erase_at(by_offset.find(same->second));
         // Copies whose blocks this one takes are gone.
-        const std::uint64_t end = e.offset + (e.length + disk_block_size - 1) / disk_block_size * disk_block_size;
+        const std::uint64_t end = e.offset + round_up_to_block(e.length);
         auto it = by_offset.lower_bound(e.offset);
         if (it != by_offset.begin()) {
           auto before = std::prev(it);
           const auto& x = before->second;
-          if (x.offset + (x.length + disk_block_size - 1) / disk_block_size * disk_block_size > e.offset) it = before;
+          if (x.offset + round_up_to_block(x.length) > e.offset) it = before;
         }
         while (it != by_offset.end() && it->first < end) {
           it = erase_at(it);

@@ -239,12 +239,8 @@ class uring_queue : public std::enable_shared_from_this<uring_queue> {
   // Moves requests from the line into the kernel while there is room.
   void submit_waiting_locked() {
     while (!waiting_.empty() && outstanding_ < capacity_) {
-      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-      if (!sqe) {
-        flush_locked();  // the submission queue is full: hand it over and go on
-        sqe = io_uring_get_sqe(&ring_);
-        if (!sqe) break;  // the kernel took nothing: the pump tries again
-      }
+      io_uring_sqe* sqe = sqe_locked();
+      if (!sqe) break;  // the kernel took nothing: the pump tries again
       tag& t = *waiting_.front();
       waiting_.pop_front();
       prepare(sqe, t.owner->requests[t.index]);
@@ -263,6 +259,14 @@ class uring_queue : public std::enable_shared_from_this<uring_queue> {
   void flush_locked() {
     if (io_uring_sq_ready(&ring_) == 0) return;
     if (io_uring_submit(&ring_) < 0) ++stats_.submit_refusals;
+  }
+
+  // A free submission entry; when the queue is full, what it holds is
+  // handed to the kernel first. Null if the kernel took nothing.
+  io_uring_sqe* sqe_locked() {
+    if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) return sqe;
+    flush_locked();
+    return io_uring_get_sqe(&ring_);
   }
 
   // Entries the kernel refused are still in the ring. With nothing of ours
@@ -304,12 +308,8 @@ class uring_queue : public std::enable_shared_from_this<uring_queue> {
         if (!t.submitted) complete_one_locked(t, -ECANCELED);
       for (tag& t : b->tags) {
         if (t.done) continue;
-        io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-        if (!sqe) {
-          flush_locked();
-          sqe = io_uring_get_sqe(&ring_);
-          if (!sqe) break;  // the request will complete on its own
-        }
+        io_uring_sqe* sqe = sqe_locked();
+        if (!sqe) break;  // the request will complete on its own
         io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(&t), 0);
         io_uring_sqe_set_data64(sqe, 0);  // its own completion is not a request's
         ++outstanding_;
