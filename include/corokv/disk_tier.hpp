@@ -27,7 +27,10 @@
 // its old segment id (held, as any remount, until older leases are over)
 // and offers the copies to the service (adopt_disk_copies), which takes
 // those whose key is free and which it did not release meanwhile; the index
-// is then rewritten with exactly those.
+// is then rewritten with exactly those. The same happens while the process
+// lives on, when the service asks for the copies again (demote_start's
+// offer_copies: the node was declared dead and came back, or the master
+// restarted, and its disk was mounted again without them).
 //
 // Readers need nothing: the store's transport routes a disk replica to the
 // disk lane (rank disk), which reads it straight into the caller's buffer
@@ -71,6 +74,8 @@
 #include <memory>
 #include <string>
 #include <system_error>
+#include <tuple>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -102,6 +107,10 @@ struct disk_tier_stats {
   std::uint64_t adopted = 0;        // taken back by the service
   std::uint64_t not_adopted = 0;    // refused (key taken, or released while away)
   bool index_torn = false;          // the index ended in a torn or corrupted record
+  // Later, when the service asked for the copies again (offer_copies):
+  std::uint64_t offers = 0;         // times it asked
+  std::uint64_t readopted = 0;      // copies taken back then
+  std::uint64_t not_readopted = 0;  // copies refused then (dropped from the index)
 };
 
 // Whether a transport is a lane router with lane L.
@@ -163,6 +172,9 @@ class disk_tier {
     s.refused = refused_.load();
     s.released = released_.load();
     s.index_failures = index_failures_.load();
+    s.offers = offers_.load();
+    s.readopted = readopted_.load();
+    s.not_readopted = not_readopted_.load();
     return s;
   }
 
@@ -181,9 +193,34 @@ class disk_tier {
                                                                 options_.batch_bytes, saved_through_);
     if (ec) co_return result{ec, 0};
     std::vector<std::byte> records;
-    for (version_t v : answer.released) disk::append_dropped_record(records, v);
+    for (version_t v : answer.released) {
+      disk::append_dropped_record(records, v);
+      live_.erase(v);
+    }
     released_ += answer.released.size();
     const std::uint64_t through = answer.released_through;
+    if (answer.offer_copies) {
+      // The service lost sight of this disk's copies: offer them again and
+      // rewrite the index with those it takes (that also writes down the
+      // released ones).
+      ++offers_;
+      std::vector<disk::index_entry> copies;
+      copies.reserve(live_.size());
+      for (auto& [version, entry] : live_) copies.push_back(std::move(entry));
+      live_.clear();
+      const std::size_t offered = copies.size();
+      auto [offer_ec, kept] = co_await offer(std::move(copies));
+      for (auto& e : kept) live_.emplace(e.version, e);
+      if (offer_ec) co_return result{offer_ec, 0};
+      readopted_ += kept.size();
+      not_readopted_ += offered - kept.size();
+      if (const auto index_ec = rewrite_index(kept)) {
+        ++index_failures_;
+        co_return result{index_ec, 0};
+      }
+      saved_through_ = through;
+      co_return result{std::error_code{}, 0};
+    }
     std::vector<demotion>& work = answer.copies;
     if (work.empty()) {
       if (co_await append_index(records)) saved_through_ = through;
@@ -254,7 +291,9 @@ class disk_tier {
       } else {
         ++committed;
         bytes_demoted_ += work[i].to.length;
-        disk::append_added_record(records, {work[i].key, work[i].version, work[i].to.offset, work[i].to.length, crc[i]});
+        disk::index_entry entry{work[i].key, work[i].version, work[i].to.offset, work[i].to.length, crc[i]};
+        disk::append_added_record(records, entry);
+        live_.emplace(entry.version, std::move(entry));
       }
     }
     demoted_ += committed;
@@ -339,29 +378,48 @@ class disk_tier {
     }
     segment_ = mounted.second;
 
-    // Offer what the file still holds; keep in the index what is taken.
+    // Offer what the file still holds (the service waits for that offer,
+    // even an empty one, before it reserves anything on a disk mounted
+    // again); keep in the index what is taken.
     std::vector<disk::index_entry> kept;
-    // In parts that fit a frame (wire limits: 65,536 items per list).
+    if (warm) {
+      const std::size_t offered = verified.size();
+      std::tie(ec, kept) = co_await offer(std::move(verified));
+      if (ec) co_return ec;
+      found_.adopted = kept.size();
+      found_.not_adopted = offered - kept.size();
+    }
+    for (auto& e : kept) live_.emplace(e.version, e);
+    co_return rewrite_index(kept);
+  }
+
+  // Offers copies to the service in parts that fit a frame (wire limits:
+  // 65,536 items per list), always at least one call; the copies it took
+  // (after a failed call, also those not offered yet).
+  boost::asio::awaitable<std::pair<std::error_code, std::vector<disk::index_entry>>> offer(
+      std::vector<disk::index_entry> copies) {
+    std::vector<disk::index_entry> kept;
     constexpr std::size_t per_call = 4096;
-    for (std::size_t first = 0; first < verified.size(); first += per_call) {
-      const std::size_t n = std::min(per_call, verified.size() - first);
-      std::vector<disk_copy> offer;
+    std::size_t first = 0;
+    do {
+      const std::size_t n = std::min(per_call, copies.size() - first);
+      std::vector<disk_copy> part;
       for (std::size_t i = first; i < first + n; ++i) {
-        const auto& e = verified[i];
-        offer.push_back({e.key, e.version, {segment_, store_.node(), e.offset, e.length}});
+        const auto& e = copies[i];
+        part.push_back({e.key, e.version, {segment_, store_.node(), e.offset, e.length}});
       }
       std::vector<errc> answers(n);
-      ec = co_await store_.metadata().adopt_disk_copies(store_.node(), offer, answers);
-      if (ec) co_return ec;
-      for (std::size_t i = 0; i < n; ++i) {
-        if (answers[i] == errc::success)
-          kept.push_back(std::move(verified[first + i]));
-        else
-          ++found_.not_adopted;
+      const std::error_code ec = co_await store_.metadata().adopt_disk_copies(store_.node(), part, answers);
+      if (ec) {
+        // Not offered: kept as they were (the service asks again).
+        for (std::size_t i = first; i < copies.size(); ++i) kept.push_back(std::move(copies[i]));
+        co_return std::pair{ec, std::move(kept)};
       }
-    }
-    found_.adopted = kept.size();
-    co_return rewrite_index(kept);
+      for (std::size_t i = 0; i < n; ++i)
+        if (answers[i] == errc::success) kept.push_back(std::move(copies[first + i]));
+      first += n;
+    } while (first < copies.size());
+    co_return std::pair{std::error_code{}, std::move(kept)};
   }
 
   // Reads every listed copy and keeps those whose bytes match their CRC.
@@ -429,6 +487,7 @@ class disk_tier {
       ::fsync(dir);
       ::close(dir);
     }
+    if (index_fd_ >= 0) ::close(index_fd_);  // the replaced file's (an offer while running)
     index_fd_ = ::open(index.c_str(), O_WRONLY | O_CLOEXEC);
     if (index_fd_ < 0) return last_error();
     index_end_ = bytes.size();
@@ -478,9 +537,12 @@ class disk_tier {
   int index_fd_ = -1;
   std::uint64_t index_end_ = 0;
   std::uint64_t saved_through_ = 0;  // released copies written down, as the service numbers them
+  // The copies the index lists, by version: offered again when the service
+  // asks. Touched by start() and demote() only, which never overlap.
+  std::unordered_map<version_t, disk::index_entry> live_;
   disk_tier_stats found_;
   std::atomic<std::uint64_t> passes_{0}, demoted_{0}, bytes_demoted_{0}, failed_copies_{0}, refused_{0}, released_{0},
-      index_failures_{0};
+      index_failures_{0}, offers_{0}, readopted_{0}, not_readopted_{0};
 };
 
 // The embedded store with a disk tier: memcpy for memory, io_uring for disk.

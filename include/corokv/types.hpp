@@ -235,6 +235,11 @@ struct demotion_work {
   std::vector<demotion> copies;
   std::vector<version_t> released;
   std::uint64_t released_through = 0;  // echoed as saved_through once written down
+  // The node's disk was mounted again while its process lived on (it was
+  // declared dead and came back, or the master restarted): the service does
+  // not list its copies. The node offers them (adopt_disk_copies); until
+  // then nothing is reserved on that disk.
+  bool offer_copies = false;
   friend bool operator==(const demotion_work&, const demotion_work&) = default;
 };
 

@@ -338,6 +338,51 @@ TEST_CASE("processes: a node with a disk tier killed with SIGKILL and restarted:
   CHECK(master.metric("corokv_master_disk_only_objects") == copies);
 }
 
+TEST_CASE("processes: a node with a disk tier stopped until the master declares it dead, then resumed: its disk copies come back while it runs") {
+  scratch_dir dir;
+  master_proc master(dir, {"--demote-watermark-pct", "25", "--maintenance-ms", "50", "--node-ttl-ms", "3000"});
+  serving_node a(dir, master, "a",
+                 {"--segment-mib", "2", "--no-shm", "--disk-dir", dir.path.string(), "--disk-mib", "16"});
+  constexpr int rounds = 6, per_round = 8;
+  put_in_rounds_demoting(dir, master, rounds, per_round);
+  std::this_thread::sleep_for(300ms);  // a pass or two more: the index has every copy
+  const long copies = master.metric("corokv_master_demoted_total");
+  // Stopped (as if cut off) longer than node_ttl: declared dead, its
+  // segments dropped, every object it held gone from the master.
+  a.proc->signal(SIGSTOP);
+  long dead = 0;
+  for (int i = 0; i < 300 && dead == 0; ++i) {
+    std::this_thread::sleep_for(50ms);
+    dead = master.metric("corokv_master_dead_nodes_total");
+  }
+  REQUIRE(dead == 1);
+  CHECK(master.metric("corokv_master_disk_only_objects") == 0);
+  CHECK(master.metric("corokv_master_disks_away") == 1);
+  // Resumed: its connection registers it again and mounts its memory and
+  // disk again; the tier's next pass offers the disk's copies.
+  a.proc->signal(SIGCONT);
+  long away = 1;
+  for (int i = 0; i < 300 && away != 0; ++i) {
+    std::this_thread::sleep_for(50ms);
+    away = master.metric("corokv_master_disks_away");
+  }
+  REQUIRE(away == 0);
+  CHECK(master.metric("corokv_master_disk_only_objects") == copies);
+  std::size_t ok = 0, absent = 0, corrupt = 0;
+  for (int round = 0; round < rounds; ++round) {
+    const std::string prefix = "r" + std::to_string(round) + "-";
+    const json get = run_workload(dir, master, "get-back-" + prefix,
+                                  {"--no-shm", "--workload", "get", "--prefix", prefix, "--keys",
+                                   std::to_string(per_round), "--value-size", "65536"});
+    ok += get.at("ok").get<std::size_t>();
+    absent += errors_of(get, errc::not_found);
+    corrupt += get.at("corrupt").get<std::size_t>();
+  }
+  CHECK(ok == static_cast<std::size_t>(copies));  // every disk copy, exact
+  CHECK(ok + absent == rounds * per_round);        // the memory-only ones cleanly gone
+  CHECK(corrupt == 0);
+}
+
 TEST_CASE("processes: malformed and truncated frames close that connection: master and data server go on") {
   scratch_dir dir;
   master_proc master(dir);

@@ -255,6 +255,75 @@ TEST_CASE("disk tier: after a restart every copy is found again; a corrupted one
   CHECK(t.service->check_invariants().empty());
 }
 
+TEST_CASE("disk tier: a disk mounted again while the process lives on offers its copies again: the unchanged come back, the rest stay gone, also after a restart") {
+  tier_scratch s;
+  constexpr std::size_t size = 64 * 1024, total = 24;
+  const auto file = s.dir / "tier";
+  std::vector<std::size_t> disk_only;  // keys whose only copy is on disk
+  std::size_t removed = total, rewritten = total;
+  {
+    tiered t(file, 1 << 20, 8 << 20);
+    for (std::size_t from = 0; from < total; from += 4) {
+      t.put(from, 4, size);
+      t.demote_all();
+    }
+    const auto k = t.keys(0, total);
+    auto q = await_on(t.io, t.store.batch_query(k, asio::use_awaitable));
+    for (std::size_t i = 0; i < total; ++i)
+      if (q[i].replicas.size() == 1 && q[i].replicas[0].segment == t.tier->segment()) disk_only.push_back(i);
+    REQUIRE(disk_only.size() >= 6);
+    // The service drops the disk (as when its node is declared dead) ...
+    const segment_id disk = t.tier->segment();
+    const auto descriptor = t.service->segment(disk);
+    REQUIRE(descriptor);
+    REQUIRE(t.service->unmount_segment(disk) == errc::success);
+    CHECK(t.service->stats().disk_only_objects == 0);
+    // ... one of its keys is removed meanwhile and another written anew ...
+    removed = disk_only[1];
+    rewritten = disk_only[2];
+    const std::vector<std::string> gone{k[removed]};
+    (void)await_on(t.io, t.store.batch_remove(gone, asio::use_awaitable));
+    {
+      const auto fresh = value_of(1000, size);
+      const std::vector<std::string> again{k[rewritten]};
+      const std::vector<asio::const_buffer> b{asio::buffer(fresh)};
+      auto st = await_on(t.io, t.store.batch_put(again, b, asio::use_awaitable));
+      REQUIRE(st[0] == errc::success);
+    }
+    // ... and the node's connection mounts it again under its id.
+    const auto back = t.service->mount_segment(t.store.node(), descriptor->size, descriptor->endpoints, disk,
+                                               /*remount=*/true, storage_tier::disk);
+    REQUIRE(back.id == disk);
+    CHECK(t.service->stats().disks_away == 1);
+    // The next pass offers the copies again instead of demoting.
+    auto [ec, n] = await_on(t.io, t.tier->demote());
+    REQUIRE_FALSE(ec);
+    CHECK(n == 0);
+    const auto st = t.tier->stats();
+    CHECK(st.offers == 1);
+    CHECK(st.not_readopted == 2);  // the removed and the rewritten key
+    CHECK(st.readopted == disk_only.size() - 2);
+    t.demote_all();
+    CHECK(t.service->stats().disks_away == 0);
+    for (std::size_t i : disk_only) {
+      const auto r = t.read(i, 1, size);
+      CHECK(r.wrong == (i == rewritten ? 1u : 0u));  // the new bytes, not the disk's
+      CHECK(r.missing == (i == removed ? 1u : 0u));
+    }
+  }
+  // After a restart the index lists exactly what was taken back.
+  tiered t(file, 1 << 20, 8 << 20);
+  CHECK(t.tier->stats().found == disk_only.size() - 2);
+  CHECK(t.tier->stats().adopted == disk_only.size() - 2);
+  for (std::size_t i : disk_only) {
+    const auto r = t.read(i, 1, size);
+    const bool expected = i != removed && i != rewritten;
+    CHECK_MESSAGE(r.exact == (expected ? 1u : 0u), i);
+    CHECK(r.wrong == 0);
+  }
+  CHECK(t.service->check_invariants().empty());
+}
+
 TEST_CASE("disk tier: a torn index tail (a crash mid-append) loses only that record") {
   tier_scratch s;
   constexpr std::size_t size = 64 * 1024;
@@ -279,7 +348,7 @@ TEST_CASE("disk tier: a torn index tail (a crash mid-append) loses only that rec
   CHECK(t.read(0, 16, size).wrong == 0);
 }
 
-TEST_CASE("disk tier: a file held by another tier, or of another size, is refused at open") {
+TEST_CASE("disk tier: a file held by another tier, or of another size, or a second disk for one node is refused at open") {
   tier_scratch s;
   tiered t(s.dir / "tier", 1 << 20, 1 << 20);
   auto [busy, none] = await_on(t.io, disk_tier<embedded_disk_store>::open(t.store, {s.dir / "tier", 1 << 20}));
@@ -287,6 +356,10 @@ TEST_CASE("disk tier: a file held by another tier, or of another size, is refuse
   CHECK(none == nullptr);
   auto [other, none2] = await_on(t.io, disk_tier<embedded_disk_store>::open(t.store, {s.dir / "x", 1000}));
   CHECK(other == std::errc::invalid_argument);  // under one block
+  // A second disk for the same node: its tier numbers one disk's records.
+  auto [second, none3] = await_on(t.io, disk_tier<embedded_disk_store>::open(t.store, {s.dir / "y", 1 << 20}));
+  CHECK(second == errc::invalid_argument);
+  CHECK(none3 == nullptr);
 }
 
 }  // TEST_SUITE

@@ -342,9 +342,10 @@ TEST_CASE("copies on a disk that was away do not come back for objects that live
   offer.push_back({"never-here", 99999, {disk, 1, 900 * 1024, 100}});
   std::vector<errc> out(offer.size());
   REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
-  // Every copy of an object that lived on without it is refused (the
-  // object may have been removed meanwhile, as k0 was).
-  for (std::size_t i = 0; i < work.size(); ++i) CHECK(out[i] == errc::not_found);
+  // Every copy of an object that lived on without it is refused: the
+  // object is there (already_exists) or was removed meanwhile (k0).
+  for (std::size_t i = 0; i < work.size(); ++i)
+    CHECK(out[i] == (work[i].key == "k0" ? errc::not_found : errc::already_exists));
   CHECK(out.back() == errc::not_found);  // removed while absent
   CHECK(f.query({"k0"})[0].status == errc::not_found);
   CHECK(f.query({"k1"})[0].ok());  // on node 2
@@ -368,6 +369,90 @@ TEST_CASE("remove_all while a disk is away: none of its copies comes back") {
   REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
   for (auto e : out) CHECK(e == errc::not_found);
   f.check();
+}
+
+TEST_CASE("a disk mounted again while its node lived on: demote_start asks for its copies and reserves nothing until they are offered, and keys written or removed meanwhile do not come back") {
+  tier_fixture f;
+  f.mount(1, 64 << 10);
+  const segment_id disk = f.mount_disk(1, 1 << 20);
+  const auto versions = f.put(f.keys("k", 12), 4096);
+  const auto work = f.demote_start(1);
+  REQUIRE(work.size() == 12);
+  REQUIRE(f.demote_end(work) == std::vector<errc>(work.size(), errc::success));
+  // Node 1 is dropped (as when declared dead) while its process lives on.
+  REQUIRE(f.svc.unregister_node(1) == errc::success);
+  CHECK(f.svc.stats().disks_away == 1);
+  f.mount(2, 64 << 10);
+  f.put({"k0"}, 100);  // written again, then removed
+  f.remove({"k0"});
+  f.put({"k1"}, 100);  // written again, and there
+  f.remove({"k2"});    // removed (it was gone already)
+  // It comes back: its connection remounts memory and disk under their ids.
+  f.mount(1, 64 << 10);
+  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
+  f.put(f.keys("m", 20), 4096);  // memory above the demote watermark again
+  demotion_work first;
+  REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, f.saved_through, first) == errc::success);
+  CHECK(first.offer_copies);
+  CHECK(first.copies.empty());  // nothing reserved on a disk whose copies are not listed
+  CHECK(f.svc.stats().disks_away == 1);
+  // It offers what its index lists.
+  std::vector<disk_copy> offer;
+  for (const auto& d : work) offer.push_back({d.key, d.version, d.to});
+  std::vector<errc> out(offer.size());
+  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
+  for (std::size_t i = 0; i < work.size(); ++i) {
+    const errc expected = work[i].key == "k0" || work[i].key == "k2" ? errc::not_found
+                          : work[i].key == "k1"                       ? errc::already_exists
+                                                                      : errc::success;
+    CHECK_MESSAGE(out[i] == expected, work[i].key);
+  }
+  auto q = f.query({"k0", "k1", "k2", "k3"});
+  CHECK(q[0].status == errc::not_found);
+  CHECK(q[1].version != versions[1]);  // the newer one
+  CHECK(q[2].status == errc::not_found);
+  CHECK(q[3].version == versions[3]);
+  REQUIRE(q[3].replicas.size() == 1);
+  CHECK(q[3].replicas[0].segment == disk);
+  // Its next call ends the away period, and demotion goes on (once the
+  // remount's hold on the disk is over).
+  demotion_work next;
+  REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, f.saved_through, next) == errc::success);
+  CHECK_FALSE(next.offer_copies);
+  CHECK(f.svc.stats().disks_away == 0);
+  f.clock.advance(f.svc.options().max_lease_ttl + 1s);
+  f.svc.maintain();
+  CHECK_FALSE(f.demote_start(1).empty());
+  f.check();
+}
+
+TEST_CASE("a disk segment a master never knew (it restarted) is asked for its copies, even none, before demotion uses it") {
+  tier_fixture f;
+  f.mount(1, 64 << 10);
+  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, 4242, true, storage_tier::disk).id == 4242);
+  f.put(f.keys("k", 12), 4096);
+  demotion_work first;
+  REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, 0, first) == errc::success);
+  CHECK(first.offer_copies);
+  CHECK(first.copies.empty());
+  std::vector<errc> none;
+  REQUIRE(f.svc.adopt_disk_copies(1, {}, none) == errc::success);
+  demotion_work next;
+  REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, 0, next) == errc::success);
+  CHECK_FALSE(next.offer_copies);
+  CHECK(f.svc.stats().disks_away == 0);
+  // A memory remount is not asked anything.
+  f.mount(2, 64 << 10);
+  CHECK(f.svc.stats().disks_away == 0);
+}
+
+TEST_CASE("a node has one disk segment at most") {
+  tier_fixture f;
+  const segment_id disk = f.mount_disk(1, 1 << 20);
+  CHECK(f.svc.mount_segment(1, 1 << 20, {}, 0, false, storage_tier::disk).status == errc::invalid_argument);
+  // Its own again (a reconnecting node) is the same segment; another node may have one.
+  CHECK(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
+  CHECK(f.svc.mount_segment(2, 1 << 20, {}, 0, false, storage_tier::disk).status == errc::success);
 }
 
 TEST_CASE("the journal carries the disk tier: a follower's copy promotes to the same objects and replicas") {

@@ -201,7 +201,7 @@ TEST_CASE("/metrics is a Prometheus exposition of the master's and the service's
     }
   }
   CHECK(counters == 9);  // 3 from master_stats, 6 from service_stats (3 of the disk tier)
-  CHECK(gauges == 13);   // 4 of them the disk tier's
+  CHECK(gauges == 14);   // 5 of them the disk tier's
   CHECK(samples.count("corokv_master_segments_held") == 1);
   CHECK(samples.size() == counters + gauges);
 

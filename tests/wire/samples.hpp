@@ -130,7 +130,8 @@ inline std::vector<std::pair<message_type, response>> responses() {
        demotions_response{errc::success,
                           {{demotion{"prompt-1/block-0", 5, {11, 7, 4096, 100}, {12, 7, 8192, 100}}, demotion{}},
                            {3, 4, 5},
-                           44}}},
+                           44,
+                           true}}},
   };
 }
 

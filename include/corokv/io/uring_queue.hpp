@@ -39,6 +39,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -168,8 +169,15 @@ class uring_queue : public std::enable_shared_from_this<uring_queue> {
     std::vector<tag> tags;
     std::size_t unfinished = 0;
     bool cancelled = false;
+    // Cancel requests not yet answered: they name this batch's tags, so it
+    // lives (in cancelling_) until each is answered, and no later request
+    // can have a tag's address while a cancel may still match it.
+    unsigned cancels_out = 0;
     std::unique_ptr<detail::posted_completion> handler;
   };
+  // A cancel request's user_data: its batch's address with the low bit set
+  // (tags and batches are aligned, so a request's never has it).
+  static constexpr std::uintptr_t cancel_mark = 1;
 
   static std::error_code result_code(int r) {
     return r < 0 ? std::error_code(-r, std::system_category()) : std::error_code{};
@@ -220,8 +228,8 @@ class uring_queue : public std::enable_shared_from_this<uring_queue> {
         }
         submit_locked(*b);
         reap_locked();  // reads from the page cache complete inside submit
-        if (!active_.empty() && !pump_running_) start_pump = pump_running_ = true;
         refused = refused_locked();
+        if (busy_locked(refused) && !pump_running_) start_pump = pump_running_ = true;
       }
     }
     if (refused) wake_pump();
@@ -311,10 +319,12 @@ class uring_queue : public std::enable_shared_from_this<uring_queue> {
         io_uring_sqe* sqe = sqe_locked();
         if (!sqe) break;  // the request will complete on its own
         io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(&t), 0);
-        io_uring_sqe_set_data64(sqe, 0);  // its own completion is not a request's
+        io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uintptr_t>(b.get()) | cancel_mark);
+        ++b->cancels_out;
         ++outstanding_;
         ++stats_.cancel_requests;
       }
+      if (b->cancels_out) cancelling_.insert(b);
       flush_locked();
       reap_locked();
       refused = refused_locked();
@@ -332,7 +342,10 @@ class uring_queue : public std::enable_shared_from_this<uring_queue> {
       io_uring_for_each_cqe(&ring_, head, cqe) {
         ++seen;
         const auto user = io_uring_cqe_get_data64(cqe);
-        if (user == 0) continue;  // a cancel request's own answer
+        if (user & cancel_mark) {
+          cancel_answered_locked(reinterpret_cast<batch*>(static_cast<std::uintptr_t>(user & ~cancel_mark)));
+          continue;
+        }
         ++stats_.completed;
         complete_one_locked(*reinterpret_cast<tag*>(static_cast<std::uintptr_t>(user)), cqe->res);
       }
@@ -369,6 +382,19 @@ class uring_queue : public std::enable_shared_from_this<uring_queue> {
 
   void finish_locked(const std::shared_ptr<batch>& b) { ready_.push_back(b); }
 
+  void cancel_answered_locked(batch* b) {
+    for (auto it = cancelling_.begin(); it != cancelling_.end(); ++it)
+      if (it->get() == b) {
+        if (--b->cancels_out == 0) cancelling_.erase(it);
+        return;
+      }
+  }
+
+  // Whether the pump has anything to wait for: requests or cancel requests
+  // in the kernel, or entries it refused (still in the ring: handed over
+  // again on the pump's retry timer).
+  bool busy_locked(bool refused) const { return !active_.empty() || !cancelling_.empty() || refused; }
+
   // Outside the lock: hands finished batches their results on their own
   // executors.
   void deliver() {
@@ -404,23 +430,36 @@ class uring_queue : public std::enable_shared_from_this<uring_queue> {
       std::uint64_t count = 0;
       while (::read(q->eventfd_.native_handle(), &count, sizeof count) > 0) {
       }
+      if (ec) {
+        // The wait itself failed (the reactor refused the fd): requests in
+        // flight may still write to their buffers, so this coroutine waits
+        // for them on the eventfd with poll(2), blocking its thread (the
+        // reactor cannot wait for it) but not the queue's lock: threads may
+        // still start and cancel batches meanwhile.
+        for (;;) {
+          bool busy = false;
+          {
+            std::lock_guard lock(q->mu_);
+            q->flush_locked();
+            q->reap_locked();
+            busy = q->busy_locked(q->refused_locked());
+          }
+          q->deliver();
+          if (!busy) break;
+          ::pollfd p{q->eventfd_.native_handle(), POLLIN, 0};
+          if (::poll(&p, 1, 10) < 0 && errno != EINTR) break;
+          while (::read(q->eventfd_.native_handle(), &count, sizeof count) > 0) {
+          }
+        }
+      }
       bool more = false;
       {
         std::lock_guard lock(q->mu_);
         ++q->stats_.wakeups;
-        if (ec) {
-          // The wait itself failed (the reactor refused the fd): requests in
-          // flight may still write to their buffers, so wait for them here.
-          while (!q->active_.empty()) {
-            io_uring_cqe* cqe = nullptr;
-            if (io_uring_submit_and_wait(&q->ring_, 1) < 0 || io_uring_peek_cqe(&q->ring_, &cqe) < 0) break;
-            q->reap_locked();
-          }
-        }
         q->flush_locked();
         q->reap_locked();
         refused = q->refused_locked();
-        more = !q->active_.empty();
+        more = q->busy_locked(refused);
         if (!more) q->pump_running_ = false;
       }
       q->deliver();
@@ -435,6 +474,7 @@ class uring_queue : public std::enable_shared_from_this<uring_queue> {
   bool ring_open_ = false;
   mutable std::mutex mu_;
   std::unordered_set<std::shared_ptr<batch>> active_;
+  std::unordered_set<std::shared_ptr<batch>> cancelling_;  // batches with cancel requests unanswered
   std::vector<std::shared_ptr<batch>> ready_;
   std::deque<tag*> waiting_;      // requests not yet in the kernel, in order
   unsigned capacity_ = 1;         // entries in the kernel at most (half the completion queue)

@@ -91,6 +91,9 @@ struct service_stats {
   // The disk tier.
   pool_usage disk;
   std::size_t disk_only_objects = 0;
+  // Disk segments whose copies the service does not list until their node
+  // offers them: dropped (node gone or declared dead), or mounted again.
+  std::size_t disks_away = 0;
   std::size_t pending_demotions = 0;
   std::uint64_t demoted_total = 0;          // disk copies committed
   std::uint64_t memory_released_total = 0;  // evictions that kept the object on disk
@@ -187,7 +190,10 @@ class service {
   // answers already_exists.
   //
   // A disk segment (tier disk) takes no puts: it holds the node's demoted
-  // copies, in whole disk blocks (at least one).
+  // copies, in whole disk blocks (at least one); a node has one at most
+  // (invalid_argument for a second). A disk segment mounted again
+  // (`remount`) reserves nothing until its node has offered the copies it
+  // holds (adopt_disk_copies; demote_start says so with offer_copies).
   mount_result mount_segment(node_id node, std::uint64_t size, segment_endpoints endpoints = {},
                              segment_id requested = 0, bool remount = false,
                              storage_tier tier = storage_tier::memory) {
@@ -202,6 +208,11 @@ class service {
         add_node_locked(node);
         return {errc::success, requested};
       }
+    // One disk segment per node: its tier numbers what it wrote down
+    // (demote_start's saved_through) for that one segment.
+    if (tier == storage_tier::disk)
+      for (segment_id s : pool_.segments_of(node))
+        if (pool_.tier_of(s) == storage_tier::disk) return {errc::invalid_argument, 0};
     // A remount of memory this service does not know (it restarted, or it
     // declared the node dead) may still be read under leases that an
     // earlier service, or this one before the node's death, granted and no
@@ -219,6 +230,15 @@ class service {
           });
         });
     if (id == 0) return {errc::already_exists, 0};
+    if (tier == storage_tier::disk && remount) {
+      // A disk that comes back: the copies on it are not listed here (they
+      // were dropped with it, or this service never knew them) until its
+      // node offers them (adopt_disk_copies); what changes meanwhile is
+      // remembered, so that no stale copy is taken back.
+      std::lock_guard away_lock(released_mu_);
+      away_since_.emplace(id, now());
+      away_segments_.store(away_since_.size(), std::memory_order_relaxed);
+    }
     add_node_locked(node);
     return {errc::success, id};
   }
@@ -302,6 +322,9 @@ class service {
       }
       shard.commit(*e, use + i);
       note_object(journal_kind::object_committed, *e);
+      // Newer than any copy on a disk that is away: that copy must not
+      // stand in for it once this object is gone.
+      note_key_changed(key.bytes, t);
       return errc::success;
     });
     evict_above_high_watermark(t);
@@ -407,10 +430,10 @@ class service {
     for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, const hashed_key& key) {
       object_entry* e = shard.find(key);
       if (!e || !e->committed) {
-        note_key_removed(key.bytes, t);  // a copy on a disk that is away must not bring it back
+        note_key_changed(key.bytes, t);  // a copy on a disk that is away must not bring it back
         return errc::not_found;
       }
-      release_after_lease(shard, *e, t);
+      release_after_lease(shard, *e, t);  // notes the key too
       return errc::success;
     });
     return errc::success;
@@ -452,7 +475,10 @@ class service {
   // node writes them down in its tier's index and says so in its next call
   // (`saved_through`). Until then they are told again, and
   // adopt_disk_copies refuses them. These are the leading master's alone:
-  // a failover forgets them.
+  // a failover forgets them. `work.offer_copies` asks the node to offer the
+  // copies its disk holds (adopt_disk_copies) because the service does not
+  // list them (the disk was mounted again); no copies are handed out until
+  // then.
   // Reservations are the leader's alone (not journaled): after a failover
   // demote_end answers not_found and the node simply goes on. A node runs
   // one demotion batch at a time, so a reservation freed late is never
@@ -464,29 +490,42 @@ class service {
     work.copies.clear();
     work.released.clear();
     work.released_through = saved_through;
+    work.offer_copies = false;
     if (node == 0) return errc::invalid_argument;
     max_objects = std::min(max_objects, max_copies_per_call);
     if (has_disk_.load(std::memory_order_relaxed)) {
       const auto segs = pool_.segments_of(node);
       std::lock_guard lock(released_mu_);
       for (segment_id s : segs) {
-        if (away_since_.erase(s)) away_segments_.store(away_since_.size(), std::memory_order_relaxed);
-        if (away_since_.empty()) {
-          removed_while_away_.clear();
-          removed_keys_overflow_.reset();
+        if (away_since_.count(s)) {
+          if (!adopting_.count(s)) {
+            // Mounted again while the node's process lived on (declared dead
+            // and back, or a master that restarted): its copies are not
+            // listed here. Nothing is reserved on it until it offers them.
+            work.offer_copies = true;
+          } else {
+            away_since_.erase(s);
+            adopting_.erase(s);
+            away_segments_.store(away_since_.size(), std::memory_order_relaxed);
+            if (away_since_.empty()) {
+              removed_while_away_.clear();
+              removed_keys_overflow_.reset();
+            }
+          }
         }
         auto it = released_disk_.find(s);
         if (it == released_disk_.end()) continue;
         auto& pending = it->second;
-        while (!pending.empty() && pending.front().first <= saved_through) pending.pop_front();
-        for (auto& [seq, version] : pending) {
+        while (!pending.in_order.empty() && pending.in_order.front().first <= saved_through) pending.pop();
+        for (auto& [seq, version] : pending.in_order) {
           if (work.released.size() == max_released_per_call) break;
           work.released.push_back(version);
           work.released_through = std::max(work.released_through, seq);
         }
-        if (pending.empty()) released_disk_.erase(it);
+        if (pending.in_order.empty()) released_disk_.erase(it);
       }
     }
+    if (work.offer_copies) return errc::success;
     std::vector<demotion>& out = work.copies;
     const time_point t = now();
     const pool_usage memory = pool_.usage();
@@ -565,11 +604,23 @@ class service {
   // A restarted node's disk copies, found again by its tier's index: each
   // becomes a committed object under its old version, its one replica on
   // disk, if the key is free. Per copy: success; already_exists (the key
-  // names an object now); not_found (the service released that copy while
-  // the node was away: removed, or dropped from disk); invalid_argument (not
-  // a disk segment of `node`, a bad key, or an extent that is not free).
+  // names an object now); not_found (the service released that copy, or the
+  // key was removed or written while the disk was away: the copy is stale);
+  // invalid_argument (not a disk segment of `node`, a bad key, or an extent
+  // that is not free). Ends the disk's away period at the node's next
+  // demote_start (see mount_segment).
   errc adopt_disk_copies(node_id node, std::span<const disk_copy> copies, std::span<errc> out) {
     if (out.size() != copies.size()) return errc::invalid_argument;
+    if (node == 0) return errc::invalid_argument;
+    if (has_disk_.load(std::memory_order_relaxed)) {
+      // Its disk is back: the away period ends at its next demote_start,
+      // after the copies are offered (in one call or several; keys changed
+      // meanwhile are refused until then).
+      const auto segs = pool_.segments_of(node);
+      std::lock_guard lock(released_mu_);
+      for (segment_id s : segs)
+        if (away_since_.count(s)) adopting_.insert(s);
+    }
     for (std::size_t i = 0; i < copies.size(); ++i) {
       const disk_copy& c = copies[i];
       const auto where = pool_.find(c.replica.segment);
@@ -581,12 +632,12 @@ class service {
       const hashed_key key = hashed(c.key);
       object_shard& shard = shard_for(key);
       std::lock_guard lock(shard.mu);
-      if (released_or_removed_while_away(c)) {
-        out[i] = errc::not_found;
-        continue;
-      }
       if (shard.find(key)) {
         out[i] = errc::already_exists;
+        continue;
+      }
+      if (released_or_removed_while_away(c)) {
+        out[i] = errc::not_found;
         continue;
       }
       replica_list replicas;
@@ -678,6 +729,7 @@ class service {
 
   service_stats stats() const {
     service_stats s;
+    s.disks_away = away_segments_.load(std::memory_order_relaxed);
     for (auto& shard_ptr : shards_) {
       std::lock_guard lock(shard_ptr->mu);
       s.objects += shard_ptr->lru.size() + shard_ptr->disk_lru.size();
@@ -954,7 +1006,7 @@ class service {
   // Takes a committed entry out of the table; if it is leased past `t` its
   // space waits on the shard's removed list until the lease ends.
   void release_after_lease(object_shard& shard, object_entry& e, time_point t) {
-    note_key_removed(e.key(), t);
+    note_key_changed(e.key(), t);
     if (!e.leased(t)) return release(shard, e);
     note_object(journal_kind::object_removed, e);
     note_disk_release(e.replicas, e.version);  // gone for the index now; the extent waits for the lease
@@ -1087,18 +1139,17 @@ class service {
   // Takes released_mu_ itself.
   void note_released_locked_free(segment_id segment, version_t version) {
     std::lock_guard lock(released_mu_);
-    auto& pending = released_disk_[segment];
-    pending.emplace_back(++released_seq_, version);
-    if (pending.size() > max_released) pending.pop_front();
+    released_disk_[segment].push(++released_seq_, version);
   }
 
-  // While a disk segment is away (its node left or was declared dead), keys
-  // removed are remembered: a copy of such a key that the node offers when
-  // it comes back is stale (the key was removed after the copy was made).
-  // At most max_removed_keys; past that, copies of segments away since
-  // before the overflow are all refused (absent rather than stale).
+  // While a disk segment is away (its node left or was declared dead, or
+  // it was remounted and has not offered its copies yet), keys removed or
+  // written are remembered: a copy of such a key that the node offers when
+  // it comes back is stale (made before the key changed). At most
+  // max_removed_keys; past that, copies of segments away since before the
+  // overflow are all refused (absent rather than stale).
   static constexpr std::size_t max_removed_keys = 1u << 20;
-  void note_key_removed(std::string_view key, time_point t) {
+  void note_key_changed(std::string_view key, time_point t) {
     if (away_segments_.load(std::memory_order_relaxed) == 0) return;
     std::lock_guard lock(released_mu_);
     if (away_since_.empty()) return;
@@ -1110,9 +1161,8 @@ class service {
   }
   bool released_or_removed_while_away(const disk_copy& c) {
     std::lock_guard lock(released_mu_);
-    if (auto r = released_disk_.find(c.replica.segment); r != released_disk_.end())
-      for (auto& [seq, version] : r->second)
-        if (version == c.version) return true;
+    if (auto r = released_disk_.find(c.replica.segment); r != released_disk_.end() && r->second.contains(c.version))
+      return true;
     auto away = away_since_.find(c.replica.segment);
     if (away == away_since_.end()) return false;
     if (removed_keys_overflow_ && *removed_keys_overflow_ >= away->second) return true;
@@ -1248,16 +1298,35 @@ class service {
   mutable std::mutex demote_mu_;
   std::unordered_map<version_t, pending_demotion> demotions_;
   // Taken under shard locks and demote_mu_ (a release inside a demotion
-  // pass), never around them. Guards the four below.
+  // pass), never around them. Guards the members below, down to
+  // away_segments_.
   std::mutex released_mu_;
   // Per disk segment: (sequence number, version) of released copies its
-  // node has not yet said it wrote down.
-  std::unordered_map<segment_id, std::deque<std::pair<std::uint64_t, version_t>>> released_disk_;
+  // node has not yet said it wrote down, in order, and looked up by version.
+  struct released_copies {
+    std::deque<std::pair<std::uint64_t, version_t>> in_order;
+    std::unordered_set<version_t> versions;
+    void push(std::uint64_t seq, version_t v) {
+      in_order.emplace_back(seq, v);
+      versions.insert(v);
+      if (in_order.size() > max_released) pop();  // oldest forgotten first
+    }
+    void pop() {
+      versions.erase(in_order.front().second);
+      in_order.pop_front();
+    }
+    bool contains(version_t v) const { return versions.count(v) != 0; }
+  };
+  std::unordered_map<segment_id, released_copies> released_disk_;
   // Numbers start at the id seed, which grows across restarts and failovers:
   // a node's acknowledgement to an earlier master lies below them (the seed
   // outgrows what one master numbers, as it does for versions).
   std::uint64_t released_seq_ = options_.id_seed;
-  std::unordered_map<segment_id, time_point> away_since_;  // dropped disk segments, until their node is back
+  // Disk segments whose copies the service does not list: dropped (their
+  // node left or was declared dead), or remounted and not yet offered
+  // again. Until their node's next demote_start after adopt_disk_copies.
+  std::unordered_map<segment_id, time_point> away_since_;
+  std::unordered_set<segment_id> adopting_;  // away, and their node has offered its copies
   std::unordered_map<std::string, time_point> removed_while_away_;
   std::optional<time_point> removed_keys_overflow_;  // or remove_all: every key removed then
   std::atomic<std::size_t> away_segments_{0};        // away_since_.size(), read without the lock

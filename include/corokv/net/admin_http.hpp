@@ -261,6 +261,9 @@ class admin_server {
     metric("disk_capacity_bytes", "gauge", "Bytes in all mounted disk segments.", s.disk.capacity);
     metric("disk_used_bytes", "gauge", "Disk bytes holding copies and reservations.", s.disk.used);
     metric("disk_only_objects", "gauge", "Objects whose only copies are on disk.", s.disk_only_objects);
+    metric("disks_away", "gauge",
+           "Disk segments whose copies are not listed until their node offers them (dropped, or mounted again).",
+           s.disks_away);
     metric("pending_demotions", "gauge", "Disk extents handed out for copies not yet reported.", s.pending_demotions);
     metric("demoted_total", "counter", "Disk copies committed.", s.demoted_total);
     metric("memory_released_total", "counter", "Evictions that kept the object on disk.", s.memory_released_total);

@@ -26,7 +26,7 @@
 namespace corokv::wire {
 
 inline constexpr std::uint16_t magic = 0x4B43;
-inline constexpr std::uint8_t protocol_version = 3;
+inline constexpr std::uint8_t protocol_version = 4;
 inline constexpr std::size_t header_size = 24;
 inline constexpr std::uint8_t response_bit = 0x80;
 

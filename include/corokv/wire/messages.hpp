@@ -333,6 +333,7 @@ template <class A> void fields(A& a, demotions_response& m) {
   });
   u64s(a, m.work.released);
   a.u64(m.work.released_through);
+  flag(a, m.work.offer_copies);
 }
 template <class A> void fields(A& a, adopt_request& m) {
   a.u64(m.node);
