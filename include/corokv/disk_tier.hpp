@@ -190,7 +190,7 @@ class disk_tier {
     using result = std::pair<std::error_code, std::size_t>;
     ++passes_;
     auto [ec, answer] = co_await store_.metadata().demote_start(store_.node(), options_.batch_objects,
-                                                                options_.batch_bytes, saved_through_);
+                                                                options_.batch_bytes, saved_through_, offered_);
     if (ec) co_return result{ec, 0};
     std::vector<std::byte> records;
     for (version_t v : answer.released) {
@@ -199,10 +199,12 @@ class disk_tier {
     }
     released_ += answer.released.size();
     const std::uint64_t through = answer.released_through;
-    if (answer.offer_copies) {
+    if (answer.offer_copies != 0) {
       // The service lost sight of this disk's copies: offer them again and
       // rewrite the index with those it takes (that also writes down the
-      // released ones).
+      // released ones). Only once all that is done does the next pass say
+      // so (offered_); until then the service keeps refusing stale copies
+      // and asks again, and a copy it took already is answered success.
       ++offers_;
       std::vector<disk::index_entry> copies;
       copies.reserve(live_.size());
@@ -219,6 +221,7 @@ class disk_tier {
         co_return result{index_ec, 0};
       }
       saved_through_ = through;
+      offered_ = answer.offer_copies;
       co_return result{std::error_code{}, 0};
     }
     std::vector<demotion>& work = answer.copies;
@@ -382,7 +385,13 @@ class disk_tier {
     // even an empty one, before it reserves anything on a disk mounted
     // again); keep in the index what is taken.
     std::vector<disk::index_entry> kept;
+    std::uint64_t token = 0;
     if (warm) {
+      // The service's token for this offer (a disk mounted again is away
+      // until its node echoes it); nothing else of this answer is used.
+      auto [start_ec, first] = co_await store_.metadata().demote_start(store_.node(), 0, 0, 0, 0);
+      if (start_ec) co_return start_ec;
+      token = first.offer_copies;
       const std::size_t offered = verified.size();
       std::tie(ec, kept) = co_await offer(std::move(verified));
       if (ec) co_return ec;
@@ -390,7 +399,9 @@ class disk_tier {
       found_.not_adopted = offered - kept.size();
     }
     for (auto& e : kept) live_.emplace(e.version, e);
-    co_return rewrite_index(kept);
+    if ((ec = rewrite_index(kept))) co_return ec;
+    offered_ = token;
+    co_return std::error_code{};
   }
 
   // Offers copies to the service in parts that fit a frame (wire limits:
@@ -537,6 +548,7 @@ class disk_tier {
   int index_fd_ = -1;
   std::uint64_t index_end_ = 0;
   std::uint64_t saved_through_ = 0;  // released copies written down, as the service numbers them
+  std::uint64_t offered_ = 0;        // the service's token for the last offer made in full
   // The copies the index lists, by version: offered again when the service
   // asks. Touched by start() and demote() only, which never overlap.
   std::unordered_map<version_t, disk::index_entry> live_;

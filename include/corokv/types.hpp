@@ -235,11 +235,14 @@ struct demotion_work {
   std::vector<demotion> copies;
   std::vector<version_t> released;
   std::uint64_t released_through = 0;  // echoed as saved_through once written down
-  // The node's disk was mounted again while its process lived on (it was
-  // declared dead and came back, or the master restarted): the service does
-  // not list its copies. The node offers them (adopt_disk_copies); until
-  // then nothing is reserved on that disk.
-  bool offer_copies = false;
+  // Nonzero: the node's disk was mounted again while its process lived on
+  // (it was declared dead and came back, or the master restarted), and the
+  // service does not list its copies. The node offers them all
+  // (adopt_disk_copies) and, once every part was answered and its index
+  // says so, echoes this token in its next demote_start (`offered`); until
+  // then nothing is reserved on that disk and keys changed meanwhile are
+  // remembered.
+  std::uint64_t offer_copies = 0;
   friend bool operator==(const demotion_work&, const demotion_work&) = default;
 };
 

@@ -31,7 +31,7 @@ struct tier_fixture : service_fixture {
 
   std::vector<demotion> demote_start(node_id node, std::size_t max = 100, std::uint64_t bytes = UINT64_MAX) {
     demotion_work out;
-    REQUIRE(svc.demote_start(node, max, bytes, saved_through, out) == errc::success);
+    REQUIRE(svc.demote_start(node, max, bytes, saved_through, 0, out) == errc::success);
     released.insert(released.end(), out.released.begin(), out.released.end());
     saved_through = out.released_through;  // as a node does once it wrote them down
     return out.copies;
@@ -313,13 +313,13 @@ TEST_CASE("released copies are told again until the node says it wrote them down
   REQUIRE(f.demote_end(f.demote_start(1)) == std::vector<errc>(12, errc::success));
   f.remove({"k0"});
   demotion_work first, again, after;
-  REQUIRE(f.svc.demote_start(1, 0, 0, f.saved_through, first) == errc::success);
+  REQUIRE(f.svc.demote_start(1, 0, 0, f.saved_through, 0, first) == errc::success);
   CHECK(first.released == std::vector<version_t>{versions[0]});
   // The node could not write them down: it echoes what it had before.
-  REQUIRE(f.svc.demote_start(1, 0, 0, f.saved_through, again) == errc::success);
+  REQUIRE(f.svc.demote_start(1, 0, 0, f.saved_through, 0, again) == errc::success);
   CHECK(again.released == first.released);
   // Now it could.
-  REQUIRE(f.svc.demote_start(1, 0, 0, again.released_through, after) == errc::success);
+  REQUIRE(f.svc.demote_start(1, 0, 0, again.released_through, 0, after) == errc::success);
   CHECK(after.released.empty());
 }
 
@@ -371,7 +371,7 @@ TEST_CASE("remove_all while a disk is away: none of its copies comes back") {
   f.check();
 }
 
-TEST_CASE("a disk mounted again while its node lived on: demote_start asks for its copies and reserves nothing until they are offered, and keys written or removed meanwhile do not come back") {
+TEST_CASE("a disk mounted again while its node lived on: demote_start asks for its copies and reserves nothing until the node says it offered them all, and keys written or removed meanwhile do not come back") {
   tier_fixture f;
   f.mount(1, 64 << 10);
   const segment_id disk = f.mount_disk(1, 1 << 20);
@@ -391,21 +391,34 @@ TEST_CASE("a disk mounted again while its node lived on: demote_start asks for i
   f.mount(1, 64 << 10);
   REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
   f.put(f.keys("m", 20), 4096);  // memory above the demote watermark again
+  // Past the remount's hold: only the away period keeps demotion off the disk.
+  f.clock.advance(f.svc.options().max_lease_ttl + 1s);
+  f.svc.maintain();
   demotion_work first;
-  REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, f.saved_through, first) == errc::success);
-  CHECK(first.offer_copies);
-  CHECK(first.copies.empty());  // nothing reserved on a disk whose copies are not listed
+  REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, f.saved_through, 0, first) == errc::success);
+  REQUIRE(first.offer_copies != 0);
+  CHECK(first.copies.empty());
   CHECK(f.svc.stats().disks_away == 1);
-  // It offers what its index lists.
+  // It offers what its index lists, in two parts; an answer is lost, so it
+  // offers everything again: what was taken is answered success again.
   std::vector<disk_copy> offer;
   for (const auto& d : work) offer.push_back({d.key, d.version, d.to});
-  std::vector<errc> out(offer.size());
-  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
-  for (std::size_t i = 0; i < work.size(); ++i) {
-    const errc expected = work[i].key == "k0" || work[i].key == "k2" ? errc::not_found
-                          : work[i].key == "k1"                       ? errc::already_exists
-                                                                      : errc::success;
-    CHECK_MESSAGE(out[i] == expected, work[i].key);
+  auto expected = [&](const std::string& key) {
+    return key == "k0" || key == "k2" ? errc::not_found : key == "k1" ? errc::already_exists : errc::success;
+  };
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    for (std::size_t from : {std::size_t{0}, std::size_t{6}}) {
+      std::span<const disk_copy> part(offer.data() + from, 6);
+      std::vector<errc> out(part.size());
+      REQUIRE(f.svc.adopt_disk_copies(1, part, out) == errc::success);
+      for (std::size_t i = 0; i < part.size(); ++i) CHECK_MESSAGE(out[i] == expected(work[from + i].key), work[from + i].key);
+    }
+    // Without the token (its first answer lost), it is asked again.
+    demotion_work again;
+    REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, f.saved_through, attempt == 0 ? 0 : first.offer_copies - 1, again) ==
+            errc::success);
+    CHECK(again.offer_copies == first.offer_copies);
+    CHECK(again.copies.empty());
   }
   auto q = f.query({"k0", "k1", "k2", "k3"});
   CHECK(q[0].status == errc::not_found);
@@ -414,15 +427,81 @@ TEST_CASE("a disk mounted again while its node lived on: demote_start asks for i
   CHECK(q[3].version == versions[3]);
   REQUIRE(q[3].replicas.size() == 1);
   CHECK(q[3].replicas[0].segment == disk);
-  // Its next call ends the away period, and demotion goes on (once the
-  // remount's hold on the disk is over).
+  // With the token the away period ends, and demotion goes on.
   demotion_work next;
-  REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, f.saved_through, next) == errc::success);
-  CHECK_FALSE(next.offer_copies);
+  REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, f.saved_through, first.offer_copies, next) == errc::success);
+  CHECK(next.offer_copies == 0);
+  CHECK_FALSE(next.copies.empty());
   CHECK(f.svc.stats().disks_away == 0);
-  f.clock.advance(f.svc.options().max_lease_ttl + 1s);
+  f.check();
+}
+
+TEST_CASE("a disk dropped again after its offer, before its node said so, is asked again under a new token") {
+  tier_fixture f;
+  f.mount(1, 64 << 10);
+  const segment_id disk = f.mount_disk(1, 1 << 20);
+  f.put(f.keys("k", 12), 4096);
+  const auto work = f.demote_start(1);
+  REQUIRE(f.demote_end(work) == std::vector<errc>(work.size(), errc::success));
+  REQUIRE(f.svc.unregister_node(1) == errc::success);
+  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
+  demotion_work first;
+  REQUIRE(f.svc.demote_start(1, 0, 0, 0, 0, first) == errc::success);
+  REQUIRE(first.offer_copies != 0);
+  std::vector<disk_copy> offer;
+  for (const auto& d : work) offer.push_back({d.key, d.version, d.to});
+  std::vector<errc> out(offer.size());
+  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
+  CHECK(std::count(out.begin(), out.end(), errc::success) == 12);
+  // Dropped again (declared dead again) and back before it echoed the token.
+  REQUIRE(f.svc.unregister_node(1) == errc::success);
+  CHECK(f.svc.stats().disk_only_objects == 0);
+  f.remove({"k5"});
+  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
+  demotion_work second;
+  REQUIRE(f.svc.demote_start(1, 0, 0, 0, first.offer_copies, second) == errc::success);
+  CHECK(second.offer_copies != 0);
+  CHECK(second.offer_copies != first.offer_copies);
+  CHECK(f.svc.stats().disks_away == 1);
+  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
+  for (std::size_t i = 0; i < work.size(); ++i)
+    CHECK(out[i] == (work[i].key == "k5" ? errc::not_found : errc::success));  // removed while away (again)
+  demotion_work done;
+  REQUIRE(f.svc.demote_start(1, 0, 0, 0, second.offer_copies, done) == errc::success);
+  CHECK(done.offer_copies == 0);
+  CHECK(f.svc.stats().disks_away == 0);
+  f.check();
+}
+
+TEST_CASE("a disk that stays away past away_disk_ttl is retired: nothing is remembered for it, and if it comes back none of its copies is taken") {
+  auto o = tier_fixture::tier_options();
+  o.away_disk_ttl = 10min;
+  tier_fixture f(o);
+  f.mount(1, 64 << 10);
+  const segment_id disk = f.mount_disk(1, 1 << 20);
+  f.put(f.keys("k", 4), 4096);
+  f.put(f.keys("x", 10), 4096);
+  const auto work = f.demote_start(1);
+  REQUIRE(f.demote_end(work) == std::vector<errc>(work.size(), errc::success));
+  REQUIRE(f.svc.unregister_node(1) == errc::success);
+  f.clock.advance(5min);
   f.svc.maintain();
-  CHECK_FALSE(f.demote_start(1).empty());
+  CHECK(f.svc.stats().disks_away == 1);
+  f.clock.advance(6min);
+  f.svc.maintain();
+  CHECK(f.svc.stats().disks_away == 0);  // retired: keys changed from now on are not remembered
+  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
+  demotion_work first;
+  REQUIRE(f.svc.demote_start(1, 0, 0, 0, 0, first) == errc::success);
+  REQUIRE(first.offer_copies != 0);
+  std::vector<disk_copy> offer;
+  for (const auto& d : work) offer.push_back({d.key, d.version, d.to});
+  std::vector<errc> out(offer.size());
+  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
+  for (auto e : out) CHECK(e == errc::not_found);
+  demotion_work done;
+  REQUIRE(f.svc.demote_start(1, 0, 0, 0, first.offer_copies, done) == errc::success);
+  CHECK(f.svc.stats().disks_away == 0);
   f.check();
 }
 
@@ -431,19 +510,23 @@ TEST_CASE("a disk segment a master never knew (it restarted) is asked for its co
   f.mount(1, 64 << 10);
   REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, 4242, true, storage_tier::disk).id == 4242);
   f.put(f.keys("k", 12), 4096);
+  f.clock.advance(f.svc.options().max_lease_ttl + 1s);
+  f.svc.maintain();
   demotion_work first;
-  REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, 0, first) == errc::success);
-  CHECK(first.offer_copies);
+  REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, 0, 0, first) == errc::success);
+  REQUIRE(first.offer_copies != 0);
   CHECK(first.copies.empty());
   std::vector<errc> none;
   REQUIRE(f.svc.adopt_disk_copies(1, {}, none) == errc::success);
   demotion_work next;
-  REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, 0, next) == errc::success);
-  CHECK_FALSE(next.offer_copies);
+  REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, 0, first.offer_copies, next) == errc::success);
+  CHECK(next.offer_copies == 0);
+  CHECK_FALSE(next.copies.empty());  // demotion goes on
   CHECK(f.svc.stats().disks_away == 0);
   // A memory remount is not asked anything.
   f.mount(2, 64 << 10);
   CHECK(f.svc.stats().disks_away == 0);
+  f.check();
 }
 
 TEST_CASE("a node has one disk segment at most") {
@@ -453,6 +536,7 @@ TEST_CASE("a node has one disk segment at most") {
   // Its own again (a reconnecting node) is the same segment; another node may have one.
   CHECK(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
   CHECK(f.svc.mount_segment(2, 1 << 20, {}, 0, false, storage_tier::disk).status == errc::success);
+  f.check();
 }
 
 TEST_CASE("the journal carries the disk tier: a follower's copy promotes to the same objects and replicas") {

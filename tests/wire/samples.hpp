@@ -99,7 +99,7 @@ inline std::vector<std::pair<message_type, request>> requests() {
       {message_type::remove_all, remove_all_request{}},
       {message_type::follow, follow_request{"master-b"}},
       {message_type::replica_ack, replica_ack_request{123456}},
-      {message_type::demote_start, demote_start_request{7, 256, 64 << 20, 41}},
+      {message_type::demote_start, demote_start_request{7, 256, 64 << 20, 41, 1234}},
       {message_type::demote_end,
        demote_end_request{keys, {5, 6, 7}, {errc::success, errc::transfer_failed, errc::success}}},
       {message_type::adopt_disk_copies,
@@ -131,7 +131,7 @@ inline std::vector<std::pair<message_type, response>> responses() {
                           {{demotion{"prompt-1/block-0", 5, {11, 7, 4096, 100}, {12, 7, 8192, 100}}, demotion{}},
                            {3, 4, 5},
                            44,
-                           true}}},
+                           1234}}},
   };
 }
 

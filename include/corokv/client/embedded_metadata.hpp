@@ -57,10 +57,11 @@ class embedded_metadata {
   }
 
   result<std::pair<std::error_code, demotion_work>> demote_start(node_id node, std::size_t max_objects,
-                                                                  std::uint64_t max_bytes, std::uint64_t saved_through) {
+                                                                  std::uint64_t max_bytes, std::uint64_t saved_through,
+                                                                  std::uint64_t offered) {
     upkeep();
     demotion_work work;
-    const errc e = service_->demote_start(node, max_objects, max_bytes, saved_through, work);
+    const errc e = service_->demote_start(node, max_objects, max_bytes, saved_through, offered, work);
     co_return std::pair<std::error_code, demotion_work>{e, std::move(work)};
   }
   result<std::error_code> adopt_disk_copies(node_id node, std::span<const disk_copy> copies, std::span<errc> out) {

@@ -72,7 +72,7 @@ concept tiering_endpoint =
              std::size_t count, key_span keys, std::span<const version_t> versions, std::span<const errc> copied,
              std::span<errc> statuses, bool remount, std::span<const disk_copy> found) {
       { m.mount(node, size, where, id, tier, remount) } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, segment_id>>>;
-      { m.demote_start(node, count, size, size) } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, demotion_work>>>;
+      { m.demote_start(node, count, size, size, size) } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, demotion_work>>>;
       { m.demote_end(keys, versions, copied, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
       { m.adopt_disk_copies(node, found, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
     };

@@ -128,6 +128,18 @@ class uring_queue : public std::enable_shared_from_this<uring_queue> {
     std::lock_guard lock(mu_);
     return result_code(io_uring_register_buffers(&ring_, buffers.data(), static_cast<unsigned>(buffers.size())));
   }
+  // Or a table of `slots` empty buffer slots (Linux 5.19 and later), filled
+  // and emptied one at a time with update_buffer, also while requests are
+  // in flight: a request keeps the buffer it was submitted with.
+  std::error_code register_buffer_table(unsigned slots) {
+    std::lock_guard lock(mu_);
+    return result_code(io_uring_register_buffers_sparse(&ring_, slots));
+  }
+  // Puts `buffer` in `slot`; an empty iovec ({nullptr, 0}) empties it.
+  std::error_code update_buffer(unsigned slot, const iovec& buffer) {
+    std::lock_guard lock(mu_);
+    return result_code(io_uring_register_buffers_update_tag(&ring_, slot, &buffer, nullptr, 1));
+  }
 
   uring_stats stats() const {
     std::lock_guard lock(mu_);

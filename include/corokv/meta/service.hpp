@@ -56,6 +56,10 @@ struct service_options {
   double demote_watermark = 0.75;
   double disk_high_watermark = 0.95;
   double disk_low_watermark = 0.85;
+  // A dropped disk segment whose node has not mounted it again within this
+  // long is retired: the keys changed since are forgotten, and if it ever
+  // comes back, none of its copies is taken back.
+  duration away_disk_ttl = std::chrono::hours(1);
   std::uint64_t alignment = 64;                       // allocation granularity in bytes
   // First version and first segment id. 0 derives it from the wall clock, so
   // that ids handed out before a restart of the service are not reused after.
@@ -166,11 +170,11 @@ class service {
       std::lock_guard lock(nodes_mu_);
       if (nodes_.erase(node) == 0) return errc::node_unknown;
       note_node_left(node);
-      // Listed under the nodes lock: a segment the node mounts after leaving
-      // (it registered again) is not dropped with the old ones.
+      // Listed and dropped under the nodes lock: a segment the node mounts
+      // after leaving (it registered again) is not dropped with the old ones.
       segs = pool_.segments_of(node);
+      drop_segments(segs, node);
     }
-    drop_segments(segs, node);
     return errc::success;
   }
 
@@ -234,10 +238,11 @@ class service {
       // A disk that comes back: the copies on it are not listed here (they
       // were dropped with it, or this service never knew them) until its
       // node offers them (adopt_disk_copies); what changes meanwhile is
-      // remembered, so that no stale copy is taken back.
+      // remembered, so that no stale copy is taken back. A retired one's
+      // copies are all refused.
       std::lock_guard away_lock(released_mu_);
-      away_since_.emplace(id, now());
-      away_segments_.store(away_since_.size(), std::memory_order_relaxed);
+      const bool retired = retired_disks_.erase(id) != 0;
+      mark_away_locked(id, now(), retired);
     }
     add_node_locked(node);
     return {errc::success, id};
@@ -446,7 +451,10 @@ class service {
     const time_point t = now();
     if (away_segments_.load(std::memory_order_relaxed) != 0) {
       std::lock_guard lock(released_mu_);
-      if (!away_since_.empty()) removed_keys_overflow_ = t;  // nothing on an away disk comes back
+      if (!away_.empty()) {
+        removed_keys_overflow_ = t;  // nothing on an away disk comes back
+        removed_while_away_.clear();
+      }
     }
     std::uint64_t hidden = 0;
     for (auto& shard_ptr : shards_) {
@@ -486,31 +494,25 @@ class service {
   static constexpr std::size_t max_copies_per_call = 4096;
   static constexpr std::size_t max_released_per_call = 4096;
   errc demote_start(node_id node, std::size_t max_objects, std::uint64_t max_bytes, std::uint64_t saved_through,
-                    demotion_work& work) {
+                    std::uint64_t offered, demotion_work& work) {
     work.copies.clear();
     work.released.clear();
     work.released_through = saved_through;
-    work.offer_copies = false;
+    work.offer_copies = 0;
     if (node == 0) return errc::invalid_argument;
     max_objects = std::min(max_objects, max_copies_per_call);
     if (has_disk_.load(std::memory_order_relaxed)) {
       const auto segs = pool_.segments_of(node);
       std::lock_guard lock(released_mu_);
       for (segment_id s : segs) {
-        if (away_since_.count(s)) {
-          if (!adopting_.count(s)) {
+        if (auto away = away_.find(s); away != away_.end()) {
+          if (offered != 0 && offered == away->second.token) {
+            end_away_locked(s);  // every copy offered, and the node's index says so
+          } else {
             // Mounted again while the node's process lived on (declared dead
             // and back, or a master that restarted): its copies are not
-            // listed here. Nothing is reserved on it until it offers them.
-            work.offer_copies = true;
-          } else {
-            away_since_.erase(s);
-            adopting_.erase(s);
-            away_segments_.store(away_since_.size(), std::memory_order_relaxed);
-            if (away_since_.empty()) {
-              removed_while_away_.clear();
-              removed_keys_overflow_.reset();
-            }
+            // listed here. Nothing is reserved on it until it offered them.
+            work.offer_copies = away->second.token;
           }
         }
         auto it = released_disk_.find(s);
@@ -525,7 +527,7 @@ class service {
         if (pending.in_order.empty()) released_disk_.erase(it);
       }
     }
-    if (work.offer_copies) return errc::success;
+    if (work.offer_copies != 0) return errc::success;
     std::vector<demotion>& out = work.copies;
     const time_point t = now();
     const pool_usage memory = pool_.usage();
@@ -607,20 +609,12 @@ class service {
   // names an object now); not_found (the service released that copy, or the
   // key was removed or written while the disk was away: the copy is stale);
   // invalid_argument (not a disk segment of `node`, a bad key, or an extent
-  // that is not free). Ends the disk's away period at the node's next
-  // demote_start (see mount_segment).
+  // that is not free). A copy offered again that the service holds already
+  // answers success. A disk's away period (see mount_segment) ends when its
+  // node says in demote_start that it offered everything.
   errc adopt_disk_copies(node_id node, std::span<const disk_copy> copies, std::span<errc> out) {
     if (out.size() != copies.size()) return errc::invalid_argument;
     if (node == 0) return errc::invalid_argument;
-    if (has_disk_.load(std::memory_order_relaxed)) {
-      // Its disk is back: the away period ends at its next demote_start,
-      // after the copies are offered (in one call or several; keys changed
-      // meanwhile are refused until then).
-      const auto segs = pool_.segments_of(node);
-      std::lock_guard lock(released_mu_);
-      for (segment_id s : segs)
-        if (away_since_.count(s)) adopting_.insert(s);
-    }
     for (std::size_t i = 0; i < copies.size(); ++i) {
       const disk_copy& c = copies[i];
       const auto where = pool_.find(c.replica.segment);
@@ -632,8 +626,14 @@ class service {
       const hashed_key key = hashed(c.key);
       object_shard& shard = shard_for(key);
       std::lock_guard lock(shard.mu);
-      if (shard.find(key)) {
-        out[i] = errc::already_exists;
+      if (const object_entry* e = shard.find(key)) {
+        // Offered again (an answer was lost, or a part failed): the same copy.
+        const bool same = e->committed && e->version == c.version &&
+                          std::any_of(e->replicas.begin(), e->replicas.end(), [&](const replica_descriptor& r) {
+                            return r.segment == c.replica.segment && r.offset == c.replica.offset &&
+                                   r.length == c.replica.length;
+                          });
+        out[i] = same ? errc::success : errc::already_exists;
         continue;
       }
       if (released_or_removed_while_away(c)) {
@@ -683,9 +683,13 @@ class service {
           ++it;
         }
       }
+      // Dropped under the nodes lock too: a node that registers again meanwhile
+      // must not find its old segments still there (and keep them) only to
+      // have them dropped after.
+      for (auto& [node, segs] : dead) drop_segments(segs, node);
     }
-    for (auto& [node, segs] : dead) drop_segments(segs, node);
     report.dead_nodes = dead.size();
+    retire_away_disks(t);
     dead_nodes_total_ += dead.size();
 
     for (auto& shard_ptr : shards_) {
@@ -1152,10 +1156,12 @@ class service {
   void note_key_changed(std::string_view key, time_point t) {
     if (away_segments_.load(std::memory_order_relaxed) == 0) return;
     std::lock_guard lock(released_mu_);
-    if (away_since_.empty()) return;
+    if (away_.empty()) return;
     if (removed_while_away_.size() >= max_removed_keys) {
+      // The marker covers every key listed (all changed at or before t): the
+      // list starts again empty, for disks that go away later.
       removed_keys_overflow_ = t;
-      return;
+      removed_while_away_.clear();
     }
     removed_while_away_[std::string(key)] = t;
   }
@@ -1163,11 +1169,48 @@ class service {
     std::lock_guard lock(released_mu_);
     if (auto r = released_disk_.find(c.replica.segment); r != released_disk_.end() && r->second.contains(c.version))
       return true;
-    auto away = away_since_.find(c.replica.segment);
-    if (away == away_since_.end()) return false;
-    if (removed_keys_overflow_ && *removed_keys_overflow_ >= away->second) return true;
+    auto away = away_.find(c.replica.segment);
+    if (away == away_.end()) return false;
+    if (away->second.refuse_all) return true;
+    if (removed_keys_overflow_ && *removed_keys_overflow_ >= away->second.since) return true;
     auto k = removed_while_away_.find(std::string(c.key));
-    return k != removed_while_away_.end() && k->second >= away->second;
+    return k != removed_while_away_.end() && k->second >= away->second.since;
+  }
+
+  // Dropped disks away longer than away_disk_ttl: retired (see the option).
+  void retire_away_disks(time_point t) {
+    if (away_segments_.load(std::memory_order_relaxed) == 0) return;
+    std::lock_guard lock(released_mu_);
+    std::vector<segment_id> old;
+    for (auto& [segment, away] : away_)
+      if (away.since + options_.away_disk_ttl <= t && !pool_.contains(segment)) old.push_back(segment);
+    for (segment_id segment : old) {
+      if (retired_disks_.insert(segment).second) retired_order_.push_back(segment);
+      if (retired_order_.size() > max_retired_disks) {
+        retired_disks_.erase(retired_order_.front());
+        retired_order_.pop_front();
+      }
+      released_disk_.erase(segment);  // refused whole if it comes back
+      end_away_locked(segment);
+    }
+  }
+
+  // Under released_mu_: `segment` is away from `since` (or since earlier, if
+  // it was already), under a new token: an offer made for an earlier away
+  // period does not end this one.
+  void mark_away_locked(segment_id segment, time_point since, bool refuse_all = false) {
+    auto [it, fresh] = away_.try_emplace(segment, away_disk{since, 0, refuse_all});
+    it->second.token = ++away_token_;
+    it->second.refuse_all = it->second.refuse_all || refuse_all;
+    if (fresh) away_segments_.store(away_.size(), std::memory_order_relaxed);
+  }
+  void end_away_locked(segment_id segment) {
+    away_.erase(segment);
+    away_segments_.store(away_.size(), std::memory_order_relaxed);
+    if (away_.empty()) {
+      removed_while_away_.clear();
+      removed_keys_overflow_.reset();
+    }
   }
 
   static replica_list single(const replica_descriptor& r) {
@@ -1192,8 +1235,7 @@ class service {
       if (pool_.tier_of(s) == storage_tier::disk) disk_dropped.push_back(s);
     if (!disk_dropped.empty()) {
       std::lock_guard lock(released_mu_);
-      for (segment_id s : disk_dropped) away_since_.emplace(s, now());
-      away_segments_.store(away_since_.size(), std::memory_order_relaxed);
+      for (segment_id s : disk_dropped) mark_away_locked(s, now());
     }
     for (segment_id s : segs) pool_.unmount(s);
     auto on_dropped = [&](const replica_descriptor& r) {
@@ -1323,13 +1365,23 @@ class service {
   // outgrows what one master numbers, as it does for versions).
   std::uint64_t released_seq_ = options_.id_seed;
   // Disk segments whose copies the service does not list: dropped (their
-  // node left or was declared dead), or remounted and not yet offered
-  // again. Until their node's next demote_start after adopt_disk_copies.
-  std::unordered_map<segment_id, time_point> away_since_;
-  std::unordered_set<segment_id> adopting_;  // away, and their node has offered its copies
+  // node left or was declared dead), or mounted again and not yet offered
+  // in full (their node echoes `token` once it has).
+  struct away_disk {
+    time_point since;
+    std::uint64_t token = 0;
+    bool refuse_all = false;  // retired before it came back: none of its copies is taken
+  };
+  std::unordered_map<segment_id, away_disk> away_;
+  std::uint64_t away_token_ = options_.id_seed;  // grows across restarts, as released_seq_
+  // Dropped disks retired after away_disk_ttl (at most max_retired_disks,
+  // oldest forgotten first).
+  static constexpr std::size_t max_retired_disks = 1u << 16;
+  std::unordered_set<segment_id> retired_disks_;
+  std::deque<segment_id> retired_order_;
   std::unordered_map<std::string, time_point> removed_while_away_;
   std::optional<time_point> removed_keys_overflow_;  // or remove_all: every key removed then
-  std::atomic<std::size_t> away_segments_{0};        // away_since_.size(), read without the lock
+  std::atomic<std::size_t> away_segments_{0};        // away_.size(), read without the lock
   std::atomic<bool> has_disk_{false};  // a disk segment was ever mounted
   struct node_state {
     time_point last_seen;

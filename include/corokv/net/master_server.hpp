@@ -261,7 +261,7 @@ class master_server {
       case message_type::demote_start: {
         const auto& m = std::get<wire::demote_start_request>(request);
         wire::demotions_response r;
-        r.status = svc.demote_start(m.node, m.max_objects, m.max_bytes, m.saved_through, r.work);
+        r.status = svc.demote_start(m.node, m.max_objects, m.max_bytes, m.saved_through, m.offered, r.work);
         return wire::encode(r, out);
       }
       case message_type::adopt_disk_copies: {

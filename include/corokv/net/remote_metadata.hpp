@@ -538,10 +538,11 @@ class remote_metadata {
     co_return co_await list_call(wire::message_type::put_start, m, r, out);
   }
   result<std::pair<std::error_code, demotion_work>> demote_start(node_id node, std::size_t max_objects,
-                                                                  std::uint64_t max_bytes, std::uint64_t saved_through) {
+                                                                  std::uint64_t max_bytes, std::uint64_t saved_through,
+                                                                  std::uint64_t offered) {
     using answer = std::pair<std::error_code, demotion_work>;
     const wire::demote_start_request m{node, static_cast<std::uint32_t>(std::min<std::size_t>(max_objects, UINT32_MAX)),
-                                       max_bytes, saved_through};
+                                       max_bytes, saved_through, offered};
     auto reply = co_await session_->call(wire::message_type::demote_start, m);
     wire::demotions_response r;
     errc e = decode_reply(reply, r);

@@ -11,6 +11,14 @@
 // aligned buffer of the batch's own. Buffered files take every range as it
 // is.
 //
+// Memory the caller registers with the store (register_buffer; the buffer
+// pool's too) becomes fixed buffers of the ring, a slot per GiB: straight
+// transfers into it skip the kernel's pinning of the pages for every
+// request, which is most of what a fast device's O_DIRECT read costs beyond
+// the copy (benchmarks/RESULTS.md, disk_bench). Without room in the table,
+// or where the kernel refuses (RLIMIT_MEMLOCK), such memory is read as any
+// other. Files are not registered: fio measured no difference here.
+//
 // Cancellation (terminal) cancels the requests in the kernel, and read and
 // write return only once each has completed: the caller's buffers are
 // untouched afterwards. Requests that finished keep success.
@@ -26,6 +34,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -47,6 +56,9 @@ struct disk_lane_options {
   io::uring_options ring;
   std::size_t bounce_bytes = 4u << 20;  // the registered bounce buffer; 0: none
   std::uint64_t max_piece = 8u << 20;   // the longest single request
+  // Fixed-buffer slots for registered memory, one per GiB of it (the
+  // bounce buffer takes one); 0: only the bounce buffer is fixed.
+  unsigned fixed_buffer_slots = 64;
 };
 
 struct disk_lane_stats {
@@ -56,6 +68,8 @@ struct disk_lane_stats {
   std::uint64_t bounced_pieces = 0;  // through bounce memory
   std::uint64_t own_bounce_buffers = 0;  // batches that found the registered one taken or too small
   std::uint64_t failed_pieces = 0;
+  std::uint64_t fixed_pieces = 0;       // straight pieces through registered memory (fixed buffers)
+  std::uint64_t unfixed_regions = 0;    // registered memory left without a slot (table full, or refused)
 };
 
 class disk_lane {
@@ -92,8 +106,9 @@ class disk_lane {
 
   disk_lane_stats stats() const noexcept {
     const state& s = *state_;
-    return {s.bytes_read.load(), s.bytes_written.load(), s.direct_pieces.load(), s.bounced_pieces.load(),
-            s.own_bounce_buffers.load(), s.failed_pieces.load()};
+    return {s.bytes_read.load(),         s.bytes_written.load(),  s.direct_pieces.load(),
+            s.bounced_pieces.load(),     s.own_bounce_buffers.load(), s.failed_pieces.load(),
+            s.fixed_pieces.load(),       s.unfixed_regions.load()};
   }
   io::uring_stats ring_stats() const {
     std::shared_lock lock(state_->mu);
@@ -105,6 +120,24 @@ class disk_lane {
   }
 
   lane_rank rank(const segment_route& where) { return attached(where.id) ? ranks::disk : ranks::unreachable; }
+
+  // Memory the store registers: fixed buffers of the ring, now or when the
+  // ring is set up (the first attach). Never refused: memory without a slot
+  // is read with plain requests.
+  std::error_code register_region(registered_region& region, std::unique_ptr<lane_registration>& out) {
+    auto made = std::make_unique<fixed_region>(state_);
+    for (std::size_t at = 0; at < region.size(); at += max_fixed_buffer) {
+      auto piece = std::make_unique<fixed_piece>();
+      piece->data = region.data() + at;
+      piece->size = std::min(max_fixed_buffer, region.size() - at);
+      made->pieces.push_back(std::move(piece));
+    }
+    std::unique_lock lock(state_->mu);
+    state_->regions.push_back(made.get());
+    if (state_->buffer_table) install(*state_, *made);
+    out = std::move(made);
+    return {};
+  }
 
   // For this node's data server (net::data_server::set_range_reader): reads
   // remote readers' ranges of the disk segments attached here.
@@ -138,6 +171,33 @@ class disk_lane {
   };
   using aligned_buffer = std::unique_ptr<std::byte, free_deleter>;
 
+  // The kernel's limit for one fixed buffer.
+  static constexpr std::size_t max_fixed_buffer = std::size_t{1} << 30;
+  struct fixed_piece {
+    std::byte* data = nullptr;
+    std::size_t size = 0;
+    std::atomic<int> slot{-1};  // set once, under the state's lock; read by transfers without it
+  };
+  struct state;
+  // What the lane keeps for a registered region: its pieces' slots, emptied
+  // when the store unregisters it and no transfer uses it any more.
+  struct fixed_region : lane_registration {
+    explicit fixed_region(std::weak_ptr<state> s) : owner(std::move(s)) {}
+    ~fixed_region() override {
+      if (auto s = owner.lock()) forget(*s, *this);
+    }
+    // The slot of the piece holding [p, p + n), or -1.
+    int slot_for(const void* p, std::size_t n) const noexcept {
+      const auto* b = static_cast<const std::byte*>(p);
+      for (const auto& piece : pieces)
+        if (b >= piece->data && n <= piece->size && b - piece->data <= static_cast<std::ptrdiff_t>(piece->size - n))
+          return piece->slot.load(std::memory_order_acquire);
+      return -1;
+    }
+    std::weak_ptr<state> owner;
+    std::vector<std::unique_ptr<fixed_piece>> pieces;
+  };
+
   struct state {
     state(boost::asio::any_io_executor ex, const disk_lane_options& o) : executor(std::move(ex)), options(o) {}
     boost::asio::any_io_executor executor;
@@ -149,15 +209,60 @@ class disk_lane {
     std::size_t bounce_size = 0;
     bool bounce_fixed = false;
     std::atomic<bool> bounce_taken{false};
+    bool buffer_table = false;        // the ring has a table of fixed-buffer slots
+    std::vector<bool> slot_taken;     // its slots
+    std::vector<fixed_region*> regions;  // registered memory, installed in slots or waiting for the ring
     std::atomic<std::uint64_t> bytes_read{0}, bytes_written{0}, direct_pieces{0}, bounced_pieces{0},
-        own_bounce_buffers{0}, failed_pieces{0};
+        own_bounce_buffers{0}, failed_pieces{0}, fixed_pieces{0}, unfixed_regions{0};
   };
 
-  // Under the lock, once: the ring and the registered bounce buffer.
+  // Under the state's lock: slots for a region's pieces, while there are.
+  static void install(state& s, fixed_region& r) {
+    bool all = true;
+    for (auto& piece : r.pieces) {
+      if (piece->slot.load(std::memory_order_relaxed) >= 0) continue;
+      auto free_slot = std::find(s.slot_taken.begin(), s.slot_taken.end(), false);
+      if (free_slot == s.slot_taken.end()) {
+        all = false;
+        break;
+      }
+      const auto slot = static_cast<unsigned>(free_slot - s.slot_taken.begin());
+      if (s.queue->update_buffer(slot, iovec{piece->data, piece->size})) {
+        all = false;  // RLIMIT_MEMLOCK, or memory the kernel cannot pin
+        break;
+      }
+      *free_slot = true;
+      piece->slot.store(static_cast<int>(slot), std::memory_order_release);
+    }
+    if (!all) s.unfixed_regions.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // A region unregistered (no transfer uses it any more): its slots freed.
+  static void forget(state& s, fixed_region& r) {
+    std::unique_lock lock(s.mu);
+    std::erase(s.regions, &r);
+    for (auto& piece : r.pieces) {
+      const int slot = piece->slot.load(std::memory_order_relaxed);
+      if (slot < 0) continue;
+      // A failure leaves the slot holding the memory (pinned) and taken.
+      if (!s.queue->update_buffer(static_cast<unsigned>(slot), iovec{nullptr, 0}))
+        s.slot_taken[static_cast<std::size_t>(slot)] = false;
+    }
+  }
+
+  // Under the lock, once: the ring, the registered bounce buffer and the
+  // memory registered so far.
   static std::error_code open_ring(state& s) {
     std::error_code ec;
     auto queue = io::uring_queue::open(s.executor, s.options.ring, ec);
     if (ec) return ec;
+    // Slot 0 is the bounce buffer's; without a table (an older kernel), the
+    // bounce buffer alone is registered.
+    if (s.options.fixed_buffer_slots > 1 && !queue->register_buffer_table(s.options.fixed_buffer_slots)) {
+      s.buffer_table = true;
+      s.slot_taken.assign(s.options.fixed_buffer_slots, false);
+      s.slot_taken[0] = true;
+    }
     if (s.options.bounce_bytes) {
       const std::size_t n = static_cast<std::size_t>(disk::round_up_to_block(s.options.bounce_bytes));
       void* p = std::aligned_alloc(disk::block_size, n);
@@ -168,9 +273,12 @@ class disk_lane {
       const iovec v{p, n};
       // Without the registration (RLIMIT_MEMLOCK) the buffer still serves,
       // with plain reads and writes.
-      s.bounce_fixed = !queue->register_buffers(std::span<const iovec>(&v, 1));
+      s.bounce_fixed = s.buffer_table ? !queue->update_buffer(0, v)
+                                      : !queue->register_buffers(std::span<const iovec>(&v, 1));
     }
     s.queue = std::move(queue);
+    if (s.buffer_table)
+      for (fixed_region* r : s.regions) install(s, *r);
     return {};
   }
 
@@ -277,6 +385,7 @@ class disk_lane {
     }
 
     std::vector<io::uring_request> ios;
+    std::uint64_t fixed = 0;
     for (std::size_t g = 0; g < groups.size(); ++g) {
       const file_group& fg = groups[g];
       for (const disk::io_piece& p : fg.plan.pieces()) {
@@ -289,7 +398,14 @@ class disk_lane {
           q.data = bounce + bounce_base[g] + p.memory_offset;
           if (using_shared && s->bounce_fixed) q.buffer_index = 0;
         } else {
-          q.data = caller_memory(fg.index[p.transfer]) + p.memory_offset;
+          const std::uint32_t k = fg.index[p.transfer];
+          q.data = caller_memory(k) + p.memory_offset;
+          // Registered memory: the router hands this lane its own registration.
+          if (const auto* r = static_cast<const fixed_region*>(requests[k].registration))
+            if (const int slot = r->slot_for(q.data, q.length); slot >= 0) {
+              q.buffer_index = slot;
+              ++fixed;
+            }
         }
         ios.push_back(q);
       }
@@ -321,6 +437,7 @@ class disk_lane {
     s->direct_pieces.fetch_add(direct, std::memory_order_relaxed);
     s->bounced_pieces.fetch_add(bounced, std::memory_order_relaxed);
     s->failed_pieces.fetch_add(failed, std::memory_order_relaxed);
+    s->fixed_pieces.fetch_add(fixed, std::memory_order_relaxed);
     co_return ec;
   }
 
@@ -343,5 +460,6 @@ class disk_lane {
 };
 
 static_assert(lane<disk_lane>);
+static_assert(registering_lane<disk_lane>);
 
 }  // namespace corokv

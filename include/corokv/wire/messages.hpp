@@ -106,6 +106,7 @@ struct demote_start_request {
   std::uint32_t max_objects = 0;
   std::uint64_t max_bytes = 0;
   std::uint64_t saved_through = 0;  // released copies the node has written down
+  std::uint64_t offered = 0;        // the offer_copies token of the node's last complete offer
   friend bool operator==(const demote_start_request&, const demote_start_request&) = default;
 };
 struct adopt_request {
@@ -251,6 +252,7 @@ template <class A> void fields(A& a, demote_start_request& m) {
   a.u32(m.max_objects);
   a.u64(m.max_bytes);
   a.u64(m.saved_through);
+  a.u64(m.offered);
 }
 template <class A> void fields(A& a, demote_end_request& m) {
   keys(a, m.keys);
@@ -333,7 +335,7 @@ template <class A> void fields(A& a, demotions_response& m) {
   });
   u64s(a, m.work.released);
   a.u64(m.work.released_through);
-  flag(a, m.work.offer_copies);
+  a.u64(m.work.offer_copies);
 }
 template <class A> void fields(A& a, adopt_request& m) {
   a.u64(m.node);
