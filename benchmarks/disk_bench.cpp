@@ -163,7 +163,10 @@ int main(int argc, char** argv) {
 
     const std::size_t bytes = sh.keys * sh.size;
     aligned out(bytes), out_registered(bytes);
-    if (kv.register_buffer(asio::buffer(out_registered.p, bytes))) return 1;
+    if (const auto ec = kv.register_buffer(asio::buffer(out_registered.p, bytes))) {
+      std::fprintf(stderr, "disk_bench: register_buffer: %s\n", ec.message().c_str());
+      return 1;
+    }
     std::vector<asio::mutable_buffer> buffers, registered_buffers;
     for (std::size_t i = 0; i < sh.keys; ++i) {
       buffers.emplace_back(out.p + i * sh.size, sh.size);
@@ -186,7 +189,10 @@ int main(int argc, char** argv) {
     io_uring ring;
     if (fd < 0 || io_uring_queue_init(static_cast<unsigned>(sh.keys), &ring, 0) < 0) return 1;
     const iovec fixed_iov{out_registered.p, bytes};
-    if (io_uring_register_buffers(&ring, &fixed_iov, 1) < 0) return 1;
+    if (const int r = io_uring_register_buffers(&ring, &fixed_iov, 1); r < 0) {
+      std::fprintf(stderr, "disk_bench: fixed buffers refused (%s; RLIMIT_MEMLOCK?)\n", std::strerror(-r));
+      return 1;
+    }
     auto raw_batch = [&](bool fixed) {
       for (std::size_t i = 0; i < sh.keys; ++i) {
         io_uring_sqe* sqe = io_uring_get_sqe(&ring);
@@ -242,7 +248,10 @@ int main(int argc, char** argv) {
     io_uring_queue_exit(&ring);
     ::close(fd);
     const std::uint64_t fixed_pieces = kv.transport().lane<disk_lane>().stats().fixed_pieces - fixed_before;
-    if (kv.unregister_buffer(asio::buffer(out_registered.p, bytes))) return 1;
+    if (const auto ec = kv.unregister_buffer(asio::buffer(out_registered.p, bytes))) {
+      std::fprintf(stderr, "disk_bench: unregister_buffer: %s\n", ec.message().c_str());
+      return 1;
+    }
     double gbps[sides];
     for (int which = 0; which < sides; ++which)
       gbps[which] = static_cast<double>(batches[which] * bytes) / time[which] / 1e9;

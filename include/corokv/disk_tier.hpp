@@ -390,16 +390,26 @@ class disk_tier {
       // The service's token for this offer (a disk mounted again is away
       // until its node echoes it); nothing else of this answer is used.
       auto [start_ec, first] = co_await store_.metadata().demote_start(store_.node(), 0, 0, 0, 0);
-      if (start_ec) co_return start_ec;
+      ec = start_ec;
       token = first.offer_copies;
-      const std::size_t offered = verified.size();
-      std::tie(ec, kept) = co_await offer(std::move(verified));
-      if (ec) co_return ec;
-      found_.adopted = kept.size();
-      found_.not_adopted = offered - kept.size();
+      if (!ec) {
+        const std::size_t offered = verified.size();
+        std::tie(ec, kept) = co_await offer(std::move(verified));
+        found_.adopted = kept.size();
+        found_.not_adopted = offered - kept.size();
+      }
+    }
+    if (!ec) ec = rewrite_index(kept);
+    if (ec) {
+      // Not started: the disk leaves the service again (it would stay away,
+      // waiting for an offer nobody makes) and the lane. The first error is
+      // the one returned; if the unmount fails too, the service retires the
+      // disk after away_disk_ttl.
+      (void)co_await store_.metadata().unmount(segment_);
+      lane.detach(segment_);
+      co_return ec;
     }
     for (auto& e : kept) live_.emplace(e.version, e);
-    if ((ec = rewrite_index(kept))) co_return ec;
     offered_ = token;
     co_return std::error_code{};
   }

@@ -382,11 +382,18 @@ TEST_CASE("disk lane: registered memory is read through fixed buffers, registere
   auto file = std::make_shared<disk::disk_file>(disk::disk_file::open(s.dir / "f", 1 << 20, ec));
   REQUIRE_FALSE(ec);
   REQUIRE_FALSE(lane.attach(1, file));
+  if (!lane.fixed_buffer_table()) {
+    MESSAGE("no table of fixed buffers here (Linux before 5.19, or RLIMIT_MEMLOCK): nothing to check");
+    return;
+  }
+  // Written from registered memory: through its fixed buffer too.
   const auto value = random_bytes(n, 99);
-  std::vector<write_request> w{{{1, 1, 0, n}, asio::const_buffer(value.data(), n)}};
+  std::memcpy(a.data(), value.data(), n);
+  std::vector<write_request> w{{{1, 1, 0, n}, asio::const_buffer(a.data(), n), ra.get()}};
   std::vector<errc> status(1);
   REQUIRE_FALSE(run_on(io, lane.write(w, status)));
   REQUIRE(status[0] == errc::success);
+  CHECK(lane.stats().fixed_pieces == 1);
 
   auto read_into = [&](aligned_memory& m, const lane_registration* r) {
     std::memset(m.data(), 0, n);
@@ -405,12 +412,12 @@ TEST_CASE("disk lane: registered memory is read through fixed buffers, registere
   auto region_c = reg(c, rc);  // the table is full: plain reads
   CHECK(lane.stats().unfixed_regions == 1);
   CHECK(read_into(c, rc.get()) == 0);
-  // Unregistered, a slot comes free for the next region.
+  // Unregistered, its slot goes to the region that waited for one.
   rb.reset();
+  CHECK(read_into(c, rc.get()) == 1);
   auto region_d = reg(d, rd);
-  CHECK(lane.stats().unfixed_regions == 1);
-  CHECK(read_into(d, rd.get()) == 1);
-  CHECK(read_into(b, nullptr) == 0);  // memory in no registered region
+  CHECK(lane.stats().unfixed_regions == 2);
+  CHECK(read_into(d, rd.get()) == 0);
   CHECK(lane.stats().failed_pieces == 0);
 }
 

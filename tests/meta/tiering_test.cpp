@@ -482,6 +482,7 @@ TEST_CASE("a disk that stays away past away_disk_ttl is retired: nothing is reme
   f.put(f.keys("k", 4), 4096);
   f.put(f.keys("x", 10), 4096);
   const auto work = f.demote_start(1);
+  REQUIRE_FALSE(work.empty());
   REQUIRE(f.demote_end(work) == std::vector<errc>(work.size(), errc::success));
   REQUIRE(f.svc.unregister_node(1) == errc::success);
   f.clock.advance(5min);
@@ -502,6 +503,35 @@ TEST_CASE("a disk that stays away past away_disk_ttl is retired: nothing is reme
   demotion_work done;
   REQUIRE(f.svc.demote_start(1, 0, 0, 0, first.offer_copies, done) == errc::success);
   CHECK(f.svc.stats().disks_away == 0);
+  f.check();
+}
+
+TEST_CASE("a disk mounted again whose node never finishes its offer is retired too: demotion uses it again, its old copies are refused") {
+  auto o = tier_fixture::tier_options();
+  o.away_disk_ttl = 10min;
+  tier_fixture f(o);
+  f.mount(1, 64 << 10);
+  const segment_id disk = f.mount_disk(1, 1 << 20);
+  f.put(f.keys("k", 12), 4096);
+  const auto work = f.demote_start(1);
+  REQUIRE_FALSE(work.empty());
+  REQUIRE(f.demote_end(work) == std::vector<errc>(work.size(), errc::success));
+  REQUIRE(f.svc.unregister_node(1) == errc::success);
+  f.mount(1, 64 << 10);
+  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
+  f.put(f.keys("m", 12), 4096);
+  demotion_work asked;
+  REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, 0, 0, asked) == errc::success);
+  REQUIRE(asked.offer_copies != 0);
+  f.clock.advance(11min);
+  f.svc.maintain();
+  CHECK(f.svc.stats().disks_away == 0);
+  CHECK_FALSE(f.demote_start(1).empty());  // no longer asked: demotion goes on
+  std::vector<disk_copy> offer;
+  for (const auto& d : work) offer.push_back({d.key, d.version, d.to});
+  std::vector<errc> out(offer.size());
+  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
+  for (auto e : out) CHECK(e != errc::success);
   f.check();
 }
 
@@ -569,6 +599,18 @@ TEST_CASE("the journal carries the disk tier: a follower's copy promotes to the 
   }
   CHECK(promoted->stats().disk_only_objects == f.svc.stats().disk_only_objects);
   CHECK(promoted->stats().disk.used == f.svc.stats().disk.used);
+  // It cannot know what the old leader released: a copy made before the
+  // failover is refused, one it lists answers success.
+  std::vector<disk_copy> copies;
+  for (std::size_t i = 0; i < keys.size(); ++i)
+    for (const auto& r : a[i].replicas)
+      if (r.segment == disk) copies.push_back({keys[i], a[i].version, r});
+  REQUIRE_FALSE(copies.empty());
+  copies.push_back({"not-listed", a[0].version, {disk, 1, 900 * 1024, 100}});
+  std::vector<errc> out(copies.size());
+  REQUIRE(promoted->adopt_disk_copies(1, copies, out) == errc::success);
+  for (std::size_t i = 0; i + 1 < copies.size(); ++i) CHECK(out[i] == errc::success);
+  CHECK(out.back() == errc::not_found);
   f.svc.set_journal(nullptr);
 }
 

@@ -64,6 +64,10 @@ class embedded_metadata {
     const errc e = service_->demote_start(node, max_objects, max_bytes, saved_through, offered, work);
     co_return std::pair<std::error_code, demotion_work>{e, std::move(work)};
   }
+  result<std::error_code> unmount(segment_id segment) {
+    upkeep();
+    co_return service_->unmount_segment(segment);
+  }
   result<std::error_code> adopt_disk_copies(node_id node, std::span<const disk_copy> copies, std::span<errc> out) {
     upkeep();
     co_return service_->adopt_disk_copies(node, copies, out);

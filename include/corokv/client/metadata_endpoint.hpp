@@ -63,8 +63,9 @@ concept metadata_endpoint =
 // demote_start, demote_end and adopt_disk_copies): disk segments are
 // mounted with their tier (and `remount` for a restarted node's file); a
 // node asks for objects to copy from its memory to its disk, reports per
-// key whether each copy is there (`copied`: success, or why not), and
-// after a restart offers the copies its disk still holds.
+// key whether each copy is there (`copied`: success, or why not), after a
+// restart offers the copies its disk still holds, and unmounts a disk whose
+// tier could not start.
 template <class M>
 concept tiering_endpoint =
     metadata_endpoint<M> &&
@@ -75,6 +76,7 @@ concept tiering_endpoint =
       { m.demote_start(node, count, size, size, size) } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, demotion_work>>>;
       { m.demote_end(keys, versions, copied, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
       { m.adopt_disk_copies(node, found, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
+      { m.unmount(id) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
     };
 
 }  // namespace corokv

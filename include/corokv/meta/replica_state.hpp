@@ -97,6 +97,7 @@ class replica_state {
   std::unique_ptr<service> promote(service_options options, clock_source clock, promote_report* report = nullptr) const {
     options.id_seed = std::max(service::wall_clock_seed(), max_id_ + 1) | 1;
     auto svc = std::make_unique<service>(options, std::move(clock));
+    svc->refuse_disk_copies_below(options.id_seed);
     promote_report r;
     for (auto& [node, expires] : nodes_) r.nodes += svc->restore_node(node, expires);
     for (auto& [id, s] : segments_) r.segments += svc->restore_segment(s.descriptor, s.held);

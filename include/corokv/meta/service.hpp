@@ -56,9 +56,10 @@ struct service_options {
   double demote_watermark = 0.75;
   double disk_high_watermark = 0.95;
   double disk_low_watermark = 0.85;
-  // A dropped disk segment whose node has not mounted it again within this
-  // long is retired: the keys changed since are forgotten, and if it ever
-  // comes back, none of its copies is taken back.
+  // A disk segment away this long (dropped and not mounted again, or
+  // mounted again and its copies never offered in full) is retired: the
+  // keys changed since are forgotten, and none of its old copies is taken
+  // back (if mounted, demotion uses it again).
   duration away_disk_ttl = std::chrono::hours(1);
   std::uint64_t alignment = 64;                       // allocation granularity in bytes
   // First version and first segment id. 0 derives it from the wall clock, so
@@ -329,7 +330,7 @@ class service {
       note_object(journal_kind::object_committed, *e);
       // Newer than any copy on a disk that is away: that copy must not
       // stand in for it once this object is gone.
-      note_key_changed(key.bytes, t);
+      note_key_changed(key.bytes);
       return errc::success;
     });
     evict_above_high_watermark(t);
@@ -435,7 +436,7 @@ class service {
     for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, const hashed_key& key) {
       object_entry* e = shard.find(key);
       if (!e || !e->committed) {
-        note_key_changed(key.bytes, t);  // a copy on a disk that is away must not bring it back
+        note_key_changed(key.bytes);  // a copy on a disk that is away must not bring it back
         return errc::not_found;
       }
       release_after_lease(shard, *e, t);  // notes the key too
@@ -452,7 +453,7 @@ class service {
     if (away_segments_.load(std::memory_order_relaxed) != 0) {
       std::lock_guard lock(released_mu_);
       if (!away_.empty()) {
-        removed_keys_overflow_ = t;  // nothing on an away disk comes back
+        removed_keys_overflow_ = ++change_seq_;  // nothing on an away disk comes back
         removed_while_away_.clear();
       }
     }
@@ -601,6 +602,16 @@ class service {
       return errc::success;
     });
     return errc::success;
+  }
+
+  // A service promoted from a follower's copy does not know which disk
+  // copies the previous leader released or which keys changed while a disk
+  // was away (neither is journaled): it refuses every offered copy older
+  // than its own first version (absent, never stale). replica_state::promote
+  // calls it.
+  void refuse_disk_copies_below(version_t floor) {
+    std::lock_guard lock(released_mu_);
+    adoption_floor_ = floor;
   }
 
   // A restarted node's disk copies, found again by its tier's index: each
@@ -1010,7 +1021,7 @@ class service {
   // Takes a committed entry out of the table; if it is leased past `t` its
   // space waits on the shard's removed list until the lease ends.
   void release_after_lease(object_shard& shard, object_entry& e, time_point t) {
-    note_key_changed(e.key(), t);
+    note_key_changed(e.key());
     if (!e.leased(t)) return release(shard, e);
     note_object(journal_kind::object_removed, e);
     note_disk_release(e.replicas, e.version);  // gone for the index now; the extent waits for the lease
@@ -1152,38 +1163,46 @@ class service {
   // it comes back is stale (made before the key changed). At most
   // max_removed_keys; past that, copies of segments away since before the
   // overflow are all refused (absent rather than stale).
+  // Changes and away periods are ordered by one counter taken under
+  // released_mu_ (not by the clock, read before a batch's locks): a change
+  // made under the shard lock after a drop (which holds every shard lock)
+  // is numbered after it.
   static constexpr std::size_t max_removed_keys = 1u << 20;
-  void note_key_changed(std::string_view key, time_point t) {
+  void note_key_changed(std::string_view key) {
     if (away_segments_.load(std::memory_order_relaxed) == 0) return;
     std::lock_guard lock(released_mu_);
     if (away_.empty()) return;
     if (removed_while_away_.size() >= max_removed_keys) {
-      // The marker covers every key listed (all changed at or before t): the
+      // The marker covers every key listed (all numbered below it): the
       // list starts again empty, for disks that go away later.
-      removed_keys_overflow_ = t;
+      removed_keys_overflow_ = ++change_seq_;
       removed_while_away_.clear();
     }
-    removed_while_away_[std::string(key)] = t;
+    removed_while_away_[std::string(key)] = ++change_seq_;
   }
   bool released_or_removed_while_away(const disk_copy& c) {
     std::lock_guard lock(released_mu_);
+    if (c.version < adoption_floor_) return true;  // made before a failover (see refuse_disk_copies_below)
+    if (retired_disks_.count(c.replica.segment)) return true;
     if (auto r = released_disk_.find(c.replica.segment); r != released_disk_.end() && r->second.contains(c.version))
       return true;
     auto away = away_.find(c.replica.segment);
     if (away == away_.end()) return false;
     if (away->second.refuse_all) return true;
-    if (removed_keys_overflow_ && *removed_keys_overflow_ >= away->second.since) return true;
+    if (removed_keys_overflow_ && *removed_keys_overflow_ > away->second.since_seq) return true;
     auto k = removed_while_away_.find(std::string(c.key));
-    return k != removed_while_away_.end() && k->second >= away->second.since;
+    return k != removed_while_away_.end() && k->second > away->second.since_seq;
   }
 
-  // Dropped disks away longer than away_disk_ttl: retired (see the option).
+  // Disks away longer than away_disk_ttl: retired (see the option). Also
+  // one mounted again whose node never finished its offer (its tier gone):
+  // demotion may use it again, and its old copies are refused.
   void retire_away_disks(time_point t) {
     if (away_segments_.load(std::memory_order_relaxed) == 0) return;
     std::lock_guard lock(released_mu_);
     std::vector<segment_id> old;
     for (auto& [segment, away] : away_)
-      if (away.since + options_.away_disk_ttl <= t && !pool_.contains(segment)) old.push_back(segment);
+      if (away.since + options_.away_disk_ttl <= t) old.push_back(segment);
     for (segment_id segment : old) {
       if (retired_disks_.insert(segment).second) retired_order_.push_back(segment);
       if (retired_order_.size() > max_retired_disks) {
@@ -1199,7 +1218,7 @@ class service {
   // it was already), under a new token: an offer made for an earlier away
   // period does not end this one.
   void mark_away_locked(segment_id segment, time_point since, bool refuse_all = false) {
-    auto [it, fresh] = away_.try_emplace(segment, away_disk{since, 0, refuse_all});
+    auto [it, fresh] = away_.try_emplace(segment, away_disk{since, ++change_seq_, 0, refuse_all});
     it->second.token = ++away_token_;
     it->second.refuse_all = it->second.refuse_all || refuse_all;
     if (fresh) away_segments_.store(away_.size(), std::memory_order_relaxed);
@@ -1368,7 +1387,8 @@ class service {
   // node left or was declared dead), or mounted again and not yet offered
   // in full (their node echoes `token` once it has).
   struct away_disk {
-    time_point since;
+    time_point since;              // for retirement
+    std::uint64_t since_seq = 0;   // for ordering against key changes
     std::uint64_t token = 0;
     bool refuse_all = false;  // retired before it came back: none of its copies is taken
   };
@@ -1379,8 +1399,10 @@ class service {
   static constexpr std::size_t max_retired_disks = 1u << 16;
   std::unordered_set<segment_id> retired_disks_;
   std::deque<segment_id> retired_order_;
-  std::unordered_map<std::string, time_point> removed_while_away_;
-  std::optional<time_point> removed_keys_overflow_;  // or remove_all: every key removed then
+  std::uint64_t change_seq_ = 0;
+  std::unordered_map<std::string, std::uint64_t> removed_while_away_;  // key -> change_seq_
+  std::optional<std::uint64_t> removed_keys_overflow_;  // or remove_all: every key changed before it
+  version_t adoption_floor_ = 0;
   std::atomic<std::size_t> away_segments_{0};        // away_.size(), read without the lock
   std::atomic<bool> has_disk_{false};  // a disk segment was ever mounted
   struct node_state {

@@ -27,6 +27,11 @@ class rejoin_list {
     std::lock_guard lock(mu_);
     mounts_.push_back(mount);
   }
+  // The segment was unmounted: it is not mounted again.
+  void forget_mount(segment_id segment) {
+    std::lock_guard lock(mu_);
+    std::erase_if(mounts_, [&](const wire::mount_request& m) { return m.requested == segment; });
+  }
   // The node left: neither it nor its segments come back.
   void forget_node(node_id node) {
     std::lock_guard lock(mu_);

@@ -550,6 +550,15 @@ class remote_metadata {
     if (e != errc::success) co_return answer{e, {}};
     co_return answer{std::error_code{}, std::move(r.work)};
   }
+  // Unmounts a segment this endpoint mounted (a disk tier that failed to
+  // start): it is not mounted again on a new connection.
+  result<std::error_code> unmount(segment_id segment) {
+    session_->rejoins().forget_mount(segment);
+    auto r = co_await session_->call(wire::message_type::unmount_segment, wire::unmount_request{segment});
+    wire::status_response decoded;
+    const errc e = decode_reply(r, decoded);
+    co_return e != errc::success ? e : decoded.status;
+  }
   result<std::error_code> adopt_disk_copies(node_id node, std::span<const disk_copy> copies, std::span<errc> out) {
     const wire::adopt_request m{node, {copies.begin(), copies.end()}};
     wire::statuses_response r;
