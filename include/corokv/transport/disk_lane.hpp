@@ -57,8 +57,9 @@ struct disk_lane_options {
   io::uring_options ring;
   std::size_t bounce_bytes = 4u << 20;  // the registered bounce buffer; 0: none
   std::uint64_t max_piece = 8u << 20;   // the longest single request
-  // Fixed-buffer slots for registered memory, one per GiB of it (the
-  // bounce buffer takes one); 0: only the bounce buffer is fixed.
+  // Fixed-buffer slots for registered memory: one per region, and one per
+  // GiB of a larger one (the bounce buffer takes one); 0 or 1: only the
+  // bounce buffer is fixed.
   unsigned fixed_buffer_slots = 64;
 };
 
