@@ -114,6 +114,26 @@ void put_in_rounds_demoting(const scratch_dir& dir, const master_proc& master, i
   }
 }
 
+// Reads back every round that put_in_rounds_demoting wrote, from another
+// node: how many keys came back exact, absent (not_found) or corrupt.
+struct read_back {
+  std::size_t ok = 0, absent = 0, corrupt = 0;
+};
+read_back read_rounds(const scratch_dir& dir, const master_proc& master, const std::string& name, int rounds,
+                      int per_round) {
+  read_back r;
+  for (int round = 0; round < rounds; ++round) {
+    const std::string prefix = "r" + std::to_string(round) + "-";
+    const json get = run_workload(dir, master, name + prefix,
+                                  {"--no-shm", "--workload", "get", "--prefix", prefix, "--keys",
+                                   std::to_string(per_round), "--value-size", "65536"});
+    r.ok += get.at("ok").get<std::size_t>();
+    r.absent += errors_of(get, errc::not_found);
+    r.corrupt += get.at("corrupt").get<std::size_t>();
+  }
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("processes: one node writes, another reads, over TCP") {
@@ -284,17 +304,9 @@ TEST_CASE("processes: a node's disk tier keeps what its memory cannot: demoted, 
   CHECK(disk_only >= (rounds - 4) * per_round);  // memory holds four rounds at most
   // Another node reads every key over TCP: the disk-only ones from node a's
   // disk, through its data server.
-  std::size_t ok = 0, corrupt = 0;
-  for (int round = 0; round < rounds; ++round) {
-    const std::string prefix = "r" + std::to_string(round) + "-";
-    const json get = run_workload(dir, master, "get-" + prefix,
-                                  {"--no-shm", "--workload", "get", "--prefix", prefix, "--keys",
-                                   std::to_string(per_round), "--value-size", "65536"});
-    ok += get.at("ok").get<std::size_t>();
-    corrupt += get.at("corrupt").get<std::size_t>();
-  }
-  CHECK(ok == rounds * per_round);
-  CHECK(corrupt == 0);
+  const read_back r = read_rounds(dir, master, "get-", rounds, per_round);
+  CHECK(r.ok == rounds * per_round);
+  CHECK(r.corrupt == 0);
   CHECK(a.proc->errors().find("O_DIRECT") != std::string::npos);
 }
 
@@ -322,19 +334,10 @@ TEST_CASE("processes: a node with a disk tier killed with SIGKILL and restarted:
         std::string::npos);
   // Every key: back with its exact bytes (it had a disk copy) or cleanly
   // absent (it lived in memory only). Nothing wrong is read.
-  std::size_t ok = 0, absent = 0, corrupt = 0;
-  for (int round = 0; round < rounds; ++round) {
-    const std::string prefix = "r" + std::to_string(round) + "-";
-    const json get = run_workload(dir, master, "get-again-" + prefix,
-                                  {"--no-shm", "--workload", "get", "--prefix", prefix, "--keys",
-                                   std::to_string(per_round), "--value-size", "65536"});
-    ok += get.at("ok").get<std::size_t>();
-    absent += errors_of(get, errc::not_found);
-    corrupt += get.at("corrupt").get<std::size_t>();
-  }
-  CHECK(ok == static_cast<std::size_t>(copies));
-  CHECK(ok + absent == rounds * per_round);
-  CHECK(corrupt == 0);
+  const read_back r = read_rounds(dir, master, "get-again-", rounds, per_round);
+  CHECK(r.ok == static_cast<std::size_t>(copies));
+  CHECK(r.ok + r.absent == rounds * per_round);
+  CHECK(r.corrupt == 0);
   CHECK(master.metric("corokv_master_disk_only_objects") == copies);
 }
 
@@ -368,19 +371,10 @@ TEST_CASE("processes: a node with a disk tier stopped until the master declares 
   }
   REQUIRE(away == 0);
   CHECK(master.metric("corokv_master_disk_only_objects") == copies);
-  std::size_t ok = 0, absent = 0, corrupt = 0;
-  for (int round = 0; round < rounds; ++round) {
-    const std::string prefix = "r" + std::to_string(round) + "-";
-    const json get = run_workload(dir, master, "get-back-" + prefix,
-                                  {"--no-shm", "--workload", "get", "--prefix", prefix, "--keys",
-                                   std::to_string(per_round), "--value-size", "65536"});
-    ok += get.at("ok").get<std::size_t>();
-    absent += errors_of(get, errc::not_found);
-    corrupt += get.at("corrupt").get<std::size_t>();
-  }
-  CHECK(ok == static_cast<std::size_t>(copies));  // every disk copy, exact
-  CHECK(ok + absent == rounds * per_round);        // the memory-only ones cleanly gone
-  CHECK(corrupt == 0);
+  const read_back r = read_rounds(dir, master, "get-back-", rounds, per_round);
+  CHECK(r.ok == static_cast<std::size_t>(copies));  // every disk copy, exact
+  CHECK(r.ok + r.absent == rounds * per_round);      // the memory-only ones cleanly gone
+  CHECK(r.corrupt == 0);
 }
 
 TEST_CASE("processes: malformed and truncated frames close that connection: master and data server go on") {

@@ -115,6 +115,15 @@ struct tiered {
     return t;
   }
 
+  // Keys [0, total) in batches of `batch`, with demotion passes after each
+  // (as run() would do between them).
+  void put_demoting(std::size_t total, std::size_t batch, std::size_t size) {
+    for (std::size_t from = 0; from < total; from += batch) {
+      put(from, batch, size);
+      demote_all();
+    }
+  }
+
   std::size_t demote_all() {
     std::size_t total = 0;
     for (;;) {
@@ -141,10 +150,7 @@ TEST_CASE("disk tier: under memory pressure every object is demoted, not dropped
   constexpr std::size_t size = 64 * 1024, batch = 4, total = 64;  // 4 MiB through 1 MiB of memory
   tiered t(s.dir / "tier", 1 << 20, 16 << 20);
   CHECK(t.tier->file().direct());
-  for (std::size_t from = 0; from < total; from += batch) {
-    t.put(from, batch, size);
-    t.demote_all();  // a pass after each batch, as run() would do
-  }
+  t.put_demoting(total, batch, size);
   const auto st = t.service->stats();
   CHECK(st.evicted_total == 0);  // nothing dropped
   CHECK(st.disk_only_objects > 0);
@@ -209,10 +215,7 @@ TEST_CASE("disk tier: after a restart every copy is found again; a corrupted one
   std::size_t corrupted = total, removed = total;
   {
     tiered t(file, 1 << 20, 8 << 20);
-    for (std::size_t from = 0; from < total; from += 4) {
-      t.put(from, 4, size);
-      t.demote_all();
-    }
+    t.put_demoting(total, 4, size);
     const auto k = t.keys(0, total);
     auto q = await_on(t.io, t.store.batch_query(k, asio::use_awaitable));
     for (std::size_t i = 0; i < total; ++i)
@@ -263,10 +266,7 @@ TEST_CASE("disk tier: a disk mounted again while the process lives on offers its
   std::size_t removed = total, rewritten = total;
   {
     tiered t(file, 1 << 20, 8 << 20);
-    for (std::size_t from = 0; from < total; from += 4) {
-      t.put(from, 4, size);
-      t.demote_all();
-    }
+    t.put_demoting(total, 4, size);
     const auto k = t.keys(0, total);
     auto q = await_on(t.io, t.store.batch_query(k, asio::use_awaitable));
     for (std::size_t i = 0; i < total; ++i)
@@ -331,10 +331,7 @@ TEST_CASE("disk tier: a torn index tail (a crash mid-append) loses only that rec
   std::size_t with_copy = 0;
   {
     tiered t(file, 1 << 20, 8 << 20);
-    for (std::size_t from = 0; from < 16; from += 4) {
-      t.put(from, 4, size);
-      t.demote_all();
-    }
+    t.put_demoting(16, 4, size);
     with_copy = t.tier->stats().demoted;
     REQUIRE(with_copy > 0);
   }

@@ -29,6 +29,11 @@ struct tier_fixture : service_fixture {
     return r.id;
   }
 
+  // The node's connection mounts its disk again under its id (a remount).
+  void remount_disk(node_id node, std::uint64_t size, segment_id id) {
+    REQUIRE(svc.mount_segment(node, size, {}, id, true, storage_tier::disk).id == id);
+  }
+
   std::vector<demotion> demote_start(node_id node, std::size_t max = 100, std::uint64_t bytes = UINT64_MAX) {
     demotion_work out;
     REQUIRE(svc.demote_start(node, max, bytes, saved_through, 0, out) == errc::success);
@@ -49,6 +54,19 @@ struct tier_fixture : service_fixture {
     }
     std::vector<errc> copied(work.size(), outcome), out(work.size());
     REQUIRE(svc.demote_end(keys, versions, copied, out) == errc::success);
+    return out;
+  }
+
+  // What a node's index lists after `work` was committed: its disk copies.
+  static std::vector<disk_copy> copies_of(const std::vector<demotion>& work) {
+    std::vector<disk_copy> copies;
+    for (const auto& d : work) copies.push_back({d.key, d.version, d.to});
+    return copies;
+  }
+  // `node` offers `copies`; the per-copy answers.
+  std::vector<errc> adopt(node_id node, std::span<const disk_copy> copies) {
+    std::vector<errc> out(copies.size());
+    REQUIRE(svc.adopt_disk_copies(node, copies, out) == errc::success);
     return out;
   }
 
@@ -269,8 +287,7 @@ TEST_CASE("adopt: a restarted node's copies come back under their versions, on d
       {"d", 781, {disk, 1, 32768, 100}},       // claims another node
       {"", 782, {disk, 2, 65536, 100}},        // no key
   };
-  std::vector<errc> out(copies.size());
-  REQUIRE(f.svc.adopt_disk_copies(2, copies, out) == errc::success);
+  const auto out = f.adopt(2, copies);
   CHECK(out == std::vector<errc>{errc::success, errc::success, errc::already_exists, errc::invalid_argument,
                                  errc::invalid_argument, errc::invalid_argument});
   auto q = f.query({"a", "b"});
@@ -295,11 +312,9 @@ TEST_CASE("released disk copies are told to their node, and refused if offered a
   CHECK(f.released == std::vector<version_t>{versions[0], versions[1]});
   // The node restarts before writing them down: offered again, refused.
   REQUIRE(f.svc.unregister_node(1) == errc::success);
-  const segment_id again = f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id;
-  REQUIRE(again == disk);
+  f.remount_disk(1, 1 << 20, disk);
   const std::vector<disk_copy> copies{{"k0", versions[0], {disk, 1, 0, 4096}}, {"k2", versions[2], {disk, 1, 8192, 4096}}};
-  std::vector<errc> out(2);
-  REQUIRE(f.svc.adopt_disk_copies(1, copies, out) == errc::success);
+  const auto out = f.adopt(1, copies);
   CHECK(out[0] == errc::not_found);
   CHECK(out[1] == errc::success);
   f.check();
@@ -336,12 +351,10 @@ TEST_CASE("copies on a disk that was away do not come back for objects that live
   REQUIRE(f.svc.unregister_node(1) == errc::success);
   f.remove({"k0"});                 // an object that lived on elsewhere, removed
   f.remove({"never-here"});         // a key removed while absent
-  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
-  std::vector<disk_copy> offer;
-  for (const auto& d : work) offer.push_back({d.key, d.version, d.to});
+  f.remount_disk(1, 1 << 20, disk);
+  auto offer = tier_fixture::copies_of(work);
   offer.push_back({"never-here", 99999, {disk, 1, 900 * 1024, 100}});
-  std::vector<errc> out(offer.size());
-  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
+  const auto out = f.adopt(1, offer);
   // Every copy of an object that lived on without it is refused: the
   // object is there (already_exists) or was removed meanwhile (k0).
   for (std::size_t i = 0; i < work.size(); ++i)
@@ -362,11 +375,9 @@ TEST_CASE("remove_all while a disk is away: none of its copies comes back") {
   REQUIRE(f.demote_end(work) == std::vector<errc>(work.size(), errc::success));
   REQUIRE(f.svc.unregister_node(1) == errc::success);
   f.svc.remove_all();
-  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
-  std::vector<disk_copy> offer;
-  for (const auto& d : work) offer.push_back({d.key, d.version, d.to});
-  std::vector<errc> out(offer.size());
-  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
+  f.remount_disk(1, 1 << 20, disk);
+  const auto offer = tier_fixture::copies_of(work);
+  const auto out = f.adopt(1, offer);
   for (auto e : out) CHECK(e == errc::not_found);
   f.check();
 }
@@ -389,7 +400,7 @@ TEST_CASE("a disk mounted again while its node lived on: demote_start asks for i
   f.remove({"k2"});    // removed (it was gone already)
   // It comes back: its connection remounts memory and disk under their ids.
   f.mount(1, 64 << 10);
-  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
+  f.remount_disk(1, 1 << 20, disk);
   f.put(f.keys("m", 20), 4096);  // memory above the demote watermark again
   // Past the remount's hold: only the away period keeps demotion off the disk.
   f.clock.advance(f.svc.options().max_lease_ttl + 1s);
@@ -401,16 +412,14 @@ TEST_CASE("a disk mounted again while its node lived on: demote_start asks for i
   CHECK(f.svc.stats().disks_away == 1);
   // It offers what its index lists, in two parts; an answer is lost, so it
   // offers everything again: what was taken is answered success again.
-  std::vector<disk_copy> offer;
-  for (const auto& d : work) offer.push_back({d.key, d.version, d.to});
+  const auto offer = tier_fixture::copies_of(work);
   auto expected = [&](const std::string& key) {
     return key == "k0" || key == "k2" ? errc::not_found : key == "k1" ? errc::already_exists : errc::success;
   };
   for (int attempt = 0; attempt < 2; ++attempt) {
     for (std::size_t from : {std::size_t{0}, std::size_t{6}}) {
       std::span<const disk_copy> part(offer.data() + from, 6);
-      std::vector<errc> out(part.size());
-      REQUIRE(f.svc.adopt_disk_copies(1, part, out) == errc::success);
+      const auto out = f.adopt(1, part);
       for (std::size_t i = 0; i < part.size(); ++i) CHECK_MESSAGE(out[i] == expected(work[from + i].key), work[from + i].key);
     }
     // Without the token (its first answer lost), it is asked again.
@@ -444,26 +453,24 @@ TEST_CASE("a disk dropped again after its offer, before its node said so, is ask
   const auto work = f.demote_start(1);
   REQUIRE(f.demote_end(work) == std::vector<errc>(work.size(), errc::success));
   REQUIRE(f.svc.unregister_node(1) == errc::success);
-  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
+  f.remount_disk(1, 1 << 20, disk);
   demotion_work first;
   REQUIRE(f.svc.demote_start(1, 0, 0, 0, 0, first) == errc::success);
   REQUIRE(first.offer_copies != 0);
-  std::vector<disk_copy> offer;
-  for (const auto& d : work) offer.push_back({d.key, d.version, d.to});
-  std::vector<errc> out(offer.size());
-  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
+  const auto offer = tier_fixture::copies_of(work);
+  auto out = f.adopt(1, offer);
   CHECK(std::count(out.begin(), out.end(), errc::success) == 12);
   // Dropped again (declared dead again) and back before it echoed the token.
   REQUIRE(f.svc.unregister_node(1) == errc::success);
   CHECK(f.svc.stats().disk_only_objects == 0);
   f.remove({"k5"});
-  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
+  f.remount_disk(1, 1 << 20, disk);
   demotion_work second;
   REQUIRE(f.svc.demote_start(1, 0, 0, 0, first.offer_copies, second) == errc::success);
   CHECK(second.offer_copies != 0);
   CHECK(second.offer_copies != first.offer_copies);
   CHECK(f.svc.stats().disks_away == 1);
-  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
+  out = f.adopt(1, offer);
   for (std::size_t i = 0; i < work.size(); ++i)
     CHECK(out[i] == (work[i].key == "k5" ? errc::not_found : errc::success));  // removed while away (again)
   demotion_work done;
@@ -491,14 +498,12 @@ TEST_CASE("a disk that stays away past away_disk_ttl is retired: nothing is reme
   f.clock.advance(6min);
   f.svc.maintain();
   CHECK(f.svc.stats().disks_away == 0);  // retired: keys changed from now on are not remembered
-  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
+  f.remount_disk(1, 1 << 20, disk);
   demotion_work first;
   REQUIRE(f.svc.demote_start(1, 0, 0, 0, 0, first) == errc::success);
   REQUIRE(first.offer_copies != 0);
-  std::vector<disk_copy> offer;
-  for (const auto& d : work) offer.push_back({d.key, d.version, d.to});
-  std::vector<errc> out(offer.size());
-  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
+  const auto offer = tier_fixture::copies_of(work);
+  const auto out = f.adopt(1, offer);
   for (auto e : out) CHECK(e == errc::not_found);
   demotion_work done;
   REQUIRE(f.svc.demote_start(1, 0, 0, 0, first.offer_copies, done) == errc::success);
@@ -518,7 +523,7 @@ TEST_CASE("a disk mounted again whose node never finishes its offer is retired t
   REQUIRE(f.demote_end(work) == std::vector<errc>(work.size(), errc::success));
   REQUIRE(f.svc.unregister_node(1) == errc::success);
   f.mount(1, 64 << 10);
-  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, disk, true, storage_tier::disk).id == disk);
+  f.remount_disk(1, 1 << 20, disk);
   f.put(f.keys("m", 12), 4096);
   demotion_work asked;
   REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, 0, 0, asked) == errc::success);
@@ -527,10 +532,8 @@ TEST_CASE("a disk mounted again whose node never finishes its offer is retired t
   f.svc.maintain();
   CHECK(f.svc.stats().disks_away == 0);
   CHECK_FALSE(f.demote_start(1).empty());  // no longer asked: demotion goes on
-  std::vector<disk_copy> offer;
-  for (const auto& d : work) offer.push_back({d.key, d.version, d.to});
-  std::vector<errc> out(offer.size());
-  REQUIRE(f.svc.adopt_disk_copies(1, offer, out) == errc::success);
+  const auto offer = tier_fixture::copies_of(work);
+  const auto out = f.adopt(1, offer);
   for (auto e : out) CHECK(e != errc::success);
   f.check();
 }
@@ -538,7 +541,7 @@ TEST_CASE("a disk mounted again whose node never finishes its offer is retired t
 TEST_CASE("a disk segment a master never knew (it restarted) is asked for its copies, even none, before demotion uses it") {
   tier_fixture f;
   f.mount(1, 64 << 10);
-  REQUIRE(f.svc.mount_segment(1, 1 << 20, {}, 4242, true, storage_tier::disk).id == 4242);
+  f.remount_disk(1, 1 << 20, 4242);
   f.put(f.keys("k", 12), 4096);
   f.clock.advance(f.svc.options().max_lease_ttl + 1s);
   f.svc.maintain();
@@ -546,8 +549,7 @@ TEST_CASE("a disk segment a master never knew (it restarted) is asked for its co
   REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, 0, 0, first) == errc::success);
   REQUIRE(first.offer_copies != 0);
   CHECK(first.copies.empty());
-  std::vector<errc> none;
-  REQUIRE(f.svc.adopt_disk_copies(1, {}, none) == errc::success);
+  CHECK(f.adopt(1, {}).empty());
   demotion_work next;
   REQUIRE(f.svc.demote_start(1, 100, UINT64_MAX, 0, first.offer_copies, next) == errc::success);
   CHECK(next.offer_copies == 0);
