@@ -48,7 +48,7 @@ class error_category final : public std::error_category {
       case errc::not_found: return "key not found";
       case errc::already_exists: return "key already exists";
       case errc::put_in_progress: return "another put of this key is in progress";
-      case errc::lease_expired: return "lease expired before the read completed and the object changed";
+      case errc::lease_expired: return "lease expired before the read completed, and the object or the replica read changed";
       case errc::invalid_key: return "invalid key (empty or longer than max_key_length)";
       case errc::duplicate_key: return "key appears more than once in the batch";
       case errc::buffer_too_small: return "buffer too small for the object";

@@ -611,7 +611,8 @@ class basic_store {
           std::error_code ec;
           {
             metadata_timer timing{counters_};
-            ec = co_await metadata_.validate(plan.validate_keys(), plan.validate_versions(), plan.validate_status());
+            ec = co_await metadata_.validate(plan.validate_keys(), plan.validate_versions(), plan.validate_replicas(),
+                                             plan.validate_status());
           }
           plan.on_validate(ec);
           invalidate(plan.expired_keys());

@@ -116,11 +116,20 @@ struct segment_descriptor {
 
 // One copy of an object: a byte range inside a segment. Valid only together
 // with the version it was returned with.
+//
+// `epoch` names this placement of the bytes: the metadata service numbers
+// every replica it places afresh (a put's replicas with their object's
+// version, a disk copy or an adopted copy with a number of its own), and a
+// number is never handed out twice. A range released and placed again,
+// even for the same object, gets another epoch; so a reader whose transfer
+// outlived its lease asks whether the object still lists the replica it
+// read, epoch and all, and knows the bytes were not overwritten meanwhile.
 struct replica_descriptor {
   segment_id segment = 0;
   node_id node = 0;
   std::uint64_t offset = 0;
   std::uint64_t length = 0;
+  std::uint64_t epoch = 0;
 
   friend bool operator==(const replica_descriptor&, const replica_descriptor&) = default;
 };

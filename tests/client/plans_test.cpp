@@ -28,7 +28,7 @@ query_result leased(std::uint64_t size, version_t version, time_point deadline, 
   q.size = size;
   q.version = version;
   q.lease_deadline = deadline;
-  for (std::size_t r = 0; r < replicas; ++r) q.replicas.push_back({100 + r, 7, 4096 * version, size});
+  for (std::size_t r = 0; r < replicas; ++r) q.replicas.push_back({100 + r, 7, 4096 * version, size, version + r});
   return q;
 }
 
@@ -172,6 +172,9 @@ TEST_CASE("read plan: reads that finish after their lease are re-validated, and 
   REQUIRE(r.plan.validate_keys().size() == 2);
   CHECK(r.plan.validate_versions()[0] == 1);
   CHECK(r.plan.validate_versions()[1] == 2);
+  REQUIRE(r.plan.validate_replicas().size() == 2);
+  CHECK(r.plan.validate_replicas()[0] == given[0].replicas[0]);
+  CHECK(r.plan.validate_replicas()[1] == given[1].replicas[0]);
   r.plan.validate_status()[0] = errc::success;
   r.plan.validate_status()[1] = errc::version_mismatch;
   r.plan.on_validate({});
@@ -184,6 +187,29 @@ TEST_CASE("read plan: reads that finish after their lease are re-validated, and 
   CHECK(r.plan.expired_keys()[0] == "changed");
   CHECK(r.plan.counts().revalidated == 2);
   CHECK(r.plan.counts().expired == 1);
+}
+
+TEST_CASE("read plan: a late read is validated against the replica it was read from, not the first one listed") {
+  reader r({"retried"});
+  std::vector<query_result> given{leased(10, 4, t0 + 1s, 3)};
+  r.plan.start(r.keys, t0, {});
+  r.plan.read_into(r.buffers);
+  r.plan.use_results(given);
+  REQUIRE(r.next() == read_plan::step::transfer);
+  r.transfer({errc::transfer_failed});
+  REQUIRE(r.next() == read_plan::step::transfer);
+  r.transfer({errc::transfer_failed});
+  REQUIRE(r.next() == read_plan::step::transfer);
+  r.transfer({errc::success});  // the third replica
+  r.now = t0 + 2s;
+  REQUIRE(r.next() == read_plan::step::validate);
+  REQUIRE(r.plan.validate_replicas().size() == 1);
+  CHECK(r.plan.validate_replicas()[0] == given[0].replicas[2]);
+  CHECK(r.plan.validate_replicas()[0].epoch == 6);
+  r.plan.validate_status()[0] = errc::lease_expired;  // the service no longer lists that replica
+  r.plan.on_validate({});
+  REQUIRE(r.next() == read_plan::step::done);
+  CHECK(r.plan.take_results()[0].status == errc::lease_expired);
 }
 
 TEST_CASE("read plan: whole-call failures: per key when other keys still read, whole otherwise") {

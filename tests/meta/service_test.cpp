@@ -2,6 +2,8 @@
 
 #include "fixture.hpp"
 
+#include <algorithm>
+
 #include <set>
 #include <thread>
 
@@ -376,13 +378,60 @@ TEST_CASE("re-put after remove gets a new version: validate tells them apart") {
   CHECK(v2[0] > v1[0]);
   std::vector<std::string> keys{"k", "k2"};
   std::vector<errc> out(2);
+  const replica_descriptor read_from = f.query({"k"})[0].replicas[0];
+  std::vector<replica_descriptor> replicas{read_from, read_from};
   std::vector<version_t> old_versions{v1[0], 1};
-  REQUIRE(f.svc.validate(keys, old_versions, out) == errc::success);
+  REQUIRE(f.svc.validate(keys, old_versions, replicas, out) == errc::success);
   CHECK(out[0] == errc::version_mismatch);
   CHECK(out[1] == errc::not_found);
   std::vector<version_t> new_versions{v2[0], 1};
-  REQUIRE(f.svc.validate(keys, new_versions, out) == errc::success);
+  REQUIRE(f.svc.validate(keys, new_versions, replicas, out) == errc::success);
   CHECK(out[0] == errc::success);
+  // The same range under another epoch is another placement of the bytes.
+  replicas[0].epoch = v1[0];
+  REQUIRE(f.svc.validate(keys, new_versions, replicas, out) == errc::success);
+  CHECK(out[0] == errc::lease_expired);
+  std::vector<replica_descriptor> short_list{read_from};
+  CHECK(f.svc.validate(keys, new_versions, short_list, out) == errc::invalid_argument);
+}
+
+TEST_CASE("validate names the replica read: one unmounted or lost with its node fails, the others stand") {
+  meta::service_options o = small_options();
+  o.node_ttl = 3s;
+  service_fixture f(o);
+  const segment_id a = f.mount(1, 4096);
+  const segment_id b = f.mount(2, 4096);
+  const segment_id c = f.mount(3, 4096);
+  auto v = f.put({"multi"}, 1024, 3);
+  const auto q = f.query({"multi"})[0];
+  REQUIRE(q.replicas.size() == 3);
+  auto on = [&](segment_id s) {
+    return *std::find_if(q.replicas.begin(), q.replicas.end(), [&](const replica_descriptor& r) { return r.segment == s; });
+  };
+  auto check_read = [&](const replica_descriptor& r) {
+    std::vector<std::string> keys{"multi"};
+    std::vector<errc> out(1);
+    REQUIRE(f.svc.validate(keys, v, std::span<const replica_descriptor>(&r, 1), out) == errc::success);
+    return out[0];
+  };
+  for (auto s : {a, b, c}) CHECK(check_read(on(s)) == errc::success);
+  REQUIRE(f.svc.unmount_segment(a) == errc::success);
+  CHECK(check_read(on(a)) == errc::lease_expired);  // the object lives on; that memory is its owner's again
+  CHECK(check_read(on(b)) == errc::success);
+  // Node 2 falls silent and is declared dead; nodes 1 and 3 heartbeat.
+  f.clock.advance(2s);
+  REQUIRE(f.svc.heartbeat(1) == errc::success);
+  REQUIRE(f.svc.heartbeat(3) == errc::success);
+  f.clock.advance(2s);
+  CHECK(f.svc.maintain().dead_nodes == 1);
+  CHECK(check_read(on(b)) == errc::lease_expired);
+  CHECK(check_read(on(c)) == errc::success);
+  // Segment a's memory mounted again under the same id, and the same range
+  // placed for another object: the old descriptor still does not validate.
+  REQUIRE(f.svc.mount_segment(1, 4096, {}, a).id == a);
+  f.put({"other"}, 1024);
+  CHECK(check_read(on(a)) == errc::lease_expired);
+  f.check();
 }
 
 TEST_CASE("a node silent for node_ttl is dead: segments, replicas, objects and its puts go") {

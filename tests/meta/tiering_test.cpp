@@ -170,6 +170,206 @@ TEST_CASE("a committed demotion adds the disk copy, and eviction then releases m
   f.check();
 }
 
+namespace {
+// validate() of one key read at `version` from `replica`.
+errc check_read(tier_fixture& f, const std::string& key, version_t version, const replica_descriptor& replica) {
+  std::vector<std::string> keys{key};
+  std::vector<version_t> versions{version};
+  std::vector<errc> out(1);
+  REQUIRE(f.svc.validate(keys, versions, std::span<const replica_descriptor>(&replica, 1), out) == errc::success);
+  return out[0];
+}
+}  // namespace
+
+TEST_CASE("a late read of memory released after a disk copy fails validation although the object lives on") {
+  tier_fixture f;
+  const segment_id memory = f.mount(1, 4096);
+  const segment_id disk = f.mount_disk(1, 1 << 20);
+  const version_t v = f.put({"victim"}, 4096)[0];
+  REQUIRE(f.demote_end(f.demote_start(1)) == std::vector<errc>{errc::success});
+  const auto q = f.query({"victim"})[0];
+  REQUIRE(q.replicas.size() == 2);
+  const replica_descriptor in_memory = q.replicas[0], on_disk = q.replicas[1];
+  CHECK(in_memory.segment == memory);
+  CHECK(on_disk.segment == disk);
+  CHECK(on_disk.epoch != in_memory.epoch);  // every placement its own number
+  // The lease ends; another put needs the memory: the victim's memory is
+  // released (it lives on, on disk, same version) and given to the intruder.
+  f.clock.advance(6s);
+  f.put({"intruder"}, 4096);
+  const auto intruder = f.query({"intruder"})[0];
+  REQUIRE(intruder.ok());
+  CHECK(intruder.replicas[0].segment == memory);
+  CHECK(intruder.replicas[0].offset == in_memory.offset);
+  CHECK(f.query({"victim"})[0].version == v);
+  CHECK(check_read(f, "victim", v, in_memory) == errc::lease_expired);  // those bytes are the intruder's now
+  CHECK(check_read(f, "victim", v, on_disk) == errc::success);
+  CHECK(f.svc.stats().evicted_total == 0);
+  f.check();
+}
+
+TEST_CASE("a disk extent dropped and placed again for the same object is a new epoch: the old read fails") {
+  tier_fixture f;
+  f.mount(1, 4096);
+  const segment_id disk = f.mount_disk(1, 64 << 10);
+  const version_t v = f.put({"k0"}, 4096)[0];  // memory full: above the demote watermark
+  const auto work = f.demote_start(1, 1);
+  REQUIRE(work.size() == 1);
+  REQUIRE(f.demote_end(work) == std::vector<errc>{errc::success});
+  const replica_descriptor first_copy = work[0].to;  // the replica demote_end listed
+  REQUIRE(first_copy.segment == disk);
+  CHECK(check_read(f, "k0", v, first_copy) == errc::success);
+  // The disk goes (its segment unmounted) while the object lives on in
+  // memory; the disk mounted again under the same id takes the same
+  // object's copy again, at the same offset, after other bytes may have
+  // been there.
+  REQUIRE(f.svc.unmount_segment(disk) == errc::success);
+  CHECK(check_read(f, "k0", v, first_copy) == errc::lease_expired);
+  REQUIRE(f.svc.mount_segment(1, 64 << 10, {}, disk, false, storage_tier::disk).id == disk);
+  // It was away: its node offers what its index lists (the old copy, which
+  // the service refuses: k0 lives on without it) and says so.
+  demotion_work asked;
+  REQUIRE(f.svc.demote_start(1, 1, UINT64_MAX, 0, 0, asked) == errc::success);
+  REQUIRE(asked.offer_copies != 0);
+  REQUIRE(f.adopt(1, tier_fixture::copies_of(work)) == std::vector<errc>{errc::already_exists});
+  demotion_work resumed;
+  REQUIRE(f.svc.demote_start(1, 1, UINT64_MAX, 0, asked.offer_copies, resumed) == errc::success);
+  const auto& again = resumed.copies;
+  REQUIRE(again.size() == 1);
+  REQUIRE(again[0].key == "k0");
+  REQUIRE(f.demote_end(again) == std::vector<errc>{errc::success});
+  const replica_descriptor second_copy = again[0].to;
+  CHECK(second_copy.segment == first_copy.segment);
+  CHECK(second_copy.offset == first_copy.offset);
+  CHECK(second_copy.epoch != first_copy.epoch);
+  CHECK(check_read(f, "k0", v, first_copy) == errc::lease_expired);
+  CHECK(check_read(f, "k0", v, second_copy) == errc::success);
+  f.check();
+}
+
+TEST_CASE("a late read of a disk copy that disk eviction dropped, or that came back by adoption, fails validation") {
+  auto o = tier_fixture::tier_options();
+  o.high_watermark = 0.9;
+  o.low_watermark = 0.5;
+  tier_fixture f(o);
+  f.mount(1, 64 << 10);
+  const segment_id disk = f.mount_disk(1, 4096);  // one object's room
+  f.put(f.keys("k", 12), 4096);
+  const auto work = f.demote_start(1, 1);
+  REQUIRE(f.demote_end(work) == std::vector<errc>{errc::success});
+  f.clock.advance(10s);
+  f.put(f.keys("new", 6), 4096);  // memory eviction: k0 lives on disk only
+  const auto q = f.query({work[0].key})[0];
+  REQUIRE(q.replicas.size() == 1);
+  const replica_descriptor copy = q.replicas[0];
+  REQUIRE(copy.segment == disk);
+  // The lease ends, the next demotion needs the disk: k0 is dropped from
+  // disk and its extent given to another object's copy.
+  f.clock.advance(10s);
+  const auto next = f.demote_start(1, 1);
+  REQUIRE(next.size() == 1);
+  CHECK(next[0].to.offset == copy.offset);
+  CHECK(next[0].to.epoch != copy.epoch);
+  CHECK(check_read(f, work[0].key, work[0].version, copy) == errc::not_found);
+  REQUIRE(f.demote_end(next) == std::vector<errc>{errc::success});
+  CHECK(check_read(f, work[0].key, work[0].version, copy) == errc::not_found);
+  f.check();
+}
+
+TEST_CASE("an adopted copy is a new placement: a read of the extent made before the adoption does not validate") {
+  tier_fixture f;
+  f.mount(1, 64 << 10);
+  const segment_id disk = f.mount_disk(1, 1 << 20);
+  f.put(f.keys("k", 12), 4096);
+  const auto work = f.demote_start(1, 1);
+  REQUIRE(f.demote_end(work) == std::vector<errc>{errc::success});
+  const replica_descriptor before = f.query({work[0].key})[0].replicas[1];
+  // The node leaves; its copy is offered again when it comes back.
+  REQUIRE(f.svc.unregister_node(1) == errc::success);
+  f.mount(1, 64 << 10);
+  f.remount_disk(1, 1 << 20, disk);
+  const auto copies = tier_fixture::copies_of(work);
+  REQUIRE(f.adopt(1, copies) == std::vector<errc>{errc::success});
+  const auto after = f.query({work[0].key})[0];
+  REQUIRE(after.ok());
+  REQUIRE(after.replicas.size() == 1);
+  CHECK(after.replicas[0].offset == before.offset);
+  CHECK(after.replicas[0].epoch != before.epoch);
+  CHECK(check_read(f, work[0].key, work[0].version, before) == errc::lease_expired);
+  CHECK(check_read(f, work[0].key, work[0].version, after.replicas[0]) == errc::success);
+  f.check();
+}
+
+TEST_CASE("a demotion whose source memory was released while it copied is refused, though the object lives on") {
+  tier_fixture f;
+  const segment_id first = f.mount(1, 4096);
+  f.mount(1, 4096);
+  f.mount_disk(1, 1 << 20);
+  f.put({"two"}, 4096, 2);  // both memory segments full: above the demote watermark
+  const auto work = f.demote_start(1, 1);
+  REQUIRE(work.size() == 1);
+  // The segment it copies from is unmounted mid-copy (and may be reused);
+  // the object lives on, on the other one.
+  REQUIRE(f.svc.unmount_segment(work[0].from.segment) == errc::success);
+  CHECK(f.demote_end(work)[0] == errc::not_found);  // the reservation ended with the segment
+  const auto q = f.query({"two"})[0];
+  REQUIRE(q.ok());
+  CHECK(q.replicas.size() == 1);  // no disk copy was added
+  CHECK(f.svc.stats().disk.used == 0);
+  CHECK((work[0].from.segment == first || q.replicas[0].segment == first));
+  f.check();
+}
+
+TEST_CASE("eviction releases the memory of objects with a disk copy before it drops any, and drops those being copied last") {
+  auto o = tier_fixture::tier_options();
+  o.high_watermark = 1.0;
+  o.low_watermark = 0.5;
+  tier_fixture f(o);
+  f.mount(1, 16 * 4096);
+  f.mount_disk(1, 1 << 20);
+  const auto old_keys = f.keys("old", 12);
+  f.put(old_keys, 4096);
+  // The four oldest are being copied; the next four have their copy; the
+  // four youngest have none.
+  const auto copying = f.demote_start(1, 4);
+  REQUIRE(copying.size() == 4);
+  const auto copied = f.demote_start(1, 4);
+  REQUIRE(copied.size() == 4);
+  REQUIRE(f.demote_end(copied) == std::vector<errc>(4, errc::success));
+  f.clock.advance(10s);  // no leases left
+  f.put(f.keys("new", 8), 4096);  // 20 wanted of 16: eviction down to 8 free... at least
+  const auto st = f.svc.stats();
+  CHECK(st.memory_released_total == 4);  // every copied object's memory went first
+  auto alive = [&](const std::vector<demotion>& d) {
+    std::size_t n = 0;
+    for (const auto& x : d) n += f.query({x.key})[0].ok();
+    return n;
+  };
+  CHECK(alive(copied) == 4);   // nothing lost: they live on disk
+  CHECK(alive(copying) == 4);  // their copies are on the way: younger objects went instead
+  CHECK(f.demote_end(copying) == std::vector<errc>(4, errc::success));
+  CHECK(st.evicted_total > 0);
+  CHECK(st.demotions_dropped_total == 0);
+  f.check();
+}
+
+TEST_CASE("when only objects being copied are left, eviction drops them too: a put does not fail for a slow disk") {
+  tier_fixture f;
+  f.mount(1, 4 * 4096);
+  f.mount_disk(1, 1 << 20);
+  f.put(f.keys("old", 4), 4096);
+  const auto copying = f.demote_start(1, 4);
+  REQUIRE(copying.size() == 4);
+  f.clock.advance(10s);
+  f.put({"new"}, 4096);  // needs room: one being copied goes
+  const auto st = f.svc.stats();
+  CHECK(st.evicted_total >= 1);
+  CHECK(st.demotions_dropped_total == st.evicted_total);
+  const auto answers = f.demote_end(copying);
+  CHECK(static_cast<std::uint64_t>(std::count(answers.begin(), answers.end(), errc::not_found)) == st.evicted_total);
+  f.check();
+}
+
 TEST_CASE("demote_end: a failed copy, a removed object or a stale version frees the disk extent") {
   tier_fixture f;
   f.mount(1, 64 << 10);

@@ -57,10 +57,15 @@ struct master_process {
   std::optional<net::master_server> server;
   std::uint16_t port = 0;
 
-  explicit master_process(meta::service_options o = {}) : options(o) { start(0); }
+  meta::clock_source clock;
+
+  explicit master_process(meta::service_options o = {}, meta::clock_source c = meta::steady_clock_source())
+      : options(o), clock(std::move(c)) {
+    start(0);
+  }
   ~master_process() { stop(); }
   void start(std::uint16_t p) {
-    service = std::make_shared<meta::service>(options);
+    service = std::make_shared<meta::service>(options, clock);
     thread.on_thread([&] {
       server.emplace(thread.io.get_executor(), service, tcp::endpoint(asio::ip::make_address("127.0.0.1"), p));
       server->start();

@@ -8,6 +8,7 @@
 #include <corokv/net/master_server.hpp>
 
 #include "cluster_support.hpp"
+#include "../support/hooked_transport.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -39,12 +40,13 @@ cluster_options node_options(std::uint16_t master_port, bool shared_memory) {
   return o;
 }
 
-// What a store's TCP lane moved, both ways.
-std::uint64_t tcp_bytes(cluster_store& kv) {
-  for (const lane_counters& l : kv.transport().counters_by_lane())
+// What a transport's TCP lane moved, both ways.
+std::uint64_t tcp_bytes_of(const std::vector<lane_counters>& lanes) {
+  for (const lane_counters& l : lanes)
     if (l.name == "tcp") return l.bytes_read + l.bytes_written;
   return 0;
 }
+std::uint64_t tcp_bytes(cluster_store& kv) { return tcp_bytes_of(kv.transport().counters_by_lane()); }
 
 }  // namespace
 
@@ -178,6 +180,79 @@ TEST_CASE("after a master restart, nodes remount and go on: a lease from the old
   auto [late_ec, late] = wait(b.batch_get(before.keys, leases, buffers, asio::deferred));
   REQUIRE(!late_ec);
   for (auto& r : late) CHECK(r.status == errc::not_found);  // expired: re-queried, and unknown
+}
+
+TEST_CASE("a late TCP read of memory released after a disk copy and reused is never reported as the key's bytes") {
+  meta::manual_clock clock;
+  meta::service_options full_is_fine;
+  full_is_fine.high_watermark = 1.0;  // one object fills the segment: only a failed allocation evicts
+  master_process master(full_is_fine, clock.source());
+  io_thread clients;
+  auto owner = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
+  auto writer = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
+  // The reader holds its transfers in flight on demand; its leases run on
+  // the master's clock.
+  using hooked = corokv::test::hooked_transport<cluster_transport>;
+  cluster_options reader_options = node_options(master.port, false);
+  reader_options.store.clock = clock.source();
+  auto reader_metadata = make_cluster_metadata(clients.io.get_executor(), reader_options);
+  auto lister = reader_metadata.segment_lister();
+  basic_store<net::remote_metadata, hooked> reader(
+      clients.io.get_executor(), std::move(reader_metadata),
+      hooked(make_cluster_transport(clients.io.get_executor(), std::move(lister), reader_options.transport)),
+      reader_options.store);
+
+  auto [seg_ec, memory] = wait(owner.add_segment(4096, asio::deferred));  // one object's room
+  REQUIRE(!seg_ec);
+  const node_id owner_node = owner.node();
+  REQUIRE(master.thread.on_thread([&] {
+    return master.service->mount_segment(owner_node, 1 << 20, {}, 0, false, storage_tier::disk).status;
+  }) == errc::success);
+  dataset victim("victim", 1, 4096), intruder("intruder", 1, 4096);
+  for (auto& b : intruder.values[0]) b = static_cast<char>(~b);
+  put_all(writer, victim);
+  // The owner's tier copies it to disk (the service's side of it: the read
+  // below is of the memory replica).
+  const auto demoted = master.thread.on_thread([&] {
+    demotion_work work;
+    if (master.service->demote_start(owner_node, 16, UINT64_MAX, 0, 0, work) != errc::success)
+      return std::vector<errc>{errc::internal_error};
+    std::vector<std::string> keys;
+    std::vector<version_t> versions;
+    for (auto& d : work.copies) {
+      keys.push_back(d.key);
+      versions.push_back(d.version);
+    }
+    std::vector<errc> copied(keys.size(), errc::success), out(keys.size());
+    if (master.service->demote_end(keys, versions, copied, out) != errc::success)
+      return std::vector<errc>{errc::internal_error};
+    return out;
+  });
+  REQUIRE(demoted.size() == 1);
+  REQUIRE(demoted[0] == errc::success);
+  auto [q_ec, q] = wait(reader.batch_query(victim.keys, asio::deferred));
+  REQUIRE(!q_ec);
+  REQUIRE(q[0].replicas.size() == 2);
+  REQUIRE(q[0].replicas[0].segment == memory);
+
+  std::vector<errc> intruder_put;
+  reader.transport().before_read() = [&]() -> asio::awaitable<void> {
+    clock.advance(6s);  // the lease ends while the transfer is in flight...
+    intruder_put = co_await writer.batch_put(intruder.keys, intruder.value_buffers);  // ...and the memory is reused
+  };
+  std::vector<char> out(4096);
+  std::vector<asio::mutable_buffer> buffers{asio::buffer(out)};
+  auto [g_ec, got] = wait(reader.batch_get(victim.keys, q, buffers, asio::deferred));
+  reader.transport().before_read() = nullptr;
+  REQUIRE(!g_ec);
+  REQUIRE(intruder_put == std::vector<errc>{errc::success});
+  CHECK(tcp_bytes_of(reader.transport().counters_by_lane()) == 4096);  // read over TCP
+  CHECK(out == intruder.values[0]);               // the transfer did read the intruder's bytes...
+  CHECK(got[0].status == errc::lease_expired);    // ...and they are not reported as the victim's
+  CHECK(reader.counters().keys_revalidated == 1);
+  auto [e_ec, exists] = wait(reader.batch_exist(victim.keys, asio::deferred));
+  REQUIRE(!e_ec);
+  CHECK(exists[0] == errc::success);  // the victim lives on, on disk
 }
 
 TEST_CASE("with the master gone, calls fail with typed errors and leased keys are still read") {

@@ -12,8 +12,8 @@ namespace corokv::wire::samples {
 
 inline replica_list two_replicas() {
   replica_list r;
-  r.push_back({11, 1, 4096, 100});
-  r.push_back({12, 2, 0, 100});
+  r.push_back({11, 1, 4096, 100, 5});
+  r.push_back({12, 2, 0, 100, std::uint64_t{1} << 40});  // epochs travel whole
   return r;
 }
 
@@ -88,7 +88,7 @@ inline std::vector<std::pair<message_type, request>> requests() {
       {message_type::put_start, put_start_request{keys, {100, 200, 300}, 2, 7}},
       {message_type::put_end, versioned_keys_request{keys, {5, 6, 7}}},
       {message_type::put_revoke, versioned_keys_request{keys, {5, 6, 7}}},
-      {message_type::validate, versioned_keys_request{keys, {5, 6, 7}}},
+      {message_type::validate, validate_request{keys, {5, 6, 7}, {{11, 1, 4096, 100, 5}, {12, 2, 0, 100, 6}, {13, 3, 64, 9, 7}}}},
       {message_type::query, query_request{keys, 5'000'000'000}},
       {message_type::exist, keys_request{keys}},
       {message_type::exist_prefix, keys_request{keys}},
@@ -103,7 +103,7 @@ inline std::vector<std::pair<message_type, request>> requests() {
       {message_type::demote_end,
        demote_end_request{keys, {5, 6, 7}, {errc::success, errc::transfer_failed, errc::success}}},
       {message_type::adopt_disk_copies,
-       adopt_request{7, {disk_copy{"prompt-1/block-0", 5, {12, 7, 8192, 100}}, disk_copy{"k", 6, {12, 7, 0, 4096}}}}},
+       adopt_request{7, {disk_copy{"prompt-1/block-0", 5, {12, 7, 8192, 100, 0}}, disk_copy{"k", 6, {12, 7, 0, 4096, 0}}}}},
   };
 }
 
@@ -128,7 +128,7 @@ inline std::vector<std::pair<message_type, response>> responses() {
       {message_type::follow, replication_batch{errc::success, replication_phase::log, 77, every_log_record()}},
       {message_type::demote_start,
        demotions_response{errc::success,
-                          {{demotion{"prompt-1/block-0", 5, {11, 7, 4096, 100}, {12, 7, 8192, 100}}, demotion{}},
+                          {{demotion{"prompt-1/block-0", 5, {11, 7, 4096, 100, 5}, {12, 7, 8192, 100, 9}}, demotion{}},
                            {3, 4, 5},
                            44,
                            1234}}},

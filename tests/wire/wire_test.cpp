@@ -183,6 +183,22 @@ TEST_CASE("out-of-range fields are refused: status codes, replica counts, flags,
   forged.push_back(std::byte{0});
   data_read_response dback;
   CHECK(decode(forged, dback) == errc::protocol_error);
+
+  // A validate request names one replica per key, or it is malformed.
+  validate_request unpaired{{"a", "b"}, {1, 2}, {replica_descriptor{1, 2, 3, 4, 5}}};
+  CHECK(encode(unpaired, refused) == errc::invalid_argument);
+  std::vector<std::byte> forged_validate;
+  {
+    writer w(forged_validate);
+    w.u32(1);  // one key...
+    std::string_view key = "a";
+    w.string(key);
+    w.u32(1);  // ...one version...
+    w.u64(7);
+    w.u32(0);  // ...and no replica
+  }
+  validate_request vback;
+  CHECK(decode(forged_validate, vback) == errc::protocol_error);
 }
 
 TEST_CASE("over-long keys decode: they are bad input for the service to refuse per key, not malformed frames") {

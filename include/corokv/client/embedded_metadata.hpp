@@ -111,9 +111,10 @@ class embedded_metadata {
     upkeep();
     co_return std::pair<std::error_code, std::uint64_t>{{}, service_->remove_all()};
   }
-  result<std::error_code> validate(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
+  result<std::error_code> validate(key_span keys, std::span<const version_t> versions,
+                                   std::span<const replica_descriptor> read_from, std::span<errc> out) {
     upkeep();
-    co_return service_->validate(keys, versions, out);
+    co_return service_->validate(keys, versions, read_from, out);
   }
 
   // Synchronous, for a store's destructor: the node leaves, its segments are

@@ -16,6 +16,10 @@
 //   already in use answers already_exists), and registers the node too.
 // - query grants or extends a lease of `ttl` on every found key; exist and
 //   exist_prefix grant none.
+// - validate checks reads that finished after their lease: per key, success
+//   only if the key still names the version read and that object still
+//   lists the replica it was read from (epoch included), so the bytes read
+//   cannot have been overwritten; it grants no lease.
 // - remove_all hides every committed object (leased memory is freed when
 //   its lease ends) and answers how many it hid.
 // - leave(node) is for a destructor: synchronous and noexcept, best effort
@@ -43,8 +47,8 @@ concept metadata_endpoint =
     std::move_constructible<M> &&
     requires(M& m, node_id node, std::uint64_t size, segment_endpoints where, segment_id id, key_span keys,
              std::span<const std::uint64_t> sizes, put_options opts, std::span<put_start_result> reservations,
-             std::span<const version_t> versions, std::span<errc> statuses, duration ttl,
-             std::span<query_result> results) {
+             std::span<const version_t> versions, std::span<const replica_descriptor> read_from,
+             std::span<errc> statuses, duration ttl, std::span<query_result> results) {
       { m.register_node(node) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
       { m.mount(node, size, where, id) } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, segment_id>>>;
       { m.put_start(keys, sizes, opts, node, reservations) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
@@ -55,7 +59,7 @@ concept metadata_endpoint =
       { m.exist_prefix(keys) } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, prefix_result>>>;
       { m.remove(keys, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
       { m.remove_all() } -> std::same_as<boost::asio::awaitable<std::pair<std::error_code, std::uint64_t>>>;
-      { m.validate(keys, versions, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
+      { m.validate(keys, versions, read_from, statuses) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
       { m.leave(node) } noexcept -> std::same_as<void>;
     };
 

@@ -14,6 +14,12 @@
 //     case step::query:     plan.on_query(co_await query(plan.query_keys(), plan.query_results()));
 //     case step::transfer:  plan.on_transfer(co_await transport.read(plan.transfers(), plan.transfer_status()));
 //     case step::validate:  plan.on_validate(co_await validate(plan.validate_keys(), ...));
+//
+// A late read is checked against the replica it was read from, not only
+// the version: an object can outlive one of its replicas (memory released
+// after a disk copy, a disk copy dropped, a segment unmounted, a node
+// declared dead), and that memory can hold another object by the time the
+// read ends.
 //     case step::done:      return plan.error() or plan.take_results();
 //   }
 //
@@ -90,6 +96,7 @@ class read_plan {
     late_.clear();
     late_keys_.clear();
     late_versions_.clear();
+    late_replicas_.clear();
     expired_.clear();
     buffers_ = {};
     pool_ = nullptr;
@@ -216,13 +223,16 @@ class read_plan {
     if (ec) fail(ec);
   }
 
-  // Keys read after their lease, with the versions they were read at.
+  // Keys read after their lease, with the versions they were read at and
+  // the replicas they were read from.
   std::span<const std::string_view> validate_keys() const noexcept { return late_keys_; }
   std::span<const version_t> validate_versions() const noexcept { return late_versions_; }
+  std::span<const replica_descriptor> validate_replicas() const noexcept { return late_replicas_; }
   std::span<errc> validate_status() noexcept { return late_status_; }
-  // A late key stands only if its version is still committed; otherwise it
-  // fails with lease_expired (or the call's own error, per key). Bytes are
-  // never reported good on faith.
+  // A late key stands only if the service still lists the replica it was
+  // read from under the version read; otherwise it fails with
+  // lease_expired (or the call's own error, per key). Bytes are never
+  // reported good on faith.
   void on_validate(std::error_code ec) {
     if (ec && !is_per_key_outcome(ec)) {
       fail(ec);
@@ -330,6 +340,7 @@ class read_plan {
         late_.push_back(i);
         late_keys_.push_back(keys_[i]);
         late_versions_.push_back(q.version);
+        late_replicas_.push_back(reads_[k].replica);
       } else {
         count_good(r);
       }
@@ -402,6 +413,7 @@ class read_plan {
   std::vector<std::uint32_t> late_;
   std::vector<std::string_view> late_keys_;
   std::vector<version_t> late_versions_;
+  std::vector<replica_descriptor> late_replicas_;
   std::vector<errc> late_status_;
   std::vector<std::string_view> expired_;
 };

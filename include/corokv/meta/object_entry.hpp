@@ -17,13 +17,23 @@ struct hashed_key {
   std::uint64_t hash;
 };
 
+// Which tiers a committed object's replicas lie on. It decides the object's
+// list in its shard, and so what may take it: memory eviction releases the
+// memory of `copied` objects first (they live on, on disk) and drops
+// `memory` ones only after; disk eviction drops `disk` ones.
+enum class residence : std::uint8_t {
+  memory,  // every replica in memory
+  copied,  // in memory, with a disk copy
+  disk,    // every replica on disk
+};
+
 // Hot fields first: a query reads the key (stored just before the entry, see
 // object_table), this header and the first replica, which together span about
 // two cache lines for keys up to ~40 bytes.
 struct object_entry {
   std::uint32_t key_size = 0;
   bool committed = false;
-  bool disk_only = false;  // committed, every replica on disk: in the shard's disk_lru
+  residence where = residence::memory;  // committed only
   std::uint64_t size = 0;
   version_t version = no_version;
   // committed: end of the lease (time_point{} = never leased);

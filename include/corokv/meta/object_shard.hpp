@@ -27,11 +27,12 @@ struct removed_object {
 struct object_shard {
   std::mutex mu;
   object_table objects;
-  detail::intrusive_list<object_entry> lru;       // committed, a replica in memory, by last use
-  // Committed, on disk only: by arrival on disk or last use since, the
-  // order disk eviction takes them in.
-  detail::intrusive_list<object_entry> disk_lru;
-  detail::intrusive_list<object_entry> pending;   // pending puts, by start
+  // Committed objects by residence, each list by last use (arriving in a
+  // list counts as a use): the order eviction takes them in.
+  detail::intrusive_list<object_entry> lru;         // in memory only
+  detail::intrusive_list<object_entry> copied_lru;  // in memory, with a disk copy
+  detail::intrusive_list<object_entry> disk_lru;    // on disk only
+  detail::intrusive_list<object_entry> pending;     // pending puts, by start
   std::vector<removed_object> removed;
 
   object_entry* find(const hashed_key& key) const { return objects.find(key.bytes, key.hash); }
@@ -45,6 +46,7 @@ struct object_shard {
   void commit(object_entry& e, std::uint64_t use) {
     pending.unlink(&e);
     e.committed = true;
+    e.where = residence::memory;
     e.deadline = time_point{};
     e.last_use = use;
     lru.push_front(&e);
@@ -55,14 +57,15 @@ struct object_shard {
     list_of(e).move_to_front(&e);
   }
 
-  // Moves a committed entry between the memory and the disk LRU; arriving
-  // on disk counts as a use there.
-  void set_disk_only(object_entry& e, bool disk_only) {
-    if (!e.committed || e.disk_only == disk_only) return;
+  // Moves a committed entry to the list of its residence.
+  void set_residence(object_entry& e, residence where) {
+    if (!e.committed || e.where == where) return;
     list_of(e).unlink(&e);
-    e.disk_only = disk_only;
+    e.where = where;
     list_of(e).push_front(&e);
   }
+
+  std::size_t committed() const noexcept { return lru.size() + copied_lru.size() + disk_lru.size(); }
 
   // Unlinks and destroys an entry; the caller has dealt with its replicas.
   void erase(object_entry& e) {
@@ -71,7 +74,13 @@ struct object_shard {
   }
 
   detail::intrusive_list<object_entry>& list_of(const object_entry& e) {
-    return !e.committed ? pending : e.disk_only ? disk_lru : lru;
+    if (!e.committed) return pending;
+    switch (e.where) {
+      case residence::memory: return lru;
+      case residence::copied: return copied_lru;
+      case residence::disk: return disk_lru;
+    }
+    return lru;
   }
 };
 

@@ -56,7 +56,7 @@ class replica_state {
         auto it = objects_.find(r.key);
         if (it == objects_.end()) it = objects_.emplace(std::string(r.key), object{}).first;
         it->second = {r.size, r.version, r.replicas, r.node, false};
-        max_id_ = std::max(max_id_, r.version);
+        note_ids(r);
         return;
       }
       case journal_kind::object_committed:
@@ -70,13 +70,14 @@ class replica_state {
         if (!r.key.empty())
           if (auto it = find_entry(r.key, r.version); it != objects_.end()) objects_.erase(it);
         if (!r.replicas.empty()) removed_[r.version] = r.replicas;
-        max_id_ = std::max(max_id_, r.version);
+        note_ids(r);
         return;
       case journal_kind::removed_reclaimed:
         if (removed_.erase(r.version) == 0) ++unmatched_;
         return;
       case journal_kind::object_replicas_changed:
         if (auto it = find_entry(r.key, r.version); it != objects_.end()) it->second.replicas = r.replicas;
+        note_ids(r);  // a disk copy's epoch is an id of its own
         return;
     }
     ++unmatched_;
@@ -136,6 +137,13 @@ class replica_state {
   };
   using object_map = std::unordered_map<std::string, object, key_hash, std::equal_to<>>;
 
+  // Versions and replica epochs come from one counter: a promoted service
+  // starts above both.
+  void note_ids(const journal_record& r) {
+    max_id_ = std::max(max_id_, r.version);
+    for (const auto& replica : r.replicas) max_id_ = std::max(max_id_, replica.epoch);
+  }
+
   object_map::iterator find_entry(std::string_view key, version_t version) {
     auto it = objects_.find(key);
     if (it == objects_.end() || it->second.version != version) {
@@ -175,7 +183,7 @@ class replica_state {
   std::map<segment_id, segment> segments_;
   object_map objects_;
   std::unordered_map<version_t, replica_list> removed_;
-  std::uint64_t max_id_ = 0;  // the highest version or segment id seen
+  std::uint64_t max_id_ = 0;  // the highest version, replica epoch or segment id seen
   std::uint64_t applied_ = 0;
   std::uint64_t unmatched_ = 0;
 };

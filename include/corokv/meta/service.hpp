@@ -102,6 +102,9 @@ struct service_stats {
   std::size_t pending_demotions = 0;
   std::uint64_t demoted_total = 0;          // disk copies committed
   std::uint64_t memory_released_total = 0;  // evictions that kept the object on disk
+  // Objects memory eviction dropped while their disk copy was being made
+  // (when nothing else could make room): that copy's work was wasted.
+  std::uint64_t demotions_dropped_total = 0;
   std::uint64_t disk_evicted_total = 0;     // objects dropped from disk
 };
 
@@ -413,15 +416,25 @@ class service {
     return r;
   }
 
-  // Which (key, version) pairs are still committed: success, version_mismatch
-  // (the key now names another object) or not_found. Clients use it to check
-  // reads that completed after their lease.
-  errc validate(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
-    if (versions.size() != keys.size() || out.size() != keys.size()) return errc::invalid_argument;
+  // Whether reads that completed after their lease read the object's own
+  // bytes: key i was read at versions[i] from replica read_from[i]. Per key:
+  // success if the key names that version and the object still lists that
+  // replica, epoch included (a replica is only ever released, never listed
+  // again: a range placed anew gets a new epoch, so the bytes were not
+  // overwritten while the read ran); lease_expired if the object lives on
+  // but that replica was released (evicted after a disk copy, dropped from
+  // disk, unmounted, its node declared dead); version_mismatch (the key now
+  // names another object) or not_found. Grants no lease.
+  errc validate(key_span keys, std::span<const version_t> versions, std::span<const replica_descriptor> read_from,
+                std::span<errc> out) {
+    if (versions.size() != keys.size() || read_from.size() != keys.size() || out.size() != keys.size())
+      return errc::invalid_argument;
     for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
       object_entry* e = shard.find(key);
       if (!e || !e->committed) return errc::not_found;
-      return e->version == versions[i] ? errc::success : errc::version_mismatch;
+      if (e->version != versions[i]) return errc::version_mismatch;
+      const bool listed = std::find(e->replicas.begin(), e->replicas.end(), read_from[i]) != e->replicas.end();
+      return listed ? errc::success : errc::lease_expired;
     });
     return errc::success;
   }
@@ -461,7 +474,7 @@ class service {
     for (auto& shard_ptr : shards_) {
       object_shard& shard = *shard_ptr;
       std::lock_guard lock(shard.mu);
-      for (auto* list : {&shard.lru, &shard.disk_lru})
+      for (auto* list : {&shard.lru, &shard.copied_lru, &shard.disk_lru})
         while (object_entry* e = list->back()) {
           release_after_lease(shard, *e, t);
           ++hidden;
@@ -536,23 +549,18 @@ class service {
       return errc::success;
     auto locks = lock_all_shards();
     std::lock_guard demote_lock(demote_mu_);
-    // The shards' memory LRUs merged, oldest first, as evict() walks them.
-    std::vector<object_entry*> cursor(shards_.size());
-    for (std::size_t s = 0; s < shards_.size(); ++s) cursor[s] = shards_[s]->lru.back();
+    // Memory-only objects, oldest first: the ones memory eviction would
+    // drop next, so copying them first keeps them.
     std::uint64_t bytes = 0;
     std::size_t drop_budget = max_objects * 4 + 64;
-    for (std::size_t scanned = 0; out.size() < max_objects && scanned < max_objects * 64 + 1024; ++scanned) {
-      std::size_t best = shards_.size();
-      for (std::size_t s = 0; s < shards_.size(); ++s)
-        if (cursor[s] && (best == shards_.size() || cursor[s]->last_use < cursor[best]->last_use)) best = s;
-      if (best == shards_.size()) break;
-      object_entry& e = *cursor[best];
-      cursor[best] = e.prev;
-      if (demotions_.count(e.version) || bytes + e.size > max_bytes) continue;
+    std::size_t scanned = 0;
+    walk_oldest(&object_shard::lru, everything, [&](object_shard&, object_entry& e) {
+      if (out.size() >= max_objects || ++scanned > max_objects * 64 + 1024) return false;
+      if (demotions_.count(e.version) || bytes + e.size > max_bytes) return true;
       const replica_descriptor* from = nullptr;
       for (const auto& r : e.replicas)
         if (r.node == node && !from) from = &r;
-      if (!from || e.replicas.full() || pool_.tiers(e.replicas).any_disk) continue;
+      if (!from || e.replicas.full()) return true;
       replica_descriptor to;
       errc st = pool_.allocate_disk(node, e.size, to);
       // Room on this node's disk: its oldest unleased disk-only objects go,
@@ -562,11 +570,13 @@ class service {
         else --drop_budget;
         st = pool_.allocate_disk(node, e.size, to);
       }
-      if (st != errc::success) break;  // no disk here, or no room even so
+      if (st != errc::success) return false;  // no disk here, or no room even so
+      to.epoch = next_version_.fetch_add(1);
       demotions_.emplace(e.version, pending_demotion{std::string(e.key()), *from, to, t + options_.put_timeout});
       out.push_back({std::string(e.key()), e.version, *from, to});
       bytes += e.size;
-    }
+      return true;
+    });
     return errc::success;
   }
 
@@ -575,8 +585,10 @@ class service {
   // (the disk copy is committed beside the memory ones: the object is
   // readable from either, and eviction will release its memory without
   // dropping it), not_found (no such demotion, or the object is gone: its
-  // extent is freed), version_mismatch; a failed copy frees its extent and
-  // answers with the node's own status.
+  // extent is freed; also when the memory it was copied from was dropped
+  // meanwhile, since drop_segments ends the demotions from it), and
+  // version_mismatch; a failed copy frees its extent and answers with the
+  // node's own status.
   errc demote_end(key_span keys, std::span<const version_t> versions, std::span<const errc> copied,
                   std::span<errc> out) {
     if (versions.size() != keys.size() || copied.size() != keys.size() || out.size() != keys.size())
@@ -597,6 +609,7 @@ class service {
         return st;
       }
       e->replicas.push_back(to);  // after the memory ones: readers try those first
+      shard.set_residence(*e, residence_of(e->replicas));
       ++demoted_total_;
       note_object(journal_kind::object_replicas_changed, *e);
       return errc::success;
@@ -660,13 +673,16 @@ class service {
       // Versions stay unique: the next one handed out lies above it.
       for (version_t next = next_version_.load(); next <= c.version;)
         if (next_version_.compare_exchange_weak(next, c.version + 1)) break;
+      // A placement of its own: whatever a reader read from this extent
+      // before the copy came back is not vouched for.
+      replicas.begin()->epoch = next_version_.fetch_add(1);
       object_entry& e = shard.insert_pending(key);
       e.size = c.replica.length;
       e.version = c.version;
       e.replicas = replicas;
       note_object(journal_kind::object_reserved, e);
       shard.commit(e, lru_clock_.fetch_add(1));
-      shard.set_disk_only(e, true);
+      shard.set_residence(e, residence::disk);
       note_object(journal_kind::object_committed, e);
       out[i] = errc::success;
     }
@@ -747,7 +763,7 @@ class service {
     s.disks_away = away_segments_.load(std::memory_order_relaxed);
     for (auto& shard_ptr : shards_) {
       std::lock_guard lock(shard_ptr->mu);
-      s.objects += shard_ptr->lru.size() + shard_ptr->disk_lru.size();
+      s.objects += shard_ptr->committed();
       s.disk_only_objects += shard_ptr->disk_lru.size();
       s.pending_puts += shard_ptr->pending.size();
       s.removed_leased += shard_ptr->removed.size();
@@ -764,6 +780,7 @@ class service {
     }
     s.demoted_total = demoted_total_;
     s.memory_released_total = memory_released_total_;
+    s.demotions_dropped_total = demotions_dropped_total_;
     s.disk_evicted_total = disk_evicted_total_;
     s.evicted_total = evicted_total_;
     s.expired_puts_total = expired_puts_total_;
@@ -859,7 +876,7 @@ class service {
     if (committed) {
       shard.commit(e, lru_clock_.fetch_add(1));
       e.deadline = now() + options_.max_lease_ttl;
-      shard.set_disk_only(e, pool_.tiers(replicas).all_disk);
+      shard.set_residence(e, residence_of(replicas));
     }
     return true;
   }
@@ -890,12 +907,11 @@ class service {
       if (!err.empty()) return err;
       for (auto& z : shard_ptr->removed)
         for (auto& r : z.replicas) extents[r.segment].emplace_back(r.offset, r.length);
-      if (shard_ptr->lru.size() + shard_ptr->disk_lru.size() + shard_ptr->pending.size() !=
-          shard_ptr->objects.size())
+      if (shard_ptr->committed() + shard_ptr->pending.size() != shard_ptr->objects.size())
         return "lists and table disagree";
       shard_ptr->objects.for_each([&](const object_entry& e) {
-        if (e.committed && e.disk_only != pool_.tiers(e.replicas).all_disk && err.empty())
-          err = "disk-only flag wrong for " + std::string(e.key());
+        if (e.committed && e.where != residence_of(e.replicas) && err.empty())
+          err = "residence wrong for " + std::string(e.key());
       });
       if (!err.empty()) return err;
     }
@@ -1002,6 +1018,7 @@ class service {
     object_entry& e = shard.insert_pending(key);
     e.size = size;
     e.version = r.version = next_version_.fetch_add(1);
+    for (auto& replica : r.replicas) replica.epoch = r.version;  // unique with the segment
     e.replicas = r.replicas;
     e.deadline = t + options_.put_timeout;
     e.writer = writer;
@@ -1066,32 +1083,33 @@ class service {
   }
 
   // Frees space until the pool's used bytes reach `target`: first removed
-  // objects whose lease ended, then committed, unleased objects in global LRU
-  // order (a merge over the shards' LRU tails). Returns objects evicted.
+  // objects whose lease ended; then the memory of unleased objects with a
+  // disk copy (they live on, on disk); then unleased memory-only objects
+  // (dropped), those whose disk copy is being made last. Each oldest first
+  // (the shards' lists merged). Returns objects dropped.
   std::size_t evict(time_point t, std::uint64_t target) {
     auto locks = lock_all_shards();
     for (auto& s : shards_) reclaim_removed(*s, t);
-    auto oldest_unleased = [&](object_entry* e) {
-      while (e && e->leased(t)) e = e->prev;
-      return e;
-    };
-    std::vector<object_entry*> cursor(shards_.size());
-    for (std::size_t s = 0; s < shards_.size(); ++s) cursor[s] = oldest_unleased(shards_[s]->lru.back());
+    auto unleased = [&](const object_entry& e) { return !e.leased(t); };
+    walk_oldest(&object_shard::copied_lru, unleased, [&](object_shard& shard, object_entry& victim) {
+      if (pool_.usage().used <= target) return false;
+      release_memory_replicas(shard, victim);
+      ++memory_released_total_;
+      return true;
+    });
     std::size_t evicted = 0;
-    while (pool_.usage().used > target) {
-      std::size_t best = shards_.size();
-      for (std::size_t s = 0; s < shards_.size(); ++s)
-        if (cursor[s] && (best == shards_.size() || cursor[s]->last_use < cursor[best]->last_use)) best = s;
-      if (best == shards_.size()) break;  // everything left is leased or pending
-      object_entry* victim = cursor[best];
-      cursor[best] = oldest_unleased(victim->prev);
-      if (pool_.tiers(victim->replicas).any_disk) {
-        release_memory_replicas(*shards_[best], *victim);  // it lives on, on disk
-        ++memory_released_total_;
-        continue;
-      }
-      release(*shards_[best], *victim);
-      ++evicted;
+    if (pool_.usage().used > target) {
+      std::lock_guard demote_lock(demote_mu_);
+      auto being_copied = [&](const object_entry& e) { return demotions_.count(e.version) != 0; };
+      auto drop = [&](object_shard& shard, object_entry& victim) {
+        if (pool_.usage().used <= target) return false;
+        demotions_dropped_total_ += being_copied(victim);
+        release(shard, victim);
+        ++evicted;
+        return true;
+      };
+      walk_oldest(&object_shard::lru, [&](const object_entry& e) { return unleased(e) && !being_copied(e); }, drop);
+      if (pool_.usage().used > target) walk_oldest(&object_shard::lru, unleased, drop);
     }
     evicted_total_ += evicted;
     return evicted;
@@ -1100,33 +1118,52 @@ class service {
   // Under every shard lock: drops unleased disk-only objects, oldest first
   // (whose replica is on `node`'s disk, or anyone's for node 0), until disk
   // use is at most `target` or `limit` are gone. Returns how many went.
+  // Each shard's disk LRU is ordered by arrival on disk or use since; the
+  // shards' oldest are compared by last use, which approximates a global
+  // order.
   std::size_t evict_disk(time_point t, node_id node, std::uint64_t target, std::size_t limit = SIZE_MAX) {
-    auto eligible = [&](object_entry* e) {
-      while (e && (e->leased(t) || (node != 0 && std::none_of(e->replicas.begin(), e->replicas.end(),
-                                                               [&](const replica_descriptor& r) {
-                                                                 return r.node == node;
-                                                               }))))
-        e = e->prev;
+    auto eligible = [&](const object_entry& e) {
+      return !e.leased(t) && (node == 0 || std::any_of(e.replicas.begin(), e.replicas.end(),
+                                                       [&](const replica_descriptor& r) { return r.node == node; }));
+    };
+    std::size_t dropped = 0;
+    walk_oldest(&object_shard::disk_lru, eligible, [&](object_shard& shard, object_entry& victim) {
+      if (dropped >= limit || pool_.usage(storage_tier::disk).used <= target) return false;
+      release(shard, victim);
+      ++dropped;
+      return true;
+    });
+    disk_evicted_total_ += dropped;
+    return dropped;
+  }
+
+  // Under every shard lock: visits the objects of one list of every shard
+  // (`list`: object_shard::lru, copied_lru or disk_lru) oldest first, the
+  // shards' lists merged by last use, skipping those `eligible` refuses.
+  // `visit(shard, e)` may take e out of its list; it returns false to stop.
+  static constexpr auto everything = [](const object_entry&) { return true; };
+  template <class Eligible, class Visit>
+  void walk_oldest(detail::intrusive_list<object_entry> object_shard::*list, Eligible&& eligible, Visit&& visit) {
+    auto next_eligible = [&](object_entry* e) {
+      while (e && !eligible(*e)) e = e->prev;
       return e;
     };
     std::vector<object_entry*> cursor(shards_.size());
-    for (std::size_t s = 0; s < shards_.size(); ++s) cursor[s] = eligible(shards_[s]->disk_lru.back());
-    std::size_t dropped = 0;
-    while (dropped < limit && pool_.usage(storage_tier::disk).used > target) {
-      // Each shard's disk LRU is ordered by arrival on disk or use since;
-      // the shards' oldest are compared by last use, which approximates a
-      // global order.
+    for (std::size_t s = 0; s < shards_.size(); ++s) cursor[s] = next_eligible(((*shards_[s]).*list).back());
+    for (;;) {
       std::size_t best = shards_.size();
       for (std::size_t s = 0; s < shards_.size(); ++s)
         if (cursor[s] && (best == shards_.size() || cursor[s]->last_use < cursor[best]->last_use)) best = s;
-      if (best == shards_.size()) break;
-      object_entry* victim = cursor[best];
-      cursor[best] = eligible(victim->prev);
-      release(*shards_[best], *victim);
-      ++dropped;
+      if (best == shards_.size()) return;
+      object_entry& e = *cursor[best];
+      cursor[best] = next_eligible(e.prev);
+      if (!visit(*shards_[best], e)) return;
     }
-    disk_evicted_total_ += dropped;
-    return dropped;
+  }
+
+  residence residence_of(const replica_list& replicas) const {
+    const auto t = pool_.tiers(replicas);
+    return t.all_disk ? residence::disk : t.any_disk ? residence::copied : residence::memory;
   }
 
   // An evicted object with a disk copy keeps it and frees its memory ones.
@@ -1138,7 +1175,7 @@ class service {
       return std::find(memory.begin(), memory.end(), r) != memory.end();
     });
     pool_.free(memory);
-    shard.set_disk_only(e, true);
+    shard.set_residence(e, residence::disk);
     note_object(journal_kind::object_replicas_changed, e);
   }
 
@@ -1281,7 +1318,7 @@ class service {
         else if (e->replicas.empty())
           shard.erase(*e);  // nothing left to free
         else
-          shard.set_disk_only(*e, pool_.tiers(e->replicas).all_disk);
+          shard.set_residence(*e, residence_of(e->replicas));
       }
       for (auto& z : shard.removed) z.replicas.erase_if(on_dropped);
       std::erase_if(shard.removed, [](const removed_object& z) { return z.replicas.empty(); });
@@ -1347,6 +1384,7 @@ class service {
   std::atomic<std::uint64_t> dead_nodes_total_{0};
   std::atomic<std::uint64_t> demoted_total_{0};
   std::atomic<std::uint64_t> memory_released_total_{0};
+  std::atomic<std::uint64_t> demotions_dropped_total_{0};
   std::atomic<std::uint64_t> disk_evicted_total_{0};
   struct pending_demotion {
     std::string key;

@@ -267,6 +267,8 @@ class admin_server {
     metric("pending_demotions", "gauge", "Disk extents handed out for copies not yet reported.", s.pending_demotions);
     metric("demoted_total", "counter", "Disk copies committed.", s.demoted_total);
     metric("memory_released_total", "counter", "Evictions that kept the object on disk.", s.memory_released_total);
+    metric("demotions_dropped_total", "counter", "Objects evicted while their disk copy was being made.",
+           s.demotions_dropped_total);
     metric("disk_evicted_total", "counter", "Objects dropped from disk to make room.", s.disk_evicted_total);
     metric("expired_puts_total", "counter", "Pending puts revoked because they timed out.", s.expired_puts_total);
     metric("dead_nodes_total", "counter", "Nodes declared dead for silence.", s.dead_nodes_total);

@@ -229,14 +229,17 @@ class master_server {
         return wire::encode(r, out);
       }
       case message_type::put_end:
-      case message_type::put_revoke:
-      case message_type::validate: {
+      case message_type::put_revoke: {
         const auto& m = std::get<wire::versioned_keys_request>(request);
         return statuses(m.keys.size(), [&](std::span<errc> results) {
           if (type == message_type::put_end) return svc.put_end(m.keys, m.versions, results);
-          if (type == message_type::put_revoke) return svc.put_revoke(m.keys, m.versions, results);
-          return svc.validate(m.keys, m.versions, results);
+          return svc.put_revoke(m.keys, m.versions, results);
         });
+      }
+      case message_type::validate: {
+        const auto& m = std::get<wire::validate_request>(request);
+        return statuses(m.keys.size(),
+                        [&](std::span<errc> results) { return svc.validate(m.keys, m.versions, m.read_from, results); });
       }
       case message_type::query: {
         const auto& m = std::get<wire::query_request>(request);

@@ -577,8 +577,11 @@ class remote_metadata {
   result<std::error_code> put_revoke(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
     co_return co_await versioned_call(wire::message_type::put_revoke, keys, versions, out);
   }
-  result<std::error_code> validate(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
-    co_return co_await versioned_call(wire::message_type::validate, keys, versions, out);
+  result<std::error_code> validate(key_span keys, std::span<const version_t> versions,
+                                   std::span<const replica_descriptor> read_from, std::span<errc> out) {
+    const wire::validate_request m{views(keys), {versions.begin(), versions.end()}, {read_from.begin(), read_from.end()}};
+    wire::statuses_response r;
+    co_return co_await list_call(wire::message_type::validate, m, r, out);
   }
   result<std::error_code> query(key_span keys, duration ttl, std::span<query_result> out) {
     wire::query_request m{views(keys), ttl.count()};

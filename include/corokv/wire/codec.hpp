@@ -182,6 +182,17 @@ void flag(Archive& a, bool& b) {
   if constexpr (Archive::reading) b = v == 1;
 }
 
+// One replica descriptor: five u64s.
+inline constexpr std::size_t replica_size = 40;
+template <class Archive>
+void replica(Archive& a, replica_descriptor& d) {
+  a.u64(d.segment);
+  a.u64(d.node);
+  a.u64(d.offset);
+  a.u64(d.length);
+  a.u64(d.epoch);
+}
+
 template <class Archive>
 void replicas(Archive& a, replica_list& r) {
   std::uint8_t n = static_cast<std::uint8_t>(r.size());
@@ -190,10 +201,7 @@ void replicas(Archive& a, replica_list& r) {
   if constexpr (Archive::reading) r.clear();
   for (std::uint8_t i = 0; i < n; ++i) {
     replica_descriptor d = Archive::reading ? replica_descriptor{} : r[i];
-    a.u64(d.segment);
-    a.u64(d.node);
-    a.u64(d.offset);
-    a.u64(d.length);
+    replica(a, d);
     if constexpr (Archive::reading) r.push_back(d);
   }
 }

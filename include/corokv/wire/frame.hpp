@@ -3,7 +3,7 @@
 // `payload_size` bytes. All integers are little-endian.
 //
 //   offset 0  u16 magic 0x4B43 ("CK")
-//          2  u8  protocol version (3)
+//          2  u8  protocol version (5)
 //          3  u8  message type (a response has the request's type | 0x80)
 //          4  u64 request id (responses echo it; pipelined requests may be
 //                 answered in any order)
@@ -26,7 +26,7 @@
 namespace corokv::wire {
 
 inline constexpr std::uint16_t magic = 0x4B43;
-inline constexpr std::uint8_t protocol_version = 4;
+inline constexpr std::uint8_t protocol_version = 5;
 inline constexpr std::size_t header_size = 24;
 inline constexpr std::uint8_t response_bit = 0x80;
 

@@ -51,10 +51,18 @@ struct put_start_request {
   node_id writer = 0;
   friend bool operator==(const put_start_request&, const put_start_request&) = default;
 };
-struct versioned_keys_request {  // put_end, put_revoke, validate
+struct versioned_keys_request {  // put_end, put_revoke
   std::vector<std::string_view> keys;
   std::vector<version_t> versions;
   friend bool operator==(const versioned_keys_request&, const versioned_keys_request&) = default;
+};
+// Reads that finished after their lease: per key the version read and the
+// replica it was read from (see meta::service::validate).
+struct validate_request {
+  std::vector<std::string_view> keys;
+  std::vector<version_t> versions;
+  std::vector<replica_descriptor> read_from;
+  friend bool operator==(const validate_request&, const validate_request&) = default;
 };
 struct keys_request {  // exist, exist_prefix, remove
   std::vector<std::string_view> keys;
@@ -220,6 +228,12 @@ template <class A> void fields(A& a, versioned_keys_request& m) {
   keys(a, m.keys);
   u64s(a, m.versions);
 }
+template <class A> void fields(A& a, validate_request& m) {
+  keys(a, m.keys);
+  u64s(a, m.versions);
+  list(a, m.read_from, replica_size, [](A& ar, replica_descriptor& r) { replica(ar, r); });
+  if (m.versions.size() != m.keys.size() || m.read_from.size() != m.keys.size()) a.reject();
+}
 template <class A> void fields(A& a, keys_request& m) { keys(a, m.keys); }
 template <class A> void fields(A& a, query_request& m) {
   keys(a, m.keys);
@@ -319,19 +333,13 @@ template <class A> void fields(A& a, count_response& m) {
   a.status_code(m.status);
   a.u64(m.count);
 }
-template <class A> void one_replica(A& a, replica_descriptor& r) {
-  a.u64(r.segment);
-  a.u64(r.node);
-  a.u64(r.offset);
-  a.u64(r.length);
-}
 template <class A> void fields(A& a, demotions_response& m) {
   a.status_code(m.status);
-  list(a, m.work.copies, 2 + 8 + 64, [](A& ar, demotion& d) {
+  list(a, m.work.copies, 2 + 8 + 2 * replica_size, [](A& ar, demotion& d) {
     ar.string(d.key);
     ar.u64(d.version);
-    one_replica(ar, d.from);
-    one_replica(ar, d.to);
+    replica(ar, d.from);
+    replica(ar, d.to);
   });
   u64s(a, m.work.released);
   a.u64(m.work.released_through);
@@ -339,10 +347,10 @@ template <class A> void fields(A& a, demotions_response& m) {
 }
 template <class A> void fields(A& a, adopt_request& m) {
   a.u64(m.node);
-  list(a, m.copies, 2 + 8 + 32, [](A& ar, disk_copy& c) {
+  list(a, m.copies, 2 + 8 + replica_size, [](A& ar, disk_copy& c) {
     ar.string(c.key);
     ar.u64(c.version);
-    one_replica(ar, c.replica);
+    replica(ar, c.replica);
   });
 }
 
@@ -416,9 +424,10 @@ errc decode(std::span<const std::byte> payload, M& message, const limits& lim = 
 
 // ------------------------------------------------------------ by message type
 using request = std::variant<node_request, mount_request, unmount_request, list_segments_request, put_start_request,
-                             versioned_keys_request, keys_request, query_request, data_read_request,
-                             data_write_request, rdma_connect_request, remove_all_request, follow_request,
-                             replica_ack_request, demote_start_request, demote_end_request, adopt_request>;
+                             versioned_keys_request, validate_request, keys_request, query_request,
+                             data_read_request, data_write_request, rdma_connect_request, remove_all_request,
+                             follow_request, replica_ack_request, demote_start_request, demote_end_request,
+                             adopt_request>;
 using response = std::variant<status_response, mount_response, segments_response, put_start_response,
                               statuses_response, query_response, prefix_response, data_read_response,
                               rdma_connect_response, count_response, replication_batch, demotions_response>;
@@ -434,8 +443,8 @@ inline request empty_request(message_type t) {
     case message_type::list_segments: return list_segments_request{};
     case message_type::put_start: return put_start_request{};
     case message_type::put_end:
-    case message_type::put_revoke:
-    case message_type::validate: return versioned_keys_request{};
+    case message_type::put_revoke: return versioned_keys_request{};
+    case message_type::validate: return validate_request{};
     case message_type::query: return query_request{};
     case message_type::exist:
     case message_type::exist_prefix:
