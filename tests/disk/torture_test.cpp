@@ -10,7 +10,9 @@
 // bytes are: no read may report bytes that are not the key's own.
 //
 // COROKV_TORTURE_SECONDS sets the length (the suite runs it briefly; the
-// long run is recorded in benchmarks/RESULTS.md).
+// long run is recorded in benchmarks/RESULTS.md), and COROKV_TORTURE_SHAPE
+// its sizes: "MEMORY_KIB,DISK_KIB,WINDOW,BATCH" (default "192,384,64,4":
+// memory for ~24 values, a window of 64 keys read, demotion batches of 4).
 
 #include <corokv/disk_tier.hpp>
 
@@ -26,6 +28,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -118,9 +121,18 @@ struct tally {
   std::uint64_t batches = 0, good = 0, missing = 0, expired = 0, other = 0, wrong = 0, failed_batches = 0;
 };
 
+// The sizes of a run.
+struct torture_shape {
+  std::uint64_t memory = 192 << 10;
+  std::uint64_t disk = 384 << 10;
+  std::size_t window = 64;  // readers read among the newest keys
+  std::size_t batch = 4;    // objects per demotion pass: a small part of memory, as in a real tier
+};
+
 struct torture {
-  static constexpr std::size_t window = 64;  // readers read among the newest keys
   static constexpr std::size_t max_value = 12 * 1024;
+  const torture_shape shape;
+  const std::size_t window = shape.window;
 
   std::filesystem::path dir;
   asio::io_context io;
@@ -149,8 +161,9 @@ struct torture {
     return o;
   }
 
-  explicit torture(std::filesystem::path d)
-      : dir(std::move(d)),
+  torture(std::filesystem::path d, torture_shape s)
+      : shape(s),
+        dir(std::move(d)),
         service(std::make_shared<meta::service>(service_options(), clock.source())),
         store(io.get_executor(), embedded_metadata(service),
               torture_transport(router_options{}, yielding_memcpy_lane(rng), disk_lane(io.get_executor())),
@@ -309,11 +322,9 @@ struct torture {
   }
 
   void run(std::chrono::seconds length) {
-    REQUIRE(await(store.add_segment(192 << 10, asio::use_awaitable)) != 0);
-    // Demotion batches of a few objects, as a tier's are against a memory
-    // of millions of them: the copies under way are a small part of memory.
-    disk_tier_options tier_options{dir / "tier", 384 << 10};
-    tier_options.batch_objects = 4;
+    REQUIRE(await(store.add_segment(shape.memory, asio::use_awaitable)) != 0);
+    disk_tier_options tier_options{dir / "tier", shape.disk};
+    tier_options.batch_objects = shape.batch;
     auto [ec, t] = await(disk_tier<torture_store>::open(store, tier_options));
     REQUIRE_FALSE(ec);
     tier = std::move(t);
@@ -331,6 +342,18 @@ struct torture {
     io.run();
   }
 };
+
+torture_shape torture_sizes() {
+  torture_shape s;
+  if (const char* e = std::getenv("COROKV_TORTURE_SHAPE")) {
+    unsigned long memory_kib = 0, disk_kib = 0, window = 0, batch = 0;
+    REQUIRE_MESSAGE(std::sscanf(e, "%lu,%lu,%lu,%lu", &memory_kib, &disk_kib, &window, &batch) == 4,
+                    "COROKV_TORTURE_SHAPE is MEMORY_KIB,DISK_KIB,WINDOW,BATCH");
+    REQUIRE((memory_kib >= 64 && disk_kib >= 64 && window >= 8 && batch >= 1));
+    s = {memory_kib << 10, disk_kib << 10, window, batch};
+  }
+  return s;
+}
 
 std::chrono::seconds torture_length() {
   const char* s = std::getenv("COROKV_TORTURE_SECONDS");
@@ -352,7 +375,8 @@ TEST_SUITE("disk") {
 
 TEST_CASE("disk tier torture: demotion, release and disk eviction churn under late reads, and no read is ever another's bytes") {
   scratch_dir dir;
-  torture t(dir.path);
+  const torture_shape shape = torture_sizes();
+  torture t(dir.path, shape);
   t.run(torture_length());
 
   tally all;
@@ -370,7 +394,8 @@ TEST_CASE("disk tier torture: demotion, release and disk eviction churn under la
   const auto c = t.store.counters();
   const double refused_share =
       tier.demoted + tier.refused == 0 ? 0.0 : static_cast<double>(tier.refused) / static_cast<double>(tier.demoted + tier.refused);
-  MESSAGE("torture: " << all.batches << " read batches, " << all.good << " good, " << all.missing << " not found, "
+  MESSAGE("torture (" << (shape.memory >> 10) << " KiB memory, " << (shape.disk >> 10) << " KiB disk, window "
+                      << shape.window << ", batch " << shape.batch << "): " << all.batches << " read batches, " << all.good << " good, " << all.missing << " not found, "
                       << all.expired << " lease_expired, " << all.other << " other, " << all.wrong << " WRONG; "
                       << t.writes << " writes, " << t.removes << " removes, " << t.jumps << " clock jumps; "
                       << c.keys_revalidated << " late reads re-validated, " << c.lease_expiries << " failed; "

@@ -22,6 +22,13 @@ struct tier_fixture : service_fixture {
     o.demote_watermark = 0.5;
     return o;
   }
+  // Memory above 90% is evicted down to 50%.
+  static meta::service_options evicting_options() {
+    auto o = tier_options();
+    o.high_watermark = 0.9;
+    o.low_watermark = 0.5;
+    return o;
+  }
 
   segment_id mount_disk(node_id node, std::uint64_t size) {
     auto r = svc.mount_segment(node, size, {}, 0, false, storage_tier::disk);
@@ -126,10 +133,7 @@ TEST_CASE("demotion is offered above the demote watermark, oldest first, and onl
 }
 
 TEST_CASE("a committed demotion adds the disk copy, and eviction then releases memory and keeps the object") {
-  auto o = tier_fixture::tier_options();
-  o.high_watermark = 0.9;
-  o.low_watermark = 0.5;
-  tier_fixture f(o);
+  tier_fixture f(tier_fixture::evicting_options());
   const segment_id memory = f.mount(1, 64 << 10);
   const segment_id disk = f.mount_disk(1, 1 << 20);
   const auto keys = f.keys("k", 12);
@@ -248,10 +252,7 @@ TEST_CASE("a disk extent dropped and placed again for the same object is a new e
 }
 
 TEST_CASE("a late read of a disk copy that disk eviction dropped, or that came back by adoption, fails validation") {
-  auto o = tier_fixture::tier_options();
-  o.high_watermark = 0.9;
-  o.low_watermark = 0.5;
-  tier_fixture f(o);
+  tier_fixture f(tier_fixture::evicting_options());
   f.mount(1, 64 << 10);
   const segment_id disk = f.mount_disk(1, 4096);  // one object's room
   f.put(f.keys("k", 12), 4096);
@@ -405,10 +406,7 @@ TEST_CASE("a reservation never reported is freed after put_timeout") {
 }
 
 TEST_CASE("a full disk drops its oldest unleased disk-only objects to take new demotions, and leased ones stay") {
-  auto o = tier_fixture::tier_options();
-  o.high_watermark = 0.9;
-  o.low_watermark = 0.5;
-  tier_fixture f(o);
+  tier_fixture f(tier_fixture::evicting_options());
   f.mount(1, 64 << 10);
   f.mount_disk(1, 4 * 4096);  // room for four objects
   auto first = f.keys("a", 4);
@@ -435,9 +433,7 @@ TEST_CASE("a full disk drops its oldest unleased disk-only objects to take new d
 }
 
 TEST_CASE("disk use above its high watermark is evicted down to its low watermark by maintain") {
-  auto o = tier_fixture::tier_options();
-  o.high_watermark = 0.9;
-  o.low_watermark = 0.5;
+  auto o = tier_fixture::evicting_options();
   o.disk_high_watermark = 0.7;
   o.disk_low_watermark = 0.25;
   tier_fixture f(o);
@@ -772,10 +768,7 @@ TEST_CASE("a node has one disk segment at most") {
 }
 
 TEST_CASE("the journal carries the disk tier: a follower's copy promotes to the same objects and replicas") {
-  auto o = tier_fixture::tier_options();
-  o.high_watermark = 0.9;
-  o.low_watermark = 0.5;
-  tier_fixture f(o);
+  tier_fixture f(tier_fixture::evicting_options());
   struct copying : meta::journal {
     meta::replica_state copy;
     void record(const meta::journal_record& r) override { copy.apply(r); }
@@ -789,7 +782,7 @@ TEST_CASE("the journal carries the disk tier: a follower's copy promotes to the 
   f.clock.advance(10s);
   f.put(f.keys("b", 6), 4096);  // some k keys become disk-only
   CHECK(follower.copy.unmatched() == 0);
-  auto promoted = follower.copy.promote(o, f.clock.source());
+  auto promoted = follower.copy.promote(tier_fixture::evicting_options(), f.clock.source());
   REQUIRE(promoted->check_invariants().empty());
   CHECK(promoted->segment(disk)->tier == storage_tier::disk);
   std::vector<query_result> a(keys.size()), b(keys.size());

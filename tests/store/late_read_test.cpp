@@ -86,6 +86,15 @@ struct late_read_fixture : store_fixture<delayed_transport> {
     return got[0];
   }
 
+  // A put with two replicas.
+  errc put_twice(const std::string& key, const std::string& value) {
+    std::vector<std::string> keys{key};
+    std::vector<asio::const_buffer> values{asio::buffer(value)};
+    return run([&]() -> asio::awaitable<std::vector<errc>> {
+      co_return co_await store.batch_put(keys, values, put_options{2});
+    }())[0];
+  }
+
   query_result query_one(const std::string& key) {
     auto q = query({key});
     REQUIRE(q[0].ok());
@@ -162,13 +171,7 @@ TEST_CASE("a late read of a replica on a segment unmounted meanwhile fails, thou
   const segment_id first = f.mount_owned(f.store.node(), 4096);
   const segment_id second = f.mount_owned(f.store.node(), 4096);
   const std::string victim = value_for(1, 4096, 'a'), reused = value_for(3, 4096, 'r');
-  const std::vector<std::string> value_list{victim};
-  auto values = const_buffers(value_list);
-  std::vector<std::string> keys{"victim"};
-  auto put = f.run([&]() -> asio::awaitable<std::vector<errc>> {
-    co_return co_await f.store.batch_put(keys, values, put_options{2});
-  }());
-  REQUIRE(put[0] == errc::success);
+  REQUIRE(f.put_twice("victim", victim) == errc::success);
   const query_result q = f.query_one("victim");
   REQUIRE(q.replicas.size() == 2);
   const replica_descriptor read_from = q.replicas[0];
@@ -196,13 +199,7 @@ TEST_CASE("a late read of a replica on a node declared dead meanwhile fails, tho
   f.add_segment(4096);
   const segment_id peer_segment = f.mount_owned(peer, 4096);
   const std::string victim = value_for(1, 4096, 'a'), reused = value_for(4, 4096, 'd');
-  const std::vector<std::string> value_list{victim};
-  auto values = const_buffers(value_list);
-  std::vector<std::string> keys{"victim"};
-  auto put = f.run([&]() -> asio::awaitable<std::vector<errc>> {
-    co_return co_await f.store.batch_put(keys, values, put_options{2});
-  }());
-  REQUIRE(put[0] == errc::success);
+  REQUIRE(f.put_twice("victim", victim) == errc::success);
   query_result q = f.query_one("victim");
   REQUIRE(q.replicas.size() == 2);
   // Read the peer's replica first (the caller orders the replicas it hands in).
