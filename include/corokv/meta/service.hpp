@@ -10,12 +10,15 @@
 //
 // Concurrency: all member functions are thread-safe. Keys are spread over
 // shards, each with its own mutex, so batches from several threads proceed in
-// parallel. Lock order: nodes -> shards (ascending) -> demote_mu_ ->
-// released_mu_ -> segment pool.
+// parallel. Lock order: nodes -> shards (ascending) -> the disk ledger's
+// reservations -> the rest of the disk ledger -> segment pool.
 
 #include <corokv/detail/batch_plan.hpp>
 #include <corokv/meta/clock.hpp>
+#include <corokv/meta/disk_ledger.hpp>
 #include <corokv/meta/journal.hpp>
+#include <corokv/meta/lru_walk.hpp>
+#include <corokv/meta/node_table.hpp>
 #include <corokv/meta/object_shard.hpp>
 #include <corokv/meta/segment_pool.hpp>
 #include <corokv/types.hpp>
@@ -114,6 +117,7 @@ class service {
       : options_(sanitize(options)),
         clock_(std::move(clock)),
         pool_(options_.alignment, options_.id_seed),
+        ledger_(options_.id_seed),
         shards_(options_.shards),
         next_version_(options_.id_seed) {
     for (auto& s : shards_) s = std::make_unique<object_shard>();
@@ -145,50 +149,20 @@ class service {
   // through unregister_node.
   errc register_node(node_id node, bool expires = true) {
     if (node == 0) return errc::invalid_argument;
-    std::lock_guard lock(nodes_mu_);
-    auto& state = nodes_[node];
-    state.last_seen = now();
-    state.expires = expires;
-    note([&](journal_record& r) {
-      r.kind = journal_kind::node_registered;
-      r.node = node;
-      r.expires = expires;
-    });
+    nodes_.enroll(node, now(), expires, [&] { note_node_registered(node, expires); });
     return errc::success;
   }
 
   // node_unknown tells the node to register again and remount its segments
   // (it was declared dead, or the service restarted).
-  errc heartbeat(node_id node) {
-    std::lock_guard lock(nodes_mu_);
-    auto it = nodes_.find(node);
-    if (it == nodes_.end()) return errc::node_unknown;
-    it->second.last_seen = now();
-    return errc::success;
-  }
+  errc heartbeat(node_id node) { return nodes_.heard(node, now()) ? errc::success : errc::node_unknown; }
 
   // A graceful leave: the same clean-up as a death, at once.
   errc unregister_node(node_id node) {
-    std::vector<segment_id> segs;
-    {
-      std::lock_guard lock(nodes_mu_);
-      if (nodes_.erase(node) == 0) return errc::node_unknown;
-      note_node_left(node);
-      // Listed and dropped under the nodes lock: a segment the node mounts
-      // after leaving (it registered again) is not dropped with the old ones.
-      segs = pool_.segments_of(node);
-      drop_segments(segs, node);
-    }
-    return errc::success;
+    return nodes_.leave(node, [&] { drop_node(node); }) ? errc::success : errc::node_unknown;
   }
 
-  std::vector<node_id> nodes() const {
-    std::lock_guard lock(nodes_mu_);
-    std::vector<node_id> out;
-    out.reserve(nodes_.size());
-    for (auto& [id, seen] : nodes_) out.push_back(id);
-    return out;
-  }
+  std::vector<node_id> nodes() const { return nodes_.list(); }
 
   // ------------------------------------------------------------ segments
   // Mounts `size` bytes of the node's memory; registers the node if needed.
@@ -207,49 +181,48 @@ class service {
                              storage_tier tier = storage_tier::memory) {
     if (node == 0 || size < options_.alignment) return {errc::invalid_argument, 0};
     if (tier == storage_tier::disk && size < disk_block_size) return {errc::invalid_argument, 0};
-    if (tier == storage_tier::disk) has_disk_.store(true, std::memory_order_relaxed);
-    std::lock_guard lock(nodes_mu_);
-    // A node remounting what it already has (its connection to a remote
-    // service broke and came back) gets the same segment, untouched.
-    if (requested != 0)
-      if (auto had = pool_.find(requested); had && had->node == node && had->size == size && had->tier == tier) {
-        add_node_locked(node);
-        return {errc::success, requested};
-      }
-    // One disk segment per node: its tier numbers what it wrote down
-    // (demote_start's saved_through) for that one segment.
-    if (tier == storage_tier::disk)
-      for (segment_id s : pool_.segments_of(node))
-        if (pool_.tier_of(s) == storage_tier::disk) return {errc::invalid_argument, 0};
-    // A remount of memory this service does not know (it restarted, or it
-    // declared the node dead) may still be read under leases that an
-    // earlier service, or this one before the node's death, granted and no
-    // longer remembers. Nothing is allocated in it until every such lease
-    // has run out.
-    std::optional<time_point> held_until;
-    if (remount) held_until = now() + options_.max_lease_ttl;
-    // Recorded under the pool's lock, before any allocation can land in it.
-    const segment_id id =
-        pool_.mount(node, size, std::move(endpoints), requested, held_until, tier, [&](const segment_descriptor& d) {
-          note([&](journal_record& r) {
-            r.kind = journal_kind::segment_mounted;
-            r.segment = d;
-            r.held = held_until.has_value();
+    if (tier == storage_tier::disk) ledger_.disk_mounted();
+    return nodes_.locked([&](node_table::map& nodes) -> mount_result {
+      // A node remounting what it already has (its connection to a remote
+      // service broke and came back) gets the same segment, untouched.
+      if (requested != 0)
+        if (auto had = pool_.find(requested); had && had->node == node && had->size == size && had->tier == tier) {
+          add_node(nodes, node);
+          return {errc::success, requested};
+        }
+      // One disk segment per node: its tier numbers what it wrote down
+      // (demote_start's saved_through) for that one segment.
+      if (tier == storage_tier::disk)
+        for (segment_id s : pool_.segments_of(node))
+          if (pool_.tier_of(s) == storage_tier::disk) return {errc::invalid_argument, 0};
+      // A remount of memory this service does not know (it restarted, or it
+      // declared the node dead) may still be read under leases that an
+      // earlier service, or this one before the node's death, granted and no
+      // longer remembers. Nothing is allocated in it until every such lease
+      // has run out.
+      std::optional<time_point> held_until;
+      if (remount) held_until = now() + options_.max_lease_ttl;
+      // Recorded under the pool's lock, before any allocation can land in it.
+      const segment_id id =
+          pool_.mount(node, size, std::move(endpoints), requested, held_until, tier, [&](const segment_descriptor& d) {
+            note([&](journal_record& r) {
+              r.kind = journal_kind::segment_mounted;
+              r.segment = d;
+              r.held = held_until.has_value();
+            });
           });
-        });
-    if (id == 0) return {errc::already_exists, 0};
-    if (tier == storage_tier::disk && remount) {
-      // A disk that comes back: the copies on it are not listed here (they
-      // were dropped with it, or this service never knew them) until its
-      // node offers them (adopt_disk_copies); what changes meanwhile is
-      // remembered, so that no stale copy is taken back. A retired one's
-      // copies are all refused.
-      std::lock_guard away_lock(released_mu_);
-      const bool retired = retired_disks_.erase(id) != 0;
-      mark_away_locked(id, now(), retired);
-    }
-    add_node_locked(node);
-    return {errc::success, id};
+      if (id == 0) return {errc::already_exists, 0};
+      if (tier == storage_tier::disk && remount) {
+        // A disk that comes back: the copies on it are not listed here (they
+        // were dropped with it, or this service never knew them) until its
+        // node offers them (adopt_disk_copies); what changes meanwhile is
+        // remembered, so that no stale copy is taken back. A retired one's
+        // copies are all refused.
+        ledger_.mounted_again(id, now());
+      }
+      add_node(nodes, node);
+      return {errc::success, id};
+    });
   }
 
   // Unmounts at once: the owner is taking its memory back, so replicas on the
@@ -276,10 +249,7 @@ class service {
                  std::span<put_start_result> out) {
     if (sizes.size() != keys.size() || out.size() != keys.size()) return errc::invalid_argument;
     if (opts.replicas == 0 || opts.replicas > max_replicas) return errc::invalid_argument;
-    if (writer != 0) {
-      std::lock_guard lock(nodes_mu_);
-      if (!nodes_.count(writer)) return errc::node_unknown;
-    }
+    if (writer != 0 && !nodes_.known(writer)) return errc::node_unknown;
     const time_point t = now();
     std::vector<std::uint32_t> retry;
     auto reserve = [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
@@ -333,7 +303,7 @@ class service {
       note_object(journal_kind::object_committed, *e);
       // Newer than any copy on a disk that is away: that copy must not
       // stand in for it once this object is gone.
-      note_key_changed(key.bytes);
+      ledger_.key_changed(key.bytes);
       return errc::success;
     });
     evict_above_high_watermark(t);
@@ -449,7 +419,7 @@ class service {
     for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, const hashed_key& key) {
       object_entry* e = shard.find(key);
       if (!e || !e->committed) {
-        note_key_changed(key.bytes);  // a copy on a disk that is away must not bring it back
+        ledger_.key_changed(key.bytes);  // a copy on a disk that is away must not bring it back
         return errc::not_found;
       }
       release_after_lease(shard, *e, t);  // notes the key too
@@ -463,13 +433,7 @@ class service {
   // not affected; they commit afterwards. Returns how many objects it hid.
   std::uint64_t remove_all() {
     const time_point t = now();
-    if (away_segments_.load(std::memory_order_relaxed) != 0) {
-      std::lock_guard lock(released_mu_);
-      if (!away_.empty()) {
-        removed_keys_overflow_ = ++change_seq_;  // nothing on an away disk comes back
-        removed_while_away_.clear();
-      }
-    }
+    ledger_.all_keys_changed();  // nothing on a disk that is away comes back
     std::uint64_t hidden = 0;
     for (auto& shard_ptr : shards_) {
       object_shard& shard = *shard_ptr;
@@ -515,32 +479,11 @@ class service {
     work.offer_copies = 0;
     if (node == 0) return errc::invalid_argument;
     max_objects = std::min(max_objects, max_copies_per_call);
-    if (has_disk_.load(std::memory_order_relaxed)) {
-      const auto segs = pool_.segments_of(node);
-      std::lock_guard lock(released_mu_);
-      for (segment_id s : segs) {
-        if (auto away = away_.find(s); away != away_.end()) {
-          if (offered != 0 && offered == away->second.token) {
-            end_away_locked(s);  // every copy offered, and the node's index says so
-          } else {
-            // Mounted again while the node's process lived on (declared dead
-            // and back, or a master that restarted): its copies are not
-            // listed here. Nothing is reserved on it until it offered them.
-            work.offer_copies = away->second.token;
-          }
-        }
-        auto it = released_disk_.find(s);
-        if (it == released_disk_.end()) continue;
-        auto& pending = it->second;
-        while (!pending.in_order.empty() && pending.in_order.front().first <= saved_through) pending.pop();
-        for (auto& [seq, version] : pending.in_order) {
-          if (work.released.size() == max_released_per_call) break;
-          work.released.push_back(version);
-          work.released_through = std::max(work.released_through, seq);
-        }
-        if (pending.in_order.empty()) released_disk_.erase(it);
-      }
-    }
+    // A disk mounted again while its node's process lived on (declared dead
+    // and back, or a master that restarted) is not listed here: nothing is
+    // reserved on it until its node offered its copies.
+    if (ledger_.any_disk())
+      for (segment_id s : pool_.segments_of(node)) ledger_.tell(s, saved_through, offered, work, max_released_per_call);
     if (work.offer_copies != 0) return errc::success;
     std::vector<demotion>& out = work.copies;
     const time_point t = now();
@@ -548,34 +491,35 @@ class service {
     if (static_cast<double>(memory.used) <= static_cast<double>(memory.capacity) * options_.demote_watermark)
       return errc::success;
     auto locks = lock_all_shards();
-    std::lock_guard demote_lock(demote_mu_);
-    // Memory-only objects, oldest first: the ones memory eviction would
-    // drop next, so copying them first keeps them.
-    std::uint64_t bytes = 0;
-    std::size_t drop_budget = max_objects * 4 + 64;
-    std::size_t scanned = 0;
-    walk_oldest(&object_shard::lru, everything, [&](object_shard&, object_entry& e) {
-      if (out.size() >= max_objects || ++scanned > max_objects * 64 + 1024) return false;
-      if (demotions_.count(e.version) || bytes + e.size > max_bytes) return true;
-      const replica_descriptor* from = nullptr;
-      for (const auto& r : e.replicas)
-        if (r.node == node && !from) from = &r;
-      if (!from || e.replicas.full()) return true;
-      replica_descriptor to;
-      errc st = pool_.allocate_disk(node, e.size, to);
-      // Room on this node's disk: its oldest unleased disk-only objects go,
-      // a bounded number per call.
-      while (st == errc::no_space && drop_budget > 0) {
-        if (evict_disk(t, node, 0, 1) == 0) drop_budget = 0;
-        else --drop_budget;
-        st = pool_.allocate_disk(node, e.size, to);
-      }
-      if (st != errc::success) return false;  // no disk here, or no room even so
-      to.epoch = next_version_.fetch_add(1);
-      demotions_.emplace(e.version, pending_demotion{std::string(e.key()), *from, to, t + options_.put_timeout});
-      out.push_back({std::string(e.key()), e.version, *from, to});
-      bytes += e.size;
-      return true;
+    ledger_.reservations([&](demotion_reservations& reserved) {
+      // Memory-only objects, oldest first: the ones memory eviction would
+      // drop next, so copying them first keeps them.
+      std::uint64_t bytes = 0;
+      std::size_t drop_budget = max_objects * 4 + 64;
+      std::size_t scanned = 0;
+      walk_oldest(&object_shard::lru, every_object, [&](object_shard&, object_entry& e) {
+        if (out.size() >= max_objects || ++scanned > max_objects * 64 + 1024) return false;
+        if (reserved.contains(e.version) || bytes + e.size > max_bytes) return true;
+        const replica_descriptor* from = nullptr;
+        for (const auto& r : e.replicas)
+          if (r.node == node && !from) from = &r;
+        if (!from || e.replicas.full()) return true;
+        replica_descriptor to;
+        errc st = pool_.allocate_disk(node, e.size, to);
+        // Room on this node's disk: its oldest unleased disk-only objects go,
+        // a bounded number per call.
+        while (st == errc::no_space && drop_budget > 0) {
+          if (evict_disk(t, node, 0, 1) == 0) drop_budget = 0;
+          else --drop_budget;
+          st = pool_.allocate_disk(node, e.size, to);
+        }
+        if (st != errc::success) return false;  // no disk here, or no room even so
+        to.epoch = next_version_.fetch_add(1);
+        reserved.add(e.version, {std::string(e.key()), *from, to, t + options_.put_timeout});
+        out.push_back({std::string(e.key()), e.version, *from, to});
+        bytes += e.size;
+        return true;
+      });
     });
     return errc::success;
   }
@@ -594,11 +538,10 @@ class service {
     if (versions.size() != keys.size() || copied.size() != keys.size() || out.size() != keys.size())
       return errc::invalid_argument;
     for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
-      std::lock_guard demote_lock(demote_mu_);
-      auto d = demotions_.find(versions[i]);
-      if (d == demotions_.end() || d->second.key != key.bytes) return errc::not_found;
-      const replica_descriptor to = d->second.to;
-      demotions_.erase(d);
+      const auto taken =
+          ledger_.reservations([&](demotion_reservations& reserved) { return reserved.take(versions[i], key.bytes); });
+      if (!taken) return errc::not_found;
+      const replica_descriptor to = taken->to;
       object_entry* e = shard.find(key);
       errc st = copied[i] == errc::success ? errc::success : copied[i];
       if (st == errc::success && (!e || !e->committed)) st = errc::not_found;
@@ -622,10 +565,7 @@ class service {
   // was away (neither is journaled): it refuses every offered copy older
   // than its own first version (absent, never stale). replica_state::promote
   // calls it.
-  void refuse_disk_copies_below(version_t floor) {
-    std::lock_guard lock(released_mu_);
-    adoption_floor_ = floor;
-  }
+  void refuse_disk_copies_below(version_t floor) { ledger_.refuse_below(floor); }
 
   // A restarted node's disk copies, found again by its tier's index: each
   // becomes a committed object under its old version, its one replica on
@@ -660,7 +600,7 @@ class service {
         out[i] = same ? errc::success : errc::already_exists;
         continue;
       }
-      if (released_or_removed_while_away(c)) {
+      if (ledger_.refuses(c)) {
         out[i] = errc::not_found;
         continue;
       }
@@ -697,27 +637,12 @@ class service {
   maintenance_report maintain() {
     const time_point t = now();
     maintenance_report report;
-    std::vector<std::pair<node_id, std::vector<segment_id>>> dead;
-    {
-      std::lock_guard lock(nodes_mu_);
-      for (auto it = nodes_.begin(); it != nodes_.end();) {
-        if (it->second.expires && it->second.last_seen + options_.node_ttl <= t) {
-          // Segments listed under the nodes lock, as in unregister_node.
-          dead.emplace_back(it->first, pool_.segments_of(it->first));
-          note_node_left(it->first);
-          it = nodes_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-      // Dropped under the nodes lock too: a node that registers again meanwhile
-      // must not find its old segments still there (and keep them) only to
-      // have them dropped after.
-      for (auto& [node, segs] : dead) drop_segments(segs, node);
-    }
-    report.dead_nodes = dead.size();
-    retire_away_disks(t);
-    dead_nodes_total_ += dead.size();
+    // A dead node's segments are dropped under the nodes lock: a node that
+    // registers again meanwhile must not find its old segments still there
+    // (and keep them) only to have them dropped after.
+    report.dead_nodes = nodes_.expire(t, options_.node_ttl, [&](node_id node) { drop_node(node); });
+    dead_nodes_total_ += report.dead_nodes;
+    ledger_.retire(t, options_.away_disk_ttl);
 
     for (auto& shard_ptr : shards_) {
       object_shard& shard = *shard_ptr;
@@ -737,18 +662,10 @@ class service {
     expired_puts_total_ += report.expired_puts;
     report.released_segments = pool_.release_held(t);
     report.evicted = evict_above_high_watermark(t);
-    {
-      std::lock_guard lock(demote_mu_);
-      for (auto it = demotions_.begin(); it != demotions_.end();) {
-        if (it->second.deadline > t) {
-          ++it;
-          continue;
-        }
-        pool_.free(single(it->second.to));
-        it = demotions_.erase(it);
-        ++report.expired_demotions;
-      }
-    }
+    report.expired_demotions = ledger_.reservations([&](demotion_reservations& reserved) {
+      return reserved.remove_if([&](const auto& r) { return r.deadline <= t; },
+                                [&](const auto& r) { pool_.free(single(r.to)); });
+    });
     const pool_usage disk = pool_.usage(storage_tier::disk);
     if (static_cast<double>(disk.used) > static_cast<double>(disk.capacity) * options_.disk_high_watermark) {
       auto locks = lock_all_shards();
@@ -760,7 +677,7 @@ class service {
 
   service_stats stats() const {
     service_stats s;
-    s.disks_away = away_segments_.load(std::memory_order_relaxed);
+    s.disks_away = ledger_.away();
     for (auto& shard_ptr : shards_) {
       std::lock_guard lock(shard_ptr->mu);
       s.objects += shard_ptr->committed();
@@ -768,16 +685,10 @@ class service {
       s.pending_puts += shard_ptr->pending.size();
       s.removed_leased += shard_ptr->removed.size();
     }
-    {
-      std::lock_guard lock(nodes_mu_);
-      s.nodes = nodes_.size();
-    }
+    s.nodes = nodes_.size();
     s.pool = pool_.usage();
     s.disk = pool_.usage(storage_tier::disk);
-    {
-      std::lock_guard lock(demote_mu_);
-      s.pending_demotions = demotions_.size();
-    }
+    s.pending_demotions = ledger_.reservations([](const demotion_reservations& r) { return r.size(); });
     s.demoted_total = demoted_total_;
     s.memory_released_total = memory_released_total_;
     s.demotions_dropped_total = demotions_dropped_total_;
@@ -795,46 +706,47 @@ class service {
   // snapshot holds from the records that follow it.
   template <class Emit, class AtCut>
   void snapshot(Emit&& emit, AtCut&& at_cut) const {
-    std::lock_guard nodes_lock(nodes_mu_);
-    auto locks = lock_all_shards();
-    at_cut();
-    journal_record r;
-    for (auto& [id, state] : nodes_) {
-      r = {};
-      r.kind = journal_kind::node_registered;
-      r.node = id;
-      r.expires = state.expires;
-      emit(r);
-    }
-    for (auto& d : pool_.descriptors()) {
-      r = {};
-      r.kind = journal_kind::segment_mounted;
-      r.segment = d;
-      r.held = pool_.held(d.id);
-      emit(r);
-    }
-    for (auto& shard_ptr : shards_) {
-      shard_ptr->objects.for_each([&](const object_entry& e) {
+    nodes_.locked([&](const node_table::map& nodes) {
+      auto locks = lock_all_shards();
+      at_cut();
+      journal_record r;
+      for (auto& [id, state] : nodes) {
         r = {};
-        r.kind = journal_kind::object_reserved;
-        r.key = e.key();
-        r.size = e.size;
-        r.version = e.version;
-        r.replicas = e.replicas;
-        r.node = e.writer;
-        emit(r);
-        if (!e.committed) return;
-        r.kind = journal_kind::object_committed;
-        emit(r);
-      });
-      for (auto& z : shard_ptr->removed) {
-        r = {};
-        r.kind = journal_kind::object_removed;  // no key: it names no object any more
-        r.version = z.version;
-        r.replicas = z.replicas;
+        r.kind = journal_kind::node_registered;
+        r.node = id;
+        r.expires = state.expires;
         emit(r);
       }
-    }
+      for (auto& d : pool_.descriptors()) {
+        r = {};
+        r.kind = journal_kind::segment_mounted;
+        r.segment = d;
+        r.held = pool_.held(d.id);
+        emit(r);
+      }
+      for (auto& shard_ptr : shards_) {
+        shard_ptr->objects.for_each([&](const object_entry& e) {
+          r = {};
+          r.kind = journal_kind::object_reserved;
+          r.key = e.key();
+          r.size = e.size;
+          r.version = e.version;
+          r.replicas = e.replicas;
+          r.node = e.writer;
+          emit(r);
+          if (!e.committed) return;
+          r.kind = journal_kind::object_committed;
+          emit(r);
+        });
+        for (auto& z : shard_ptr->removed) {
+          r = {};
+          r.kind = journal_kind::object_removed;  // no key: it names no object any more
+          r.version = z.version;
+          r.replicas = z.replicas;
+          emit(r);
+        }
+      }
+    });
   }
 
   // Rebuilding a copied state in a new, not yet shared service (a follower
@@ -844,8 +756,7 @@ class service {
   // lease has run out. Pending puts get a fresh put_timeout.
   bool restore_node(node_id node, bool expires) {
     if (node == 0) return false;
-    std::lock_guard lock(nodes_mu_);
-    nodes_[node] = node_state{now(), expires};
+    nodes_.enroll(node, now(), expires, [] {});
     return true;
   }
 
@@ -854,7 +765,7 @@ class service {
   bool restore_segment(const segment_descriptor& d, bool held) {
     std::optional<time_point> until;
     if (held) until = now() + options_.max_lease_ttl;
-    if (d.tier == storage_tier::disk) has_disk_.store(true, std::memory_order_relaxed);
+    if (d.tier == storage_tier::disk) ledger_.disk_mounted();
     return d.id != 0 && pool_.mount(d.node, d.size, d.endpoints, d.id, until, d.tier) == d.id;
   }
 
@@ -915,9 +826,9 @@ class service {
       });
       if (!err.empty()) return err;
     }
-    // Held to the end: maintain() frees expired reservations under it.
-    std::lock_guard demote_lock(demote_mu_);
-    for (auto& [version, d] : demotions_) extents[d.to.segment].emplace_back(d.to.offset, d.to.length);
+    ledger_.reservations([&](const demotion_reservations& reserved) {
+      reserved.for_each([&](version_t, const auto& d) { extents[d.to.segment].emplace_back(d.to.offset, d.to.length); });
+    });
     std::uint64_t held = 0;
     std::string err;
     pool_.for_each_segment([&](const segment_descriptor& d, const extent_allocator& space) {
@@ -1038,7 +949,7 @@ class service {
   // Takes a committed entry out of the table; if it is leased past `t` its
   // space waits on the shard's removed list until the lease ends.
   void release_after_lease(object_shard& shard, object_entry& e, time_point t) {
-    note_key_changed(e.key());
+    ledger_.key_changed(e.key());
     if (!e.leased(t)) return release(shard, e);
     note_object(journal_kind::object_removed, e);
     note_disk_release(e.replicas, e.version);  // gone for the index now; the extent waits for the lease
@@ -1098,9 +1009,8 @@ class service {
       return true;
     });
     std::size_t evicted = 0;
-    if (pool_.usage().used > target) {
-      std::lock_guard demote_lock(demote_mu_);
-      auto being_copied = [&](const object_entry& e) { return demotions_.count(e.version) != 0; };
+    if (pool_.usage().used > target) ledger_.reservations([&](demotion_reservations& reserved) {
+      auto being_copied = [&](const object_entry& e) { return reserved.contains(e.version); };
       auto drop = [&](object_shard& shard, object_entry& victim) {
         if (pool_.usage().used <= target) return false;
         demotions_dropped_total_ += being_copied(victim);
@@ -1110,7 +1020,7 @@ class service {
       };
       walk_oldest(&object_shard::lru, [&](const object_entry& e) { return unleased(e) && !being_copied(e); }, drop);
       if (pool_.usage().used > target) walk_oldest(&object_shard::lru, unleased, drop);
-    }
+    });
     evicted_total_ += evicted;
     return evicted;
   }
@@ -1137,28 +1047,11 @@ class service {
     return dropped;
   }
 
-  // Under every shard lock: visits the objects of one list of every shard
-  // (`list`: object_shard::lru, copied_lru or disk_lru) oldest first, the
-  // shards' lists merged by last use, skipping those `eligible` refuses.
-  // `visit(shard, e)` may take e out of its list; it returns false to stop.
-  static constexpr auto everything = [](const object_entry&) { return true; };
+  // walk_oldest (meta/lru_walk.hpp) over this service's shards; under
+  // every shard lock.
   template <class Eligible, class Visit>
-  void walk_oldest(detail::intrusive_list<object_entry> object_shard::*list, Eligible&& eligible, Visit&& visit) {
-    auto next_eligible = [&](object_entry* e) {
-      while (e && !eligible(*e)) e = e->prev;
-      return e;
-    };
-    std::vector<object_entry*> cursor(shards_.size());
-    for (std::size_t s = 0; s < shards_.size(); ++s) cursor[s] = next_eligible(((*shards_[s]).*list).back());
-    for (;;) {
-      std::size_t best = shards_.size();
-      for (std::size_t s = 0; s < shards_.size(); ++s)
-        if (cursor[s] && (best == shards_.size() || cursor[s]->last_use < cursor[best]->last_use)) best = s;
-      if (best == shards_.size()) return;
-      object_entry& e = *cursor[best];
-      cursor[best] = next_eligible(e.prev);
-      if (!visit(*shards_[best], e)) return;
-    }
+  void walk_oldest(object_list object_shard::*list, Eligible&& eligible, Visit&& visit) {
+    meta::walk_oldest(shards_, list, std::forward<Eligible>(eligible), std::forward<Visit>(visit));
   }
 
   residence residence_of(const replica_list& replicas) const {
@@ -1180,93 +1073,11 @@ class service {
   }
 
   // A disk copy the service frees, or hides (a removal under lease), is
-  // remembered for its node (demote_start tells it; adopt_disk_copies
-  // refuses it), at most max_released per segment, oldest forgotten first.
-  static constexpr std::size_t max_released = 1u << 20;
+  // remembered for its node (see disk_ledger::released).
   void note_disk_release(const replica_list& replicas, version_t version) {
-    if (!has_disk_.load(std::memory_order_relaxed)) return;
+    if (!ledger_.any_disk()) return;
     for (const auto& r : replicas)
-      if (pool_.tier_of(r.segment) == storage_tier::disk) note_released_locked_free(r.segment, version);
-  }
-  // Takes released_mu_ itself.
-  void note_released_locked_free(segment_id segment, version_t version) {
-    std::lock_guard lock(released_mu_);
-    released_disk_[segment].push(++released_seq_, version);
-  }
-
-  // While a disk segment is away (its node left or was declared dead, or
-  // it was remounted and has not offered its copies yet), keys removed or
-  // written are remembered: a copy of such a key that the node offers when
-  // it comes back is stale (made before the key changed). At most
-  // max_removed_keys; past that, copies of segments away since before the
-  // overflow are all refused (absent rather than stale).
-  // Changes and away periods are ordered by one counter taken under
-  // released_mu_ (not by the clock, read before a batch's locks): a change
-  // made under the shard lock after a drop (which holds every shard lock)
-  // is numbered after it.
-  static constexpr std::size_t max_removed_keys = 1u << 20;
-  void note_key_changed(std::string_view key) {
-    if (away_segments_.load(std::memory_order_relaxed) == 0) return;
-    std::lock_guard lock(released_mu_);
-    if (away_.empty()) return;
-    if (removed_while_away_.size() >= max_removed_keys) {
-      // The marker covers every key listed (all numbered below it): the
-      // list starts again empty, for disks that go away later.
-      removed_keys_overflow_ = ++change_seq_;
-      removed_while_away_.clear();
-    }
-    removed_while_away_[std::string(key)] = ++change_seq_;
-  }
-  bool released_or_removed_while_away(const disk_copy& c) {
-    std::lock_guard lock(released_mu_);
-    if (c.version < adoption_floor_) return true;  // made before a failover (see refuse_disk_copies_below)
-    if (retired_disks_.count(c.replica.segment)) return true;
-    if (auto r = released_disk_.find(c.replica.segment); r != released_disk_.end() && r->second.contains(c.version))
-      return true;
-    auto away = away_.find(c.replica.segment);
-    if (away == away_.end()) return false;
-    if (away->second.refuse_all) return true;
-    if (removed_keys_overflow_ && *removed_keys_overflow_ > away->second.since_seq) return true;
-    auto k = removed_while_away_.find(std::string(c.key));
-    return k != removed_while_away_.end() && k->second > away->second.since_seq;
-  }
-
-  // Disks away longer than away_disk_ttl: retired (see the option). Also
-  // one mounted again whose node never finished its offer (its tier gone):
-  // demotion may use it again, and its old copies are refused.
-  void retire_away_disks(time_point t) {
-    if (away_segments_.load(std::memory_order_relaxed) == 0) return;
-    std::lock_guard lock(released_mu_);
-    std::vector<segment_id> old;
-    for (auto& [segment, away] : away_)
-      if (away.since + options_.away_disk_ttl <= t) old.push_back(segment);
-    for (segment_id segment : old) {
-      if (retired_disks_.insert(segment).second) retired_order_.push_back(segment);
-      if (retired_order_.size() > max_retired_disks) {
-        retired_disks_.erase(retired_order_.front());
-        retired_order_.pop_front();
-      }
-      released_disk_.erase(segment);  // refused whole if it comes back
-      end_away_locked(segment);
-    }
-  }
-
-  // Under released_mu_: `segment` is away from `since` (or since earlier, if
-  // it was already), under a new token: an offer made for an earlier away
-  // period does not end this one.
-  void mark_away_locked(segment_id segment, time_point since, bool refuse_all = false) {
-    auto [it, fresh] = away_.try_emplace(segment, away_disk{since, ++change_seq_, 0, refuse_all});
-    it->second.token = ++away_token_;
-    it->second.refuse_all = it->second.refuse_all || refuse_all;
-    if (fresh) away_segments_.store(away_.size(), std::memory_order_relaxed);
-  }
-  void end_away_locked(segment_id segment) {
-    away_.erase(segment);
-    away_segments_.store(away_.size(), std::memory_order_relaxed);
-    if (away_.empty()) {
-      removed_while_away_.clear();
-      removed_keys_overflow_.reset();
-    }
+      if (pool_.tier_of(r.segment) == storage_tier::disk) ledger_.released(r.segment, version);
   }
 
   static replica_list single(const replica_descriptor& r) {
@@ -1289,10 +1100,7 @@ class service {
     std::vector<segment_id> disk_dropped;
     for (segment_id s : segs)
       if (pool_.tier_of(s) == storage_tier::disk) disk_dropped.push_back(s);
-    if (!disk_dropped.empty()) {
-      std::lock_guard lock(released_mu_);
-      for (segment_id s : disk_dropped) mark_away_locked(s, now());
-    }
+    ledger_.dropped(disk_dropped, now());
     for (segment_id s : segs) pool_.unmount(s);
     auto on_dropped = [&](const replica_descriptor& r) {
       return std::find(segs.begin(), segs.end(), r.segment) != segs.end();
@@ -1311,7 +1119,7 @@ class service {
         if (e->committed && !disk_dropped.empty() && !std::all_of(e->replicas.begin(), e->replicas.end(), on_dropped))
           for (const auto& r : e->replicas)
             if (std::find(disk_dropped.begin(), disk_dropped.end(), r.segment) != disk_dropped.end())
-              note_released_locked_free(r.segment, e->version);
+              ledger_.released(r.segment, e->version);
         e->replicas.erase_if(on_dropped);
         if (!e->committed)
           release(shard, *e, /*recorded=*/false);  // a pending put is revoked whole
@@ -1325,15 +1133,12 @@ class service {
     }
     // Demotions from or to a dropped segment: the reservation goes (its
     // space with the segment, or freed here).
-    std::lock_guard demote_lock(demote_mu_);
-    for (auto it = demotions_.begin(); it != demotions_.end();) {
-      if (!on_dropped(it->second.from) && !on_dropped(it->second.to)) {
-        ++it;
-        continue;
-      }
-      if (!on_dropped(it->second.to)) pool_.free(single(it->second.to));
-      it = demotions_.erase(it);
-    }
+    ledger_.reservations([&](demotion_reservations& reserved) {
+      reserved.remove_if([&](const auto& r) { return on_dropped(r.from) || on_dropped(r.to); },
+                         [&](const auto& r) {
+                           if (!on_dropped(r.to)) pool_.free(single(r.to));
+                         });
+    });
   }
 
   template <class F>
@@ -1362,20 +1167,33 @@ class service {
     });
   }
 
-  // Under nodes_mu_: a node that mounts is registered (expiring) if it was not.
-  void add_node_locked(node_id node) {
-    if (!nodes_.try_emplace(node, node_state{now(), true}).second) return;
+  void note_node_registered(node_id node, bool expires) {
     note([&](journal_record& r) {
       r.kind = journal_kind::node_registered;
       r.node = node;
-      r.expires = true;
+      r.expires = expires;
     });
+  }
+
+  // Within nodes_.locked(): a node that mounts is registered (expiring) if
+  // it was not.
+  void add_node(node_table::map& nodes, node_id node) {
+    if (node_table::add_if_absent(nodes, node, now())) note_node_registered(node, true);
+  }
+
+  // Under the nodes lock, once a node left or was declared dead: its
+  // segments are listed and dropped there, so that a segment it mounts
+  // after registering again is not dropped with the old ones.
+  void drop_node(node_id node) {
+    note_node_left(node);
+    drop_segments(pool_.segments_of(node), node);
   }
 
   service_options options_;
   clock_source clock_;
   journal* journal_ = nullptr;
   segment_pool pool_;
+  disk_ledger ledger_;  // the disk tier's: reservations, released copies, away disks
   std::vector<std::unique_ptr<object_shard>> shards_;
   std::atomic<version_t> next_version_;
   std::atomic<std::uint64_t> lru_clock_{1};
@@ -1386,69 +1204,7 @@ class service {
   std::atomic<std::uint64_t> memory_released_total_{0};
   std::atomic<std::uint64_t> demotions_dropped_total_{0};
   std::atomic<std::uint64_t> disk_evicted_total_{0};
-  struct pending_demotion {
-    std::string key;
-    replica_descriptor from;
-    replica_descriptor to;
-    time_point deadline;
-  };
-  // Disk extents handed out by demote_start, by the object's version. Lock
-  // order: shards -> demote_mu_ -> pool.
-  mutable std::mutex demote_mu_;
-  std::unordered_map<version_t, pending_demotion> demotions_;
-  // Taken under shard locks and demote_mu_ (a release inside a demotion
-  // pass), never around them. Guards the members below, down to
-  // away_segments_.
-  std::mutex released_mu_;
-  // Per disk segment: (sequence number, version) of released copies its
-  // node has not yet said it wrote down, in order, and looked up by version.
-  struct released_copies {
-    std::deque<std::pair<std::uint64_t, version_t>> in_order;
-    std::unordered_set<version_t> versions;
-    void push(std::uint64_t seq, version_t v) {
-      in_order.emplace_back(seq, v);
-      versions.insert(v);
-      if (in_order.size() > max_released) pop();  // oldest forgotten first
-    }
-    void pop() {
-      versions.erase(in_order.front().second);
-      in_order.pop_front();
-    }
-    bool contains(version_t v) const { return versions.count(v) != 0; }
-  };
-  std::unordered_map<segment_id, released_copies> released_disk_;
-  // Numbers start at the id seed, which grows across restarts and failovers:
-  // a node's acknowledgement to an earlier master lies below them (the seed
-  // outgrows what one master numbers, as it does for versions).
-  std::uint64_t released_seq_ = options_.id_seed;
-  // Disk segments whose copies the service does not list: dropped (their
-  // node left or was declared dead), or mounted again and not yet offered
-  // in full (their node echoes `token` once it has).
-  struct away_disk {
-    time_point since;              // for retirement
-    std::uint64_t since_seq = 0;   // for ordering against key changes
-    std::uint64_t token = 0;
-    bool refuse_all = false;  // retired before it came back: none of its copies is taken
-  };
-  std::unordered_map<segment_id, away_disk> away_;
-  std::uint64_t away_token_ = options_.id_seed;  // grows across restarts, as released_seq_
-  // Dropped disks retired after away_disk_ttl (at most max_retired_disks,
-  // oldest forgotten first).
-  static constexpr std::size_t max_retired_disks = 1u << 16;
-  std::unordered_set<segment_id> retired_disks_;
-  std::deque<segment_id> retired_order_;
-  std::uint64_t change_seq_ = 0;
-  std::unordered_map<std::string, std::uint64_t> removed_while_away_;  // key -> change_seq_
-  std::optional<std::uint64_t> removed_keys_overflow_;  // or remove_all: every key changed before it
-  version_t adoption_floor_ = 0;
-  std::atomic<std::size_t> away_segments_{0};        // away_.size(), read without the lock
-  std::atomic<bool> has_disk_{false};  // a disk segment was ever mounted
-  struct node_state {
-    time_point last_seen;
-    bool expires = true;
-  };
-  mutable std::mutex nodes_mu_;
-  std::unordered_map<node_id, node_state> nodes_;
+  node_table nodes_;
 };
 
 }  // namespace corokv::meta
