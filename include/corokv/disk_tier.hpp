@@ -40,6 +40,7 @@
 // One pass runs at a time (run() awaits each): the service relies on it to
 // hand out a late reservation again only after its write has ended.
 
+#include <corokv/client/demotion_plan.hpp>
 #include <corokv/client/embedded_metadata.hpp>
 #include <corokv/client/metadata_endpoint.hpp>
 #include <corokv/cluster.hpp>
@@ -192,116 +193,69 @@ class disk_tier {
     auto [ec, answer] = co_await store_.metadata().demote_start(store_.node(), options_.batch_objects,
                                                                 options_.batch_bytes, saved_through_, offered_);
     if (ec) co_return result{ec, 0};
-    std::vector<std::byte> records;
-    for (version_t v : answer.released) {
-      disk::append_dropped_record(records, v);
-      live_.erase(v);
-    }
-    released_ += answer.released.size();
+    detail::demotion_plan plan;
+    plan.start(answer);
+    for (version_t v : plan.released()) live_.erase(v);
+    released_ += plan.released().size();
     const std::uint64_t through = answer.released_through;
-    if (answer.offer_copies != 0) {
-      // The service lost sight of this disk's copies: offer them again and
-      // rewrite the index with those it takes (that also writes down the
-      // released ones). Only once all that is done does the next pass say
-      // so (offered_); until then the service keeps refusing stale copies
-      // and asks again, and a copy it took already is answered success.
-      ++offers_;
-      std::vector<disk::index_entry> copies;
-      copies.reserve(live_.size());
-      for (auto& [version, entry] : live_) copies.push_back(std::move(entry));
-      live_.clear();
-      const std::size_t offered = copies.size();
-      auto [offer_ec, kept] = co_await offer(std::move(copies));
-      for (auto& e : kept) live_.emplace(e.version, e);
-      if (offer_ec) co_return result{offer_ec, 0};
-      readopted_ += kept.size();
-      not_readopted_ += offered - kept.size();
-      if (const auto index_ec = rewrite_index(kept)) {
-        ++index_failures_;
-        co_return result{index_ec, 0};
-      }
-      saved_through_ = through;
-      offered_ = answer.offer_copies;
-      co_return result{std::error_code{}, 0};
-    }
-    std::vector<demotion>& work = answer.copies;
-    if (work.empty()) {
-      if (co_await append_index(records)) saved_through_ = through;
-      co_return result{std::error_code{}, 0};
-    }
-
-    // One aligned buffer, each object at a block boundary: the disk writes
-    // go straight from it with O_DIRECT.
-    std::vector<std::uint64_t> at(work.size());
-    std::uint64_t total = 0;
-    for (std::size_t i = 0; i < work.size(); ++i) {
-      at[i] = total;
-      total += disk::round_up_to_block(work[i].from.length);
-    }
-    aligned_buffer buffer(static_cast<std::byte*>(std::aligned_alloc(disk::block_size, total)));
-    std::vector<errc> copied(work.size(), errc::success);
-    if (!buffer) std::fill(copied.begin(), copied.end(), errc::transfer_failed);
-
-    std::vector<read_request> reads;
-    std::vector<std::size_t> read_index;
-    for (std::size_t i = 0; buffer && i < work.size(); ++i) {
-      reads.push_back({work[i].from, boost::asio::mutable_buffer(buffer.get() + at[i], work[i].from.length)});
-      read_index.push_back(i);
-    }
-    std::vector<errc> status(reads.size());
-    if (!reads.empty()) {
-      const std::error_code read_ec = co_await store_.transport().read(reads, status);
-      for (std::size_t j = 0; j < reads.size(); ++j)
-        copied[read_index[j]] = read_ec ? errc::transfer_failed : status[j];
-    }
-    std::vector<write_request> writes;
-    std::vector<std::size_t> write_index;
-    std::vector<std::uint32_t> crc(work.size());
-    for (std::size_t i = 0; i < work.size(); ++i) {
-      if (copied[i] != errc::success) continue;
-      crc[i] = disk::crc32c(std::span<const std::byte>(buffer.get() + at[i], work[i].to.length));
-      writes.push_back({work[i].to, boost::asio::const_buffer(buffer.get() + at[i], work[i].to.length)});
-      write_index.push_back(i);
-    }
-    status.assign(writes.size(), errc::success);
-    if (!writes.empty()) {
-      const std::error_code write_ec = co_await store_.transport().write(writes, status);
-      for (std::size_t j = 0; j < writes.size(); ++j)
-        copied[write_index[j]] = write_ec ? errc::transfer_failed : status[j];
-      // On the device before the service is told (and the index written).
-      if (!co_await sync(file_->fd()))
-        for (std::size_t i : write_index) copied[i] = errc::transfer_failed;
-    }
-
-    std::vector<std::string_view> keys;
-    std::vector<version_t> versions;
-    for (auto& d : work) {
-      keys.push_back(d.key);
-      versions.push_back(d.version);
-    }
-    std::vector<errc> answers(work.size());
-    const std::error_code end_ec = co_await store_.metadata().demote_end(keys, versions, copied, answers);
-    if (end_ec) {
-      if (co_await append_index(records)) saved_through_ = through;
-      co_return result{end_ec, 0};
-    }
-    std::size_t committed = 0;
-    for (std::size_t i = 0; i < work.size(); ++i) {
-      if (copied[i] != errc::success) {
-        ++failed_copies_;
-      } else if (answers[i] != errc::success) {
-        ++refused_;
-      } else {
-        ++committed;
-        bytes_demoted_ += work[i].to.length;
-        disk::index_entry entry{work[i].key, work[i].version, work[i].to.offset, work[i].to.length, crc[i]};
-        disk::append_added_record(records, entry);
-        live_.emplace(entry.version, std::move(entry));
+    aligned_buffer buffer(plan.buffer_size() == 0
+                              ? nullptr
+                              : static_cast<std::byte*>(std::aligned_alloc(disk::block_size, plan.buffer_size())));
+    plan.use_buffer(buffer.get());
+    using step = detail::demotion_plan::step;
+    for (step next = plan.next(); next != step::done; next = plan.next()) {
+      switch (next) {
+        case step::offer: {
+          // The service lost sight of this disk's copies: offer them again
+          // and rewrite the index with those it takes (that also writes down
+          // the released ones). Only once all that is done does the next
+          // pass say so (offered_); until then the service keeps refusing
+          // stale copies and asks again, and a copy it took already is
+          // answered success.
+          ++offers_;
+          std::vector<disk::index_entry> copies;
+          copies.reserve(live_.size());
+          for (auto& [version, entry] : live_) copies.push_back(std::move(entry));
+          live_.clear();
+          const std::size_t offered = copies.size();
+          auto [offer_ec, kept] = co_await offer(std::move(copies));
+          for (auto& e : kept) live_.emplace(e.version, e);
+          if (offer_ec) co_return result{offer_ec, 0};
+          readopted_ += kept.size();
+          not_readopted_ += offered - kept.size();
+          if (const auto index_ec = rewrite_index(kept)) {
+            ++index_failures_;
+            co_return result{index_ec, 0};
+          }
+          saved_through_ = through;
+          offered_ = answer.offer_copies;
+          co_return result{std::error_code{}, 0};
+        }
+        case step::read:
+          plan.on_read(co_await store_.transport().read(plan.reads(), plan.read_status()));
+          break;
+        case step::write:
+          plan.on_written(co_await store_.transport().write(plan.writes(), plan.write_status()));
+          break;
+        case step::sync:
+          plan.on_synced(co_await sync(file_->fd()));
+          break;
+        case step::report:
+          plan.on_reported(co_await store_.metadata().demote_end(plan.report_keys(), plan.report_versions(),
+                                                                 plan.copied(), plan.answers()));
+          break;
+        case step::done:
+          break;
       }
     }
-    demoted_ += committed;
-    if (co_await append_index(records)) saved_through_ = through;
-    co_return result{std::error_code{}, committed};
+    const auto& counts = plan.counts();
+    failed_copies_ += counts.failed;
+    refused_ += counts.refused;
+    demoted_ += counts.committed;
+    bytes_demoted_ += counts.bytes;
+    for (auto& entry : plan.committed()) live_.emplace(entry.version, std::move(entry));
+    if (co_await append_index(plan.index_records())) saved_through_ = through;
+    co_return result{plan.error(), counts.committed};
   }
 
   // Demotion passes until cancelled: back to back while there is work, else
