@@ -57,7 +57,13 @@ struct leader_info {
 };
 
 // etcd, three masters and two serving nodes, all processes.
+struct ha_cluster_options {
+  int segment_mib = 32;         // each node's memory
+  int max_lease_ttl_ms = 8000;  // also how long a new leader holds all memory it took over
+};
+
 struct ha_cluster {
+  ha_cluster_options options;
   std::unique_ptr<test_hosts> hosts = test_hosts::make(5);  // 3 masters, 2 nodes
   etcd_process etcd{std::chrono::seconds(20), hosts ? hosts->bridge_address() : std::string()};
   scratch_dir dir;
@@ -65,7 +71,7 @@ struct ha_cluster {
   std::vector<std::unique_ptr<process>> nodes;
   io_thread client_io;
 
-  ha_cluster() {
+  explicit ha_cluster(ha_cluster_options o = {}) : options(o) {
     if (hosts)
       MESSAGE("hosts: masters and nodes on network namespaces " << host_address(0) << " to " << host_address(4)
                                                                 << "; etcd and this test in the test's own namespace, " << etcd_host());
@@ -83,7 +89,7 @@ struct ha_cluster {
       const auto ready = dir / ("node" + std::to_string(i) + ".json");
       const std::string here = host_address(3 + i);
       nodes.push_back(std::make_unique<process>(
-          on_host(3 + i, {COROKV_NODE_EXE, "--master", url(etcd_host()), "--segment-mib", "32", "--no-shm",
+          on_host(3 + i, {COROKV_NODE_EXE, "--master", url(etcd_host()), "--segment-mib", std::to_string(options.segment_mib), "--no-shm",
                           "--data-listen", here + ":0", "--advertise", here, "--lease-ttl-ms", "4000",
                           "--ready-file", ready.string()}),
           dir / ("node" + std::to_string(i) + ".out")));
@@ -115,7 +121,7 @@ struct ha_cluster {
         on_host(m.host, {COROKV_MASTER_EXE, "--listen", here + ":0", "--admin", here + ":0", "--ready-file",
                          ready.string(), "--etcd", etcd_host() + ":" + std::to_string(etcd.client_port()),
                          "--cluster", "t", "--name", m.name, "--lease-ttl-s", std::to_string(lease_ttl_s),
-                         "--max-lease-ttl-ms", "8000", "--node-ttl-ms", "6000",
+                         "--max-lease-ttl-ms", std::to_string(options.max_lease_ttl_ms), "--node-ttl-ms", "6000",
                          // A follower is cut off after this long without acknowledging: far
                          // beyond what a loaded CI machine takes, so that none is here.
                          "--ack-timeout-ms", "5000"}),
@@ -534,7 +540,7 @@ struct recorded_writer {
 
   void run() {
     for (std::size_t round = 0; !stop; ++round) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2 + rng() % 8));
+      std::this_thread::sleep_for(std::chrono::milliseconds(5 + rng() % 10));
       put_round(round);
       if (live.size() > 600 || round % 3 == 0) remove_some(live.size() > 600 ? 16 : 4);
       read_some(8);
@@ -547,7 +553,7 @@ struct recorded_writer {
     std::vector<asio::const_buffer> buffers;
     for (std::size_t i = 0; i < 8; ++i) {
       keys.push_back("r" + std::to_string(round) + "-" + std::to_string(i));
-      values.push_back(value_of(keys.back(), 512 + rng() % 3584));
+      values.push_back(value_of(keys.back(), 128 + rng() % 897));
     }
     for (auto& v : values) buffers.push_back(asio::buffer(v));
     auto [ec, put] = wait(kv.batch_put(keys, buffers, asio::deferred));
@@ -639,7 +645,11 @@ TEST_CASE("ha: masters killed and restarted at random under a writer: nothing ac
   auto between = [&](int lo_ms, int hi_ms) {
     return std::chrono::milliseconds(lo_ms + static_cast<int>(rng() % static_cast<std::uint64_t>(hi_ms - lo_ms + 1)));
   };
-  ha_cluster c;
+  // Each takeover holds all memory, removed objects' included, for
+  // max_lease_ttl; with takeovers every few seconds little is ever freed, so
+  // the nodes get room for the whole run's writes (no eviction may blur
+  // what the elections lose) and the hold is the client's lease.
+  ha_cluster c({.segment_mib = 256, .max_lease_ttl_ms = 4000});
   auto box = c.client();
   cluster_store* kv = &box->kv;
   REQUIRE(c.wait_in_sync(2));

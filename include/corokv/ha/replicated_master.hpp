@@ -465,9 +465,11 @@ class replicated_master final : public net::master_role, public std::enable_shar
     service->set_journal(hub.get());
     hub_ = hub;
     server_.set_service(service);
-    say(fmt::format("leading in term {} with the copy {} ({} objects, {} segments and {} nodes taken over{})", term,
-                    member_status{took, 0}.encode(), report.objects, report.segments, report.nodes,
-                    report.refused ? fmt::format(", {} entries refused", report.refused) : std::string()));
+    say(fmt::format("leading in term {} with the copy {} ({} objects, {} segments and {} nodes taken over{}); "
+                    "answering once {} follower(s) hold it",
+                    term, member_status{took, 0}.encode(), report.objects, report.segments, report.nodes,
+                    report.refused ? fmt::format(", {} entries refused", report.refused) : std::string(),
+                    options_.replication.log.sync_followers));
     while (!stopped_ && leadership_.state() == master_state::leader) {
       if (leadership_.must_step_down(clock_type::now())) {
         say(fmt::format("lease not renewed in time: fenced, stepping down from term {}", term));

@@ -136,7 +136,7 @@ class follower_link {
       });
       if (ack == 0 && batch.phase != wire::replication_phase::snapshot_end) continue;
       if (batch.phase == wire::replication_phase::snapshot_end && on_snapshot_) {
-        auto hook = on_snapshot_;  // named: see the GCC 12 note in replicated_master.hpp
+        auto hook = on_snapshot_;  // named, not a temporary in the co_await: GCC 12 destroys those twice
         const meta::copy_position now = position();
         const bool published = co_await hook(now);
         if (!published) co_return errc::rpc_failed;

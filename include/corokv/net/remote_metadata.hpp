@@ -10,8 +10,9 @@
 //   exponentially, with jitter, while attempts keep failing (detail/
 //   backoff.hpp); a connection the master closed without answering anything
 //   (a follower, a fenced or deposed leader) counts as a failure too, so a
-//   client never cycles connections faster than one per reconnect_initial /
-//   2. A new leader seen in etcd ends the wait at once.
+//   client never cycles connections faster than one per (1 -
+//   reconnect_jitter) * reconnect_initial. A new leader seen in etcd ends
+//   the wait at once.
 //   Calls already sent on the lost connection fail with rpc_failed (whether
 //   the master acted on them is unknown, so none is re-sent); calls not yet
 //   sent wait for the next connection.
