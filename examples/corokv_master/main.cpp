@@ -12,9 +12,12 @@
 // others follow it, and clients find it with --master etcd://HOST:PORT/NAME.
 // --advertise is the address clients reach this master at (default: the
 // listen address; it must not be 0.0.0.0). --lease-ttl-s is the leader's
-// etcd lease (default 2), --sync-followers how many followers a mutating
-// reply waits for (default 1; fewer if fewer are connected), --ack-timeout-ms
-// how long it waits before cutting a slow follower off (default 1000).
+// etcd lease (default 2), --sync-followers how many followers must hold a
+// change before any reply that reflects it goes out (default 1; 0: the
+// leader acknowledges alone, and a failover may lose what it acknowledged),
+// --ack-timeout-ms how long a reply waits for them before it is dropped and
+// the followers behind are cut off (default 1000). --name must be unique in
+// the cluster and kept across restarts (default: master-PID).
 //
 // Flags override the JSON config file, whose keys are the flag names without
 // dashes ({"listen": "0.0.0.0:7400", "node-ttl-ms": 10000, ...}). Port 0
@@ -118,7 +121,10 @@ void apply(settings& s, const std::string& name, const nlohmann::json& value) {
   else if (name == "name") text(s.name);
   else if (name == "advertise") text(s.advertise);
   else if (name == "lease-ttl-s") number(s.lease_ttl_s);
-  else if (name == "sync-followers") number(s.sync_followers);
+  else if (name == "sync-followers") {
+    if (!value.is_number_integer() || value.get<std::int64_t>() < 0) usage(name + " must be 0 or more");
+    s.sync_followers = value.get<std::int64_t>();
+  }
   else if (name == "ack-timeout-ms") number(s.ack_timeout_ms);
   else if (name == "demote-watermark-pct") {
     number(s.demote_watermark_pct);
@@ -220,6 +226,24 @@ int main(int argc, char** argv) {
               {"follower_applied_records", "gauge", "Journal position applied (while following).",
                st.following.applied},
               {"snapshots_loaded_total", "counter", "Snapshots loaded from a leader.", st.following.snapshots},
+              {"promoted_objects", "gauge", "Objects its copy held when it last took over the lead.",
+               st.promoted_objects},
+              {"copy_whole", "gauge", "1 while it holds a whole copy of the state (or leads), else 0.",
+               st.copy.whole || st.state == ha::master_state::leader},
+              {"copy_term", "gauge", "The term whose journal its copy follows.", st.copy.term},
+              {"elections_deferred_total", "counter", "Times it saw no leader and let a master holding more go first.",
+               st.elections_deferred},
+              {"replies_not_replicated_total", "counter",
+               "Replies dropped: not held by --sync-followers followers within --ack-timeout-ms (while leading).",
+               st.replication.not_replicated},
+              {"etcd_errors_total", "counter", "etcd calls that failed.", st.etcd_errors},
+              {"retry_backoffs_total", "counter", "Waits before retrying etcd or the leader after a failure.",
+               st.backoffs},
+              {"retry_backoff_ms_total", "counter", "The time spent in those waits, in milliseconds.",
+               static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(st.backoff_total).count())},
+              {"retry_backoff_ceiling_ms", "gauge", "The longest the next such wait may be, in milliseconds.",
+               static_cast<std::uint64_t>(
+                   std::chrono::duration_cast<std::chrono::milliseconds>(st.backoff_ceiling).count())},
           };
         });
     }

@@ -200,7 +200,7 @@ TEST_CASE("/metrics is a Prometheus exposition of the master's and the service's
       samples.insert(name);
     }
   }
-  CHECK(counters == 10);  // 3 from master_stats, 7 from service_stats (4 of the disk tier)
+  CHECK(counters == 11);  // 4 from master_stats, 7 from service_stats (4 of the disk tier)
   CHECK(gauges == 14);   // 5 of them the disk tier's
   CHECK(samples.count("corokv_master_segments_held") == 1);
   CHECK(samples.size() == counters + gauges);
@@ -211,6 +211,7 @@ TEST_CASE("/metrics is a Prometheus exposition of the master's and the service's
   CHECK(sample(after, "corokv_master_requests_total") == 1);
   CHECK(sample(after, "corokv_master_connections_accepted_total") == 1);
   CHECK(sample(after, "corokv_master_protocol_errors_total") == 0);
+  CHECK(sample(after, "corokv_master_accept_errors_total") == 0);
 }
 
 TEST_CASE("/segments lists the mounted segments as JSON, live") {

@@ -1,9 +1,10 @@
 // The metadata connection's call table and rejoin list without sockets:
 // request ids written through the wire layer, pipelining, control calls
 // before readiness, replies matched in any order, stale and mismatched
-// replies, calls lost with a connection, and timeouts; and the leader's
-// replication log.
+// replies, calls lost with a connection, and timeouts; the leader's
+// replication log; and the backoff of every loop that reconnects.
 
+#include <corokv/detail/backoff.hpp>
 #include <corokv/net/call_table.hpp>
 #include <corokv/net/rejoin_list.hpp>
 #include <corokv/net/replication_log.hpp>
@@ -192,28 +193,52 @@ TEST_CASE("replication_log: a position is durable once the required followers in
   corokv::net::replication_log_options o;
   o.sync_followers = 2;
   corokv::net::replication_log log(o);
-  CHECK(log.append(record_of(10, 1)) == 1);  // no follower: nothing kept, nothing waited for
-  CHECK(log.durable() == 1);
+  CHECK(log.append(record_of(10, 1)) == 1);  // no follower: nothing kept, and nothing durable
+  CHECK_FALSE(log.established());
+  CHECK_FALSE(log.is_durable(0));  // not even what the leader holds already
+  CHECK(log.durable() == 0);
   const auto a = log.add_follower(log.last());
   const auto b = log.add_follower(log.last());
-  CHECK(log.required() == 0);  // neither has acknowledged its snapshot yet
+  CHECK(log.required() == 2);
   CHECK(log.acked(a, 1));
-  CHECK(log.required() == 1);
+  CHECK(log.in_sync() == 1);
+  CHECK_FALSE(log.established());  // one follower holds the state: the leader must not answer alone
+  CHECK_FALSE(log.is_durable(1));
   CHECK(log.append(record_of(10, 2)) == 2);
   CHECK(log.append(record_of(10, 3)) == 3);
-  CHECK(log.durable() == 1);
   CHECK_FALSE(log.acked(a, 3));  // not sent yet: a lie
   log.sent(a, 3);
   log.sent(b, 3);
   CHECK(log.acked(a, 3));
-  CHECK(log.durable() == 3);  // b is not in sync: one ack is all that is required
+  CHECK_FALSE(log.is_durable(1));  // b is not in sync: one ack is not enough
   CHECK(log.acked(b, 2));
-  CHECK(log.required() == 2);
+  CHECK(log.established());
   CHECK(log.durable() == 2);  // the second-highest ack
+  CHECK(log.is_durable(2));
+  CHECK_FALSE(log.is_durable(3));
   CHECK(log.behind(3) == std::vector<corokv::net::replication_log::follower_id>{b});
   CHECK(log.max_lag() == 1);
   log.remove_follower(b);
-  CHECK(log.durable() == 3);
+  CHECK(log.durable() == 2);      // what was durable stays so: b had it
+  CHECK_FALSE(log.is_durable(3));  // one follower left: nothing newer becomes durable
+  const auto c = log.add_follower(log.last());  // joins with a snapshot at 3
+  CHECK(log.acked(c, 3));
+  CHECK(log.is_durable(3));
+}
+
+TEST_CASE("replication_log: with sync_followers 0 the leader acknowledges alone") {
+  corokv::net::replication_log_options o;
+  o.sync_followers = 0;
+  corokv::net::replication_log log(o);
+  CHECK(log.established());
+  CHECK(log.is_durable(0));
+  log.append(record_of(10, 1));
+  CHECK(log.is_durable(1));
+  const auto a = log.add_follower(log.last());
+  log.append(record_of(10, 2));
+  CHECK(log.is_durable(2));  // nothing waits for a
+  log.sent(a, 2);
+  CHECK(log.acked(a, 2));
 }
 
 TEST_CASE("replication_log: slices follow positions across chunks, and sent chunks are dropped") {
@@ -242,4 +267,61 @@ TEST_CASE("replication_log: slices follow positions across chunks, and sent chun
   CHECK_FALSE(log.too_far_behind(f));
   for (int i = 0; i < 40; ++i) log.append(record_of(30, 9));
   CHECK(log.too_far_behind(f));  // 1200 unsent bytes > 1000
+}
+
+// ------------------------------------------------------------ backoff
+
+TEST_CASE("backoff: waits double from initial up to max, each drawn from its upper half, and a success starts afresh") {
+  detail::backoff b({10ms, 160ms, 0.5}, 42);
+  CHECK(b.floor() == 5ms);
+  std::vector<duration> ceilings{10ms, 20ms, 40ms, 80ms, 160ms, 160ms, 160ms};
+  for (duration ceiling : ceilings) {
+    CHECK(b.ceiling() == ceiling);
+    const duration d = b.next();
+    CHECK(d <= ceiling);
+    CHECK(d >= ceiling / 2);
+  }
+  CHECK(b.failures() == 7);
+  CHECK(b.waits() == 7);
+  b.reset();
+  CHECK(b.ceiling() == 10ms);
+  CHECK(b.next() <= 10ms);
+  CHECK(b.waits() == 8);
+}
+
+TEST_CASE("backoff: the jitter spreads clients that failed together, reproducibly per seed") {
+  // The first wait of 20 clients.
+  auto first_waits = [](std::uint64_t seed) {
+    detail::backoff b({100ms, 1s, 0.5}, seed);
+    std::vector<duration> out;
+    for (int i = 0; i < 20; ++i) {
+      b.reset();
+      out.push_back(b.next());
+    }
+    return out;
+  };
+  const auto first = first_waits(1), again = first_waits(1), other = first_waits(2);
+  CHECK(first == again);
+  CHECK(first != other);
+  const auto [lo, hi] = std::minmax_element(first.begin(), first.end());
+  CHECK(*lo >= 50ms);
+  CHECK(*hi <= 100ms);
+  CHECK(*hi - *lo >= 10ms);  // 20 draws from [50, 100] ms are not all alike
+  // No jitter: exactly the bound; a nonsensical option is made sane.
+  detail::backoff exact({8ms, 20ms, 0.0});
+  CHECK(exact.next() == 8ms);
+  CHECK(exact.next() == 16ms);
+  CHECK(exact.next() == 20ms);
+  detail::backoff odd({0ms, -1ms, 7.0});
+  CHECK(odd.ceiling() > 0ms);
+  CHECK(odd.options().jitter == 1.0);
+}
+
+TEST_CASE("backoff: the total is the sum of the waits, so a counter can show them") {
+  detail::backoff b({1ms, 4ms, 0.25}, 7);
+  duration sum{};
+  for (int i = 0; i < 10; ++i) sum += b.next();
+  CHECK(b.total() == sum);
+  CHECK(sum <= 35ms);  // 1 + 2 + 8 * 4 ms at most
+  CHECK(sum >= 26ms);  // and three quarters of that at least
 }

@@ -13,6 +13,7 @@
 #include <doctest/doctest.h>
 
 #include <future>
+#include <optional>
 #include <thread>
 
 using namespace corokv;
@@ -254,6 +255,24 @@ bool eventually(Pred pred, std::chrono::milliseconds limit = 5000ms) {
   return pred();
 }
 
+// A follower_link following `leader` on a thread of its own, into `copy`.
+struct running_follower {
+  asio::io_context io;
+  follower_link link{io.get_executor()};
+  meta::replica_state copy;
+  std::future<errc> ended;
+  std::thread runner;
+
+  running_follower(const tcp::endpoint& leader, std::string name, std::uint64_t term = 3) {
+    ended = asio::co_spawn(io, link.follow(leader, std::move(name), copy, term, 1s), asio::use_future);
+    runner = std::thread([this] { io.run(); });
+  }
+  ~running_follower() {
+    asio::post(io, [this] { link.stop(); });
+    runner.join();
+  }
+};
+
 // put_start + put_end of `keys` (100 bytes each) through a raw client.
 std::vector<version_t> put_keys(raw_client& c, const std::vector<std::string_view>& keys) {
   using wire::message_type;
@@ -273,21 +292,32 @@ std::vector<version_t> put_keys(raw_client& c, const std::vector<std::string_vie
 }  // namespace
 
 TEST_CASE("replication: a put acknowledged by the leader is already in its follower's copy, which promotes") {
-  leading_server leader;
+  replication_hub_options two;
+  two.log.sync_followers = 2;  // both followers below hold every acknowledged change
+  leading_server leader(two);
   raw_client c(leader.server.local_endpoint());
   using wire::message_type;
-  REQUIRE(c.call<wire::mount_response>(message_type::mount_segment, wire::mount_request{5, 1 << 20, 0, {}, false})
-              .status == errc::success);
-  const std::vector<std::string_view> before{"before-0", "before-1"};
-  const auto before_versions = put_keys(c, before);  // reaches the follower in its snapshot
+  running_follower first(leader.server.local_endpoint(), "f0");
+  REQUIRE(eventually([&] { return leader.hub_stats().followers == 1; }));
+  // One follower of the two required: the leader answers nothing yet, not
+  // even for the state it started with.
+  c.send(message_type::mount_segment, wire::mount_request{5, 1 << 20, 0, {}, false}, 1);
+  std::this_thread::sleep_for(50ms);
+  CHECK(c.socket.available() == 0);
 
   asio::io_context follower_io;
   follower_link link(follower_io.get_executor());
   meta::replica_state copy;
+  CHECK_FALSE(link.position().whole);
   auto ended = asio::co_spawn(follower_io, link.follow(leader.server.local_endpoint(), "f1", copy, 3, 1s),
                               asio::use_future);
   std::thread follower_thread([&] { follower_io.run(); });
-  REQUIRE(eventually([&] { return leader.hub_stats().in_sync == 1; }));
+  REQUIRE(eventually([&] { return leader.hub_stats().in_sync == 2; }));
+  wire::response mounted;
+  c.receive(mounted);
+  REQUIRE(std::get<wire::mount_response>(mounted).status == errc::success);
+  const std::vector<std::string_view> before{"before-0", "before-1"};
+  const auto before_versions = put_keys(c, before);
 
   std::vector<std::string> names;
   for (int i = 0; i < 50; ++i) names.push_back("after-" + std::to_string(i));
@@ -305,6 +335,10 @@ TEST_CASE("replication: a put acknowledged by the leader is already in its follo
     CHECK(copy.lookup("before-1"));
     CHECK(copy.unmatched() == 0);
   }
+  const auto position = link.position();
+  CHECK(position.whole);
+  CHECK(position.term == 3);
+  CHECK(position.applied == leader.on_io([&] { return leader.hub->position(); }));
   // Every reply carries the leader's term.
   c.send(message_type::exist, wire::keys_request{before}, 9);
   wire::response r;
@@ -331,14 +365,11 @@ TEST_CASE("replication: a put acknowledged by the leader is already in its follo
   CHECK(promoted->check_invariants() == "");
 }
 
-TEST_CASE("replication: a follower that stops acknowledging is cut off after ack_timeout, and replies go on") {
+TEST_CASE("replication: a follower that stops acknowledging is cut off, the replies that waited are dropped, and a follower that catches up lets replies go out again") {
   replication_hub_options o;
   o.ack_timeout = 200ms;
   leading_server leader(o);
-  raw_client c(leader.server.local_endpoint());
   using wire::message_type;
-  REQUIRE(c.call<wire::mount_response>(message_type::mount_segment, wire::mount_request{5, 1 << 20, 0, {}, false})
-              .status == errc::success);
   // A follower that acknowledges its snapshot and then nothing.
   raw_client silent(leader.server.local_endpoint());
   silent.send(message_type::follow, wire::follow_request{"silent"}, 1);
@@ -351,37 +382,206 @@ TEST_CASE("replication: a follower that stops acknowledging is cut off after ack
     break;
   }
   REQUIRE(eventually([&] { return leader.hub_stats().in_sync == 1; }));
+  raw_client c(leader.server.local_endpoint());
+  // The mount is journaled; its reply waits for the silent follower.
+  const auto t0 = std::chrono::steady_clock::now();
+  c.send(message_type::mount_segment, wire::mount_request{5, 1 << 20, 0, {}, false}, 7);
   // A reply on another connection, even a read's, waits for what is
   // pending: it could reflect a change the follower does not have yet.
-  const auto t0 = std::chrono::steady_clock::now();
-  c.send(message_type::put_start, wire::put_start_request{{"k"}, {100}, 1, 0}, 7);  // its reply waits
   raw_client reader(leader.server.local_endpoint());
   std::this_thread::sleep_for(20ms);
-  CHECK(reader.call<wire::statuses_response>(message_type::exist, wire::keys_request{{"other"}}).results[0] ==
-        errc::not_found);
+  reader.send(message_type::exist, wire::keys_request{{"other"}}, 1);
+  // Neither is acknowledged: after ack_timeout both connections close
+  // unanswered, and the silent follower is cut off.
+  CHECK(c.closed_by_server());
   CHECK(std::chrono::steady_clock::now() - t0 >= 200ms);
-  wire::response started;
-  c.receive(started);
-  const auto version = std::get<wire::put_start_response>(started).results.at(0).version;
-  std::vector<errc> ended_ok = c.call<wire::statuses_response>(message_type::put_end,
-                                                               wire::versioned_keys_request{{"k"}, {version}})
-                                   .results;
-  CHECK(ended_ok == std::vector<errc>{errc::success});
+  CHECK(reader.closed_by_server());
   CHECK(leader.hub_stats().followers_cut_off == 1);
   CHECK(leader.hub_stats().followers == 0);
-  // With no follower left, nothing waits.
-  const auto t1 = std::chrono::steady_clock::now();
-  put_keys(c, {"k2"});
-  CHECK(std::chrono::steady_clock::now() - t1 < 200ms);
+  CHECK(leader.hub_stats().not_replicated == 2);
   // What it was sent before it was cut off, then the end of the connection.
   std::vector<std::byte> rest(1 << 16);
   boost::system::error_code ec;
   while (!ec) silent.socket.read_some(asio::buffer(rest), ec);
   CHECK((ec == asio::error::eof || ec == asio::error::connection_reset));
+
+  // With no follower, nothing is acknowledged; a follower that joins brings
+  // the mount (made, never acknowledged) into its copy, and replies go out.
+  raw_client d(leader.server.local_endpoint());
+  d.send(message_type::register_node, wire::node_request{5}, 1);
+  running_follower f(leader.server.local_endpoint(), "f");
+  wire::response registered;
+  CHECK(d.receive(registered).term == 3);
+  CHECK(std::get<wire::status_response>(registered).status == errc::success);
+  CHECK(f.link.position().whole);
+  put_keys(d, {"k2"});
+  std::lock_guard lock(f.link.copy_mutex());
+  CHECK(f.copy.lookup("k2"));
+  CHECK(f.copy.segments() == 1);
+}
+
+namespace {
+
+// A leader scripted frame by frame, for one follow connection at a time.
+// Used from a thread of its own: it asserts nothing, the test checks what
+// it recorded.
+struct scripted_leader {
+  asio::io_context io;
+  tcp::acceptor acceptor{io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)};
+  tcp::socket socket{io};
+  std::vector<std::optional<std::uint64_t>> acks;  // what each ack() read: nullopt once the follower closed
+
+  tcp::endpoint endpoint() const { return acceptor.local_endpoint(); }
+  // Accepts the next follower and reads its `follow`.
+  void accept() {
+    socket = tcp::socket(io);
+    acceptor.accept(socket);
+    frame();
+  }
+  // A replication frame registering `nodes`, in term 3.
+  void send(wire::replication_phase phase, std::vector<node_id> nodes, std::uint64_t seq = 0) {
+    wire::replication_batch batch;
+    batch.phase = phase;
+    batch.seq = seq;
+    for (node_id n : nodes) {
+      meta::journal_record r;
+      r.kind = meta::journal_kind::node_registered;
+      r.node = n;
+      batch.records.push_back(wire::log_record::of(r));
+    }
+    std::vector<std::byte> out;
+    append_frame(wire::message_type::follow, true, 1, batch, out);
+    wire::stamp_term(out, 3);
+    boost::system::error_code ec;
+    asio::write(socket, asio::buffer(out), ec);
+  }
+  // Reads the follower's next ack into `acks`.
+  void ack() {
+    const auto payload = frame();
+    wire::replica_ack_request a;
+    if (payload && wire::decode(*payload, a) == errc::success)
+      acks.push_back(a.applied);
+    else
+      acks.push_back(std::nullopt);
+  }
+
+ private:
+  std::optional<std::vector<std::byte>> frame() {
+    std::array<std::byte, wire::header_size> head{};
+    boost::system::error_code ec;
+    asio::read(socket, asio::buffer(head), ec);
+    wire::frame_header h;
+    if (ec || wire::decode_header(head, {}, h) != errc::success) return std::nullopt;
+    std::vector<std::byte> payload(h.payload_size);
+    asio::read(socket, asio::buffer(payload), ec);
+    if (ec) return std::nullopt;
+    return payload;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("replication: a follower keeps its copy until a new snapshot has arrived whole, and acknowledges one only once its owner has published it") {
+  scripted_leader leader;
+  asio::io_context io;
+  follower_link link(io.get_executor());
+  meta::replica_state copy;
+  std::vector<meta::copy_position> published;
+  bool publish_ok = true, ack_ok = true;
+  link.on_snapshot([&](meta::copy_position p) -> asio::awaitable<bool> {
+    published.push_back(p);
+    co_return publish_ok;
+  });
+  link.may_ack([&] { return ack_ok; });
+  auto follow = [&] {
+    return asio::co_spawn(io, link.follow(leader.endpoint(), "f", copy, 3, 1s), asio::use_future);
+  };
+  auto run_until = [&](std::future<errc>& f) {
+    io.restart();
+    while (f.wait_for(0s) != std::future_status::ready) io.run_one_for(10ms);
+  };
+  using wire::replication_phase;
+  using acks = std::vector<std::optional<std::uint64_t>>;
+  {
+    // A whole snapshot of nodes 1 and 2 at position 5, then record 6.
+    auto ended = follow();
+    std::thread script([&] {
+      leader.accept();
+      leader.send(replication_phase::snapshot_start, {1});
+      leader.send(replication_phase::snapshot_end, {2}, 5);
+      leader.ack();
+      leader.send(replication_phase::log, {3}, 6);
+      leader.ack();
+      leader.socket.close();
+    });
+    run_until(ended);
+    script.join();
+    CHECK(ended.get() == errc::rpc_failed);
+    CHECK(leader.acks == acks{5, 6});
+    REQUIRE(published.size() == 1);
+    CHECK(published[0] == meta::copy_position{true, 3, 5});  // published before the ack
+    CHECK(link.position() == meta::copy_position{true, 3, 6});
+    CHECK(copy.nodes() == 3);
+  }
+  {
+    // A leader that dies halfway through its snapshot takes nothing away.
+    auto ended = follow();
+    std::thread script([&] {
+      leader.accept();
+      leader.send(replication_phase::snapshot_start, {7});
+      leader.send(replication_phase::snapshot_part, {8});
+      leader.socket.close();
+    });
+    run_until(ended);
+    script.join();
+    CHECK(ended.get() == errc::rpc_failed);
+    CHECK(link.position() == meta::copy_position{true, 3, 6});
+    CHECK(copy.nodes() == 3);
+    CHECK(published.size() == 1);
+  }
+  {
+    // The owner could not publish: the snapshot is not acknowledged.
+    publish_ok = false;
+    leader.acks.clear();
+    auto ended = follow();
+    std::thread script([&] {
+      leader.accept();
+      leader.send(replication_phase::snapshot_start, {9});
+      leader.send(replication_phase::snapshot_end, {}, 2);
+      leader.ack();
+    });
+    run_until(ended);
+    script.join();
+    CHECK(ended.get() == errc::rpc_failed);
+    CHECK(leader.acks == acks{std::nullopt});
+    CHECK(published.size() == 2);
+    CHECK(link.position() == meta::copy_position{true, 3, 2});
+    CHECK(copy.nodes() == 1);  // whole, just not acknowledged
+  }
+  {
+    // Acks held back: none goes out.
+    publish_ok = true;
+    ack_ok = false;
+    leader.acks.clear();
+    auto ended = follow();
+    std::thread script([&] {
+      leader.accept();
+      leader.send(replication_phase::snapshot_start, {10});
+      leader.send(replication_phase::snapshot_end, {}, 4);
+      leader.ack();
+    });
+    run_until(ended);
+    script.join();
+    CHECK(ended.get() == errc::rpc_failed);
+    CHECK(leader.acks == acks{std::nullopt});
+    CHECK(published.size() == 3);
+  }
 }
 
 TEST_CASE("replication: an ack beyond what was sent is a protocol error that drops only that follower") {
-  leading_server leader;
+  replication_hub_options o;
+  o.log.sync_followers = 0;  // the leader answers alone once the liar is gone
+  leading_server leader(o);
   raw_client bad(leader.server.local_endpoint());
   bad.send(wire::message_type::follow, wire::follow_request{"liar"}, 1);
   for (;;) {
@@ -398,7 +598,9 @@ TEST_CASE("replication: an ack beyond what was sent is a protocol error that dro
 }
 
 TEST_CASE("a fenced master closes connections unanswered, and a request from a newer term reaches its role") {
-  leading_server leader;
+  replication_hub_options o;
+  o.log.sync_followers = 0;
+  leading_server leader(o);
   std::atomic<bool> fenced{false};
   std::atomic<std::uint64_t> newer{0};
   leader.on_io([&] {

@@ -11,6 +11,7 @@
 #include <corokv/meta/service.hpp>
 
 #include <algorithm>
+#include <compare>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -20,6 +21,29 @@
 #include <unordered_map>
 
 namespace corokv::meta {
+
+// How far a copy of the replicated state goes: none (`whole` false: a
+// master that has just started, and has loaded no snapshot yet), or a whole
+// snapshot from the leader of `term` and that leader's journal after it, up
+// to position `applied`. Positions of one term count the same journal, so
+// (term, applied) orders copies: a newer term's copy holds everything its
+// leader took over, and within a term the further copy holds more. No copy
+// is behind every whole one.
+struct copy_position {
+  bool whole = false;
+  std::uint64_t term = 0;
+  std::uint64_t applied = 0;
+
+  friend bool operator==(const copy_position& a, const copy_position& b) noexcept {
+    return a.whole == b.whole && (!a.whole || (a.term == b.term && a.applied == b.applied));
+  }
+  friend std::strong_ordering operator<=>(const copy_position& a, const copy_position& b) noexcept {
+    if (a.whole != b.whole) return a.whole <=> b.whole;
+    if (!a.whole) return std::strong_ordering::equal;
+    if (a.term != b.term) return a.term <=> b.term;
+    return a.applied <=> b.applied;
+  }
+};
 
 struct promote_report {
   std::size_t nodes = 0;

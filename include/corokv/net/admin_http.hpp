@@ -20,12 +20,14 @@
 // thread would race. The service itself is thread-safe. The master must
 // outlive this server.
 
+#include <corokv/detail/backoff.hpp>
 #include <corokv/net/master_server.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -67,7 +69,7 @@ class admin_server {
   static constexpr std::chrono::seconds linger_timeout{1};
 
   admin_server(asio::any_io_executor ex, const master_server& master, const tcp::endpoint& listen)
-      : executor_(ex), master_(master), acceptor_(ex, listen) {}
+      : executor_(ex), master_(master), acceptor_(ex, listen), accept_pause_(ex) {}
 
   admin_server(const admin_server&) = delete;
   admin_server& operator=(const admin_server&) = delete;
@@ -93,6 +95,7 @@ class admin_server {
     stopped_ = true;
     boost::system::error_code ignored;
     acceptor_.close(ignored);
+    accept_pause_.cancel();
     for (auto& stream : connections_) stream->close();
   }
 
@@ -107,8 +110,13 @@ class admin_server {
       if (stopped_) break;  // an accept that completed just before stop()
       if (ec) {
         if (ec == asio::error::operation_aborted) break;
-        continue;  // a failed accept (e.g. out of descriptors) affects only that client
+        // A failed accept (e.g. out of descriptors) affects only that client;
+        // the next one waits, so that a lasting failure does not spin.
+        accept_pause_.expires_after(accept_retry_.next());
+        co_await accept_pause_.async_wait(asio::as_tuple(asio::use_awaitable));
+        continue;
       }
+      accept_retry_.reset();
       auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
       connections_.push_back(stream);
       asio::co_spawn(executor_, serve(stream, std::prev(connections_.end())), asio::detached);
@@ -244,6 +252,8 @@ class admin_server {
     };
     metric("connections_accepted_total", "counter", "Metadata connections accepted.", m.connections_accepted);
     metric("connections_open", "gauge", "Metadata connections open now.", m.connections_open);
+    metric("accept_errors_total", "counter", "Failed accepts of metadata connections (each retried after a growing wait).",
+           m.accept_errors);
     metric("protocol_errors_total", "counter", "Metadata connections closed for a malformed frame.",
            m.protocol_errors);
     metric("requests_total", "counter", "Metadata requests decoded and answered.", m.requests);
@@ -316,6 +326,8 @@ class admin_server {
   const master_server& master_;
   std::function<std::vector<extra_metric>()> extra_metrics_;
   tcp::acceptor acceptor_;
+  asio::steady_timer accept_pause_;
+  corokv::detail::backoff accept_retry_{{std::chrono::milliseconds(5), std::chrono::milliseconds(500), 0.5}};
   connection_list connections_;
   bool stopped_ = false;
 };

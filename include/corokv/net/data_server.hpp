@@ -27,6 +27,7 @@
 // cannot tell a stale range from a current one. The client's lease and
 // re-validation protocol does that (see store.hpp).
 
+#include <corokv/detail/backoff.hpp>
 #include <corokv/net/frame_io.hpp>
 #include <corokv/memory/segment_registry.hpp>
 #include <corokv/wire/messages.hpp>
@@ -36,6 +37,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
@@ -124,12 +126,19 @@ class data_server : public std::enable_shared_from_this<data_server> {
 
  private:
   asio::awaitable<void> accept_loop() {
+    // A failed accept (e.g. out of descriptors) affects only that client;
+    // the next one waits, so that a lasting failure does not spin.
+    corokv::detail::backoff retry({std::chrono::milliseconds(5), std::chrono::milliseconds(500), 0.5});
+    asio::steady_timer pause(executor_);
     for (;;) {
       auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
       if (ec) {
         if (ec == asio::error::operation_aborted || !acceptor_.is_open()) break;
+        pause.expires_after(retry.next());
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
         continue;
       }
+      retry.reset();
       socket.set_option(tcp::no_delay(true), ec);
       auto shared = std::make_shared<tcp::socket>(std::move(socket));
       std::list<std::shared_ptr<tcp::socket>>::iterator self;

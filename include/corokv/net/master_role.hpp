@@ -28,8 +28,10 @@ class master_role {
 
   // The journal's position (replication_log::last()).
   virtual std::uint64_t position() const = 0;
-  // Completes once `position` is applied by the followers a reply waits for.
-  virtual boost::asio::awaitable<void> replicated(std::uint64_t position) = 0;
+  // Completes once `position` is applied by the followers a reply waits for
+  // (true), or when that did not happen in time (false: the reply must not
+  // go out, since what it reflects is not acknowledged).
+  virtual boost::asio::awaitable<bool> replicated(std::uint64_t position) = 0;
   // Streams state and journal to a follower that sent `follow` on `socket`,
   // until that connection ends.
   virtual boost::asio::awaitable<void> serve_follower(std::shared_ptr<boost::asio::ip::tcp::socket> socket,

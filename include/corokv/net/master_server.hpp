@@ -20,6 +20,7 @@
 // must not be leased out), every reply carries the role's term, and
 // `follow` hands the connection to the role's replication.
 
+#include <corokv/detail/backoff.hpp>
 #include <corokv/meta/service.hpp>
 #include <corokv/net/frame_io.hpp>
 #include <corokv/net/master_role.hpp>
@@ -57,13 +58,19 @@ struct master_stats {
   std::uint64_t protocol_errors = 0;  // connections closed for a malformed frame
   std::uint64_t requests = 0;
   std::uint64_t refused = 0;  // connections closed unanswered: not the leader, fenced, or a newer term seen
+  std::uint64_t accept_errors = 0;  // failed accepts (out of descriptors, ...), each followed by a growing wait
 };
 
 class master_server {
  public:
   master_server(asio::any_io_executor ex, std::shared_ptr<meta::service> service, const tcp::endpoint& listen,
                 master_options options = {})
-      : executor_(ex), service_(std::move(service)), options_(options), acceptor_(ex, listen), timer_(ex) {}
+      : executor_(ex),
+        service_(std::move(service)),
+        options_(options),
+        acceptor_(ex, listen),
+        timer_(ex),
+        accept_pause_(ex) {}
 
   master_server(const master_server&) = delete;
   master_server& operator=(const master_server&) = delete;
@@ -103,6 +110,7 @@ class master_server {
     boost::system::error_code ignored;
     acceptor_.close(ignored);
     timer_.cancel();
+    accept_pause_.cancel();
     for (auto& socket : connections_) socket->close(ignored);
   }
 
@@ -112,8 +120,14 @@ class master_server {
       auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
       if (ec) {
         if (stopped_ || ec == asio::error::operation_aborted) break;
-        continue;  // a failed accept (e.g. out of descriptors) affects only that client
+        // A failed accept (e.g. out of descriptors) affects only that client;
+        // the next one waits, so that a lasting failure does not spin.
+        ++stats_.accept_errors;
+        accept_pause_.expires_after(accept_retry_.next());
+        co_await accept_pause_.async_wait(asio::as_tuple(asio::use_awaitable));
+        continue;
       }
+      accept_retry_.reset();
       socket.set_option(tcp::no_delay(true), ec);
       ++stats_.connections_accepted;
       auto shared = std::make_shared<tcp::socket>(std::move(socket));
@@ -173,9 +187,10 @@ class master_server {
       }
       if (role) {
         // Everything the reply may reflect is replicated first (at once when
-        // nothing is pending), and it goes out only if we still lead.
-        co_await role->replicated(role->position());
-        if (role_ != role || !role->may_answer()) {
+        // nothing is pending), and it goes out only if that happened in time
+        // and we still lead; otherwise the connection closes unanswered.
+        const bool held = co_await role->replicated(role->position());
+        if (!held || role_ != role || !role->may_answer()) {
           ++stats_.refused;
           break;
         }
@@ -305,6 +320,8 @@ class master_server {
   master_options options_;
   tcp::acceptor acceptor_;
   asio::steady_timer timer_;
+  asio::steady_timer accept_pause_;
+  corokv::detail::backoff accept_retry_{{std::chrono::milliseconds(5), std::chrono::milliseconds(500), 0.5}};
   std::list<std::shared_ptr<tcp::socket>> connections_;
   master_stats stats_;
   master_role* role_ = nullptr;

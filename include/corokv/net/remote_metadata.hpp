@@ -6,7 +6,13 @@
 // - Pipelining: any number of calls may be in flight on the connection;
 //   frames queued while a write is running go out together in the next one.
 //   Replies are matched by request id.
-// - Reconnect: a lost connection is re-established with exponential backoff.
+// - Reconnect: a lost connection is re-established after a wait that grows
+//   exponentially, with jitter, while attempts keep failing (detail/
+//   backoff.hpp); a connection the master closed without answering anything
+//   (a follower, a fenced or deposed leader) counts as a failure too, so a
+//   client never cycles connections faster than one per (1 -
+//   reconnect_jitter) * reconnect_initial. A new leader seen in etcd ends
+//   the wait at once.
 //   Calls already sent on the lost connection fail with rpc_failed (whether
 //   the master acted on them is unknown, so none is re-sent); calls not yet
 //   sent wait for the next connection.
@@ -34,6 +40,7 @@
 // on a new connection is the rejoin_list's. This file does the I/O.
 
 #include <corokv/client/metadata_endpoint.hpp>
+#include <corokv/detail/backoff.hpp>
 #include <corokv/error.hpp>
 #include <corokv/net/address.hpp>
 #include <corokv/net/call_table.hpp>
@@ -90,8 +97,9 @@ struct remote_metadata_options {
   duration request_timeout = std::chrono::seconds(5);
   duration connect_timeout = std::chrono::seconds(2);
   duration heartbeat_interval = std::chrono::seconds(1);  // well under the master's node_ttl
-  duration reconnect_initial = std::chrono::milliseconds(20);
-  duration reconnect_max = std::chrono::seconds(1);
+  duration reconnect_initial = std::chrono::milliseconds(20);  // the first wait before reconnecting
+  duration reconnect_max = std::chrono::seconds(1);           // the longest, once failures persist
+  double reconnect_jitter = 0.5;                              // each wait is drawn from [1 - jitter, 1] of its bound
   wire::limits limits;
   // Set: the master is whoever leads (host and port are not used).
   std::shared_ptr<master_locator> locator;
@@ -108,6 +116,9 @@ struct remote_metadata_stats {
   std::uint64_t stale_replies = 0;   // replies from an older term than one seen: refused
   std::uint64_t leader_changes = 0;  // connections moved to a new leader
   std::uint64_t term = 0;            // the newest term seen
+  std::uint64_t backoffs = 0;        // waits before reconnecting, or before asking etcd again, after a failure
+  duration backoff_total{};          // their sum
+  duration backoff_ceiling{};        // the longest the next reconnect wait may be
 };
 
 namespace detail {
@@ -172,7 +183,12 @@ class session_registry final : public asio::execution_context::service {
 class metadata_session : public std::enable_shared_from_this<metadata_session> {
  public:
   metadata_session(asio::any_io_executor ex, remote_metadata_options options)
-      : strand_(asio::make_strand(ex)), options_(std::move(options)), wake_(strand_), tick_(strand_) {
+      : strand_(asio::make_strand(ex)),
+        options_(std::move(options)),
+        wake_(strand_),
+        tick_(strand_),
+        reconnect_(reconnect_options(options_), backoff_seed()),
+        leader_retry_(reconnect_options(options_), backoff_seed() + 1) {
     if (options_.locator) return;  // looked up before each connection
     boost::system::error_code ec;
     master_ = resolve_now(options_.host, options_.port, ec);
@@ -315,6 +331,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
       note_term(h.term);
       auto match = calls_.on_reply(h);
       if (match.kind == call_table<reply_handler>::reply_kind::mismatched) break;  // the stream is broken
+      answered_generation_ = gen;  // the master answers on this connection: it works
       if (match.kind == call_table<reply_handler>::reply_kind::stale) continue;    // its caller timed out already
       complete(std::move(*match.handler), reply{errc::success, std::move(payload)});
       payload = {};
@@ -343,17 +360,13 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   }
 
   asio::awaitable<void> run() {
-    duration backoff = options_.reconnect_initial;
     while (!stopped_) {
       auto socket = std::make_shared<tcp::socket>(strand_);
       if (co_await connect(socket) != errc::success) {
-        wake_.expires_after(backoff);
-        co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
-        backoff = std::min(backoff * 2, options_.reconnect_max);
+        co_await back_off();
         continue;
       }
       if (stopped_) break;
-      backoff = options_.reconnect_initial;
       socket_ = socket;
       const std::uint64_t gen = ++generation_;
       count([](auto& s) { ++s.connects; });
@@ -369,7 +382,36 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
         wake_.expires_at(clock_type::time_point::max());
         co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
       }
+      if (stopped_) break;
+      // Lost. A connection the master answered on worked: the next failure
+      // waits the shortest time again. One closed unanswered did not.
+      if (answered_generation_ == gen) reconnect_.reset();
+      if (std::exchange(leader_moved_, false)) continue;  // to a leader etcd just named: at once
+      co_await back_off();
     }
+  }
+
+  // The wait before the next connection attempt; a new leader seen in etcd
+  // ends it early (follow_leader).
+  asio::awaitable<void> back_off() {
+    const duration d = reconnect_.next();
+    count([&](auto& s) {
+      ++s.backoffs;
+      s.backoff_total += d;
+      s.backoff_ceiling = reconnect_.ceiling();
+    });
+    wake_.expires_after(d);
+    co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+
+  static corokv::detail::backoff_options reconnect_options(const remote_metadata_options& o) {
+    return {o.reconnect_initial, o.reconnect_max, o.reconnect_jitter};
+  }
+  // Different in every session and process, so that clients that lost the
+  // same master do not come back in step.
+  std::uint64_t backoff_seed() const {
+    return reinterpret_cast<std::uintptr_t>(this) ^
+           static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   }
 
   // Registers the node again and remounts its segments under their ids.
@@ -430,14 +472,24 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
       auto [e, where] = co_await options_.locator->next_leader(std::max(newest_term_, connected_term_),
                                                                std::chrono::seconds(10));
       if (stopped_) break;
+      if (e == errc::success || e == errc::timeout) leader_retry_.reset();
       if (e == errc::success) {
         note_term(where.term);
         if (socket_ && where.term > connected_term_) {
           count([](auto& s) { ++s.leader_changes; });
+          leader_moved_ = true;
           lose(generation_);
+        } else if (!socket_) {
+          reconnect_.reset();  // waiting to reconnect: a leader is known now
+          wake_.cancel();
         }
       } else if (e != errc::timeout) {
-        pause.expires_after(options_.reconnect_max);  // etcd unreachable: try again later
+        const duration d = leader_retry_.next();  // etcd unreachable: try again later
+        count([&](auto& s) {
+          ++s.backoffs;
+          s.backoff_total += d;
+        });
+        pause.expires_after(d);
         co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       }
     }
@@ -472,6 +524,10 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   call_table<reply_handler> calls_;
   std::vector<std::byte> write_buffer_;
   asio::steady_timer wake_, tick_;
+  corokv::detail::backoff reconnect_;     // between connection attempts
+  corokv::detail::backoff leader_retry_;  // between attempts to watch etcd for the leader
+  std::uint64_t answered_generation_ = 0;  // the last connection the master answered on
+  bool leader_moved_ = false;         // the connection was dropped to move to a new leader
   std::atomic<bool> ready_flag_{false};
   // Any thread.
   rejoin_list rejoins_;

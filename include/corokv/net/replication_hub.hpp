@@ -4,11 +4,15 @@
 // snapshot first, then each record in order), and the wait that holds a
 // mutating reply until the followers it needs have applied it.
 //
-// A follower that stops acknowledging does not stall the cluster: a reply
-// that has waited ack_timeout cuts off the followers it waits on (they
-// start again from a snapshot when they reconnect) and goes out. The
-// guarantee is therefore "acknowledged writes survive the leader's death
-// unless the synchronous followers were cut off first"; the README says so.
+// No reply goes out before every record it may reflect is held by
+// sync_followers followers (replication_log::is_durable), the state the
+// leader took over included. A reply that has waited ack_timeout cuts off
+// the followers in sync it waits on (they start again from a snapshot when
+// they reconnect) and is not sent: its connection closes unanswered, as a
+// lost connection's would (the caller cannot tell whether the change was
+// made, and it is not acknowledged). So an acknowledged change is held by
+// the leader and sync_followers followers; a lone leader acknowledges
+// nothing unless sync_followers is 0.
 //
 // The hub is also the master_role of a master_server: term and fencing come
 // from outside (ha/replicated_master.hpp sets them from the etcd election;
@@ -60,6 +64,7 @@ struct replication_hub_stats {
   std::uint64_t snapshots_sent = 0;
   std::uint64_t followers_cut_off = 0;  // too far behind, too slow to ack, or misbehaving
   std::uint64_t waits = 0;           // replies that waited for followers
+  std::uint64_t not_replicated = 0;  // replies dropped: not held by enough followers within ack_timeout
 };
 
 class replication_hub final : public meta::journal,
@@ -123,25 +128,27 @@ class replication_hub final : public meta::journal,
     return log_.last();
   }
 
-  asio::awaitable<void> replicated(std::uint64_t position) override {
+  asio::awaitable<bool> replicated(std::uint64_t position) override {
     {
       std::lock_guard lock(mu_);
-      if (log_.durable() >= position) co_return;
+      if (log_.is_durable(position)) co_return true;
       ++stats_.waits;
     }
     auto timer = std::make_shared<asio::steady_timer>(executor_, options_.ack_timeout);
     auto it = waiters_.emplace(position, timer);
     co_await timer->async_wait(asio::as_tuple(asio::use_awaitable));
     waiters_.erase(it);
-    if (stopped_) co_return;
     std::vector<replication_log::follower_id> slow;
     {
       std::lock_guard lock(mu_);
-      if (log_.durable() >= position) co_return;
+      if (log_.is_durable(position)) co_return true;
+      if (stopped_) co_return false;
       slow = log_.behind(position);
+      ++stats_.not_replicated;
     }
     // Waited ack_timeout: the followers still behind are cut off.
     for (auto id : slow) cut_off(id);
+    co_return false;
   }
 
   asio::awaitable<void> serve_follower(std::shared_ptr<tcp::socket> socket, std::uint64_t request_id,
@@ -321,6 +328,7 @@ class replication_hub final : public meta::journal,
     std::uint64_t durable;
     {
       std::lock_guard lock(mu_);
+      if (!log_.established()) return;
       durable = log_.durable();
     }
     for (auto it = waiters_.begin(); it != waiters_.end() && it->first <= durable; ++it) it->second->cancel();

@@ -3,11 +3,16 @@
 // records numbered 1, 2, ..., what each follower has acknowledged, and which
 // waiting replies may go out.
 //
-// A reply to a mutating call waits until its last record is `durable`: applied
-// by `required` followers, where required = min(sync_followers, followers in
-// sync). A follower is in sync from its first ack at or beyond its
-// snapshot's position until it leaves. With no follower in sync nothing waits (the README says what that
-// risks). Records every follower has been sent are dropped; a follower whose
+// A reply waits until every record it may reflect is `durable`: applied by
+// sync_followers followers in sync, besides the leader. A follower is in
+// sync from its first ack at or beyond its snapshot's position until it
+// leaves. Until sync_followers followers have been in sync at once, nothing
+// is durable, not even what the leader took over (established()): a new
+// leader answers nothing before its state is held by that many followers.
+// A position once durable stays so (a follower that leaves had it). With
+// fewer followers in sync, replies wait, and fail once they waited
+// ack_timeout (replication_hub): the leader never acknowledges alone
+// unless sync_followers is 0. Records every follower has been sent are dropped; a follower whose
 // backlog passes max_backlog_bytes is cut off and must start again from a
 // snapshot, so a stalled follower cannot grow the leader without bound.
 
@@ -25,7 +30,7 @@
 namespace corokv::net {
 
 struct replication_log_options {
-  std::size_t sync_followers = 1;                 // acks a mutating reply waits for (fewer if fewer are in sync)
+  std::size_t sync_followers = 1;                 // followers that must hold a change before it is acknowledged
   std::size_t max_backlog_bytes = 256u << 20;     // unsent bytes a follower may fall behind by
   std::size_t chunk_bytes = 1u << 20;             // records are kept (and sent) in chunks of about this size
 };
@@ -97,6 +102,7 @@ class replication_log {
     if (position > it->second.sent) return false;
     it->second.acked = std::max(it->second.acked, position);
     if (it->second.acked >= it->second.joined) it->second.in_sync = true;
+    settle();
     return true;
   }
   // Bytes not yet sent to the follower: above max_backlog_bytes it is cut off.
@@ -112,7 +118,7 @@ class replication_log {
     return static_cast<std::size_t>(
         std::count_if(followers_.begin(), followers_.end(), [](auto& f) { return f.second.in_sync; }));
   }
-  std::size_t required() const { return std::min(options_.sync_followers, in_sync()); }
+  std::size_t required() const noexcept { return options_.sync_followers; }
 
   // Followers in sync that have not applied `position`: the ones a reply
   // waiting for it waits on.
@@ -123,19 +129,17 @@ class replication_log {
     return out;
   }
 
-  // The highest position that `required()` followers have applied; every
-  // position when none is required.
-  std::uint64_t durable() const {
-    const std::size_t need = required();
-    if (need == 0) return last_;
-    std::vector<std::uint64_t> acks;
-    acks.reserve(followers_.size());
-    for (auto& [id, f] : followers_)
-      if (f.in_sync) acks.push_back(f.acked);
-    std::nth_element(acks.begin(), acks.begin() + static_cast<std::ptrdiff_t>(need - 1), acks.end(),
-                     std::greater<>());
-    return acks[need - 1];
-  }
+  // Whether sync_followers followers have held the leader's state at once:
+  // until then nothing is durable, not even what the leader took over.
+  bool established() const noexcept { return options_.sync_followers == 0 || established_; }
+
+  // The highest position that sync_followers followers in sync have applied
+  // (at some point: it never goes back); every position when none is
+  // required; 0 before established().
+  std::uint64_t durable() const noexcept { return options_.sync_followers == 0 ? last_ : durable_; }
+
+  // Whether a reply that may reflect every record up to `position` may go out.
+  bool is_durable(std::uint64_t position) const noexcept { return established() && durable() >= position; }
 
   // The largest distance, in records, between the journal and a follower's ack.
   std::uint64_t max_lag() const {
@@ -163,6 +167,21 @@ class replication_log {
     return i + 1 < c.offsets.size() ? c.offsets[i + 1] : c.bytes.size();
   }
   std::uint64_t first_kept() const noexcept { return chunks_.empty() ? last_ + 1 : chunks_.front().first; }
+
+  // An ack moved: the s-th highest ack among followers in sync, if s are.
+  void settle() {
+    const std::size_t need = options_.sync_followers;
+    if (need == 0) return;
+    std::vector<std::uint64_t> acks;
+    acks.reserve(followers_.size());
+    for (auto& [id, f] : followers_)
+      if (f.in_sync) acks.push_back(f.acked);
+    if (acks.size() < need) return;
+    std::nth_element(acks.begin(), acks.begin() + static_cast<std::ptrdiff_t>(need - 1), acks.end(),
+                     std::greater<>());
+    established_ = true;
+    durable_ = std::max(durable_, acks[need - 1]);
+  }
 
   std::size_t bytes_after(std::uint64_t pos) const {
     std::size_t n = 0;
@@ -195,6 +214,8 @@ class replication_log {
   std::size_t bytes_ = 0;
   std::map<follower_id, follower> followers_;
   follower_id next_id_ = 1;
+  bool established_ = false;
+  std::uint64_t durable_ = 0;
 };
 
 }  // namespace corokv::net
