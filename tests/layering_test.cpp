@@ -94,3 +94,28 @@ TEST_CASE("layering: every header has a layer, and no include runs back up a lay
   for (const auto& p : problems) FAIL_CHECK(p);
   CHECK(problems.empty());
 }
+
+// ctest runs each discovered test case by name and splits names at ';' (its
+// list separator), so a name holding one runs nothing and fails.
+TEST_CASE("test names: no test case's name holds a ';', which ctest would split") {
+  const fs::path root = fs::path(COROKV_SOURCE_DIR) / "tests";
+  REQUIRE(fs::is_directory(root));
+  std::vector<std::string> problems;
+  std::size_t cases = 0;
+  const std::string opening = "TEST_CASE(\"";
+  for (const auto& file : fs::recursive_directory_iterator(root)) {
+    if (file.path().extension() != ".cpp") continue;
+    std::ifstream in(file.path());
+    for (std::string line; std::getline(in, line);) {
+      const auto start = line.find(opening);
+      if (start == std::string::npos) continue;
+      ++cases;
+      const auto name_start = start + opening.size();
+      const std::string name = line.substr(name_start, line.find('"', name_start) - name_start);
+      if (name.find(';') != std::string::npos) problems.push_back(file.path().filename().string() + ": " + name);
+    }
+  }
+  CHECK(cases > 200);
+  for (const auto& p : problems) FAIL_CHECK(p);
+  CHECK(problems.empty());
+}

@@ -167,7 +167,7 @@ TEST_CASE("demotion plan: each step failing as a whole fails every copy, and eve
   CHECK(lost.index.records == 2);
 }
 
-TEST_CASE("demotion plan: one copy failing a read or a write, or refused by the service, is not indexed; the others are") {
+TEST_CASE("demotion plan: one copy failing a read or a write, or refused by the service, is not indexed, the others are") {
   const auto w = three_copies();
   const run read_failed = drive(w, failure::none, step::read, 1);
   CHECK(read_failed.reported == std::vector<errc>{errc::success, errc::transfer_failed, errc::success});
@@ -182,7 +182,7 @@ TEST_CASE("demotion plan: one copy failing a read or a write, or refused by the 
   CHECK(refused.index.entries.size() == 2);
 }
 
-TEST_CASE("demotion plan: an answer asking for the disk's copies is an offer and nothing else; an empty one is done") {
+TEST_CASE("demotion plan: an answer asking for the disk's copies is an offer and nothing else, an empty one is done") {
   demotion_work w = three_copies();
   w.offer_copies = 99;
   const run offer = drive(w, failure::none);

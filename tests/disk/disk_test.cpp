@@ -126,7 +126,7 @@ TEST_CASE("io plan: unaligned memory or offsets go whole through bounce memory o
   for (auto& p : plan.pieces()) CHECK(p.memory_offset % disk::block_size == 0);
 }
 
-TEST_CASE("io plan: O_DIRECT writes must start on a block; buffered files take ranges as they are, split at max_piece") {
+TEST_CASE("io plan: O_DIRECT writes must start on a block, buffered files take ranges as they are, split at max_piece") {
   disk::io_plan plan;
   const disk::io_extent x[] = {{100, 50, 0x10000}, {0, 0, 0x10000}, {4096, 20000, 0x20000}};
   plan.build(x, disk::io_plan::direction::write, true);
@@ -144,7 +144,7 @@ TEST_CASE("io plan: O_DIRECT writes must start on a block; buffered files take r
   CHECK(plan.pieces()[3].memory_offset == 2 * 8192);
 }
 
-TEST_CASE("uring queue: a batch larger than the ring writes and reads a file; the io_context then runs out of work") {
+TEST_CASE("uring queue: a batch larger than the ring writes and reads a file, the io_context then runs out of work") {
   scratch s;
   const auto path = s.dir / "f";
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0600);
@@ -177,7 +177,7 @@ TEST_CASE("uring queue: a batch larger than the ring writes and reads a file; th
   ::close(fd);
 }
 
-TEST_CASE("uring queue: a cancelled read completes only once the kernel answered it; finished requests keep results") {
+TEST_CASE("uring queue: a cancelled read completes only once the kernel answered it, finished requests keep results") {
   int pipe_fds[2];
   REQUIRE(::pipe(pipe_fds) == 0);
   scratch s;
@@ -363,7 +363,7 @@ TEST_CASE("disk lane: exact bytes back through O_DIRECT and buffered files, alig
   CHECK(lane.rank({8, nullptr}) == ranks::unreachable);
 }
 
-TEST_CASE("disk lane: registered memory is read through fixed buffers, registered before or after the ring; past the table, as any memory") {
+TEST_CASE("disk lane: registered memory is read through fixed buffers, registered before or after the ring, past the table, as any memory") {
   scratch s;
   asio::io_context io;
   disk_lane_options o;
@@ -452,7 +452,7 @@ TEST_CASE("disk lane: where io_uring is refused, attaching a file fails with the
 }
 #endif
 
-TEST_CASE("disk lane: a cancelled read returns cancelled; what it reports as read is exact") {
+TEST_CASE("disk lane: a cancelled read returns cancelled, what it reports as read is exact") {
   scratch s;
   asio::io_context io;
   disk_lane lane(io.get_executor());

@@ -206,7 +206,7 @@ TEST_CASE("disk tier: a lease holds a disk extent: a full disk drops only object
   CHECK(t.service->check_invariants().empty());
 }
 
-TEST_CASE("disk tier: after a restart every copy is found again; a corrupted one is dropped; a removed one stays gone") {
+TEST_CASE("disk tier: after a restart every copy is found again, a corrupted one is dropped, a removed one stays gone") {
   tier_scratch s;
   constexpr std::size_t size = 64 * 1024, total = 24;
   const auto file = s.dir / "tier";

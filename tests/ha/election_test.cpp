@@ -31,7 +31,7 @@ election_verdict decide(const char* self, copy_position mine, std::uint64_t term
 
 }  // namespace
 
-TEST_CASE("election: copies order by term, then position; no copy is behind every copy") {
+TEST_CASE("election: copies order by term, then position, no copy is behind every copy") {
   CHECK(none < at(1, 0));
   CHECK(at(1, 900) < at(2, 0));  // a newer term's copy holds what its leader took over
   CHECK(at(2, 3) < at(2, 4));

@@ -402,7 +402,7 @@ TEST_CASE("ha: a leader stopped past its lease is fenced: resumed, it answers no
   CHECK(c.leader()->term == now->term);
 }
 
-TEST_CASE("ha: etcd restarted: the leader serves while its lease holds, steps down when it cannot renew, and a leader returns; clients back off meanwhile" *
+TEST_CASE("ha: etcd restarted: the leader serves while its lease holds, steps down when it cannot renew, and a leader returns, clients back off meanwhile" *
           doctest::test_suite("etcd")) {
   ha_cluster c;
   auto box = c.client();

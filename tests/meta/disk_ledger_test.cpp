@@ -54,7 +54,7 @@ TEST_CASE("released copies are told until acknowledged, at most max per call, an
   CHECK_FALSE(l.refuses(copy_of("k", 12, 7)));  // written down by the node: forgotten here
 }
 
-TEST_CASE("an away disk asks for an offer under a token; a stale token does not end it, the right one does") {
+TEST_CASE("an away disk asks for an offer under a token, a stale token does not end it, the right one does") {
   meta::disk_ledger l(1000);
   l.disk_mounted();
   const segment_id disks[] = {5};
@@ -71,7 +71,7 @@ TEST_CASE("an away disk asks for an offer under a token; a stale token does not 
   CHECK(l.away() == 0);
 }
 
-TEST_CASE("keys changed while a disk is away make its copies of them stale; changes before it went away do not") {
+TEST_CASE("keys changed while a disk is away make its copies of them stale, changes before it went away do not") {
   meta::disk_ledger l(1000);
   l.disk_mounted();
   l.key_changed("before");  // nothing away: not even remembered

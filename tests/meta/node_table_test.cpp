@@ -17,7 +17,7 @@ const time_point t0 = time_point{} + 1h;
 
 TEST_SUITE("node_table") {
 
-TEST_CASE("nodes are enrolled, heard from and listed; an unknown node's heartbeat is refused") {
+TEST_CASE("nodes are enrolled, heard from and listed, an unknown node's heartbeat is refused") {
   meta::node_table nodes;
   int journaled = 0;
   nodes.enroll(1, t0, true, [&] { ++journaled; });
@@ -51,7 +51,7 @@ TEST_CASE("expire takes expiring nodes silent for the ttl, runs the clean-up for
   CHECK(nodes.list() == std::vector<node_id>{3});
 }
 
-TEST_CASE("leave runs the clean-up only for a known node; add_if_absent keeps an existing node as it is") {
+TEST_CASE("leave runs the clean-up only for a known node, add_if_absent keeps an existing node as it is") {
   meta::node_table nodes;
   int cleaned = 0;
   CHECK_FALSE(nodes.leave(7, [&] { ++cleaned; }));
