@@ -17,7 +17,9 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -406,6 +408,70 @@ TEST_CASE("processes: malformed and truncated frames close that connection: mast
   CHECK(get.at("ok") == 8);
   CHECK(get.at("corrupt") == 0);
   CHECK(a.proc->running());
+}
+
+// Issue 22: a storm of calls, a third of them cancelled within a few
+// milliseconds, from clients (children of this binary: cancel_storm.cpp)
+// whose reads also name keys of a node that died without leaving: its
+// segment is still listed, its data port refuses. Each client has a segment
+// of its own; a live node serves the rest over TCP. Every call must
+// complete, with its results or as cancelled; no client may crash.
+// COROKV_CANCEL_STORM_SECONDS sets how long they storm: 10 s in the suite,
+// 60 s for the long run (see README, Testing).
+TEST_CASE("processes: a cancellation storm with a dead peer: every call completes, with its results or cancelled") {
+  const char* seconds_env = std::getenv("COROKV_CANCEL_STORM_SECONDS");
+  const int seconds = seconds_env ? std::max(1, std::atoi(seconds_env)) : 10;
+  scratch_dir dir;
+  master_proc master(dir, {"--node-ttl-ms", "3600000"});  // the dead node stays listed throughout
+  std::uint16_t dead_port = 0;
+  {
+    serving_node dead(dir, master, "dead", {"--segment-mib", "16", "--no-shm"});
+    dead_port = dead.data_port;
+    const json held = run_workload(dir, master, "held",
+                                   {"--no-shm", "--workload", "put", "--prefix", "held-", "--keys", "64",
+                                    "--value-size", "16384"});
+    REQUIRE(held.at("ok") == 64);
+    dead.proc->signal(SIGKILL);
+    REQUIRE(dead.proc->wait_exit(5s) == 128 + SIGKILL);
+  }
+  asio::io_context io;
+  tcp::socket probe(io);
+  boost::system::error_code refused;
+  probe.connect({asio::ip::make_address("127.0.0.1"), dead_port}, refused);
+  CHECK(refused == asio::error::connection_refused);
+  serving_node live(dir, master, "live", {"--segment-mib", "32", "--no-shm"});
+  CHECK(master.metric("corokv_master_segments") == 2);  // the dead node's segment is still listed
+
+  // Two clients at once: one with a single I/O thread (as Python's
+  // ClusterStore), one with two; rounds of 200 calls each.
+  auto client = [&](const std::string& name, int threads) {
+    return std::make_unique<process>(
+        std::vector<std::string>{"/proc/self/exe", "--corokv-child=cancel-storm", "127.0.0.1",
+                                 std::to_string(master.port), std::to_string(seconds), std::to_string(threads), "200",
+                                 name + "-", "held-", "64"},
+        dir / ("storm-" + name + ".out"));
+  };
+  auto one = client("one", 1);
+  auto two = client("two", 2);
+  for (auto* c : {one.get(), two.get()}) {
+    const int status = c->wait_exit(std::chrono::seconds(seconds + 120));
+    INFO("report: ", c->output(), "\nstderr: ", c->errors().substr(0, 4000));
+    CHECK(status == 0);  // not a signal (SIGSEGV: 139), not a sanitizer's report
+    const json report = json::parse(c->output(), nullptr, false);
+    REQUIRE(!report.is_discarded());
+    MESSAGE(report.dump());
+    CHECK(report.at("rounds").get<long>() > 0);
+    CHECK(report.at("calls") == report.at("completed"));
+    CHECK(report.at("call_errors").empty());  // no call ended with anything but its results or cancelled
+    CHECK(report.at("corrupt") == 0);
+    CHECK(report.at("dead_keys_read") == 0);
+    CHECK(report.at("cancel_requests").get<long>() > 0);
+    CHECK(report.at("cancelled").get<long>() > 0);
+    for (const char* op : {"put", "get_into", "get_owned", "remove", "exist_prefix"})
+      CHECK_MESSAGE(report.at("by_operation").value(op, 0) > 0, op);
+  }
+  CHECK(live.proc->running());
+  CHECK(master.proc->running());
 }
 
 // ------------------------------------------------------------ child modes

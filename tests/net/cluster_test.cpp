@@ -11,15 +11,20 @@
 #include "../support/hooked_transport.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/use_future.hpp>
 
 #include <doctest/doctest.h>
 
 #include <future>
 #include <optional>
+#include <random>
+#include <span>
 #include <thread>
 
 using namespace corokv;
@@ -555,4 +560,307 @@ TEST_CASE("bulk transfers move whole gathered and scattered sequences across par
   io.run();
   CHECK(read.first == asio::error::eof);
   CHECK(read.second == 0);
+}
+
+// ---------------------------------------------------------------- cancellation of data exchanges
+// A data_client call is awaited as a store awaits its transport: on a strand
+// of an io_context on two threads, with throw_if_cancelled(false), and
+// cancelled through a signal emitted on that strand. The peer is scripted
+// by the test (blocking sockets on the test's thread), so that the
+// cancellation lands exactly at the step named.
+
+namespace {
+
+struct two_io_threads {
+  asio::io_context io{2};
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
+  std::thread first{[this] { io.run(); }}, second{[this] { io.run(); }};
+  ~two_io_threads() {
+    work.reset();
+    io.stop();
+    first.join();
+    second.join();
+  }
+};
+
+// The caller: optionally waits first (a wait the cancellation ends, so that
+// the call starts cancelled), then awaits the call.
+asio::awaitable<void> as_a_store_awaits(asio::awaitable<void> call, bool wait_first) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  if (wait_first) {
+    asio::steady_timer wait(co_await asio::this_coro::executor, 10s);
+    co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  co_await std::move(call);
+}
+
+struct cancellable_call {
+  asio::strand<asio::any_io_executor> strand;
+  asio::cancellation_signal signal;
+  std::future<void> done;
+
+  cancellable_call(asio::io_context& io, asio::awaitable<void> call, bool wait_first = false)
+      : strand(asio::make_strand(asio::any_io_executor(io.get_executor()))) {
+    done = asio::co_spawn(strand, as_a_store_awaits(std::move(call), wait_first),
+                          asio::bind_cancellation_slot(signal.slot(), asio::use_future));
+  }
+  // Emits on the strand, and returns once it has.
+  void cancel() {
+    std::promise<void> emitted;
+    asio::post(strand, [&] {
+      signal.emit(asio::cancellation_type::terminal);
+      emitted.set_value();
+    });
+    emitted.get_future().wait();
+  }
+  // True if the call ended within `within` (a cancelled call must not wait
+  // for io_timeout).
+  bool ended(std::chrono::milliseconds within = 5s) {
+    if (done.wait_for(within) != std::future_status::ready) return false;
+    done.get();
+    return true;
+  }
+};
+
+// A request frame as the peer reads it: header and table.
+wire::frame_header read_request_frame(tcp::socket& connection) {
+  std::array<std::byte, wire::header_size> head{};
+  asio::read(connection, asio::buffer(head));
+  wire::frame_header h;
+  REQUIRE(wire::decode_header(head, {}, h) == errc::success);
+  std::vector<std::byte> table(h.payload_size);
+  asio::read(connection, asio::buffer(table));
+  return h;
+}
+
+// A data_read answer's header and table: every item succeeds with `lengths`.
+std::vector<std::byte> read_answer(std::uint64_t id, const std::vector<std::uint64_t>& lengths) {
+  wire::data_read_response response;
+  response.results.assign(lengths.size(), errc::success);
+  response.lengths = lengths;
+  std::vector<std::byte> frame;
+  REQUIRE(net::append_frame(wire::message_type::data_read, true, id, response, frame) == errc::success);
+  return frame;
+}
+
+std::vector<std::byte> pattern(std::size_t size, unsigned seed) {
+  std::vector<std::byte> v(size);
+  for (std::size_t i = 0; i < size; ++i) v[i] = static_cast<std::byte>((i * 131 + seed * 17) & 0xff);
+  return v;
+}
+
+// True if the peer's end of `connection` sees it closed (what it still
+// holds is drained first).
+bool closed_by_client(tcp::socket& connection) {
+  std::array<char, 64 * 1024> sink{};
+  boost::system::error_code ec;
+  while (!ec) connection.read_some(asio::buffer(sink), ec);
+  return ec == asio::error::eof || ec == asio::error::connection_reset;
+}
+
+constexpr auto sentinel = std::byte{0xee};
+
+}  // namespace
+
+TEST_CASE("a data exchange cancelled before, during the send, during the receive and after: cancelled or complete, never abandoned mid-write") {
+  two_io_threads client_io;
+  asio::io_context peer_io;
+  tcp::acceptor acceptor(peer_io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const net::data_peer at = acceptor.local_endpoint();
+  net::data_client_options options;
+  options.io_timeout = 30s;  // a call that ends sooner ended because it was cancelled
+  constexpr std::size_t item = 1 << 20;
+
+  SUBCASE("before the connect: nothing is connected, sent or written") {
+    net::data_client client(options);
+    std::vector<std::byte> into(item, sentinel);
+    std::vector<read_request> reads{{{7, 1, 0, item}, asio::buffer(into)}};
+    std::vector<errc> status(1, errc::internal_error);
+    cancellable_call call(client_io.io, client.read(at, reads, status), /*wait_first=*/true);
+    call.cancel();
+    REQUIRE(call.ended());
+    CHECK(status[0] == errc::cancelled);
+    CHECK(into == std::vector<std::byte>(item, sentinel));
+    acceptor.non_blocking(true);
+    tcp::socket nobody(peer_io);
+    boost::system::error_code ec;
+    acceptor.accept(nobody, ec);
+    CHECK(ec == asio::error::would_block);
+  }
+
+  SUBCASE("during the send: a write that has begun is finished, not abandoned mid-frame") {
+    // Abandoned, the peer would still write the bytes it had received into
+    // a range that the store, its put revoked, gives back.
+    net::data_client client(options);
+    const std::vector<std::byte> value = pattern(64 << 20, 1);  // more than the socket buffers hold
+    std::vector<write_request> writes{{{7, 1, 0, value.size()}, asio::buffer(value)}};
+    std::vector<errc> status(1, errc::internal_error);
+    cancellable_call call(client_io.io, client.write(at, writes, status));
+    tcp::socket connection(peer_io);
+    acceptor.accept(connection);  // and read nothing yet: the client's write blocks
+    std::this_thread::sleep_for(100ms);
+    call.cancel();
+    CHECK_FALSE(call.ended(200ms));  // still sending
+    const wire::frame_header h = read_request_frame(connection);
+    std::vector<std::byte> received(value.size());
+    asio::read(connection, asio::buffer(received));
+    CHECK(received == value);
+    wire::statuses_response answer;
+    answer.results = {errc::success};
+    std::vector<std::byte> frame;
+    REQUIRE(net::append_frame(wire::message_type::data_write, true, h.request_id, answer, frame) == errc::success);
+    asio::write(connection, asio::buffer(frame));
+    REQUIRE(call.ended());
+    CHECK(status[0] == errc::success);  // the peer's answer
+  }
+
+  SUBCASE("before the send of a write: nothing is sent") {
+    net::data_client client(options);
+    const std::vector<std::byte> value = pattern(item, 6);
+    std::vector<write_request> writes{{{7, 1, 0, value.size()}, asio::buffer(value)}};
+    std::vector<errc> status(1, errc::internal_error);
+    cancellable_call call(client_io.io, client.write(at, writes, status), /*wait_first=*/true);
+    call.cancel();
+    REQUIRE(call.ended());
+    CHECK(status[0] == errc::cancelled);
+    acceptor.non_blocking(true);
+    tcp::socket nobody(peer_io);
+    boost::system::error_code ec;
+    acceptor.accept(nobody, ec);
+    CHECK(ec == asio::error::would_block);
+  }
+
+  SUBCASE("during the receive: the read stops, and nothing is written into the buffers after it returned") {
+    net::data_client client(options);
+    std::vector<std::byte> first(item, sentinel), second(item, sentinel);
+    std::vector<read_request> reads{{{7, 1, 0, item}, asio::buffer(first)}, {{7, 1, item, item}, asio::buffer(second)}};
+    std::vector<errc> status(2, errc::internal_error);
+    cancellable_call call(client_io.io, client.read(at, reads, status));
+    tcp::socket connection(peer_io);
+    acceptor.accept(connection);
+    const wire::frame_header h = read_request_frame(connection);
+    const std::vector<std::byte> bytes = pattern(2 * item, 2);
+    asio::write(connection, asio::buffer(read_answer(h.request_id, {item, item})));
+    asio::write(connection, asio::buffer(bytes.data(), item / 2));  // half of the first item, then a pause
+    std::this_thread::sleep_for(100ms);
+    call.cancel();
+    REQUIRE(call.ended());
+    CHECK(status[0] == errc::cancelled);
+    CHECK(status[1] == errc::cancelled);
+    const std::vector<std::byte> first_then = first, second_then = second;
+    boost::system::error_code ec;  // the rest arrives too late: the client has closed the connection
+    asio::write(connection, asio::buffer(bytes.data() + item / 2, bytes.size() - item / 2), ec);
+    std::this_thread::sleep_for(50ms);
+    CHECK(first == first_then);
+    CHECK(second == second_then);
+    CHECK(second == std::vector<std::byte>(item, sentinel));
+    CHECK(std::equal(first.begin() + item / 2, first.end(), std::vector<std::byte>(item / 2, sentinel).begin()));
+    CHECK(closed_by_client(connection));
+  }
+
+  SUBCASE("after an exchange completed: its answers stand, the next exchange is cancelled") {
+    options.limits.max_batch = 1;  // one exchange per item, one after the other
+    net::data_client client(options);
+    std::vector<std::byte> first(item, sentinel), second(item, sentinel);
+    std::vector<read_request> reads{{{7, 1, 0, item}, asio::buffer(first)}, {{7, 1, item, item}, asio::buffer(second)}};
+    std::vector<errc> status(2, errc::internal_error);
+    cancellable_call call(client_io.io, client.read(at, reads, status));
+    tcp::socket connection(peer_io);
+    acceptor.accept(connection);
+    const std::vector<std::byte> bytes = pattern(item, 3);
+    const wire::frame_header h1 = read_request_frame(connection);
+    asio::write(connection, asio::buffer(read_answer(h1.request_id, {item})));
+    asio::write(connection, asio::buffer(bytes));
+    read_request_frame(connection);  // the second exchange waits for its answer
+    call.cancel();
+    REQUIRE(call.ended());
+    CHECK(status[0] == errc::success);
+    CHECK(first == bytes);
+    CHECK(status[1] == errc::cancelled);
+    CHECK(second == std::vector<std::byte>(item, sentinel));
+    CHECK(closed_by_client(connection));
+  }
+
+  SUBCASE("after the call completed: nothing changes, and the connection is kept for the next call") {
+    net::data_client client(options);
+    std::vector<std::byte> into(item, sentinel);
+    std::vector<read_request> reads{{{7, 1, 0, item}, asio::buffer(into)}};
+    std::vector<errc> status(1, errc::internal_error);
+    cancellable_call call(client_io.io, client.read(at, reads, status));
+    tcp::socket connection(peer_io);
+    acceptor.accept(connection);
+    const std::vector<std::byte> bytes = pattern(item, 4);
+    const wire::frame_header h = read_request_frame(connection);
+    asio::write(connection, asio::buffer(read_answer(h.request_id, {item})));
+    asio::write(connection, asio::buffer(bytes));
+    REQUIRE(call.ended());
+    call.cancel();
+    std::this_thread::sleep_for(20ms);
+    CHECK(status[0] == errc::success);
+    CHECK(into == bytes);
+    connection.non_blocking(true);
+    std::array<char, 1> one{};
+    boost::system::error_code ec;
+    connection.read_some(asio::buffer(one), ec);
+    CHECK(ec == asio::error::would_block);  // still open, idle in the client's pool
+  }
+}
+
+TEST_CASE("data exchanges cancelled at random moments against a data server: each item is read whole or cancelled") {
+  io_thread server_thread;
+  auto segments = std::make_shared<segment_registry>();
+  constexpr std::size_t item = 16 * 1024, items = 4;
+  std::vector<std::byte> memory = pattern(items * item, 5);
+  segments->add(7, memory.data(), memory.size());
+  auto server = std::make_shared<net::data_server>(server_thread.io.get_executor(), segments,
+                                                   tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  server->start();
+  two_io_threads client_io;
+  net::data_client_options options;
+  options.limits.max_batch = 2;  // two exchanges per call
+  net::data_client client(options);
+
+  constexpr int rounds = 300;
+  struct call_record {
+    std::vector<std::byte> into = std::vector<std::byte>(items * item, sentinel);
+    std::vector<std::byte> at_return;
+    std::vector<errc> status = std::vector<errc>(items, errc::internal_error);
+  };
+  std::vector<call_record> done(rounds);
+  std::mt19937 random(22);
+  int whole = 0, cancelled = 0, wrong = 0;
+  for (int r = 0; r < rounds; ++r) {
+    call_record& x = done[static_cast<std::size_t>(r)];
+    std::vector<read_request> reads;
+    for (std::size_t k = 0; k < items; ++k)
+      reads.push_back({{7, 1, k * item, item}, asio::buffer(x.into.data() + k * item, item)});
+    cancellable_call call(client_io.io, client.read(server->local_endpoint(), reads, x.status));
+    const bool after = r % 10 == 0;  // some cancellations come only after the call returned
+    if (!after) {
+      std::this_thread::sleep_for(std::chrono::microseconds(random() % 1500));
+      call.cancel();
+    }
+    REQUIRE(call.ended());
+    if (after) call.cancel();
+    x.at_return = x.into;
+    for (std::size_t k = 0; k < items; ++k) {
+      const auto got = std::span(x.into).subspan(k * item, item);
+      const auto want = std::span(memory).subspan(k * item, item);
+      if (x.status[k] == errc::success)
+        wrong += !std::equal(got.begin(), got.end(), want.begin());
+      else
+        wrong += x.status[k] != errc::cancelled;
+    }
+    whole += std::all_of(x.status.begin(), x.status.end(), [](errc e) { return e == errc::success; });
+    cancelled += std::any_of(x.status.begin(), x.status.end(), [](errc e) { return e == errc::cancelled; });
+  }
+  std::this_thread::sleep_for(50ms);
+  int written_late = 0;
+  for (auto& x : done) written_late += x.into != x.at_return;
+  CHECK(wrong == 0);
+  CHECK(written_late == 0);
+  CHECK(whole >= rounds / 10);
+  CHECK(cancelled > 0);
+  MESSAGE(whole << " whole, " << cancelled << " cancelled of " << rounds);
+  server->stop();
 }

@@ -14,6 +14,7 @@
 // coroutine can ask whether one was requested, even before it started.
 // The library starts no thread: all of this happens on those executors.
 
+#include <corokv/detail/guarded_spawn.hpp>
 #include <corokv/error.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -23,15 +24,12 @@
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
 
-#include <atomic>
 #include <exception>
 #include <memory>
 #include <new>
@@ -54,52 +52,6 @@ op_result<T> succeeded(T value) {
 template <class T>
 op_result<T> failed(std::error_code ec) {
   return op_result<T>(ec, T{});
-}
-
-// Sits between the caller's cancellation slot and the coroutine, which runs
-// on a strand of its own. A request is remembered at once (the coroutine can
-// ask for it even before it starts) and forwarded to the coroutine on that
-// strand, unless the coroutine has finished by then. Forwarding it from the
-// caller's side instead is not safe with Asio 1.81: co_spawn would post a
-// pointer into its own cancellation handler, which the operation's
-// completion may destroy before the post runs (found by ASan: a SIGINT
-// during a batch in corokv-node). As with all Asio cancellation, the caller
-// emits from the operation's executor or otherwise serialises emissions
-// with its completion.
-class cancellation_bridge : public std::enable_shared_from_this<cancellation_bridge> {
- public:
-  explicit cancellation_bridge(asio::strand<asio::any_io_executor> strand) : strand_(std::move(strand)) {}
-
-  void request(asio::cancellation_type type) {
-    requested_.fetch_or(static_cast<unsigned>(type), std::memory_order_acq_rel);
-    asio::dispatch(strand_, [self = shared_from_this(), type] {
-      if (!self->finished_) self->signal_.emit(type);
-    });
-  }
-  bool requested() const noexcept { return requested_.load(std::memory_order_acquire) != 0; }
-  asio::cancellation_slot slot() noexcept { return signal_.slot(); }
-  const asio::strand<asio::any_io_executor>& strand() const noexcept { return strand_; }
-
-  // Called on the strand as the coroutine ends: later requests are dropped.
-  void finish() noexcept { finished_ = true; }
-
- private:
-  asio::strand<asio::any_io_executor> strand_;
-  asio::cancellation_signal signal_;
-  std::atomic<unsigned> requested_{0};
-  bool finished_ = false;  // strand state
-};
-
-// Runs an operation's coroutine and marks its bridge finished on the way
-// out, on the coroutine's strand, however the coroutine ends.
-template <class T>
-asio::awaitable<op_result<T>> finishing(asio::awaitable<op_result<T>> operation,
-                                        std::shared_ptr<cancellation_bridge> bridge) {
-  struct on_exit {
-    cancellation_bridge& bridge;
-    ~on_exit() { bridge.finish(); }
-  } mark{*bridge};
-  co_return co_await std::move(operation);
 }
 
 // What an operation's coroutine asks to learn whether it was cancelled.
@@ -135,13 +87,14 @@ inline boost::system::error_code to_boost(const std::error_code& ec) {
 }
 
 // The handler co_spawn calls: unpacks the pair and forwards the handler's
-// executor and allocator, and the bridge's slot, so that co_spawn completes
-// where the caller asked and cancellation reaches the coroutine.
+// executor, allocator and cancellation slot, so that co_spawn completes
+// where the caller asked (a cancellable operation goes through
+// spawn_bridged, which puts its bridge in between).
 template <class T, class Handler>
 class completion_adapter {
  public:
-  completion_adapter(Handler handler, asio::any_io_executor fallback, std::shared_ptr<cancellation_bridge> bridge)
-      : handler_(std::move(handler)), fallback_(std::move(fallback)), bridge_(std::move(bridge)) {}
+  completion_adapter(Handler handler, asio::any_io_executor fallback)
+      : handler_(std::move(handler)), fallback_(std::move(fallback)) {}
 
   using executor_type = asio::associated_executor_t<Handler, asio::any_io_executor>;
   executor_type get_executor() const noexcept { return asio::get_associated_executor(handler_, fallback_); }
@@ -149,14 +102,12 @@ class completion_adapter {
   using allocator_type = asio::associated_allocator_t<Handler>;
   allocator_type get_allocator() const noexcept { return asio::get_associated_allocator(handler_); }
 
-  using cancellation_slot_type = asio::cancellation_slot;
+  using cancellation_slot_type = asio::associated_cancellation_slot_t<Handler>;
   cancellation_slot_type get_cancellation_slot() const noexcept {
-    return bridge_ ? bridge_->slot() : asio::cancellation_slot();
+    return asio::get_associated_cancellation_slot(handler_);
   }
 
   void operator()(std::exception_ptr failure, op_result<T> result) {
-    // The operation is over: the caller's slot no longer leads anywhere.
-    if (bridge_) asio::get_associated_cancellation_slot(handler_).clear();
     // An exception (out of memory, or thrown by a user-supplied transport or
     // endpoint) still completes the operation, as an error: a caller waiting
     // on it must never hang.
@@ -167,7 +118,6 @@ class completion_adapter {
  private:
   Handler handler_;
   asio::any_io_executor fallback_;
-  std::shared_ptr<cancellation_bridge> bridge_;
 };
 
 // `make(cancellation_check)` creates the coroutine; it is called when the
@@ -177,19 +127,19 @@ class completion_adapter {
 // object's executor, completing through the handler's.
 template <class T, class Handler, class MakeCoroutine>
 void spawn_operation(Handler handler, const asio::any_io_executor& work_ex, MakeCoroutine& make_coroutine) {
-  auto slot = asio::get_associated_cancellation_slot(handler);
-  if (!slot.is_connected()) {
-    asio::co_spawn(work_ex, make_coroutine(cancellation_check()),
-                   completion_adapter<T, Handler>(std::move(handler), work_ex, nullptr));
+  if (!asio::get_associated_cancellation_slot(handler).is_connected()) {
+    asio::co_spawn(work_ex, make_coroutine(cancellation_check()), completion_adapter<T, Handler>(std::move(handler), work_ex));
     return;
   }
-  // Cancellable: the coroutine runs on a strand of its own, onto which the
-  // bridge dispatches each request, so that a request never runs beside the
-  // coroutine on another thread of a pool.
+  // Cancellable: the coroutine runs on a strand of its own, behind a
+  // cancellation bridge (detail/guarded_spawn.hpp), which dispatches each
+  // request onto that strand, so that a request never runs beside the
+  // coroutine on another thread of a pool, and never reaches co_spawn's
+  // own cancellation handler from outside that strand.
   auto bridge = std::make_shared<cancellation_bridge>(asio::make_strand(work_ex));
-  slot.assign([bridge](asio::cancellation_type type) { bridge->request(type); });
-  asio::co_spawn(bridge->strand(), finishing<T>(make_coroutine(cancellation_check(bridge)), bridge),
-                 completion_adapter<T, Handler>(std::move(handler), work_ex, bridge));
+  auto coroutine = make_coroutine(cancellation_check(bridge));
+  spawn_bridged<op_result<T>>(std::move(bridge), std::move(coroutine),
+                              completion_adapter<T, Handler>(std::move(handler), work_ex));
 }
 
 template <class T, class Token, class MakeCoroutine>

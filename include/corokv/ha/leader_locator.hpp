@@ -6,18 +6,18 @@
 // moment it is elected rather than when its calls start failing.
 //
 // Its etcd clients live on a strand of their own: every call runs there
-// (co_spawned onto it and awaited), whatever executor the caller is on.
+// (spawned onto it through detail::run_on, safe to cancel, and awaited),
+// whatever executor the caller is on.
 
+#include <corokv/detail/guarded_spawn.hpp>
 #include <corokv/etcd/client.hpp>
 #include <corokv/ha/etcd_url.hpp>
 #include <corokv/net/master_locator.hpp>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
 #include <functional>
 #include <memory>
@@ -42,12 +42,14 @@ class leader_locator final : public net::master_locator, public std::enable_shar
   // temporaries inside one twice.
   asio::awaitable<std::pair<errc, net::located_master>> locate() override {
     auto op = locate_here(shared_from_this());
-    co_return co_await asio::co_spawn(strand_, std::move(op), asio::use_awaitable);
+    auto on_strand = detail::run_on(strand_, std::move(op));
+    co_return co_await std::move(on_strand);
   }
 
   asio::awaitable<std::pair<errc, net::located_master>> next_leader(std::uint64_t term, duration within) override {
     auto op = next_leader_here(shared_from_this(), term, within);
-    co_return co_await asio::co_spawn(strand_, std::move(op), asio::use_awaitable);
+    auto on_strand = detail::run_on(strand_, std::move(op));
+    co_return co_await std::move(on_strand);
   }
 
   void cancel() override {

@@ -10,16 +10,26 @@
 // request, io_timeout) is closed, and every item of that batch reports
 // transfer_failed, so the store can try another replica; the error never
 // escapes as an exception and never hangs.
+//
+// Cancellation (terminal, through the awaiting coroutine's cancellation
+// state) stops a batch at its next step: before an exchange starts, or,
+// for a read, while it waits on its connection, which is then closed. A
+// write that has begun to send is finished, never abandoned: the peer would
+// go on writing the bytes it had received into ranges that the store gives
+// back, and may give to another object, as soon as this call returns. The
+// items not answered report `cancelled`; an exchange answered in full keeps
+// its answers. It is never thrown, and nothing is written into a
+// destination once the call has returned.
 
+#include <corokv/detail/guarded_spawn.hpp>
 #include <corokv/net/frame_io.hpp>
 #include <corokv/net/socket_deadline.hpp>
 #include <corokv/memory/transfer.hpp>
 #include <corokv/wire/messages.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/cancellation_state.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/deferred.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -54,16 +64,24 @@ class data_client {
   // may start after the caller's argument is gone (co_spawn, deferred).
 
   // Reads every request's range from `peer` into its destination. Per item:
-  // success, segment_not_found (the server refused the range) or
-  // transfer_failed (the exchange failed). A request names at most
+  // success, segment_not_found (the server refused the range),
+  // transfer_failed (the exchange failed) or cancelled. A request names at most
   // limits.max_batch ranges, the most a server accepts in one frame; more
   // take several exchanges, one after another.
   asio::awaitable<void> read(data_peer peer, std::span<const read_request> requests, std::span<errc> status) {
     std::fill(status.begin(), status.end(), errc::transfer_failed);
+    const asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
     for (std::size_t at = 0; at < requests.size(); at += per_frame()) {
+      if (cancelled(state)) {
+        std::fill(status.begin() + static_cast<std::ptrdiff_t>(at), status.end(), errc::cancelled);
+        co_return;
+      }
       const std::size_t n = std::min(per_frame(), requests.size() - at);
-      co_await on_own_strand(exchange(peer, [this, part = requests.subspan(at, n), out = status.subspan(at, n)](
-                                                tcp::socket& socket) { return read_over(socket, part, out); }));
+      const std::span<errc> out = status.subspan(at, n);
+      auto body = [this, part = requests.subspan(at, n), out](tcp::socket& socket) { return read_over(socket, part, out); };
+      auto one = exchange(peer, out, once_sent::may_abandon, std::move(body));
+      auto on_strand = on_own_strand(std::move(one));
+      co_await std::move(on_strand);
     }
   }
 
@@ -75,10 +93,18 @@ class data_client {
         co_return;
       }
     std::fill(status.begin(), status.end(), errc::transfer_failed);
+    const asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
     for (std::size_t at = 0; at < requests.size(); at += per_frame()) {
+      if (cancelled(state)) {
+        std::fill(status.begin() + static_cast<std::ptrdiff_t>(at), status.end(), errc::cancelled);
+        co_return;
+      }
       const std::size_t n = std::min(per_frame(), requests.size() - at);
-      co_await on_own_strand(exchange(peer, [this, part = requests.subspan(at, n), out = status.subspan(at, n)](
-                                                tcp::socket& socket) { return write_over(socket, part, out); }));
+      const std::span<errc> out = status.subspan(at, n);
+      auto body = [this, part = requests.subspan(at, n), out](tcp::socket& socket) { return write_over(socket, part, out); };
+      auto one = exchange(peer, out, once_sent::finish, std::move(body));
+      auto on_strand = on_own_strand(std::move(one));
+      co_await std::move(on_strand);
     }
   }
 
@@ -95,10 +121,20 @@ class data_client {
 
   // An exchange runs on a strand of its own, which its deadline's timer
   // shares: the timer can close the socket only between two steps of the
-  // exchange, never while one runs on another thread of a pool.
+  // exchange, never while one runs on another thread of a pool. It is
+  // spawned there through corokv::detail::run_on, which a cancellation
+  // reaches safely (a bare co_spawn is not safe to cancel with Asio 1.81:
+  // see detail/guarded_spawn.hpp). Coroutines and lambdas are named before
+  // the co_await that takes them: GCC 12 destroys temporaries inside one
+  // twice.
   static asio::awaitable<void> on_own_strand(asio::awaitable<void> exchange) {
     auto ex = co_await asio::this_coro::executor;
-    co_await asio::co_spawn(asio::make_strand(ex), std::move(exchange), asio::deferred);
+    auto on_strand = corokv::detail::run_on(asio::make_strand(ex), std::move(exchange));
+    co_await std::move(on_strand);
+  }
+
+  static bool cancelled(const asio::cancellation_state& state) noexcept {
+    return state.cancelled() != asio::cancellation_type::none;
   }
 
   enum class outcome {
@@ -111,19 +147,43 @@ class data_client {
   // io_timeout. A pooled connection the peer closed while it sat idle (the
   // node restarted on the same port) fails before any answer; the exchange
   // is then made once more on a new connection. Both kinds are idempotent:
-  // the same bytes from, or into, the same ranges.
+  // the same bytes from, or into, the same ranges. A cancellation stops it
+  // before its request is sent and, if `sent` allows, aborts a step waiting
+  // on the connection afterwards (which is then closed): `status` is then
+  // `cancelled`, unless the exchange was answered in full.
+  enum class once_sent { may_abandon, finish };
   template <class Body>
-  asio::awaitable<void> exchange(data_peer peer, Body body) {
+  asio::awaitable<void> exchange(data_peer peer, std::span<errc> status, once_sent sent, Body body) {
+    // Reported per item, never thrown (an awaiting store handles it step by step).
+    co_await asio::this_coro::throw_if_cancelled(false);
+    asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
     auto ex = co_await asio::this_coro::executor;
-    for (bool may_pool = true;; may_pool = false) {
+    for (bool may_pool = true; !cancelled(state); may_pool = false) {
       auto [socket, pooled] = co_await acquire(peer, may_pool);
-      if (!socket) co_return;
+      if (!socket) {
+        if (cancelled(state)) break;
+        co_return;
+      }
+      if (cancelled(state)) {
+        finish(peer, std::move(socket), true);  // connected, nothing sent: still clean
+        break;
+      }
+      if (sent == once_sent::finish) {
+        // From here on this exchange no longer hears cancellation.
+        co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());
+        state = co_await asio::this_coro::cancellation_state;
+      }
       socket_deadline deadline(ex, socket, options_.io_timeout);
       const outcome o = co_await body(*socket);
       deadline.disarm();
       finish(peer, std::move(socket), o == outcome::done && !deadline.fired());
-      if (o != outcome::peer_closed || !pooled || deadline.fired()) co_return;
+      if (o == outcome::done) co_return;
+      if (o != outcome::peer_closed || !pooled || deadline.fired()) {
+        if (cancelled(state)) break;
+        co_return;
+      }
     }
+    std::fill(status.begin(), status.end(), errc::cancelled);
   }
 
   // The first failure of an exchange: before the peer answered anything,

@@ -19,6 +19,7 @@
 // registered regions (registered with every registering_lane; the regions a
 // batch uses are held until its lanes returned), and counters per lane.
 
+#include <corokv/detail/guarded_spawn.hpp>
 #include <corokv/detail/identity.hpp>
 #include <corokv/detail/scratch_pool.hpp>
 #include <corokv/error.hpp>
@@ -30,7 +31,6 @@
 #include <corokv/transport/segment_directory.hpp>
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -477,13 +477,21 @@ class lane_router {
     if (busy == 1) {
       ec = co_await call_lane<Request>(last_busy, s.requests[last_busy], s.status[last_busy]);
     } else if (busy > 1) {
+      // Each lane's call is spawned safe to cancel (detail/guarded_spawn.hpp:
+      // a bare co_spawn is not, with Asio 1.81) and with this coroutine's
+      // throw_if_cancelled, as if awaited here: a cancelled lane reports
+      // through its statuses, as it does when called inline above.
       auto ex = co_await asio::this_coro::executor;
-      using op_type = decltype(asio::co_spawn(ex, std::declval<asio::awaitable<std::error_code>>(), asio::deferred));
+      const bool throws = co_await asio::this_coro::throw_if_cancelled();
+      using op_type =
+          decltype(detail::guarded_spawn(ex, std::declval<asio::awaitable<std::error_code>>(), asio::deferred));
       std::vector<op_type> ops;
       ops.reserve(busy);
       for (std::size_t j = 0; j < lane_count; ++j)
-        if (!s.requests[j].empty())
-          ops.push_back(asio::co_spawn(ex, call_lane<Request>(j, s.requests[j], s.status[j]), asio::deferred));
+        if (!s.requests[j].empty()) {
+          auto call = detail::throwing_if_cancelled(throws, call_lane<Request>(j, s.requests[j], s.status[j]));
+          ops.push_back(detail::guarded_spawn(ex, std::move(call), asio::deferred));
+        }
       auto [order, failures, results] = co_await asio::experimental::make_parallel_group(std::move(ops))
                                             .async_wait(asio::experimental::wait_for_all(), asio::deferred);
       for (auto& failure : failures)

@@ -6,6 +6,7 @@
 // published to it are reachable by the others, and announces its address
 // in their endpoints.
 
+#include <corokv/detail/guarded_spawn.hpp>
 #include <corokv/error.hpp>
 #include <corokv/memory/segment_registry.hpp>
 #include <corokv/memory/transfer.hpp>
@@ -16,7 +17,6 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -208,11 +208,18 @@ class tcp_lane {
     if (groups.size() == 1) {
       co_await exchange<Request>(s, groups[0].peer, groups[0].batch, groups[0].status);
     } else if (groups.size() > 1) {
+      // Each exchange is spawned safe to cancel (detail/guarded_spawn.hpp: a
+      // bare co_spawn is not, with Asio 1.81) and with this coroutine's
+      // throw_if_cancelled, as if awaited here.
       auto ex = co_await asio::this_coro::executor;
-      using op = decltype(asio::co_spawn(ex, exchange<Request>(s, groups[0].peer, groups[0].batch, groups[0].status),
-                                         asio::deferred));
+      const bool throws = co_await asio::this_coro::throw_if_cancelled();
+      using op = decltype(detail::guarded_spawn(ex, std::declval<asio::awaitable<void>>(), asio::deferred));
       std::vector<op> ops;
-      for (auto& g : groups) ops.push_back(asio::co_spawn(ex, exchange<Request>(s, g.peer, g.batch, g.status), asio::deferred));
+      ops.reserve(groups.size());
+      for (auto& g : groups) {
+        auto one = detail::throwing_if_cancelled(throws, exchange<Request>(s, g.peer, g.batch, g.status));
+        ops.push_back(detail::guarded_spawn(ex, std::move(one), asio::deferred));
+      }
       co_await asio::experimental::make_parallel_group(std::move(ops))
           .async_wait(asio::experimental::wait_for_all(), asio::deferred);
     }
