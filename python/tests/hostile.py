@@ -113,6 +113,8 @@ HOSTILE = {
     "[bytes]": lambda c: [b"x"],
     "[[1]]": lambda c: [[1]],
     "[object array]": lambda c: [np.array([1, "x"], dtype=object)],
+    "[struct array with an object field]": lambda c: [np.zeros(4, dtype=[("n", "i8"), ("o", "O")])],
+    "[float64 array]": lambda c: [np.zeros(8, np.float64)],
     "[strided array]": lambda c: [np.zeros((4, 8), np.uint8)[:, ::2]],
     "[read-only array]": lambda c: [_readonly()],
     "[(unregistered address, size)]": lambda c: [(12345, 10)],
@@ -529,6 +531,8 @@ def describe(value):
         return int(value) if isinstance(value, Status) else value
     if isinstance(value, bytes):
         return {"bytes": len(value)}
+    if isinstance(value, tuple) and hasattr(value, "status"):  # GetResult, BufferResult
+        return {"status": int(value.status)}
     if isinstance(value, list):
         return [describe(v) for v in value[:50]]
     return {"type": type(value).__name__}

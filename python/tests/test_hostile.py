@@ -170,8 +170,14 @@ def test_no_hostile_call_kills_the_interpreter_and_each_raises_what_it_should():
     assert outcomes["functions:corokv.Store(segment_size=4095)"]["kind"] == "ValueError"
     assert outcomes["methods:add_segment(size=4095)"]["kind"] == "ValueError"
     assert outcomes["functions:corokv.parse_address(address=None)"]["kind"] == "TypeError"
-    assert outcomes["op-batch_put:batch_put(values=[object array])"]["forms"]["blocking"]["value"] == [
-        int(hostile.Status.INVALID_ARGUMENT)]
+    invalid = int(hostile.Status.INVALID_ARGUMENT)
+    for dtype in ("object array", "struct array with an object field"):
+        assert outcomes[f"op-batch_put:batch_put(values=[{dtype}])"]["forms"]["blocking"]["value"] == [invalid]
+        assert outcomes[f"op-batch_get_into:batch_get_into(buffers=[{dtype}])"]["forms"]["blocking"]["value"] == [
+            {"status": invalid}]
+    assert outcomes["op-batch_put:batch_put(values=[float64 array])"]["forms"]["blocking"]["value"] == [
+        int(hostile.Status.SUCCESS)]
+    assert outcomes["methods:register_buffer(buffer=object array)"]["kind"] == "TypeError"
     assert outcomes["op-batch_get:batch_get(query_results=[Buffer])"]["forms"]["blocking"]["kind"] == "TypeError"
     assert outcomes["uninitialised:Store.node"]["kind"] == "TypeError"
     assert outcomes["construction:QueryResult:T.__new__(T)"]["kind"] == "TypeError"
