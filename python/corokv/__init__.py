@@ -21,6 +21,10 @@ Three ways to wait:
   are neither threads nor asyncio.
 
 Each store runs its own I/O thread (the C++ library itself starts none).
+Stores still open when the interpreter exits are closed by an atexit hook
+(later calls raise ValueError; calls in flight finish, submitted and
+asyncio ones are cancelled), so daemon threads busy with a store do not
+bring the exit down.
 """
 
 import asyncio
@@ -59,10 +63,14 @@ __all__ = [
 
 
 def parse_address(address):
-    """'host:port' (or '[v6]:port') -> (host, port)."""
+    """'host:port' (or '[v6]:port') -> (host, port). TypeError if `address`
+    is not a str, ValueError if it is not HOST:PORT with a port from 1 to
+    65535."""
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a str 'HOST:PORT', not {type(address).__name__}")
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    if not sep or not host or not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"address must be HOST:PORT with a port from 1 to 65535, not {address!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
@@ -79,7 +87,9 @@ def _resolve(future, done):
 
 
 class _AsyncMixin:
-    """The asyncio variants, built on the submit_* calls.
+    """The asyncio variants, built on the submit_* calls: batch_x_async
+    awaits submit_batch_x, which takes and checks its arguments as the
+    blocking batch_x does (one builder per operation in the binding).
 
     Each event loop gets a completion queue of its own, watched with
     loop.add_reader: the store's I/O thread only writes the queue's eventfd
@@ -166,7 +176,7 @@ class _AsyncMixin:
         return await self._await(self.submit_batch_put, keys, values, replicas)
 
     async def batch_put_from_async(self, keys, sources, replicas=1):
-        return await self._await(self.submit_batch_put, keys, sources, replicas)
+        return await self._await(self.submit_batch_put_from, keys, sources, replicas)
 
     async def batch_exist_async(self, keys):
         return await self._await(self.submit_batch_exist, keys)
@@ -178,10 +188,10 @@ class _AsyncMixin:
         return await self._await(self.submit_batch_query, keys)
 
     async def batch_get_into_async(self, keys, buffers, query_results=None, strict=False):
-        return await self._await(self.submit_batch_get, keys, buffers, query_results, strict)
+        return await self._await(self.submit_batch_get_into, keys, buffers, query_results, strict)
 
     async def batch_get_async(self, keys, query_results=None, strict=False):
-        return await self._await(self.submit_batch_get, keys, None, query_results, strict)
+        return await self._await(self.submit_batch_get, keys, query_results, strict)
 
     async def batch_remove_async(self, keys):
         return await self._await(self.submit_batch_remove, keys)
@@ -212,7 +222,8 @@ class ClusterStore(_AsyncMixin, _corokv.ClusterStore):
     """
 
     def __init__(self, master, **options):
-        host, port = parse_address(master)
-        options.setdefault("lanes", [])
-        options["lanes"] = list(options["lanes"])
+        try:
+            host, port = parse_address(master)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"master: {e}") from None
         super().__init__(host, port, **options)

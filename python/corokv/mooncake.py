@@ -19,6 +19,7 @@ preferred segments) is accepted and ignored; ``protocol="rdma"`` is refused
 
 import ctypes
 import logging
+import operator
 import re
 
 from . import ClusterStore, Error, Status, Store
@@ -110,11 +111,20 @@ def _size(value):
     if not m:
         raise ValueError(f"not a size: {value!r}")
     unit = (m.group(2) or "").lower()[:1]
-    return int(float(m.group(1)) * _UNITS[unit])
+    size = float(m.group(1)) * _UNITS[unit]
+    if size != size or size in (float("inf"), float("-inf")):
+        raise ValueError(f"not a size: {value!r}")
+    return int(size)
+
+
+def _index(value):
+    """An int argument (a pointer, a size, a count), as Mooncake's binding
+    takes one: TypeError for a float, a str or None."""
+    return operator.index(value)
 
 
 def _replicas(config):
-    return 1 if config is None else int(getattr(config, "replica_num", 1) or 1)
+    return 1 if config is None else _index(getattr(config, "replica_num", 1) or 1)
 
 
 class MooncakeDistributedStore:
@@ -197,16 +207,16 @@ class MooncakeDistributedStore:
 
     # ---------------------------------------------------------------- memory
     def register_buffer(self, buffer_ptr, size):
-        return self._call_code(lambda s: s.register_buffer(int(buffer_ptr), int(size)))
+        return self._call_code(lambda s: s.register_buffer(_index(buffer_ptr), _index(size)))
 
     def unregister_buffer(self, buffer_ptr):
-        return self._call_code(lambda s: s.unregister_buffer(int(buffer_ptr)))
+        return self._call_code(lambda s: s.unregister_buffer(_index(buffer_ptr)))
 
     # ---------------------------------------------------------------- puts
     def batch_put_from(self, keys, buffer_ptrs, sizes, config=None):
         if not (len(keys) == len(buffer_ptrs) == len(sizes)):
             return [INVALID_PARAMS] * len(keys)
-        sources = [(int(p), int(n)) for p, n in zip(buffer_ptrs, sizes)]
+        sources = [(_index(p), _index(n)) for p, n in zip(buffer_ptrs, sizes)]
         return self._per_key(keys, lambda s: s.batch_put_from(keys, sources, _replicas(config)),
                              lambda st: MOONCAKE_CODES[st])
 
@@ -222,14 +232,15 @@ class MooncakeDistributedStore:
             return [INVALID_PARAMS] * len(keys)
         values = []
         for ptrs, sizes in zip(all_buffer_ptrs, all_sizes):
-            if len(ptrs) != len(sizes) or not self._registered(ptrs, sizes):
+            parts = self._registered_parts(ptrs, sizes)
+            if parts is None:
                 return [INVALID_PARAMS] * len(keys)
-            staged = bytearray(sum(int(n) for n in sizes))
+            staged = bytearray(sum(n for _, n in parts))
             base = ctypes.addressof((ctypes.c_char * len(staged)).from_buffer(staged)) if staged else 0
             at = 0
-            for p, n in zip(ptrs, sizes):
-                ctypes.memmove(base + at, int(p), int(n))
-                at += int(n)
+            for p, n in parts:
+                ctypes.memmove(base + at, p, n)
+                at += n
             values.append(staged)
         return self._per_key(keys, lambda s: s.batch_put(keys, values, _replicas(config)),
                              lambda st: MOONCAKE_CODES[st])
@@ -249,7 +260,7 @@ class MooncakeDistributedStore:
     def batch_get_into(self, keys, buffer_ptrs, sizes):
         if not (len(keys) == len(buffer_ptrs) == len(sizes)):
             return [INVALID_PARAMS] * len(keys)
-        targets = [(int(p), int(n)) for p, n in zip(buffer_ptrs, sizes)]
+        targets = [(_index(p), _index(n)) for p, n in zip(buffer_ptrs, sizes)]
         return self._per_key(keys, lambda s: s.batch_get_into(keys, targets),
                              lambda r: r.size if r.status == Status.SUCCESS else MOONCAKE_CODES[r.status])
 
@@ -272,17 +283,17 @@ class MooncakeDistributedStore:
                 continue
             data = item.data
             total = len(data)
-            if len(ptrs) != len(sizes) or sum(int(n) for n in sizes) < total or not self._registered(ptrs, sizes):
+            parts = self._registered_parts(ptrs, sizes)
+            if parts is None or sum(n for _, n in parts) < total:
                 out.append(INVALID_PARAMS)
                 continue
             source = data.obj.ptr()
             at = 0
-            for p, n in zip(ptrs, sizes):
-                step = min(int(n), total - at)
-                if step <= 0:
-                    break
-                ctypes.memmove(int(p), source + at, step)
-                at += step
+            for p, n in parts:
+                step = min(n, total - at)
+                if step > 0:
+                    ctypes.memmove(p, source + at, step)
+                    at += step
             out.append(total)
         return out
 
@@ -341,13 +352,19 @@ class MooncakeDistributedStore:
             return mooncake_code(e)
 
     # ---------------------------------------------------------------- helpers
-    def _registered(self, ptrs, sizes):
-        """Whether every (ptr, size) lies in memory registered here: only
-        then are raw pointers touched."""
+    def _registered_parts(self, ptrs, sizes):
+        """[(ptr, size)] as ints, if every part lies in memory registered
+        here (only then are raw pointers touched; each is converted once,
+        so what is checked is what is used); else None."""
         try:
-            return all(self._store._covers(int(p), int(n)) for p, n in zip(ptrs, sizes))
+            if len(ptrs) != len(sizes):
+                return None
+            parts = [(_index(p), _index(n)) for p, n in zip(ptrs, sizes)]
+            if all(self._store._covers(p, n) for p, n in parts):
+                return parts
         except (TypeError, ValueError):
-            return False
+            pass
+        return None
 
     def _call_code(self, call):
         if self._store is None:

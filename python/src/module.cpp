@@ -2,6 +2,9 @@
 // result tuples, QueryResult, Buffer, CompletionQueue) here; the store
 // classes in embedded_binding.cpp and cluster_binding.cpp.
 
+#include "arguments.hpp"
+#include "construction.hpp"
+#include "lifetime.hpp"
 #include "operation.hpp"
 #include "outcome.hpp"
 #include "python_types.hpp"
@@ -13,6 +16,7 @@
 
 #include <array>
 #include <chrono>
+#include <climits>
 #include <string>
 #include <string_view>
 
@@ -26,10 +30,16 @@ python_types& types() {
   return *t;
 }
 
-py::object error_object(const std::error_code& ec) {
+exit_coordinator& exit_guard() {
+  static exit_coordinator* g = new exit_coordinator;  // never destroyed: frozen daemon threads outlive static destruction
+  return *g;
+}
+
+py::object error_object(const std::error_code& ec, const char* message) {
   py::object code = &ec.category() == &error_category() ? status_object(static_cast<errc>(ec.value()))
                                                          : py::object(py::int_(ec.value()));
-  return types().error_type(code, py::str(ec.message()), py::str(ec.category().name()));
+  return types().error_type(code, py::str(message ? std::string(message) : ec.message()),
+                            py::str(ec.category().name()));
 }
 
 namespace {
@@ -43,16 +53,18 @@ constexpr std::array<std::string_view, static_cast<std::size_t>(last_errc) + 1> 
     "INTERNAL_ERROR",   "POOL_EXHAUSTED",
 };
 
+// No __init__: Error(code, message, category) runs no Python code, so the
+// binding can make one at any point of a call (lifetime.hpp); its fields
+// are its arguments.
 constexpr const char* error_class = R"py(
 class Error(Exception):
-    """A whole operation failed. `code` is a Status for corokv's own codes
-    (else the error's number), `category` the error category's name."""
+    """A whole operation failed: Error(code, message, category="corokv").
+    `code` is a Status for corokv's own codes (else the error's number),
+    `message` says what failed, `category` is the error category's name."""
 
-    def __init__(self, code, message, category="corokv"):
-        super().__init__(code, message, category)
-        self.code = code
-        self.message = message
-        self.category = category
+    code = property(lambda self: self.args[0] if self.args else None)
+    message = property(lambda self: self.args[1] if len(self.args) > 1 else "")
+    category = property(lambda self: self.args[2] if len(self.args) > 2 else "corokv")
 
     def __str__(self):
         return f"{self.message} ({self.code!r})"
@@ -97,8 +109,16 @@ PYBIND11_MODULE(_corokv, m) {
   for (std::size_t i = 0; i < status_names.size(); ++i) t.statuses.push_back(status(py::int_(i)));
   for (const char* name : {"none", "caller", "cache", "requery"})  // key_source order
     t.sources.push_back(py::reinterpret_steal<py::object>(PyUnicode_InternFromString(name)));
-  m.def("status_message", [](int code) { return make_error_code(static_cast<errc>(code)).message(); },
-        py::arg("status"), "What a Status means, in words.");
+  m.def(
+      "status_message",
+      [](py::handle code) {
+        if (PyBool_Check(code.ptr()) || !PyLong_Check(code.ptr())) wrong_type("status", "a Status or an int", code);
+        int overflow = 0;
+        const long long v = PyLong_AsLongLongAndOverflow(code.ptr(), &overflow);
+        const bool fits = overflow == 0 && v >= INT_MIN && v <= INT_MAX;
+        return make_error_code(static_cast<errc>(fits ? static_cast<int>(v) : -1)).message();
+      },
+      py::arg("status"), "What a Status means, in words.");
 
   py::dict scope;
   scope["__name__"] = "corokv";
@@ -118,7 +138,10 @@ PYBIND11_MODULE(_corokv, m) {
                              {{"ticket", "what submit_* returned"}, {"result", "the result, or None"},
                               {"error", "a corokv.Error, or None"}});
 
-  py::class_<query_result>(m, "QueryResult", "A key's metadata and lease, to hand back to batch_get_into / batch_get")
+  // The types below are made only by the binding: final, and T() or
+  // T.__new__(T) raise TypeError (construction.hpp).
+  py::class_<query_result>(m, "QueryResult", py::is_final(),
+                           "A key's metadata and lease, to hand back to batch_get_into / batch_get")
       .def_property_readonly("status", [](const query_result& r) { return status_object(r.status); })
       .def_property_readonly("ok", &query_result::ok)
       .def_readonly("size", &query_result::size)
@@ -132,8 +155,9 @@ PYBIND11_MODULE(_corokv, m) {
       });
 
   t.query_result_type = reinterpret_cast<PyTypeObject*>(m.attr("QueryResult").ptr());
+  refuse_construction(m.attr("QueryResult"));
 
-  py::class_<owned_buffer>(m, "Buffer", py::buffer_protocol(),
+  py::class_<owned_buffer>(m, "Buffer", py::buffer_protocol(), py::is_final(),
                            "Store-owned bytes; memoryview(buffer) reads them in place")
       .def_buffer([](owned_buffer& b) {
         return py::buffer_info(b.data(), 1, py::format_descriptor<std::uint8_t>::format(), 1,
@@ -142,12 +166,18 @@ PYBIND11_MODULE(_corokv, m) {
       .def("ptr", &owned_buffer::address, "The bytes' address")
       .def("size", &owned_buffer::size)
       .def("__len__", &owned_buffer::size);
+  refuse_construction(m.attr("Buffer"));
 
   py::class_<completion_queue, std::shared_ptr<completion_queue>>(
-      m, "CompletionQueue", "Completions of submitted operations; fileno() is readable while some wait")
+      m, "CompletionQueue", py::is_final(), "Completions of submitted operations; fileno() is readable while some wait")
       .def("fileno", &completion_queue::fd)
       .def("drain", [](completion_queue& q) { return drain_queue(q); });
+  refuse_construction(m.attr("CompletionQueue"));
 
   bind_embedded_store(m);
   bind_cluster_store(m);
+
+  // Stores close themselves at interpreter exit (lifetime.hpp). Registered
+  // now, so it runs after the exit hooks of whatever imports corokv later.
+  py::module_::import("atexit").attr("register")(py::cpp_function([] { exit_guard().at_exit(); }));
 }

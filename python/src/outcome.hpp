@@ -84,13 +84,11 @@ inline std::pair<py::object, py::object> outcome(operation& op) {
 }
 
 // Every completion waiting in `q`, as Completion tuples. The operations
-// (and the buffers they held) are dropped here, with the GIL.
+// (and the buffers they held) are dropped here, with the GIL. The GIL is
+// kept while the queue is taken: its lock is only ever held briefly, by
+// threads that never wait for the GIL.
 inline py::list drain_queue(completion_queue& q) {
-  std::vector<std::shared_ptr<operation>> ready;
-  {
-    py::gil_scoped_release nogil;
-    ready = q.take();
-  }
+  std::vector<std::shared_ptr<operation>> ready = q.take();
   py::list out;
   for (auto& op : ready) {
     auto [result, error] = outcome(*op);

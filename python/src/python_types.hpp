@@ -36,11 +36,12 @@ python_types& types();
 inline py::object status_object(errc e) { return types().statuses.at(static_cast<std::size_t>(e)); }
 
 // A corokv.Error for a whole operation's failure: `code` is a Status for
-// corokv's own codes, else the error's number; `category` names its category.
-py::object error_object(const std::error_code& ec);
+// corokv's own codes, else the error's number; `category` names its
+// category; the message is the code's, unless given.
+py::object error_object(const std::error_code& ec, const char* message = nullptr);
 
-[[noreturn]] inline void raise_error(const std::error_code& ec) {
-  py::object e = error_object(ec);
+[[noreturn]] inline void raise_error(const std::error_code& ec, const char* message = nullptr) {
+  py::object e = error_object(ec, message);
   PyErr_SetObject(types().error_type.ptr(), e.ptr());
   throw py::error_already_set();
 }

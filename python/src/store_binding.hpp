@@ -5,10 +5,18 @@
 // calls), or collect them from a completion queue (submit_* and the
 // asyncio variants, corokv/__init__.py).
 //
+// Every method checks its object was initialised and counts as an entry
+// into the binding (construction.hpp); the stores close themselves at
+// interpreter exit (lifetime.hpp).
+//
 // bind_store<Store> is instantiated once per store type, each in its own
 // translation unit (embedded_binding.cpp, cluster_binding.cpp), so that the
 // two compile in parallel.
 
+#include "arguments.hpp"
+#include "construction.hpp"
+#include "lifetime.hpp"
+#include "mapped_memory.hpp"
 #include "operation.hpp"
 #include "outcome.hpp"
 #include "python_types.hpp"
@@ -31,7 +39,6 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <tuple>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -41,128 +48,59 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 namespace corokv::python {
 
-// ------------------------------------------------------------ arguments
-// The items of a list or tuple (or any sequence), borrowed.
-class items {
- public:
-  items(py::handle sequence, const char* what) {
-    seq_ = py::reinterpret_steal<py::object>(PySequence_Fast(sequence.ptr(), what));
-    if (!seq_) throw py::error_already_set();
-  }
-  std::size_t size() const noexcept { return static_cast<std::size_t>(PySequence_Fast_GET_SIZE(seq_.ptr())); }
-  PyObject* operator[](std::size_t i) const noexcept {
-    return PySequence_Fast_GET_ITEM(seq_.ptr(), static_cast<Py_ssize_t>(i));
-  }
-
- private:
-  py::object seq_;
-};
-
-// Keys are str (their UTF-8 bytes) or bytes; anything else is a TypeError.
-// The operation keeps a reference to each key object and views its bytes.
-inline void take_keys(py::handle keys, operation& op) {
-  items k(keys, "keys must be a sequence of str or bytes");
-  op.keys.reserve(k.size());
-  op.key_refs.reserve(k.size());
-  for (std::size_t i = 0; i < k.size(); ++i) {
-    PyObject* key = k[i];
-    const char* data = nullptr;
-    Py_ssize_t size = 0;
-    if (PyUnicode_Check(key)) {
-      data = PyUnicode_AsUTF8AndSize(key, &size);  // cached in the str object
-      if (!data) throw py::error_already_set();
-    } else if (PyBytes_Check(key)) {
-      data = PyBytes_AS_STRING(key);
-      size = PyBytes_GET_SIZE(key);
-    } else {
-      throw py::type_error("key " + std::to_string(i) + " is neither str nor bytes");
-    }
-    op.key_refs.push_back(py::reinterpret_borrow<py::object>(key));
-    op.keys.emplace_back(data, static_cast<std::size_t>(size));
-  }
-}
-
-// A Python int from 0 to 2**64 - 1, or nothing (the Python error cleared).
-inline std::optional<std::uint64_t> as_u64(PyObject* o) {
-  const unsigned long long v = PyLong_AsUnsignedLongLong(o);
-  if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
-    PyErr_Clear();
-    return std::nullopt;
-  }
-  return v;
-}
-
-// An address given as a Python int: ValueError unless it fits.
-inline std::uintptr_t to_address(py::handle h) {
-  const std::optional<std::uint64_t> a = as_u64(h.ptr());
-  if (!a) throw py::value_error("an address must be an int from 0 to 2**64 - 1");
-  return static_cast<std::uintptr_t>(*a);
-}
-
-// The memory of one caller item: an object exporting a C-contiguous buffer
-// (held for the operation), or, where allowed, an (address, size) pair
-// inside a registered region. invalid_argument for anything else.
-inline errc resolve_memory(PyObject* item, bool writable, bool allow_address, operation& op,
-                           const region_table& regions, std::byte*& data, std::size_t& size) {
-  if (PyTuple_Check(item)) {
-    if (!allow_address || PyTuple_GET_SIZE(item) != 2) return errc::invalid_argument;
-    const std::optional<std::uint64_t> address = as_u64(PyTuple_GET_ITEM(item, 0));
-    const std::optional<std::uint64_t> length = as_u64(PyTuple_GET_ITEM(item, 1));
-    if (!address || !length) return errc::invalid_argument;  // not integers, or negative: this key's bad input
-    std::shared_ptr<held_buffer> pin;
-    if (!regions.covers(*address, *length, pin)) return errc::invalid_argument;
-    if (pin && (op.pins.empty() || op.pins.back() != pin)) op.pins.push_back(std::move(pin));
-    data = reinterpret_cast<std::byte*>(static_cast<std::uintptr_t>(*address));
-    size = static_cast<std::size_t>(*length);
-    return errc::success;
-  }
-  held_buffer h;
-  if (!h.acquire(item, writable)) return errc::invalid_argument;
-  data = h.data();
-  size = h.size();
-  op.buffers.push_back(std::move(h));
-  return errc::success;
-}
-
-// Query results handed back: QueryResult objects, or None where the caller
-// has none (the key is then queried again, unless strict). QueryResult
-// itself is recognised by its type object, without pybind11's per-object
-// type lookup (a hash of the C++ type name: most of the cost of a
-// 64-key batch); a subclass takes the general path.
-inline void take_query_results(py::handle results, operation& op) {
-  items r(results, "query_results must be a sequence of QueryResult or None");
-  op.use_given = true;
-  op.given.reserve(r.size());
-  PyTypeObject* exact = types().query_result_type;
-  for (std::size_t i = 0; i < r.size(); ++i) {
-    PyObject* item = r[i];
-    if (item == Py_None)
-      op.given.emplace_back();
-    else if (Py_TYPE(item) == exact)
-      op.given.push_back(*static_cast<const query_result*>(
-          reinterpret_cast<py::detail::instance*>(item)->get_value_and_holder().value_ptr()));
-    else
-      op.given.push_back(py::cast<const query_result&>(py::handle(item)));
-  }
-}
-
 // ------------------------------------------------------------ options from Python
 inline duration seconds(double s) { return std::chrono::duration_cast<duration>(std::chrono::duration<double>(s)); }
 
+// The metadata cache allocates its entries up front: at most one key per
+// this many bytes of the machine's memory (a bound above an entry's size
+// with its key, not a measurement).
+inline constexpr std::uint64_t bytes_per_cached_key = 256;
+
 // The store options both Python store classes take.
-inline store_options python_store_options(double lease_ttl, std::size_t cache_capacity, std::uint64_t buffer_pool_size,
-                                          bool populate) {
+inline store_options python_store_options(py::handle lease_ttl, py::handle cache_capacity, py::handle buffer_pool_size,
+                                          py::handle populate) {
   store_options o;
-  o.lease_ttl = seconds(lease_ttl);
-  o.cache_capacity = cache_capacity;
-  o.buffer_pool_size = buffer_pool_size;
-  o.populate_segments = populate;
+  o.lease_ttl = seconds(seconds_arg(lease_ttl, "lease_ttl"));
+  o.cache_capacity =
+      static_cast<std::size_t>(int_arg(cache_capacity, "cache_capacity", 0, physical_memory() / bytes_per_cached_key));
+  o.buffer_pool_size = memory_size_arg(buffer_pool_size, "buffer_pool_size", /*none_allowed=*/true);
+  o.populate_segments = bool_arg(populate, "populate");
   return o;
+}
+
+// The store's counters as Python objects, made with the C API only (no
+// Python code runs: see lifetime.hpp).
+inline py::object json_to_python(const nlohmann::json& j) {
+  switch (j.type()) {
+    case nlohmann::json::value_t::object: {
+      py::dict d;
+      for (auto it = j.begin(); it != j.end(); ++it) d[py::str(it.key())] = json_to_python(it.value());
+      return d;
+    }
+    case nlohmann::json::value_t::array: {
+      py::list l;
+      for (const auto& v : j) l.append(json_to_python(v));
+      return l;
+    }
+    case nlohmann::json::value_t::string:
+      return py::str(j.get_ref<const std::string&>());
+    case nlohmann::json::value_t::boolean:
+      return py::bool_(j.get<bool>());
+    case nlohmann::json::value_t::number_integer:
+      return py::int_(j.get<std::int64_t>());
+    case nlohmann::json::value_t::number_unsigned:
+      return py::int_(j.get<std::uint64_t>());
+    case nlohmann::json::value_t::number_float:
+      return py::float_(j.get<double>());
+    default:
+      return py::none();
+  }
 }
 
 // ------------------------------------------------------------ completion in place
@@ -197,53 +135,101 @@ class inline_executor {
 };
 
 // ------------------------------------------------------------ the store
+// The Python class name of py_store<Store>, for messages: specialised
+// beside each binding, as `static constexpr const char* name`.
 template <class Store>
-class py_store {
+struct store_class;
+
+template <class Store>
+class py_store final : public exit_participant {
  public:
+  static const char* python_name() { return store_class<Store>::name; }
+
   // `make` builds the store on the binding's executor; `segment_size`
   // bytes of this process's memory are contributed if not 0.
   template <class Make>
   py_store(Make make, std::uint64_t segment_size) {
-    store_.reset(make(io_.get_executor()));
-    runner_ = std::thread([this] { io_.run(); });
-    if (segment_size != 0) {
-      try {
-        add_segment(segment_size);
-      } catch (...) {
-        shut_down();
-        throw;
-      }
+    call_scope scope;
+    if (exit_guard().exiting()) throw py::value_error(exiting_message);
+    try {
+      store_.reset(make(io_.get_executor()));
+    } catch (const boost::system::system_error& e) {  // the system refused (memory, a port): corokv.Error
+      raise_error(e.code(), e.what());
+    } catch (const std::system_error& e) {
+      raise_error(e.code(), e.what());
+    }
+    runner_ = std::thread([this] {
+      io_.run();
+      ran_out_->set();
+    });
+    try {
+      if (segment_size != 0) add_segment(segment_size);
+      if (!exit_guard().add(this)) throw py::value_error(exiting_message);
+    } catch (...) {
+      shut_down();  // with the GIL: nothing else can reach this store yet
+      throw;
     }
   }
   py_store(const py_store&) = delete;
   py_store& operator=(const py_store&) = delete;
   ~py_store() {
-    py::gil_scoped_release nogil;
-    shut_down();
+    call_scope scope;
+    exit_guard().remove(this);
+    if (!torn_down()) {
+      without_gil nogil;
+      shut_down();
+    }
   }
 
   // Waits for the operations in flight, destroys the store and stops the
   // I/O thread; completions nobody drained are dropped. Later calls raise.
   void close() {
-    {
-      py::gil_scoped_release nogil;
+    if (!torn_down()) {
+      without_gil nogil;
       shut_down();
     }
-    queues_.clear();  // with the GIL: queued operations hold Python buffers
-    default_queue_.reset();
+    std::vector<std::shared_ptr<completion_queue>> queues;
+    std::shared_ptr<completion_queue> default_queue;
+    {
+      std::lock_guard lock(mu_);
+      queues = std::exchange(queues_, {});
+      default_queue = std::move(default_queue_);
+    }
+    // Dropped here, with the GIL: queued operations hold Python buffers.
+    queues.clear();
+    default_queue.reset();
     regions_.take_all();
   }
   bool closed() const {
     std::lock_guard lock(mu_);
     return closed_;
   }
+  // ValueError if closed.
+  void live() const {
+    std::lock_guard lock(mu_);
+    if (closed_) throw_closed();
+  }
+
+  // ---- exit_participant (lifetime.hpp)
+  void refuse_new_calls() override {
+    std::vector<std::shared_ptr<cancel_state>> cancels;
+    {
+      std::lock_guard lock(mu_);
+      if (!closed_) closed_at_exit_ = true;
+      closed_ = true;
+      if (tearing_down_) return;  // its operations are finishing
+      for (auto& [ticket, c] : cancellable_) cancels.push_back(c);
+    }
+    for (auto& c : cancels) post_cancel(c);
+  }
+  void tear_down() override { shut_down(); }
 
   std::uint64_t add_segment(std::uint64_t size) {
     store_use use(*this);
     boost::system::error_code ec;
     segment_id id = 0;
     {
-      py::gil_scoped_release nogil;
+      without_gil nogil;
       auto done = std::make_shared<completion_flag>();
       store_->add_segment(size, [&ec, &id, done](boost::system::error_code e, segment_id s) {
         ec = e;
@@ -257,27 +243,34 @@ class py_store {
   }
 
   // ---- registered memory
-  void register_buffer(py::handle object_or_address, std::optional<std::uint64_t> size) {
+  // A writable buffer-protocol object (held until unregistered), or an
+  // address and a size: memory this process can read and write (checked
+  // against its mappings), the caller's to keep alive.
+  void register_buffer(py::handle object_or_address, py::handle size_arg) {
     store_use use(*this);
     std::uintptr_t start = 0;
     region_table::region r;
-    if (PyLong_Check(object_or_address.ptr())) {
-      if (!size) throw py::type_error("register_buffer(address, size): the size is missing");
-      start = to_address(object_or_address);
-      r.size = static_cast<std::size_t>(*size);
+    if (PyLong_Check(object_or_address.ptr()) && !PyBool_Check(object_or_address.ptr())) {
+      if (size_arg.is_none()) throw py::type_error("register_buffer(address, size): size is missing");
+      start = static_cast<std::uintptr_t>(int_arg(object_or_address, "address", 1));
+      r.size = static_cast<std::size_t>(int_arg(size_arg, "size", 1));
+      if (!mapped_read_write(start, r.size))
+        throw py::value_error("register_buffer: the " + std::to_string(r.size) + " bytes at address " +
+                              std::to_string(start) + " are not memory this process can read and write");
     } else {
       auto pin = std::make_shared<held_buffer>();
       if (!pin->acquire(object_or_address.ptr(), /*writable=*/true))
-        throw py::type_error("register_buffer needs a writable, C-contiguous buffer or (address, size)");
-      if (size && *size != pin->size()) throw py::value_error("size differs from the buffer's");
+        wrong_type("buffer", "a writable, C-contiguous buffer of plain data (not of dtype object), or an address", object_or_address);
+      if (!size_arg.is_none() && int_arg(size_arg, "size") != pin->size())
+        throw py::value_error("size differs from the buffer's");
+      if (pin->size() == 0) throw py::value_error("buffer is empty");
       start = reinterpret_cast<std::uintptr_t>(pin->data());
       r.size = pin->size();
       r.pin = std::move(pin);
     }
-    if (start == 0 || r.size == 0) raise_error(errc::invalid_argument);
     std::error_code ec;
     {
-      py::gil_scoped_release nogil;
+      without_gil nogil;
       ec = store_->register_buffer(asio::mutable_buffer(reinterpret_cast<void*>(start), r.size));
     }
     if (ec) raise_error(ec);
@@ -287,7 +280,7 @@ class py_store {
       // this start already (short of a race with an unregister of the same
       // region in another thread); undo and say so.
       {
-        py::gil_scoped_release nogil;
+        without_gil nogil;
         (void)store_->unregister_buffer(asio::mutable_buffer(reinterpret_cast<void*>(start), size_registered));
       }
       raise_error(errc::internal_error);
@@ -297,19 +290,19 @@ class py_store {
   void unregister_buffer(py::handle object_or_address) {
     store_use use(*this);
     std::uintptr_t start = 0;
-    if (PyLong_Check(object_or_address.ptr())) {
-      start = to_address(object_or_address);
+    if (PyLong_Check(object_or_address.ptr()) && !PyBool_Check(object_or_address.ptr())) {
+      start = static_cast<std::uintptr_t>(int_arg(object_or_address, "address"));
     } else {
       held_buffer view;
       if (!view.acquire(object_or_address.ptr(), /*writable=*/false))
-        throw py::type_error("unregister_buffer needs a buffer or an address");
+        wrong_type("buffer", "a registered buffer or its address", object_or_address);
       start = reinterpret_cast<std::uintptr_t>(view.data());
     }
     const std::optional<std::size_t> size = regions_.size_of(start);
     if (!size) raise_error(errc::invalid_argument);  // not registered here
     std::error_code ec;
     {
-      py::gil_scoped_release nogil;
+      without_gil nogil;
       ec = store_->unregister_buffer(asio::mutable_buffer(reinterpret_cast<void*>(start), *size));
     }
     if (ec) raise_error(ec);  // still registered, still in the table
@@ -318,19 +311,19 @@ class py_store {
   std::size_t registered_buffers() const { return regions_.size(); }
 
   // ---- operations: build, then run (wait) or submit (queue)
-  std::shared_ptr<operation> put_op(py::handle keys, py::handle values, std::size_t replicas, bool allow_address) {
+  std::shared_ptr<operation> put_op(py::handle keys, py::handle values, py::handle replicas, const char* values_name) {
     auto op = std::make_shared<operation>();
     op->kind = op_kind::put;
     take_keys(keys, *op);
-    op->put_opts.replicas = replicas;
-    items v(values, "values must be a sequence");
+    op->put_opts.replicas = static_cast<std::size_t>(int_arg(replicas, "replicas", 1));
+    items v = per_key_arg(values, values_name);
     if (v.size() != op->keys.size()) raise_error(errc::invalid_argument);
     op->values.reserve(v.size());
     op->buffers.reserve(v.size());
     for (std::size_t i = 0; i < v.size(); ++i) {
       std::byte* data = nullptr;
       std::size_t size = 0;
-      const errc e = resolve_memory(v[i], /*writable=*/false, allow_address, *op, regions_, data, size);
+      const errc e = resolve_memory(v[i], /*writable=*/false, /*allow_address=*/true, *op, regions_, data, size);
       if (e != errc::success) op->refuse(i, e);
       op->values.emplace_back(data, size);
     }
@@ -343,13 +336,13 @@ class py_store {
     if (kind != op_kind::remove_all) take_keys(keys, *op);
     return op;
   }
-  std::shared_ptr<operation> get_into_op(py::handle keys, py::handle buffers, py::handle query_results, bool strict) {
+  std::shared_ptr<operation> get_into_op(py::handle keys, py::handle buffers, py::handle query_results, py::handle strict) {
     auto op = std::make_shared<operation>();
     op->kind = op_kind::get_into;
     take_keys(keys, *op);
-    op->get_opts.strict = strict;
+    op->get_opts.strict = bool_arg(strict, "strict");
     if (!query_results.is_none()) take_query_results(query_results, *op);
-    items b(buffers, "buffers must be a sequence");
+    items b = per_key_arg(buffers, "buffers");
     if (b.size() != op->keys.size() || (op->use_given && op->given.size() != op->keys.size()))
       raise_error(errc::invalid_argument);
     op->destinations.reserve(b.size());
@@ -364,11 +357,11 @@ class py_store {
     op->compact();
     return op;
   }
-  std::shared_ptr<operation> get_owned_op(py::handle keys, py::handle query_results, bool strict) {
+  std::shared_ptr<operation> get_owned_op(py::handle keys, py::handle query_results, py::handle strict) {
     auto op = std::make_shared<operation>();
     op->kind = op_kind::get_owned;
     take_keys(keys, *op);
-    op->get_opts.strict = strict;
+    op->get_opts.strict = bool_arg(strict, "strict");
     if (!query_results.is_none()) {
       take_query_results(query_results, *op);
       if (op->given.size() != op->keys.size()) raise_error(errc::invalid_argument);
@@ -380,7 +373,7 @@ class py_store {
   py::object run(std::shared_ptr<operation> op) {
     begin(*op, nullptr);
     {
-      py::gil_scoped_release nogil;
+      without_gil nogil;
       start(op);
       op->done->wait();
     }
@@ -394,8 +387,14 @@ class py_store {
 
   // Starts the operation; its completion lands in `queue` (the store's own
   // if None). Returns its ticket.
-  std::uint64_t submit(std::shared_ptr<operation> op, std::shared_ptr<completion_queue> queue) {
-    if (!queue) queue = own_queue();
+  std::uint64_t submit(std::shared_ptr<operation> op, py::handle queue_arg) {
+    std::shared_ptr<completion_queue> queue;
+    if (queue_arg.is_none())
+      queue = own_queue();
+    else if (py::isinstance<completion_queue>(queue_arg))
+      queue = queue_arg.cast<std::shared_ptr<completion_queue>>();
+    else
+      wrong_type("queue", "a CompletionQueue or None", queue_arg);
     if (!owns(*queue)) throw py::value_error("the queue belongs to another store");
     begin(*op, queue.get());
     op->cancel = std::make_shared<cancel_state>();
@@ -404,7 +403,7 @@ class py_store {
       cancellable_.emplace(op->ticket, op->cancel);
     }
     {
-      py::gil_scoped_release nogil;  // the store may do the whole transfer in start()
+      without_gil nogil;  // the store may do the whole transfer in start()
       start(op);
     }
     return op->ticket;  // this reference is dropped here, with the GIL
@@ -413,7 +412,8 @@ class py_store {
   // Asks a submitted operation to stop. It still completes (with cancelled,
   // or with its results if it was too far along), and only once nothing
   // can still write into its buffers. False if it had already completed.
-  bool cancel(std::uint64_t ticket) {
+  bool cancel(py::handle ticket_arg) {
+    const std::uint64_t ticket = int_arg(ticket_arg, "ticket");
     std::shared_ptr<cancel_state> c;
     {
       std::lock_guard lock(mu_);
@@ -421,10 +421,7 @@ class py_store {
       if (it == cancellable_.end()) return false;
       c = it->second;
     }
-    // Emitted on the I/O thread, where the handler runs: serialised with it.
-    asio::post(io_, [c] {
-      if (!c->finished) c->signal.emit(asio::cancellation_type::all);
-    });
+    post_cancel(c);
     return true;
   }
 
@@ -439,30 +436,31 @@ class py_store {
   }
   std::shared_ptr<completion_queue> own_queue() {
     std::lock_guard lock(mu_);
-    if (closed_) throw py::value_error("operation on a closed store");
+    if (closed_) throw_closed();
     if (!default_queue_) default_queue_ = std::make_shared<completion_queue>();
     return default_queue_;
   }
   // A queue for one event loop (the asyncio variants make one per loop);
   // kept until the store is closed.
   std::shared_ptr<completion_queue> new_queue() {
-    live();
     auto q = std::make_shared<completion_queue>();
     std::lock_guard lock(mu_);
+    if (closed_) throw_closed();
     queues_.push_back(q);
     return q;
   }
   // For benchmarks/python_bench.py: the same batch_get_into, `iterations`
   // times in a row, awaited by a C++ coroutine on the I/O thread, as a C++
   // program would (no Python in the loop). Seconds it took.
-  double cpp_get_into_loop(py::handle keys, py::handle buffers, py::handle query_results, std::size_t iterations) {
-    auto op = get_into_op(keys, buffers, query_results, false);
+  double cpp_get_into_loop(py::handle keys, py::handle buffers, py::handle query_results, py::handle iterations_arg) {
+    const std::size_t iterations = static_cast<std::size_t>(int_arg(iterations_arg, "iterations"));
+    auto op = get_into_op(keys, buffers, query_results, py::bool_(false));
     if (!op->refused.empty()) raise_error(errc::invalid_argument);
     begin(*op, nullptr);
     double elapsed = 0;
     boost::system::error_code failure;
     {
-      py::gil_scoped_release nogil;
+      without_gil nogil;
       asio::co_spawn(io_, get_into_loop(*store_, *op, iterations, elapsed, failure),
                      [done = op->done, &failure](std::exception_ptr e) {
                        if (e) failure = boost::system::error_code(make_error_code(errc::internal_error));
@@ -481,13 +479,9 @@ class py_store {
     std::lock_guard lock(mu_);
     return pending_;
   }
-  py::dict counters() {
-    std::string text;
-    {
-      store_use use(*this);
-      text = store_->counters_json().dump();
-    }
-    return py::module_::import("json").attr("loads")(text);
+  py::object counters() {
+    store_use use(*this);
+    return json_to_python(store_->counters_json());
   }
   std::uint64_t node() {
     store_use use(*this);
@@ -500,9 +494,10 @@ class py_store {
     return f(*store_);
   }
   // Whether [address, address + size) lies in a region registered here.
-  bool covers(py::handle address, std::uint64_t size) const {
+  bool covers(py::handle address, py::handle size) const {
     std::shared_ptr<held_buffer> ignored;
-    return regions_.covers(to_address(address), static_cast<std::size_t>(size), ignored);
+    return regions_.covers(static_cast<std::uintptr_t>(int_arg(address, "address")),
+                           static_cast<std::size_t>(int_arg(size, "size")), ignored);
   }
 
  private:
@@ -539,8 +534,20 @@ class py_store {
     elapsed = std::chrono::duration<double>(clock_type::now() - started).count();
   }
 
-  void live() const {
-    if (closed()) throw py::value_error("operation on a closed store");
+  static constexpr const char* exiting_message = "the interpreter is exiting: no new store can be made";
+  [[noreturn]] void throw_closed() const {
+    throw py::value_error(closed_at_exit_ ? "operation on a closed store (closed at interpreter exit)"
+                                          : "operation on a closed store");
+  }
+  // Emitted on the I/O thread, where the handler runs: serialised with it.
+  void post_cancel(const std::shared_ptr<cancel_state>& c) {
+    asio::post(io_, [c] {
+      if (!c->finished) c->signal.emit(asio::cancellation_type::all);
+    });
+  }
+  bool torn_down() const {
+    std::lock_guard lock(mu_);
+    return torn_down_;
   }
 
   // Counts a direct use of the store (not an operation) as in flight, so
@@ -558,13 +565,13 @@ class py_store {
   };
   void enter() {
     std::lock_guard lock(mu_);
-    if (closed_) throw py::value_error("operation on a closed store");
+    if (closed_) throw_closed();
     ++in_flight_;
   }
 
   void begin(operation& op, completion_queue* queue) {
     std::lock_guard lock(mu_);
-    if (closed_) throw py::value_error("operation on a closed store");
+    if (closed_) throw_closed();
     op.ticket = next_ticket_++;
     op.queue = queue;
     ++in_flight_;
@@ -668,9 +675,10 @@ class py_store {
   }
 
  public:
-  // Without the GIL: waits for the operations in flight, destroys the store
-  // and stops the I/O thread. The first caller tears down; a concurrent one
-  // waits until that is done.
+  // Waits for the operations in flight, destroys the store and stops the
+  // I/O thread; without the GIL, unless no other thread can reach the store
+  // (lifetime.hpp). The first caller tears down; a concurrent one waits
+  // until that is done.
   void shut_down() {
     std::unique_lock lock(mu_);
     closed_ = true;
@@ -682,8 +690,14 @@ class py_store {
     tearing_down_ = true;
     lock.unlock();
     store_.reset();  // leaves the cluster; the I/O thread still runs meanwhile
+    // What the store queued as it went (a cluster node's unregister, which
+    // unmounts its segments at the master; the session sends it within
+    // 500 ms) still goes out: the I/O thread runs until it runs out of
+    // work, for at most drain_time. Stopped at once, the node's segments
+    // would stay listed until the master declares it dead, and puts
+    // placed there would fail.
     work_.reset();
-    io_.stop();
+    if (!ran_out_->wait_for(drain_time)) io_.stop();
     if (runner_.joinable()) runner_.join();
     lock.lock();
     torn_down_ = true;
@@ -693,8 +707,10 @@ class py_store {
  private:
 
   asio::io_context io_{1};
+  static constexpr std::chrono::milliseconds drain_time{1000};
   asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
   std::unique_ptr<Store> store_;
+  std::shared_ptr<completion_flag> ran_out_ = std::make_shared<completion_flag>();  // io_.run() returned
   std::thread runner_;
   region_table regions_;
 
@@ -703,6 +719,7 @@ class py_store {
   std::size_t in_flight_ = 0;  // operations and direct uses not finished: close() waits for 0
   std::size_t pending_ = 0;    // operations whose result is not out yet
   bool closed_ = false;
+  bool closed_at_exit_ = false;  // by the exit hook, not by close()
   bool tearing_down_ = false;
   bool torn_down_ = false;
   std::uint64_t next_ticket_ = 1;
@@ -712,83 +729,108 @@ class py_store {
 };
 
 // ------------------------------------------------------------ the Python class
+template <std::size_t>
+using handle_arg = py::handle;
+
+// One operation as `name` (blocking) and `submit_name` (a ticket; the
+// asyncio variants await it): one builder, so both forms take and check
+// their arguments alike. `extra` names the builder's arguments.
+template <class Self, class Class, class Build, std::size_t... I, class... Extra>
+void def_operation_n(Class& cls, const char* name, Build build, std::index_sequence<I...>, const Extra&... extra) {
+  cls.def(name, method<Self>([build](Self& s, handle_arg<I>... a) {
+            s.live();
+            return s.run(build(s, a...));
+          }),
+          extra...);
+  const std::string submit = std::string("submit_") + name;
+  cls.def(submit.c_str(), method<Self>([build](Self& s, handle_arg<I>... a, py::handle queue) {
+            s.live();
+            return s.submit(build(s, a...), queue);
+          }),
+          extra..., py::arg("queue") = py::none());
+}
+template <class Self, class Class, class Build, class... Extra>
+void def_operation(Class& cls, const char* name, Build build, const Extra&... extra) {
+  def_operation_n<Self>(cls, name, build, std::make_index_sequence<sizeof...(Extra)>{}, extra...);
+}
+
 // The methods every store type has. `cls` is the pybind11 class of
 // py_store<Store>; its constructor is bound by the caller.
 template <class Store, class Class>
 void bind_store_methods(Class& cls) {
   using self_t = py_store<Store>;
   using py::arg;
-  auto none = py::none();
-  cls.def("close", &self_t::close, "Wait for the operations in flight, then leave and stop the I/O thread.")
-      .def_property_readonly("closed", &self_t::closed)
-      .def("__enter__", [](py::object self) { return self; })
-      .def("__exit__", [](py::object self, py::args) { self.attr("close")(); })
-      .def("add_segment", &self_t::add_segment, arg("size"), "Contribute `size` bytes of this process's memory.")
-      .def_property_readonly("node", &self_t::node)
-      .def("register_buffer", &self_t::register_buffer, arg("buffer"), arg("size") = none,
+  const py::object none = py::none();
+  const py::object no = py::bool_(false);
+  const py::object one = py::int_(1);
+  cls.def("close", method<self_t>(&self_t::close),
+          "Wait for the operations in flight, then leave and stop the I/O thread.")
+      .def_property_readonly("closed", method<self_t>(&self_t::closed))
+      // Not entries into the binding (lifetime.hpp): __exit__ runs close(),
+      // which may be Python code of a subclass, and enters it itself.
+      .def("__enter__",
+           [](py::handle self) {
+             initialised<self_t>(self);
+             return py::reinterpret_borrow<py::object>(self);
+           })
+      .def("__exit__",
+           [](py::handle self, py::args) {
+             initialised<self_t>(self);
+             self.attr("close")();
+           })
+      .def("add_segment",
+           method<self_t>([](self_t& s, py::handle size) {
+             return s.add_segment(memory_size_arg(size, "size", /*none_allowed=*/false));
+           }),
+           arg("size"), "Contribute `size` bytes of this process's memory.")
+      .def_property_readonly("node", method<self_t>(&self_t::node))
+      .def("register_buffer", method<self_t>(&self_t::register_buffer), arg("buffer"), arg("size") = none,
            "Register a writable buffer, or (address, size), with every lane.")
-      .def("unregister_buffer", &self_t::unregister_buffer, arg("buffer"))
-      .def_property_readonly("registered_buffers", &self_t::registered_buffers)
-      .def("counters", &self_t::counters)
-      .def("operations_in_flight", &self_t::in_flight)
-      // Blocking calls (the GIL is released while they wait).
-      .def("batch_put", [](self_t& s, py::handle k, py::handle v, std::size_t r) { return s.run(s.put_op(k, v, r, true)); },
-           arg("keys"), arg("values"), arg("replicas") = 1)
-      .def("batch_put_from", [](self_t& s, py::handle k, py::handle v, std::size_t r) { return s.run(s.put_op(k, v, r, true)); },
-           arg("keys"), arg("sources"), arg("replicas") = 1)
-      .def("batch_exist", [](self_t& s, py::handle k) { return s.run(s.keys_op(op_kind::exist, k)); }, arg("keys"))
-      .def("batch_exist_prefix", [](self_t& s, py::handle k) { return s.run(s.keys_op(op_kind::exist_prefix, k)); },
-           arg("keys"))
-      .def("batch_query", [](self_t& s, py::handle k) { return s.run(s.keys_op(op_kind::query, k)); }, arg("keys"))
-      .def("batch_get_into",
-           [](self_t& s, py::handle k, py::handle b, py::handle q, bool strict) { return s.run(s.get_into_op(k, b, q, strict)); },
-           arg("keys"), arg("buffers"), arg("query_results") = none, arg("strict") = false)
-      .def("batch_get", [](self_t& s, py::handle k, py::handle q, bool strict) { return s.run(s.get_owned_op(k, q, strict)); },
-           arg("keys"), arg("query_results") = none, arg("strict") = false)
-      .def("batch_remove", [](self_t& s, py::handle k) { return s.run(s.keys_op(op_kind::remove, k)); }, arg("keys"))
-      .def("remove_all", [](self_t& s) { return s.run(s.keys_op(op_kind::remove_all, py::none())); })
-      // Submitted calls: a ticket now, a Completion in the queue later.
-      .def("submit_batch_put",
-           [](self_t& s, py::handle k, py::handle v, std::size_t r, std::shared_ptr<completion_queue> q) {
-             return s.submit(s.put_op(k, v, r, true), std::move(q));
-           },
-           arg("keys"), arg("sources"), arg("replicas") = 1, arg("queue") = none)
-      .def("submit_batch_exist",
-           [](self_t& s, py::handle k, std::shared_ptr<completion_queue> q) { return s.submit(s.keys_op(op_kind::exist, k), std::move(q)); },
-           arg("keys"), arg("queue") = none)
-      .def("submit_batch_exist_prefix",
-           [](self_t& s, py::handle k, std::shared_ptr<completion_queue> q) {
-             return s.submit(s.keys_op(op_kind::exist_prefix, k), std::move(q));
-           },
-           arg("keys"), arg("queue") = none)
-      .def("submit_batch_query",
-           [](self_t& s, py::handle k, std::shared_ptr<completion_queue> q) { return s.submit(s.keys_op(op_kind::query, k), std::move(q)); },
-           arg("keys"), arg("queue") = none)
-      .def("submit_batch_get",
-           [](self_t& s, py::handle k, py::handle b, py::handle qr, bool strict, std::shared_ptr<completion_queue> q) {
-             if (b.is_none()) return s.submit(s.get_owned_op(k, qr, strict), std::move(q));
-             return s.submit(s.get_into_op(k, b, qr, strict), std::move(q));
-           },
-           arg("keys"), arg("buffers") = none, arg("query_results") = none, arg("strict") = false, arg("queue") = none)
-      .def("submit_batch_remove",
-           [](self_t& s, py::handle k, std::shared_ptr<completion_queue> q) { return s.submit(s.keys_op(op_kind::remove, k), std::move(q)); },
-           arg("keys"), arg("queue") = none)
-      .def("submit_remove_all",
-           [](self_t& s, std::shared_ptr<completion_queue> q) {
-             return s.submit(s.keys_op(op_kind::remove_all, py::none()), std::move(q));
-           },
-           arg("queue") = none)
-      .def("cancel", &self_t::cancel, arg("ticket"))
-      .def("event_fd", [](self_t& s) { return s.own_queue()->fd(); })
-      .def("drain_completions", [](self_t& s) { return drain_queue(*s.own_queue()); })
-      .def("_new_queue", &self_t::new_queue)
-      .def("_shut_down", [](self_t& s) {
-        py::gil_scoped_release nogil;
-        s.shut_down();
-      })
-      .def("_covers", &self_t::covers, arg("address"), arg("size"))
-      .def("_cpp_get_into_loop", &self_t::cpp_get_into_loop, arg("keys"), arg("buffers"), arg("query_results"),
-           arg("iterations"));
+      .def("unregister_buffer", method<self_t>(&self_t::unregister_buffer), arg("buffer"))
+      .def_property_readonly("registered_buffers", method<self_t>(&self_t::registered_buffers))
+      .def("counters", method<self_t>(&self_t::counters))
+      .def("operations_in_flight", method<self_t>(&self_t::in_flight))
+      .def("cancel", method<self_t>(&self_t::cancel), arg("ticket"))
+      .def("event_fd", method<self_t>([](self_t& s) { return s.own_queue()->fd(); }))
+      .def("drain_completions", method<self_t>([](self_t& s) { return drain_queue(*s.own_queue()); }))
+      .def("_new_queue", method<self_t>(&self_t::new_queue))
+      .def("_shut_down", method<self_t>([](self_t& s) {
+             without_gil nogil;
+             s.shut_down();
+           }))
+      .def("_covers", method<self_t>(&self_t::covers), arg("address"), arg("size"))
+      .def("_cpp_get_into_loop", method<self_t>(&self_t::cpp_get_into_loop), arg("keys"), arg("buffers"),
+           arg("query_results"), arg("iterations"));
+
+  // The batch operations: blocking, and submit_* (a ticket now, a
+  // Completion in the queue later).
+  def_operation<self_t>(
+      cls, "batch_put", [](self_t& s, py::handle k, py::handle v, py::handle r) { return s.put_op(k, v, r, "values"); },
+      arg("keys"), arg("values"), arg("replicas") = one);
+  def_operation<self_t>(
+      cls, "batch_put_from",
+      [](self_t& s, py::handle k, py::handle v, py::handle r) { return s.put_op(k, v, r, "sources"); }, arg("keys"),
+      arg("sources"), arg("replicas") = one);
+  def_operation<self_t>(
+      cls, "batch_exist", [](self_t& s, py::handle k) { return s.keys_op(op_kind::exist, k); }, arg("keys"));
+  def_operation<self_t>(
+      cls, "batch_exist_prefix", [](self_t& s, py::handle k) { return s.keys_op(op_kind::exist_prefix, k); },
+      arg("keys"));
+  def_operation<self_t>(
+      cls, "batch_query", [](self_t& s, py::handle k) { return s.keys_op(op_kind::query, k); }, arg("keys"));
+  def_operation<self_t>(
+      cls, "batch_get_into",
+      [](self_t& s, py::handle k, py::handle b, py::handle q, py::handle strict) {
+        return s.get_into_op(k, b, q, strict);
+      },
+      arg("keys"), arg("buffers"), arg("query_results") = none, arg("strict") = no);
+  def_operation<self_t>(
+      cls, "batch_get",
+      [](self_t& s, py::handle k, py::handle q, py::handle strict) { return s.get_owned_op(k, q, strict); },
+      arg("keys"), arg("query_results") = none, arg("strict") = no);
+  def_operation<self_t>(
+      cls, "batch_remove", [](self_t& s, py::handle k) { return s.keys_op(op_kind::remove, k); }, arg("keys"));
+  def_operation<self_t>(cls, "remove_all", [](self_t& s) { return s.keys_op(op_kind::remove_all, py::none()); });
 }
 
 }  // namespace corokv::python

@@ -29,7 +29,7 @@ def test_submitted_batches_complete_through_the_eventfd(store):
     assert done[put].error is None and done[put].result == [Status.SUCCESS] * 8
 
     pages = np.zeros((8, 4096), dtype=np.uint8)
-    get = store.submit_batch_get(keys, list(pages))
+    get = store.submit_batch_get_into(keys, list(pages))
     exist = store.submit_batch_exist(keys + ["missing"])
     owned = store.submit_batch_get(keys[:2])
     done = wait_for(store, {get, exist, owned})
