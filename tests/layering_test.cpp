@@ -97,7 +97,7 @@ TEST_CASE("layering: every header has a layer, and no include runs back up a lay
 
 // ctest runs each discovered test case by name and splits names at ';' (its
 // list separator), so a name holding one runs nothing and fails.
-TEST_CASE("test names: no test case's name holds a ';', which ctest would split") {
+TEST_CASE("test names: no test case's name holds a semicolon, which ctest would split") {
   const fs::path root = fs::path(COROKV_SOURCE_DIR) / "tests";
   REQUIRE(fs::is_directory(root));
   std::vector<std::string> problems;
