@@ -32,14 +32,18 @@ def _die_with_parent():
 class Master:
     """corokv-master on a free port, stopped at the end of the test."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, node_ttl_ms=3000, maintenance_ms=50):
+        """A silent node's segments are dropped after node_ttl_ms; the
+        master's maintenance runs every maintenance_ms (None: its default)."""
         exe = os.environ.get("COROKV_MASTER_EXE")
         if not exe:
             pytest.fail("COROKV_MASTER_EXE is not set: run these tests through ctest or meson test")
         ready = tmp_path / "master-ready.json"
+        timing = ["--node-ttl-ms", str(node_ttl_ms)]
+        if maintenance_ms is not None:
+            timing += ["--maintenance-ms", str(maintenance_ms)]
         self.process = subprocess.Popen(
-            [exe, "--listen", "127.0.0.1:0", "--admin", "off", "--ready-file", str(ready),
-             "--node-ttl-ms", "3000", "--maintenance-ms", "50"],
+            [exe, "--listen", "127.0.0.1:0", "--admin", "off", "--ready-file", str(ready)] + timing,
             stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent,
         )

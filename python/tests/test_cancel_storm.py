@@ -14,11 +14,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
-from conftest import Master, _die_with_parent
+from conftest import Master
 
 PEER = textwrap.dedent("""
     import sys, time
@@ -97,32 +96,11 @@ STORM = textwrap.dedent("""
 """)
 
 
-class LongMemoryMaster(Master):
-    """conftest's Master, but a silent node's segment stays listed for an
-    hour (the shared fixture drops it after 3 s)."""
-
-    def __init__(self, tmp_path):  # pylint: disable=super-init-not-called
-        exe = os.environ.get("COROKV_MASTER_EXE")
-        if not exe:
-            pytest.fail("COROKV_MASTER_EXE is not set: run these tests through ctest or meson test")
-        ready = tmp_path / "master-ready.json"
-        self.process = subprocess.Popen(
-            [exe, "--listen", "127.0.0.1:0", "--admin", "off", "--ready-file", str(ready),
-             "--node-ttl-ms", "3600000"],
-            stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + 20
-        while not ready.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail("corokv-master did not start: " + self.process.stderr.read().decode())
-            time.sleep(0.01)
-        self.port = json.loads(ready.read_text())["port"]
-        self.address = f"127.0.0.1:{self.port}"
-
-
 @pytest.fixture
 def long_memory_master(tmp_path):
-    m = LongMemoryMaster(tmp_path)
+    # A silent node's segment stays listed for an hour (the shared fixture
+    # drops it after 3 s): the dead peer stays a destination.
+    m = Master(tmp_path, node_ttl_ms=3_600_000, maintenance_ms=None)
     yield m
     m.stop()
 
