@@ -527,8 +527,11 @@ TEST_CASE("processes: SIGINT in the middle of a workload cancels it and ends the
   // Far more batches than can finish before the signal: each one in flight
   // when it comes is cancelled, and the store is destroyed only after.
   process reader({COROKV_NODE_EXE, "--master", master.master_flag(), "--segment-mib", "0", "--no-shm", "--workload",
-                  "get", "--keys", "50000000", "--value-size", "4096"},
+                  "get", "--keys", "50000000", "--value-size", "4096", "--ready-file", (dir / "reader.json").string()},
                  dir / "reader.out");
+  // Its signal handler is installed before it writes the ready file (a
+  // sanitised node under load takes more than a second to get there).
+  wait_for_json(dir / "reader.json", 30s);
   std::this_thread::sleep_for(500ms);
   REQUIRE(reader.running());
   reader.signal(SIGINT);

@@ -624,7 +624,7 @@ struct recorded_writer {
 
 std::chrono::seconds chaos_length() {
   const char* env = std::getenv("COROKV_HA_CHAOS_SECONDS");
-  return std::chrono::seconds(env && *env ? std::max(1, std::atoi(env)) : 30);
+  return std::chrono::seconds(env && *env ? std::max(1, std::atoi(env)) : 15);
 }
 
 }  // namespace
@@ -633,7 +633,7 @@ std::chrono::seconds chaos_length() {
 // and reads, never more than one master down at a time, where a master is
 // down from its kill until, restarted, it holds a whole copy again: a
 // restarted master is empty until then. Whatever was acknowledged must read
-// back with its bytes, and nothing removed may come back. 30 s in the suite;
+// back with its bytes, and nothing removed may come back. 15 s in the suite;
 // COROKV_HA_CHAOS_SECONDS sets the length, COROKV_HA_CHAOS_SEED the schedule.
 TEST_CASE("ha: masters killed and restarted at random under a writer: nothing acknowledged is lost, nothing removed comes back" *
           doctest::test_suite("etcd")) {
