@@ -43,6 +43,7 @@
 #include <corokv/client/demotion_plan.hpp>
 #include <corokv/client/embedded_metadata.hpp>
 #include <corokv/client/metadata_endpoint.hpp>
+#include <corokv/client/segment_proposal.hpp>
 #include <corokv/cluster.hpp>
 #include <corokv/detail/identity.hpp>
 #include <corokv/disk/crc32c.hpp>
@@ -298,41 +299,33 @@ class disk_tier {
 
     // Reachable through the lane under the old id (warm) or a fresh one.
     disk_lane& lane = store_.transport().template lane<disk_lane>();
-    segment_id proposal = warm ? replay.segment : detail::random_id();
-    if ((ec = lane.attach(proposal, file_))) co_return ec;
+    const segment_id first_id = warm ? replay.segment : detail::random_id();
+    if ((ec = lane.attach(first_id, file_))) co_return ec;
 
     std::vector<disk::index_entry> verified;
-    if (warm) verified = co_await verify(proposal, std::move(replay.entries));
+    if (warm) verified = co_await verify(first_id, std::move(replay.entries));
 
     segment_endpoints where;
     where.host_id = detail::host_id();
     // Remote readers reach it through this node's data server.
     if constexpr (has_lane<typename Store::transport_type, tcp_lane>)
       store_.transport().template lane<tcp_lane>().advertise(where);
-    const auto give_up = clock_type::now() + options_.remount_wait;
-    std::pair<std::error_code, segment_id> mounted{errc::already_exists, 0};
-    for (int attempt = 0; mounted.first == errc::already_exists; ++attempt) {
-      mounted = co_await store_.metadata().mount(store_.node(), file_->size(), where, proposal, storage_tier::disk,
+    // A fresh id that is taken: another one. The old id (warm): the previous
+    // process still holds it until the service declares it dead; wait.
+    const auto proposal = warm ? detail::segment_proposal::again(first_id, clock_type::now() + options_.remount_wait)
+                               : detail::segment_proposal::fresh(first_id);
+    auto mount = [&](segment_id id) -> boost::asio::awaitable<std::pair<std::error_code, segment_id>> {
+      co_return co_await store_.metadata().mount(store_.node(), file_->size(), where, id, storage_tier::disk,
                                                  /*remount=*/warm);
-      if (mounted.first != errc::already_exists) break;
-      if (!warm) {
-        // A fresh id that is taken: another one.
-        lane.detach(proposal);
-        if (attempt >= 3) break;
-        proposal = detail::random_id();
-        if ((ec = lane.attach(proposal, file_))) co_return ec;
-        continue;
-      }
-      // The previous process still holds it until the service declares it
-      // dead: wait for that.
-      if (clock_type::now() >= give_up) break;
-      boost::asio::steady_timer pause(store_.get_executor(), std::chrono::milliseconds(250));
-      co_await pause.async_wait(boost::asio::use_awaitable);
-    }
-    if (mounted.first) {
-      lane.detach(proposal);
-      co_return mounted.first;
-    }
+    };
+    auto reach = [&](segment_id id) { return lane.attach(id, file_); };
+    auto withdraw = [&](segment_id id) { lane.detach(id); };
+    auto pause = [&]() -> boost::asio::awaitable<void> {
+      boost::asio::steady_timer timer(store_.get_executor(), std::chrono::milliseconds(250));
+      co_await timer.async_wait(boost::asio::use_awaitable);
+    };
+    const auto mounted = co_await detail::mount_proposed(proposal, mount, reach, withdraw, pause);
+    if (mounted.first) co_return mounted.first;
     segment_ = mounted.second;
 
     // Offer what the file still holds (the service waits for that offer,

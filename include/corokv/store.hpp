@@ -34,6 +34,7 @@
 #include <corokv/client/options.hpp>
 #include <corokv/client/put_plan.hpp>
 #include <corokv/client/read_plan.hpp>
+#include <corokv/client/segment_proposal.hpp>
 #include <corokv/detail/async_operation.hpp>
 #include <corokv/detail/identity.hpp>
 #include <corokv/detail/scratch_pool.hpp>
@@ -304,20 +305,25 @@ class basic_store {
   // store proposes a random id, the transport makes the memory reachable
   // under it, and only then is it mounted, so no allocation can land in
   // memory the transport cannot find yet. A proposal that is taken
-  // (already_exists) is retried.
+  // (already_exists) is retried (client/segment_proposal.hpp).
   coro<segment_id> add_segment_coro(std::uint64_t size) {
     using result = detail::op_result<segment_id>;
-    std::pair<std::error_code, segment_id> mounted{errc::already_exists, 0};
-    for (int attempt = 0; attempt < 3 && mounted.first == errc::already_exists; ++attempt) {
-      const segment_id proposal = detail::random_id();
-      auto [made, where] = transport_.add_segment(proposal, size, options_.populate_segments);
-      if (made) co_return finish(result{made, 0});
-      {
-        metadata_timer timing{counters_};
-        mounted = co_await metadata_.mount(node_, size, std::move(where), proposal);
-      }
-      if (mounted.first) transport_.remove_segment(proposal);
-    }
+    using mount_answer = std::pair<std::error_code, segment_id>;
+    const auto proposal = detail::segment_proposal::fresh();
+    segment_endpoints where;
+    auto reach = [&](segment_id id) {
+      auto [made, endpoints] = transport_.add_segment(id, size, options_.populate_segments);
+      where = std::move(endpoints);
+      return made;
+    };
+    if (std::error_code made = reach(proposal.id())) co_return finish(result{made, 0});
+    auto mount = [&](segment_id id) -> asio::awaitable<mount_answer> {
+      metadata_timer timing{counters_};
+      co_return co_await metadata_.mount(node_, size, where, id);
+    };
+    auto withdraw = [&](segment_id id) { transport_.remove_segment(id); };
+    auto no_pause = []() -> asio::awaitable<void> { co_return; };  // fresh ids never wait
+    const mount_answer mounted = co_await detail::mount_proposed(proposal, mount, reach, withdraw, no_pause);
     if (mounted.first) co_return finish(result{mounted.first, 0});
     {
       std::lock_guard lock(segments_mu_);

@@ -27,6 +27,12 @@ enum class residence : std::uint8_t {
   disk,    // every replica on disk
 };
 
+// The residence of replicas whose tiers are `t` (segment_pool::tiers).
+template <class Tiers>
+constexpr residence residence_of(const Tiers& t) {
+  return t.all_disk ? residence::disk : t.any_disk ? residence::copied : residence::memory;
+}
+
 // Hot fields first: a query reads the key (stored just before the entry, see
 // object_table), this header and the first replica, which together span about
 // two cache lines for keys up to ~40 bytes.

@@ -120,7 +120,7 @@ class replica_state {
   // lie above every one this copy has seen, and above the wall-clock seed a
   // fresh service would pick.
   std::unique_ptr<service> promote(service_options options, clock_source clock, promote_report* report = nullptr) const {
-    options.id_seed = std::max(service::wall_clock_seed(), max_id_ + 1) | 1;
+    options.id_seed = std::max(wall_clock_seed(), max_id_ + 1) | 1;
     auto svc = std::make_unique<service>(options, std::move(clock));
     svc->refuse_disk_copies_below(options.id_seed);
     promote_report r;

@@ -16,11 +16,13 @@
 #include <corokv/detail/batch_plan.hpp>
 #include <corokv/meta/clock.hpp>
 #include <corokv/meta/disk_ledger.hpp>
-#include <corokv/meta/journal.hpp>
-#include <corokv/meta/lru_walk.hpp>
+#include <corokv/meta/invariants.hpp>
+#include <corokv/meta/object_space.hpp>
 #include <corokv/meta/node_table.hpp>
-#include <corokv/meta/object_shard.hpp>
 #include <corokv/meta/segment_pool.hpp>
+#include <corokv/meta/service_options.hpp>
+#include <corokv/meta/shard_set.hpp>
+#include <corokv/meta/state_records.hpp>
 #include <corokv/types.hpp>
 
 #include <algorithm>
@@ -40,106 +42,21 @@
 
 namespace corokv::meta {
 
-struct service_options {
-  std::size_t shards = 16;
-  duration lease_ttl = std::chrono::seconds(5);       // granted by query(); at most max_lease_ttl
-  // The longest lease a query may ask for (a longer one fails the call with
-  // invalid_argument), and how long a remounted segment is held back from
-  // allocation: no lease granted before the remount can outlive the hold.
-  duration max_lease_ttl = std::chrono::seconds(30);
-  duration put_timeout = std::chrono::seconds(30);    // a pending put older than this is revoked
-  duration node_ttl = std::chrono::seconds(10);       // a node silent this long is dead
-  double high_watermark = 0.95;                       // usage above this fraction triggers eviction...
-  double low_watermark = 0.85;                        // ...down to this fraction
-  // The disk tier: while memory use is above demote_watermark, nodes with
-  // disk segments are handed their oldest objects to copy to disk
-  // (demote_start), so that eviction releases memory without dropping
-  // them. Disk eviction (which drops objects) runs above
-  // disk_high_watermark, down to disk_low_watermark.
-  double demote_watermark = 0.75;
-  double disk_high_watermark = 0.95;
-  double disk_low_watermark = 0.85;
-  // A disk segment away this long (dropped and not mounted again, or
-  // mounted again and its copies never offered in full) is retired: the
-  // keys changed since are forgotten, and none of its old copies is taken
-  // back (if mounted, demotion uses it again).
-  duration away_disk_ttl = std::chrono::hours(1);
-  std::uint64_t alignment = 64;                       // allocation granularity in bytes
-  // First version and first segment id. 0 derives it from the wall clock, so
-  // that ids handed out before a restart of the service are not reused after.
-  std::uint64_t id_seed = 0;
-};
-
-struct mount_result {
-  errc status = errc::success;
-  segment_id id = 0;
-};
-
-// What one maintain() call did.
-struct maintenance_report {
-  std::size_t dead_nodes = 0;
-  std::size_t expired_puts = 0;
-  std::size_t reclaimed_removed = 0;
-  std::size_t evicted = 0;
-  std::size_t released_segments = 0;  // remounted segments whose hold ended
-  std::size_t expired_demotions = 0;  // disk reservations never reported
-  std::size_t disk_evicted = 0;
-};
-
-
-struct service_stats {
-  std::size_t objects = 0;          // committed and visible
-  std::size_t pending_puts = 0;
-  std::size_t removed_leased = 0;   // removed, memory held until the lease ends
-  std::size_t nodes = 0;
-  pool_usage pool;
-  std::uint64_t evicted_total = 0;  // objects dropped by memory eviction (no disk copy)
-  std::uint64_t expired_puts_total = 0;
-  std::uint64_t dead_nodes_total = 0;
-  // The disk tier.
-  pool_usage disk;
-  std::size_t disk_only_objects = 0;
-  // Disk segments whose copies the service does not list until their node
-  // offers them: dropped (node gone or declared dead), or mounted again.
-  std::size_t disks_away = 0;
-  std::size_t pending_demotions = 0;
-  std::uint64_t demoted_total = 0;          // disk copies committed
-  std::uint64_t memory_released_total = 0;  // evictions that kept the object on disk
-  // Objects memory eviction dropped while their disk copy was being made
-  // (when nothing else could make room): that copy's work was wasted.
-  std::uint64_t demotions_dropped_total = 0;
-  std::uint64_t disk_evicted_total = 0;     // objects dropped from disk
-};
-
-class service {
+class service : object_space {
  public:
   explicit service(service_options options = {}, clock_source clock = steady_clock_source())
-      : options_(sanitize(options)),
-        clock_(std::move(clock)),
-        pool_(options_.alignment, options_.id_seed),
-        ledger_(options_.id_seed),
-        shards_(options_.shards),
-        next_version_(options_.id_seed) {
-    for (auto& s : shards_) s = std::make_unique<object_shard>();
-  }
-
-  // The id_seed a service picks when given none: microseconds since the
-  // epoch, which grow across restarts and leave 2^63 ids.
-  static std::uint64_t wall_clock_seed() {
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch());
-    return static_cast<std::uint64_t>(us.count()) | 1;
-  }
+      : object_space(sanitized(options), std::move(clock)), next_version_(options_.id_seed) {}
 
   service(const service&) = delete;
   service& operator=(const service&) = delete;
 
   const service_options& options() const noexcept { return options_; }
-  time_point now() const { return clock_(); }
+  using object_space::now;
 
   // Every later change is also written to `j` (meta/journal.hpp), which must
   // outlive the service or be replaced first. Set it before the service is
   // shared between threads; nullptr stops recording.
-  void set_journal(journal* j) noexcept { journal_ = j; }
+  void set_journal(journal* j) noexcept { recorder_.set(j); }
 
   // ------------------------------------------------------------ nodes
   // Registers a node (idempotent) and marks it alive now. Node id 0 is
@@ -149,7 +66,7 @@ class service {
   // through unregister_node.
   errc register_node(node_id node, bool expires = true) {
     if (node == 0) return errc::invalid_argument;
-    nodes_.enroll(node, now(), expires, [&] { note_node_registered(node, expires); });
+    nodes_.enroll(node, now(), expires, [&] { recorder_.node_registered(node, expires); });
     return errc::success;
   }
 
@@ -205,11 +122,7 @@ class service {
       // Recorded under the pool's lock, before any allocation can land in it.
       const segment_id id =
           pool_.mount(node, size, std::move(endpoints), requested, held_until, tier, [&](const segment_descriptor& d) {
-            note([&](journal_record& r) {
-              r.kind = journal_kind::segment_mounted;
-              r.segment = d;
-              r.held = held_until.has_value();
-            });
+            recorder_.segment_mounted(d, held_until.has_value());
           });
       if (id == 0) return {errc::already_exists, 0};
       if (tier == storage_tier::disk && remount) {
@@ -259,7 +172,7 @@ class service {
     auto& plan = detail::thread_batch_plan();
     plan.build(keys, shards_.size());
     for (std::size_t i = 0; i < keys.size(); ++i) out[i] = {plan.admission(i), no_version, {}};
-    for_each_group(plan, keys, reserve);
+    shards_.for_each_group(plan, keys, reserve);
 
     if (!retry.empty()) {
       // An allocation failed: evict down to the low watermark, and at least
@@ -271,8 +184,8 @@ class service {
       }
       evict(t, eviction_target(needed));
       for (auto i : retry) {
-        const hashed_key key = hashed(keys[i]);
-        object_shard& shard = shard_for(key);
+        const hashed_key key = shard_set::hashed(keys[i]);
+        object_shard& shard = shards_.shard_for(key);
         std::lock_guard lock(shard.mu);
         out[i] = reserve_one(shard, key, sizes[i], opts.replicas, writer, t);
       }
@@ -289,7 +202,7 @@ class service {
     if (versions.size() != keys.size() || out.size() != keys.size()) return errc::invalid_argument;
     const time_point t = now();
     const std::uint64_t use = lru_clock_.fetch_add(keys.size());
-    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
+    shards_.for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
       object_entry* e = shard.find(key);
       if (!e) return errc::not_found;
       if (e->version != versions[i]) return errc::version_mismatch;
@@ -300,7 +213,7 @@ class service {
         return errc::timeout;
       }
       shard.commit(*e, use + i);
-      note_object(journal_kind::object_committed, *e);
+      recorder_.object(journal_kind::object_committed, *e);
       // Newer than any copy on a disk that is away: that copy must not
       // stand in for it once this object is gone.
       ledger_.key_changed(key.bytes);
@@ -315,7 +228,7 @@ class service {
   // meanwhile (use remove()).
   errc put_revoke(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
     if (versions.size() != keys.size() || out.size() != keys.size()) return errc::invalid_argument;
-    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
+    shards_.for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
       object_entry* e = shard.find(key);
       if (!e) return errc::not_found;
       if (e->version != versions[i]) return errc::version_mismatch;
@@ -346,7 +259,7 @@ class service {
         out[i] = query_result{};
         out[i].status = plan.admission(i);
       }
-    for_each_group(plan, keys, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
+    shards_.for_each_group(plan, keys, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
       query_result& r = out[i];
       object_entry* e = shard.find(key);
       if (!e || !e->committed) {
@@ -368,7 +281,7 @@ class service {
   // probes never hold memory back from eviction.
   errc exist(key_span keys, std::span<errc> out) {
     if (out.size() != keys.size()) return errc::invalid_argument;
-    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, const hashed_key& key) {
+    shards_.for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, const hashed_key& key) {
       object_entry* e = shard.find(key);
       return e && e->committed ? errc::success : errc::not_found;
     });
@@ -399,7 +312,7 @@ class service {
                 std::span<errc> out) {
     if (versions.size() != keys.size() || read_from.size() != keys.size() || out.size() != keys.size())
       return errc::invalid_argument;
-    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
+    shards_.for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
       object_entry* e = shard.find(key);
       if (!e || !e->committed) return errc::not_found;
       if (e->version != versions[i]) return errc::version_mismatch;
@@ -416,7 +329,7 @@ class service {
   errc remove(key_span keys, std::span<errc> out) {
     if (out.size() != keys.size()) return errc::invalid_argument;
     const time_point t = now();
-    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, const hashed_key& key) {
+    shards_.for_each_key(keys, out, [&](object_shard& shard, std::uint32_t, const hashed_key& key) {
       object_entry* e = shard.find(key);
       if (!e || !e->committed) {
         ledger_.key_changed(key.bytes);  // a copy on a disk that is away must not bring it back
@@ -435,7 +348,7 @@ class service {
     const time_point t = now();
     ledger_.all_keys_changed();  // nothing on a disk that is away comes back
     std::uint64_t hidden = 0;
-    for (auto& shard_ptr : shards_) {
+    for (auto& shard_ptr : shards_.all()) {
       object_shard& shard = *shard_ptr;
       std::lock_guard lock(shard.mu);
       for (auto* list : {&shard.lru, &shard.copied_lru, &shard.disk_lru})
@@ -490,14 +403,14 @@ class service {
     const pool_usage memory = pool_.usage();
     if (static_cast<double>(memory.used) <= static_cast<double>(memory.capacity) * options_.demote_watermark)
       return errc::success;
-    auto locks = lock_all_shards();
+    auto locks = shards_.lock_all();
     ledger_.reservations([&](demotion_reservations& reserved) {
       // Memory-only objects, oldest first: the ones memory eviction would
       // drop next, so copying them first keeps them.
       std::uint64_t bytes = 0;
       std::size_t drop_budget = max_objects * 4 + 64;
       std::size_t scanned = 0;
-      walk_oldest(&object_shard::lru, every_object, [&](object_shard&, object_entry& e) {
+      shards_.walk_oldest(&object_shard::lru, every_object, [&](object_shard&, object_entry& e) {
         if (out.size() >= max_objects || ++scanned > max_objects * 64 + 1024) return false;
         if (reserved.contains(e.version) || bytes + e.size > max_bytes) return true;
         const replica_descriptor* from = nullptr;
@@ -537,7 +450,7 @@ class service {
                   std::span<errc> out) {
     if (versions.size() != keys.size() || copied.size() != keys.size() || out.size() != keys.size())
       return errc::invalid_argument;
-    for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
+    shards_.for_each_key(keys, out, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
       const auto taken =
           ledger_.reservations([&](demotion_reservations& reserved) { return reserved.take(versions[i], key.bytes); });
       if (!taken) return errc::not_found;
@@ -552,9 +465,9 @@ class service {
         return st;
       }
       e->replicas.push_back(to);  // after the memory ones: readers try those first
-      shard.set_residence(*e, residence_of(e->replicas));
+      shard.set_residence(*e, residence_of(pool_.tiers(e->replicas)));
       ++demoted_total_;
-      note_object(journal_kind::object_replicas_changed, *e);
+      recorder_.object(journal_kind::object_replicas_changed, *e);
       return errc::success;
     });
     return errc::success;
@@ -587,8 +500,8 @@ class service {
         out[i] = errc::invalid_argument;
         continue;
       }
-      const hashed_key key = hashed(c.key);
-      object_shard& shard = shard_for(key);
+      const hashed_key key = shard_set::hashed(c.key);
+      object_shard& shard = shards_.shard_for(key);
       std::lock_guard lock(shard.mu);
       if (const object_entry* e = shard.find(key)) {
         // Offered again (an answer was lost, or a part failed): the same copy.
@@ -620,10 +533,10 @@ class service {
       e.size = c.replica.length;
       e.version = c.version;
       e.replicas = replicas;
-      note_object(journal_kind::object_reserved, e);
+      recorder_.object(journal_kind::object_reserved, e);
       shard.commit(e, lru_clock_.fetch_add(1));
       shard.set_residence(e, residence::disk);
-      note_object(journal_kind::object_committed, e);
+      recorder_.object(journal_kind::object_committed, e);
       out[i] = errc::success;
     }
     return errc::success;
@@ -644,7 +557,7 @@ class service {
     dead_nodes_total_ += report.dead_nodes;
     ledger_.retire(t, options_.away_disk_ttl);
 
-    for (auto& shard_ptr : shards_) {
+    for (auto& shard_ptr : shards_.all()) {
       object_shard& shard = *shard_ptr;
       std::lock_guard lock(shard.mu);
       // The whole list: reservations made concurrently are not strictly in
@@ -668,7 +581,7 @@ class service {
     });
     const pool_usage disk = pool_.usage(storage_tier::disk);
     if (static_cast<double>(disk.used) > static_cast<double>(disk.capacity) * options_.disk_high_watermark) {
-      auto locks = lock_all_shards();
+      auto locks = shards_.lock_all();
       report.disk_evicted = evict_disk(
           t, 0, static_cast<std::uint64_t>(static_cast<double>(disk.capacity) * options_.disk_low_watermark));
     }
@@ -678,7 +591,7 @@ class service {
   service_stats stats() const {
     service_stats s;
     s.disks_away = ledger_.away();
-    for (auto& shard_ptr : shards_) {
+    for (auto& shard_ptr : shards_.all()) {
       std::lock_guard lock(shard_ptr->mu);
       s.objects += shard_ptr->committed();
       s.disk_only_objects += shard_ptr->disk_lru.size();
@@ -707,45 +620,9 @@ class service {
   template <class Emit, class AtCut>
   void snapshot(Emit&& emit, AtCut&& at_cut) const {
     nodes_.locked([&](const node_table::map& nodes) {
-      auto locks = lock_all_shards();
+      auto locks = shards_.lock_all();
       at_cut();
-      journal_record r;
-      for (auto& [id, state] : nodes) {
-        r = {};
-        r.kind = journal_kind::node_registered;
-        r.node = id;
-        r.expires = state.expires;
-        emit(r);
-      }
-      for (auto& d : pool_.descriptors()) {
-        r = {};
-        r.kind = journal_kind::segment_mounted;
-        r.segment = d;
-        r.held = pool_.held(d.id);
-        emit(r);
-      }
-      for (auto& shard_ptr : shards_) {
-        shard_ptr->objects.for_each([&](const object_entry& e) {
-          r = {};
-          r.kind = journal_kind::object_reserved;
-          r.key = e.key();
-          r.size = e.size;
-          r.version = e.version;
-          r.replicas = e.replicas;
-          r.node = e.writer;
-          emit(r);
-          if (!e.committed) return;
-          r.kind = journal_kind::object_committed;
-          emit(r);
-        });
-        for (auto& z : shard_ptr->removed) {
-          r = {};
-          r.kind = journal_kind::object_removed;  // no key: it names no object any more
-          r.version = z.version;
-          r.replicas = z.replicas;
-          emit(r);
-        }
-      }
+      emit_state(nodes, pool_, shards_, emit);
     });
   }
 
@@ -774,8 +651,8 @@ class service {
   bool restore_object(std::string_view key, std::uint64_t size, version_t version, const replica_list& replicas,
                       bool committed, node_id writer) {
     if (replicas.empty() || key.empty()) return false;
-    const hashed_key hk = hashed(key);
-    object_shard& shard = shard_for(hk);
+    const hashed_key hk = shard_set::hashed(key);
+    object_shard& shard = shards_.shard_for(hk);
     std::lock_guard lock(shard.mu);
     if (shard.find(hk) || !pool_.claim(replicas)) return false;
     object_entry& e = shard.insert_pending(hk);
@@ -787,7 +664,7 @@ class service {
     if (committed) {
       shard.commit(e, lru_clock_.fetch_add(1));
       e.deadline = now() + options_.max_lease_ttl;
-      shard.set_residence(e, residence_of(replicas));
+      shard.set_residence(e, residence_of(pool_.tiers(replicas)));
     }
     return true;
   }
@@ -795,125 +672,20 @@ class service {
   bool restore_removed(version_t version, const replica_list& replicas) {
     if (replicas.empty() || !pool_.claim(replicas)) return false;
     // Any shard: removed memory is only waited on and freed.
-    object_shard& shard = *shards_[version % shards_.size()];
+    object_shard& shard = shards_.at(version);
     std::lock_guard lock(shard.mu);
     shard.removed.push_back({version, replicas, now() + options_.max_lease_ttl});
     return true;
   }
 
-  // For tests: checks, under every lock, that the allocators are sound, that
-  // no two live allocations (committed, pending or removed-but-leased) overlap,
-  // and that the space they hold equals the pool's used bytes. Empty string
-  // when all is well, else what is wrong.
+  // For tests: meta::check_invariants (invariants.hpp) under every lock.
+  // Empty string when all is well, else what is wrong.
   std::string check_invariants() const {
-    auto locks = lock_all_shards();
-    if (auto err = pool_.check_invariants(); !err.empty()) return err;
-    std::map<segment_id, std::vector<std::pair<std::uint64_t, std::uint64_t>>> extents;
-    for (auto& shard_ptr : shards_) {
-      std::string err;
-      shard_ptr->objects.for_each([&](const object_entry& e) {
-        if (e.replicas.empty() && err.empty()) err = "object without replicas: " + std::string(e.key());
-        for (auto& r : e.replicas) extents[r.segment].emplace_back(r.offset, r.length);
-      });
-      if (!err.empty()) return err;
-      for (auto& z : shard_ptr->removed)
-        for (auto& r : z.replicas) extents[r.segment].emplace_back(r.offset, r.length);
-      if (shard_ptr->committed() + shard_ptr->pending.size() != shard_ptr->objects.size())
-        return "lists and table disagree";
-      shard_ptr->objects.for_each([&](const object_entry& e) {
-        if (e.committed && e.where != residence_of(e.replicas) && err.empty())
-          err = "residence wrong for " + std::string(e.key());
-      });
-      if (!err.empty()) return err;
-    }
-    ledger_.reservations([&](const demotion_reservations& reserved) {
-      reserved.for_each([&](version_t, const auto& d) { extents[d.to.segment].emplace_back(d.to.offset, d.to.length); });
-    });
-    std::uint64_t held = 0;
-    std::string err;
-    pool_.for_each_segment([&](const segment_descriptor& d, const extent_allocator& space) {
-      auto it = extents.find(d.id);
-      if (it == extents.end()) {
-        if (space.used() != 0 && err.empty()) err = "segment holds space no object owns";
-        return;
-      }
-      auto& list = it->second;
-      std::sort(list.begin(), list.end());
-      std::uint64_t seg_held = 0, end = 0;
-      for (auto [offset, length] : list) {
-        if (offset < end && err.empty()) err = "live allocations overlap in segment " + std::to_string(d.id);
-        end = offset + space.rounded(length);
-        if (end > space.capacity() && err.empty()) err = "allocation beyond segment end";
-        seg_held += space.rounded(length);
-      }
-      if (seg_held != space.used() && err.empty()) err = "segment used bytes differ from live allocations";
-      held += seg_held;
-      extents.erase(it);
-    });
-    if (!err.empty()) return err;
-    if (!extents.empty()) return "replica on a segment that is not mounted";
-    if (held != pool_.usage().used + pool_.usage(storage_tier::disk).used) return "pool usage differs from live allocations";
-    return {};
+    auto locks = shards_.lock_all();
+    return meta::check_invariants(pool_, shards_, ledger_);
   }
 
  private:
-  static service_options sanitize(service_options o) {
-    if (o.shards == 0) o.shards = 1;
-    if (o.alignment == 0) o.alignment = 1;
-    o.high_watermark = std::clamp(o.high_watermark, 0.0, 1.0);
-    o.low_watermark = std::clamp(o.low_watermark, 0.0, o.high_watermark);
-    o.demote_watermark = std::clamp(o.demote_watermark, 0.0, 1.0);
-    o.disk_high_watermark = std::clamp(o.disk_high_watermark, 0.0, 1.0);
-    o.disk_low_watermark = std::clamp(o.disk_low_watermark, 0.0, o.disk_high_watermark);
-    o.lease_ttl = std::min(o.lease_ttl, o.max_lease_ttl);
-    if (o.id_seed == 0) o.id_seed = wall_clock_seed();
-    return o;
-  }
-
-  hashed_key hashed(std::string_view key) const { return {key, detail::hash_key(key)}; }
-  object_shard& shard_for(const hashed_key& key) { return *shards_[detail::shard_of(key.hash, shards_.size())]; }
-
-  // Calls f(shard, index, key) under the shard's lock for every admitted key,
-  // one lock per shard touched per chunk of the batch. Lookups run as a pipeline: while key j is
-  // handled, the slot of key j + 3d, the entry of key j + 2d and the LRU
-  // neighbours of key j + d are on their way into the cache, so a batch pays
-  // DRAM latency about once per d keys instead of several times per key.
-  template <class F>
-  void for_each_group(const detail::batch_plan& plan, key_span keys, F&& f) {
-    constexpr std::size_t d = 4;
-    for (std::size_t c = 0; c < plan.chunk_count(); ++c)
-    for (std::size_t s = 0; s < plan.shard_count(); ++s) {
-      auto group = plan.group(c, s);
-      if (group.empty()) continue;
-      object_shard& shard = *shards_[s];
-      std::lock_guard lock(shard.mu);
-      const object_table& table = shard.objects;
-      const std::size_t n = group.size();
-      auto hash_at = [&](std::size_t j) { return plan.hash(group[j]); };
-      for (std::size_t j = 0; j < std::min(n, 3 * d); ++j) table.prefetch_slot(hash_at(j));
-      for (std::size_t j = 0; j < std::min(n, 2 * d); ++j) table.prefetch_entry(hash_at(j));
-      for (std::size_t j = 0; j < std::min(n, d); ++j) table.prefetch_neighbours(hash_at(j));
-      for (std::size_t j = 0; j < n; ++j) {
-        if (j + 3 * d < n) table.prefetch_slot(hash_at(j + 3 * d));
-        if (j + 2 * d < n) table.prefetch_entry(hash_at(j + 2 * d));
-        if (j + d < n) table.prefetch_neighbours(hash_at(j + d));
-        const std::uint32_t i = group[j];
-        f(shard, i, hashed_key{keys[i], plan.hash(i)});
-      }
-    }
-  }
-
-  // The common shape of operations whose per-key result is an errc.
-  template <class F>
-  void for_each_key(key_span keys, std::span<errc> out, F&& f) {
-    auto& plan = detail::thread_batch_plan();
-    plan.build(keys, shards_.size());
-    for (std::size_t i = 0; i < keys.size(); ++i) out[i] = plan.admission(i);
-    for_each_group(plan, keys, [&](object_shard& shard, std::uint32_t i, const hashed_key& key) {
-      out[i] = f(shard, i, key);
-    });
-  }
-
   put_start_result reserve_one(object_shard& shard, const hashed_key& key, std::uint64_t size, std::size_t copies,
                                node_id writer, time_point t) {
     if (size == 0) return {errc::invalid_argument, no_version, {}};
@@ -933,277 +705,28 @@ class service {
     e.replicas = r.replicas;
     e.deadline = t + options_.put_timeout;
     e.writer = writer;
-    note_object(journal_kind::object_reserved, e);
+    recorder_.object(journal_kind::object_reserved, e);
     return r;
-  }
-
-  // Takes an entry out of the table and returns its space to the pool.
-  // Unrecorded only inside drop_segments, whose own record says it all.
-  void release(object_shard& shard, object_entry& e, bool recorded = true) {
-    if (recorded) note_object(journal_kind::object_released, e);
-    note_disk_release(e.replicas, e.version);
-    pool_.free(e.replicas);
-    shard.erase(e);
-  }
-
-  // Takes a committed entry out of the table; if it is leased past `t` its
-  // space waits on the shard's removed list until the lease ends.
-  void release_after_lease(object_shard& shard, object_entry& e, time_point t) {
-    ledger_.key_changed(e.key());
-    if (!e.leased(t)) return release(shard, e);
-    note_object(journal_kind::object_removed, e);
-    note_disk_release(e.replicas, e.version);  // gone for the index now; the extent waits for the lease
-    shard.removed.push_back({e.version, e.replicas, e.deadline});
-    shard.erase(e);
-  }
-
-  std::size_t reclaim_removed(object_shard& shard, time_point t) {
-    auto expired = std::partition(shard.removed.begin(), shard.removed.end(),
-                                  [&](const removed_object& z) { return z.lease_deadline > t; });
-    std::size_t n = static_cast<std::size_t>(shard.removed.end() - expired);
-    for (auto it = expired; it != shard.removed.end(); ++it) {
-      note([&](journal_record& r) {
-        r.kind = journal_kind::removed_reclaimed;
-        r.version = it->version;
-      });
-      pool_.free(it->replicas);  // its disk copies were told released when it was removed
-    }
-    shard.removed.erase(expired, shard.removed.end());
-    return n;
-  }
-
-  std::vector<std::unique_lock<std::mutex>> lock_all_shards() const {
-    std::vector<std::unique_lock<std::mutex>> locks;
-    locks.reserve(shards_.size());
-    for (auto& s : shards_) locks.emplace_back(s->mu);
-    return locks;
-  }
-
-  // Used bytes to evict down to: the low watermark, and low enough that
-  // `needed` more bytes fit in the total.
-  std::uint64_t eviction_target(std::uint64_t needed) const {
-    const pool_usage u = pool_.usage();
-    auto low = static_cast<std::uint64_t>(static_cast<double>(u.capacity) * options_.low_watermark);
-    return std::min(low, u.capacity > needed ? u.capacity - needed : 0);
-  }
-
-  std::size_t evict_above_high_watermark(time_point t) {
-    const pool_usage u = pool_.usage();
-    if (static_cast<double>(u.used) <= static_cast<double>(u.capacity) * options_.high_watermark) return 0;
-    return evict(t, eviction_target(0));
-  }
-
-  // Frees space until the pool's used bytes reach `target`: first removed
-  // objects whose lease ended; then the memory of unleased objects with a
-  // disk copy (they live on, on disk); then unleased memory-only objects
-  // (dropped), those whose disk copy is being made last. Each oldest first
-  // (the shards' lists merged). Returns objects dropped.
-  std::size_t evict(time_point t, std::uint64_t target) {
-    auto locks = lock_all_shards();
-    for (auto& s : shards_) reclaim_removed(*s, t);
-    auto unleased = [&](const object_entry& e) { return !e.leased(t); };
-    walk_oldest(&object_shard::copied_lru, unleased, [&](object_shard& shard, object_entry& victim) {
-      if (pool_.usage().used <= target) return false;
-      release_memory_replicas(shard, victim);
-      ++memory_released_total_;
-      return true;
-    });
-    std::size_t evicted = 0;
-    if (pool_.usage().used > target) ledger_.reservations([&](demotion_reservations& reserved) {
-      auto being_copied = [&](const object_entry& e) { return reserved.contains(e.version); };
-      auto drop = [&](object_shard& shard, object_entry& victim) {
-        if (pool_.usage().used <= target) return false;
-        demotions_dropped_total_ += being_copied(victim);
-        release(shard, victim);
-        ++evicted;
-        return true;
-      };
-      walk_oldest(&object_shard::lru, [&](const object_entry& e) { return unleased(e) && !being_copied(e); }, drop);
-      if (pool_.usage().used > target) walk_oldest(&object_shard::lru, unleased, drop);
-    });
-    evicted_total_ += evicted;
-    return evicted;
-  }
-
-  // Under every shard lock: drops unleased disk-only objects, oldest first
-  // (whose replica is on `node`'s disk, or anyone's for node 0), until disk
-  // use is at most `target` or `limit` are gone. Returns how many went.
-  // Each shard's disk LRU is ordered by arrival on disk or use since; the
-  // shards' oldest are compared by last use, which approximates a global
-  // order.
-  std::size_t evict_disk(time_point t, node_id node, std::uint64_t target, std::size_t limit = SIZE_MAX) {
-    auto eligible = [&](const object_entry& e) {
-      return !e.leased(t) && (node == 0 || std::any_of(e.replicas.begin(), e.replicas.end(),
-                                                       [&](const replica_descriptor& r) { return r.node == node; }));
-    };
-    std::size_t dropped = 0;
-    walk_oldest(&object_shard::disk_lru, eligible, [&](object_shard& shard, object_entry& victim) {
-      if (dropped >= limit || pool_.usage(storage_tier::disk).used <= target) return false;
-      release(shard, victim);
-      ++dropped;
-      return true;
-    });
-    disk_evicted_total_ += dropped;
-    return dropped;
-  }
-
-  // walk_oldest (meta/lru_walk.hpp) over this service's shards; under
-  // every shard lock.
-  template <class Eligible, class Visit>
-  void walk_oldest(object_list object_shard::*list, Eligible&& eligible, Visit&& visit) {
-    meta::walk_oldest(shards_, list, std::forward<Eligible>(eligible), std::forward<Visit>(visit));
-  }
-
-  residence residence_of(const replica_list& replicas) const {
-    const auto t = pool_.tiers(replicas);
-    return t.all_disk ? residence::disk : t.any_disk ? residence::copied : residence::memory;
-  }
-
-  // An evicted object with a disk copy keeps it and frees its memory ones.
-  void release_memory_replicas(object_shard& shard, object_entry& e) {
-    replica_list memory;
-    for (const auto& r : e.replicas)
-      if (pool_.tier_of(r.segment) != storage_tier::disk) memory.push_back(r);
-    e.replicas.erase_if([&](const replica_descriptor& r) {
-      return std::find(memory.begin(), memory.end(), r) != memory.end();
-    });
-    pool_.free(memory);
-    shard.set_residence(e, residence::disk);
-    note_object(journal_kind::object_replicas_changed, e);
-  }
-
-  // A disk copy the service frees, or hides (a removal under lease), is
-  // remembered for its node (see disk_ledger::released).
-  void note_disk_release(const replica_list& replicas, version_t version) {
-    if (!ledger_.any_disk()) return;
-    for (const auto& r : replicas)
-      if (pool_.tier_of(r.segment) == storage_tier::disk) ledger_.released(r.segment, version);
-  }
-
-  static replica_list single(const replica_descriptor& r) {
-    replica_list l;
-    l.push_back(r);
-    return l;
-  }
-
-  // Unmounts segments and repairs every object that had a replica on them;
-  // also revokes pending puts written by `writer` (0: none).
-  void drop_segments(std::span<const segment_id> segs, node_id writer) {
-    auto locks = lock_all_shards();
-    // One record: a follower repairs its copy with the same rules.
-    note([&](journal_record& r) {
-      r.kind = journal_kind::segments_dropped;
-      r.segments = segs;
-      r.node = writer;
-    });
-    // Disk segments dropped: their node may come back with their files.
-    std::vector<segment_id> disk_dropped;
-    for (segment_id s : segs)
-      if (pool_.tier_of(s) == storage_tier::disk) disk_dropped.push_back(s);
-    ledger_.dropped(disk_dropped, now());
-    for (segment_id s : segs) pool_.unmount(s);
-    auto on_dropped = [&](const replica_descriptor& r) {
-      return std::find(segs.begin(), segs.end(), r.segment) != segs.end();
-    };
-    for (auto& shard_ptr : shards_) {
-      object_shard& shard = *shard_ptr;
-      std::vector<object_entry*> affected;
-      shard.objects.for_each([&](object_entry& e) {
-        if (std::any_of(e.replicas.begin(), e.replicas.end(), on_dropped) ||
-            (!e.committed && writer != 0 && e.writer == writer))
-          affected.push_back(&e);
-      });
-      for (object_entry* e : affected) {
-        // An object that lives on elsewhere: its dropped disk copy must not
-        // come back with its node (the object may be removed meanwhile).
-        if (e->committed && !disk_dropped.empty() && !std::all_of(e->replicas.begin(), e->replicas.end(), on_dropped))
-          for (const auto& r : e->replicas)
-            if (std::find(disk_dropped.begin(), disk_dropped.end(), r.segment) != disk_dropped.end())
-              ledger_.released(r.segment, e->version);
-        e->replicas.erase_if(on_dropped);
-        if (!e->committed)
-          release(shard, *e, /*recorded=*/false);  // a pending put is revoked whole
-        else if (e->replicas.empty())
-          shard.erase(*e);  // nothing left to free
-        else
-          shard.set_residence(*e, residence_of(e->replicas));
-      }
-      for (auto& z : shard.removed) z.replicas.erase_if(on_dropped);
-      std::erase_if(shard.removed, [](const removed_object& z) { return z.replicas.empty(); });
-    }
-    // Demotions from or to a dropped segment: the reservation goes (its
-    // space with the segment, or freed here).
-    ledger_.reservations([&](demotion_reservations& reserved) {
-      reserved.remove_if([&](const auto& r) { return on_dropped(r.from) || on_dropped(r.to); },
-                         [&](const auto& r) {
-                           if (!on_dropped(r.to)) pool_.free(single(r.to));
-                         });
-    });
-  }
-
-  template <class F>
-  void note(F&& fill) {
-    if (!journal_) return;
-    journal_record r;
-    fill(r);
-    journal_->record(r);
-  }
-
-  void note_object(journal_kind kind, const object_entry& e) {
-    note([&](journal_record& r) {
-      r.kind = kind;
-      r.key = e.key();
-      r.size = e.size;
-      r.version = e.version;
-      r.replicas = e.replicas;
-      r.node = e.writer;
-    });
-  }
-
-  void note_node_left(node_id node) {
-    note([&](journal_record& r) {
-      r.kind = journal_kind::node_left;
-      r.node = node;
-    });
-  }
-
-  void note_node_registered(node_id node, bool expires) {
-    note([&](journal_record& r) {
-      r.kind = journal_kind::node_registered;
-      r.node = node;
-      r.expires = expires;
-    });
   }
 
   // Within nodes_.locked(): a node that mounts is registered (expiring) if
   // it was not.
   void add_node(node_table::map& nodes, node_id node) {
-    if (node_table::add_if_absent(nodes, node, now())) note_node_registered(node, true);
+    if (node_table::add_if_absent(nodes, node, now())) recorder_.node_registered(node, true);
   }
 
   // Under the nodes lock, once a node left or was declared dead: its
   // segments are listed and dropped there, so that a segment it mounts
   // after registering again is not dropped with the old ones.
   void drop_node(node_id node) {
-    note_node_left(node);
+    recorder_.node_left(node);
     drop_segments(pool_.segments_of(node), node);
   }
 
-  service_options options_;
-  clock_source clock_;
-  journal* journal_ = nullptr;
-  segment_pool pool_;
-  disk_ledger ledger_;  // the disk tier's: reservations, released copies, away disks
-  std::vector<std::unique_ptr<object_shard>> shards_;
   std::atomic<version_t> next_version_;
   std::atomic<std::uint64_t> lru_clock_{1};
-  std::atomic<std::uint64_t> evicted_total_{0};
-  std::atomic<std::uint64_t> expired_puts_total_{0};
   std::atomic<std::uint64_t> dead_nodes_total_{0};
   std::atomic<std::uint64_t> demoted_total_{0};
-  std::atomic<std::uint64_t> memory_released_total_{0};
-  std::atomic<std::uint64_t> demotions_dropped_total_{0};
-  std::atomic<std::uint64_t> disk_evicted_total_{0};
   node_table nodes_;
 };
 
