@@ -21,7 +21,7 @@ using step = segment_proposal::step;
 
 TEST_SUITE("segment_proposal") {
 
-TEST_CASE("a fresh proposal that is taken gives way to another id, at most three in all; other errors end it") {
+TEST_CASE("a fresh proposal that is taken gives way to another id, at most three in all, other errors end it") {
   auto p = segment_proposal::fresh(41);
   CHECK(p.id() == 41);
   const time_point now = clock_type::now();

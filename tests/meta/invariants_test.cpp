@@ -45,7 +45,7 @@ struct parts {
 
 TEST_SUITE("invariants") {
 
-TEST_CASE("sound state passes; space no object owns, overlaps and unknown segments are found") {
+TEST_CASE("sound state passes, space no object owns, overlaps and unknown segments are found") {
   parts p;
   CHECK(p.check().empty());
   p.add("a", 128);

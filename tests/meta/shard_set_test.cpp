@@ -14,7 +14,7 @@ using namespace corokv;
 
 TEST_SUITE("shard_set") {
 
-TEST_CASE("every admitted key is visited once, in its own shard and under its lock; refused keys keep the plan's answer") {
+TEST_CASE("every admitted key is visited once, in its own shard and under its lock, refused keys keep the plan's answer") {
   meta::shard_set shards(8);
   std::vector<std::string> storage;
   for (int i = 0; i < 3000; ++i) storage.push_back("key-" + std::to_string(i));  // more than one chunk
