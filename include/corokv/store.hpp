@@ -6,8 +6,9 @@
 // instances of it.
 //
 // Every batch operation is an Asio initiating function whose completion
-// signature is void(boost::system::error_code, Result) and whose token
-// defaults to asio::deferred, so `co_await store.batch_get(...)` works in an
+// signature is void(corokv::error_code, Result) (boost::system::error_code,
+// the type register_buffer returns too) and whose token defaults to
+// asio::deferred, so `co_await store.batch_get(...)` works in an
 // asio::awaitable, and callbacks, use_future, as_tuple and use_awaitable work
 // too. Results are vectors aligned with the keys: index i answers key i. The
 // error_code reports failures of the whole operation (invalid arguments,
@@ -86,7 +87,7 @@ class basic_store {
   using transport_type = Transport;
 
   template <class T>
-  using signature = void(boost::system::error_code, T);
+  using signature = void(error_code, T);  // corokv::error_code, Asio's boost::system::error_code
 
   // Throws boost::system::system_error if the buffer pool cannot be mapped
   // or a lane refuses to register it.
@@ -154,8 +155,8 @@ class basic_store {
   // (exactly the region registered) takes effect for new operations at
   // once; an operation already using the region keeps it until it
   // completes.
-  std::error_code register_buffer(asio::mutable_buffer region) { return transport_.register_buffer(region); }
-  std::error_code unregister_buffer(asio::mutable_buffer region) { return transport_.unregister_buffer(region); }
+  error_code register_buffer(asio::mutable_buffer region) { return transport_.register_buffer(region); }
+  error_code unregister_buffer(asio::mutable_buffer region) { return transport_.unregister_buffer(region); }
   // Registered regions, the buffer pool's included.
   std::size_t registered_buffers() const { return transport_.registered_buffers(); }
 

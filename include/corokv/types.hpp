@@ -204,7 +204,7 @@ struct query_result {
   time_point lease_deadline{};
 
   bool ok() const noexcept { return status == errc::success; }
-  std::error_code ec() const noexcept { return status; }
+  error_code ec() const noexcept { return make_error_code(status); }
   friend bool operator==(const query_result&, const query_result&) = default;
 };
 
@@ -215,7 +215,7 @@ struct put_start_result {
   replica_list replicas;
 
   bool ok() const noexcept { return status == errc::success; }
-  std::error_code ec() const noexcept { return status; }
+  error_code ec() const noexcept { return make_error_code(status); }
   friend bool operator==(const put_start_result&, const put_start_result&) = default;
 };
 

@@ -9,7 +9,7 @@ Mooncake's return conventions: 0 or a negative code for puts and removes,
 bytes read or a negative code for reads into caller memory, 1 / 0 / -1 for
 existence, empty bytes for a failed ``get``, None for a failed
 ``get_buffer``. Negative codes are Mooncake's published numbers
-(``MOONCAKE_CODES``; the README has the table).
+(``MOONCAKE_CODES``, from corokv's error table; the README has the table).
 
 What a Mooncake setup names that corokv has no use for (the transfer
 engine's metadata server, RDMA device names, SSD offload, soft pins,
@@ -22,53 +22,20 @@ import logging
 import operator
 import re
 
-from . import ClusterStore, Error, Status, Store
+from . import ClusterStore, Error, Status, Store, _corokv
 
 __all__ = ["MooncakeDistributedStore", "ReplicateConfig", "MOONCAKE_CODES", "mooncake_code"]
 
 log = logging.getLogger("corokv.mooncake")
 
-# corokv Status -> Mooncake ErrorCode (mooncake-store/include/types.h).
-OK = 0
-INTERNAL_ERROR = -1
-NO_AVAILABLE_HANDLE = -200
-INVALID_VERSION = -300
-INVALID_KEY = -400
-INVALID_PARAMS = -600
-SEGMENT_NOT_FOUND = -101
-CLIENT_NOT_FOUND = -103
-OBJECT_NOT_FOUND = -704
-OBJECT_ALREADY_EXISTS = -705
-LEASE_EXPIRED = -707
-TRANSFER_FAIL = -800
-RPC_FAIL = -900
-RPC_TIMEOUT = -901
+# corokv Status -> Mooncake ErrorCode (mooncake-store/include/types.h): both
+# come from corokv's error table (include/corokv/error.hpp), through the
+# binding. The codes this module answers by itself:
+OK = _corokv.mooncake_codes["OK"]
+INTERNAL_ERROR = _corokv.mooncake_codes["INTERNAL_ERROR"]
+INVALID_PARAMS = _corokv.mooncake_codes["INVALID_PARAMS"]
 
-MOONCAKE_CODES = {
-    Status.SUCCESS: OK,
-    Status.NOT_FOUND: OBJECT_NOT_FOUND,
-    Status.ALREADY_EXISTS: OBJECT_ALREADY_EXISTS,
-    Status.PUT_IN_PROGRESS: OBJECT_ALREADY_EXISTS,
-    Status.LEASE_EXPIRED: LEASE_EXPIRED,
-    Status.INVALID_KEY: INVALID_KEY,
-    Status.DUPLICATE_KEY: INVALID_PARAMS,
-    Status.BUFFER_TOO_SMALL: INVALID_PARAMS,
-    Status.SIZE_MISMATCH: INVALID_PARAMS,
-    Status.INVALID_ARGUMENT: INVALID_PARAMS,
-    Status.NO_SPACE: NO_AVAILABLE_HANDLE,
-    Status.REPLICAS_UNAVAILABLE: NO_AVAILABLE_HANDLE,
-    Status.SEGMENT_NOT_FOUND: SEGMENT_NOT_FOUND,
-    Status.NODE_UNKNOWN: CLIENT_NOT_FOUND,
-    Status.TRANSFER_FAILED: TRANSFER_FAIL,
-    Status.RPC_FAILED: RPC_FAIL,
-    Status.TIMEOUT: RPC_TIMEOUT,
-    Status.PROTOCOL_ERROR: RPC_FAIL,
-    Status.CANCELLED: INTERNAL_ERROR,
-    Status.VERSION_MISMATCH: INVALID_VERSION,
-    Status.INTERNAL_ERROR: INTERNAL_ERROR,
-    Status.POOL_EXHAUSTED: NO_AVAILABLE_HANDLE,
-}
-assert set(MOONCAKE_CODES) == set(Status), "every Status needs a Mooncake code"
+MOONCAKE_CODES = {Status(code): mooncake for code, _name, _message, _kind, mooncake in _corokv.error_table}
 
 
 def mooncake_code(status_or_error):

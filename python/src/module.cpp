@@ -14,7 +14,7 @@
 #include <pybind11/eval.h>
 #include <pybind11/pybind11.h>
 
-#include <array>
+#include <cctype>
 #include <chrono>
 #include <climits>
 #include <string>
@@ -36,22 +36,19 @@ exit_coordinator& exit_guard() {
 }
 
 py::object error_object(const std::error_code& ec, const char* message) {
-  py::object code = &ec.category() == &error_category() ? status_object(static_cast<errc>(ec.value()))
-                                                         : py::object(py::int_(ec.value()));
+  py::object code = ec == condition::per_key ? status_object(as_per_key_status(ec)) : py::object(py::int_(ec.value()));
   return types().error_type(code, py::str(message ? std::string(message) : ec.message()),
                             py::str(ec.category().name()));
 }
 
 namespace {
 
-// The Status members, in errc order; names as Python spells enum members.
-constexpr std::array<std::string_view, static_cast<std::size_t>(last_errc) + 1> status_names{
-    "SUCCESS",          "NOT_FOUND",         "ALREADY_EXISTS",  "PUT_IN_PROGRESS", "LEASE_EXPIRED",
-    "INVALID_KEY",      "DUPLICATE_KEY",     "BUFFER_TOO_SMALL", "SIZE_MISMATCH",  "INVALID_ARGUMENT",
-    "NO_SPACE",         "REPLICAS_UNAVAILABLE", "SEGMENT_NOT_FOUND", "NODE_UNKNOWN", "TRANSFER_FAILED",
-    "RPC_FAILED",       "TIMEOUT",           "PROTOCOL_ERROR",  "CANCELLED",       "VERSION_MISMATCH",
-    "INTERNAL_ERROR",   "POOL_EXHAUSTED",
-};
+// A table name as Python spells enum members and constants: in capitals.
+py::str capitals(std::string_view name) {
+  std::string s(name);
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return py::str(s);
+}
 
 // No __init__: Error(code, message, category) runs no Python code, so the
 // binding can make one at any point of a call (lifetime.hpp); its fields
@@ -98,15 +95,25 @@ PYBIND11_MODULE(_corokv, m) {
   using namespace corokv::python;
   m.doc() = "corokv: batched KV-cache store (native part; use the corokv package)";
 
-  // Status: an IntEnum mirroring corokv::errc.
+  // Status: an IntEnum made from corokv's error table (error.hpp), which
+  // the module exports as well: error_table holds (code, name, message,
+  // kind, Mooncake code) per code, mooncake_codes Mooncake's names.
   py::list members;
-  for (std::size_t i = 0; i < status_names.size(); ++i)
-    members.append(py::make_tuple(py::str(std::string(status_names[i])), py::int_(i)));
+  py::list table;
+  for (const error_entry& e : error_table) {
+    members.append(py::make_tuple(capitals(e.name), py::int_(static_cast<int>(e.code))));
+    table.append(py::make_tuple(static_cast<int>(e.code), py::str(std::string(e.name)), py::str(std::string(e.message)),
+                                py::str(std::string(name_of(e.kind))), static_cast<int>(e.mooncake)));
+  }
   py::object enum_module = py::module_::import("enum");
   py::object status = enum_module.attr("IntEnum")("Status", members, py::arg("module") = "corokv");
   m.attr("Status") = status;
+  m.attr("error_table") = py::tuple(table);
+  py::dict mooncake;
+  for (const mooncake_entry& c : mooncake_table) mooncake[capitals(c.name)] = static_cast<int>(c.code);
+  m.attr("mooncake_codes") = mooncake;
   auto& t = types();
-  for (std::size_t i = 0; i < status_names.size(); ++i) t.statuses.push_back(status(py::int_(i)));
+  for (const error_entry& e : error_table) t.statuses.push_back(status(py::int_(static_cast<int>(e.code))));
   for (const char* name : {"none", "caller", "cache", "requery"})  // key_source order
     t.sources.push_back(py::reinterpret_steal<py::object>(PyUnicode_InternFromString(name)));
   m.def(

@@ -6,7 +6,7 @@ check every byte, clear."""
 import numpy as np
 import pytest
 
-from corokv import Status
+from corokv import Status, _corokv, status_message
 from corokv.mooncake import MOONCAKE_CODES, MooncakeDistributedStore, ReplicateConfig, mooncake_code
 
 PAGE = 64 << 10
@@ -130,6 +130,18 @@ def test_codes_are_mooncakes_numbers():
     assert mooncake_code(Status.NOT_FOUND) == -704 and mooncake_code(Status.INVALID_KEY) == -400
     assert mooncake_code(Status.TIMEOUT) == -901 and mooncake_code(Status.NO_SPACE) == -200
     assert all(MOONCAKE_CODES[s] < 0 for s in Status if s != Status.SUCCESS)
+
+
+def test_status_and_mooncake_codes_cover_the_error_table():
+    table = _corokv.error_table
+    assert [(s.name, int(s)) for s in Status] == [(name.upper(), code) for code, name, *_ in table]
+    kinds = {"outcome", "argument", "connection", "internal"}
+    for code, name, message, kind, mooncake in table:
+        assert message and status_message(Status(code)) == message
+        assert kind in kinds
+        assert MOONCAKE_CODES[Status(code)] == mooncake
+        assert mooncake in _corokv.mooncake_codes.values()
+    assert set(MOONCAKE_CODES) == set(Status)
 
 
 def test_a_negative_address_is_refused_not_raised(mooncake):

@@ -199,7 +199,7 @@ class read_plan {
     if (ec) {
       const bool others = std::any_of(results_.begin(), results_.end(),
                                       [](const get_result& r) { return r.source != key_source::none; });
-      if (!others || !is_per_key_outcome(ec)) {
+      if (!others || ec != condition::per_key) {
         fail(ec);
         return;
       }
@@ -234,7 +234,7 @@ class read_plan {
   // lease_expired (or the call's own error, per key). Bytes are never
   // reported good on faith.
   void on_validate(std::error_code ec) {
-    if (ec && !is_per_key_outcome(ec)) {
+    if (ec && ec != condition::per_key) {
       fail(ec);
       return;
     }

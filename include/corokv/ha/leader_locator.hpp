@@ -114,8 +114,7 @@ class leader_locator final : public net::master_locator, public std::enable_shar
   }
 
   static errc to_errc(const std::error_code& ec) {
-    if (ec.category() == error_category()) return static_cast<errc>(ec.value());
-    return errc::rpc_failed;
+    return ec == condition::per_key ? as_per_key_status(ec) : errc::rpc_failed;
   }
 
   static std::pair<errc, net::located_master> parse(const etcd::key_value& kv) {
