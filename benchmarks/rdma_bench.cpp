@@ -39,7 +39,7 @@ struct settings {
   std::vector<shape> shapes{{64, 64 << 10}, {16, 1 << 20}};
 };
 
-rdma_cluster_options node_options(std::uint16_t master_port, const settings& s) {
+rdma_cluster_options rdma_node_options(std::uint16_t master_port, const settings& s) {
   rdma_cluster_options o;
   o.master.port = master_port;
   o.transport.shared_memory = false;
@@ -126,8 +126,8 @@ int main(int argc, char** argv) {
     auto service = std::make_shared<meta::service>();
     net::master_server master(io.get_executor(), service, {asio::ip::make_address("127.0.0.1"), 0});
     master.start();
-    auto owner = make_rdma_cluster_store(io.get_executor(), node_options(master.local_endpoint().port(), s));
-    auto reader = make_rdma_cluster_store(io.get_executor(), node_options(master.local_endpoint().port(), s));
+    auto owner = make_rdma_cluster_store(io.get_executor(), rdma_node_options(master.local_endpoint().port(), s));
+    auto reader = make_rdma_cluster_store(io.get_executor(), rdma_node_options(master.local_endpoint().port(), s));
     fmt::print("rdma_bench: device {}, GID {}\n", reader.transport().lane<rdma_lane>().device_name(),
                reader.transport().lane<rdma_lane>().gid());
     nlohmann::json results = nlohmann::json::array();

@@ -16,9 +16,10 @@
 //      ha/                      replicated masters: election over etcd,
 //                               promotion, finding the leader
 //   8  store.hpp                basic_store
-//   9  embedded.hpp cluster.hpp the two stores
-//  10  corokv.hpp               the umbrella; rdma.hpp and disk_tier.hpp, the
-//                               opt-in RDMA node and disk tier
+//   9  embedded.hpp node.hpp    the two stores
+//  10  cluster.hpp              node_store<> under its older names
+//  11  corokv.hpp               the umbrella; rdma.hpp and disk_tier.hpp, the
+//                               opt-in RDMA lane and disk tier
 
 #include <doctest/doctest.h>
 
@@ -38,8 +39,8 @@ int layer_of(const std::string& path) {
                                                   {"client", 5}, {"net", 6},  {"io", 6},   {"etcd", 6}, {"ha", 7},
                                                   {"transport", 7}};
   static const std::map<std::string, int> files{{"error.hpp", 0},    {"types.hpp", 1},   {"store.hpp", 8},
-                                                {"embedded.hpp", 9}, {"cluster.hpp", 9}, {"disk_tier.hpp", 10}, {"corokv.hpp", 10},
-                                                {"rdma.hpp", 10}};
+                                                {"embedded.hpp", 9}, {"node.hpp", 9}, {"cluster.hpp", 10}, {"disk_tier.hpp", 11}, {"corokv.hpp", 11},
+                                                {"rdma.hpp", 11}};
   const auto slash = path.find('/');
   if (slash == std::string::npos) {
     auto it = files.find(path);

@@ -20,7 +20,7 @@
 // --require-all was given and a key did not succeed (3). SIGINT or SIGTERM
 // during a workload cancels it (130); a serving node exits 0.
 
-#include <corokv/cluster.hpp>
+#include <corokv/node.hpp>
 #if COROKV_HAS_RDMA
 #include <corokv/rdma.hpp>
 #endif
@@ -52,39 +52,6 @@ using tcp = asio::ip::tcp;
 using namespace corokv;
 
 namespace {
-
-#if COROKV_HAS_RDMA && COROKV_HAS_URING
-// Every lane: a router naming them all (lane_router.hpp).
-using node_transport = lane_router<memcpy_lane, rdma_lane, disk_lane, tcp_lane>;
-using node_store = basic_store<net::remote_metadata, node_transport>;
-struct node_options : rdma_cluster_options {
-  disk_lane_options disk;
-};
-node_store make_node_store(asio::any_io_executor ex, node_options o) {
-  net::remote_metadata metadata = make_cluster_metadata(ex, o);
-  auto parts = detail::make_cluster_parts(ex, metadata.segment_lister(), std::move(o.transport));
-  rdma_lane verbs(ex, std::move(o.rdma));
-  if (auto server = parts.tcp.data_server()) server->set_rdma_acceptor(verbs.acceptor());
-  disk_lane disk(ex, o.disk);
-  detail::serve_disk_segments(parts.tcp, disk);
-  return node_store(ex, std::move(metadata),
-                    node_transport(std::move(parts.routing), std::move(parts.memcpy), std::move(verbs),
-                                   std::move(disk), std::move(parts.tcp)),
-                    std::move(o.store));
-}
-#elif COROKV_HAS_RDMA
-using node_store = rdma_cluster_store;
-using node_options = rdma_cluster_options;
-node_store make_node_store(asio::any_io_executor ex, node_options o) { return make_rdma_cluster_store(ex, std::move(o)); }
-#elif COROKV_HAS_URING
-using node_store = disk_cluster_store;
-using node_options = disk_cluster_options;
-node_store make_node_store(asio::any_io_executor ex, node_options o) { return make_disk_cluster_store(ex, std::move(o)); }
-#else
-using node_store = cluster_store;
-using node_options = cluster_options;
-node_store make_node_store(asio::any_io_executor ex, node_options o) { return make_cluster_store(ex, std::move(o)); }
-#endif
 
 struct settings {
   std::string master_host = "127.0.0.1";
@@ -220,6 +187,45 @@ void fill_value(std::string_view key, std::span<char> out) {
   for (std::size_t b = 0; b < out.size(); ++b) out[b] = static_cast<char>((h >> ((b % 8) * 8)) + b * 131);
 }
 
+// The lanes beyond memcpy and TCP: those this build has (RDMA with
+// corokv::rdma, a disk with corokv::uring), each made from its options.
+template <class... Lanes>
+struct lane_list {
+  using store = node_store<Lanes...>;
+  template <class... More>
+  lane_list<Lanes..., More...> operator+(lane_list<More...>) const { return {}; }
+};
+template <class Lane>
+auto lane_options(const settings& s);
+#if COROKV_HAS_RDMA
+using rdma_lanes = lane_list<rdma_lane>;
+template <>
+auto lane_options<rdma_lane>(const settings& s) {
+  rdma_lane_options o;
+  o.device = s.rdma_device;
+  o.required = !s.rdma_device.empty();
+  return o;
+}
+#else
+using rdma_lanes = lane_list<>;
+#endif
+#if COROKV_HAS_URING
+using disk_lanes = lane_list<disk_lane>;
+template <>
+auto lane_options<disk_lane>(const settings&) {
+  return disk_lane_options{};
+}
+#else
+using disk_lanes = lane_list<>;
+#endif
+using node_lanes = decltype(rdma_lanes{} + disk_lanes{});
+using store_type = node_lanes::store;
+
+template <class... Lanes>
+node_store<Lanes...> make_store(lane_list<Lanes...>, asio::any_io_executor ex, const node_options& o, const settings& s) {
+  return make_node_store<Lanes...>(std::move(ex), o, lane_options<Lanes>(s)...);
+}
+
 struct tally {
   std::size_t ok = 0;
   std::size_t corrupt = 0;
@@ -233,7 +239,7 @@ struct tally {
   }
 };
 
-asio::awaitable<tally> run_workload(node_store& kv, const settings& s) {
+asio::awaitable<tally> run_workload(store_type& kv, const settings& s) {
   tally t;
   std::vector<std::string> keys;
   std::vector<std::vector<char>> values;
@@ -305,10 +311,6 @@ int main(int argc, char** argv) {
   options.transport.serve = s.segment_mib > 0;
   options.store.lease_ttl = std::chrono::milliseconds(s.lease_ttl_ms);
   options.transport.lanes = s.lanes;
-#if COROKV_HAS_RDMA
-  options.rdma.device = s.rdma_device;
-  options.rdma.required = !s.rdma_device.empty();
-#endif
 
   const std::string master_name =
       s.master_url.empty() ? fmt::format("{}:{}", s.master_host, s.master_port) : s.master_url;
@@ -321,10 +323,10 @@ int main(int argc, char** argv) {
   asio::cancellation_signal stop_tier;
   bool tier_running = false;
   try {
-    auto kv = make_node_store(io.get_executor(), options);
+    auto kv = make_store(node_lanes{}, io.get_executor(), options, s);
 #if COROKV_HAS_URING
     // Destroyed before the store, once its demotion loop has ended.
-    std::unique_ptr<disk_tier<node_store>> tier;
+    std::unique_ptr<disk_tier<store_type>> tier;
 #endif
     asio::co_spawn(
         io,
@@ -347,7 +349,7 @@ int main(int argc, char** argv) {
             d.path = std::filesystem::path(s.disk_dir) / "corokv.tier";
             d.size = s.disk_mib << 20;
             d.direct = s.direct;
-            auto [ec, opened] = co_await disk_tier<node_store>::open(kv, d);
+            auto [ec, opened] = co_await disk_tier<store_type>::open(kv, d);
             if (ec) {
               fmt::print(stderr, "corokv-node: disk tier {}: {}\n", d.path.string(), ec.message());
               exit_code = 1;

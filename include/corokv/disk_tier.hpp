@@ -50,11 +50,12 @@
 #include <corokv/disk/disk_file.hpp>
 #include <corokv/disk/tier_index.hpp>
 #include <corokv/io/uring_queue.hpp>
+#include <corokv/node.hpp>
 #include <corokv/store.hpp>
-#include <corokv/transport/disk_cluster_transport.hpp>
 #include <corokv/transport/disk_lane.hpp>
 #include <corokv/transport/lane_router.hpp>
 #include <corokv/transport/memcpy_lane.hpp>
+#include <corokv/transport/node_transport.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -520,21 +521,18 @@ using embedded_disk_store = basic_store<embedded_metadata, embedded_disk_transpo
 
 static_assert(data_transport<embedded_disk_transport>);
 
-// A cluster node with a disk tier (transport/disk_cluster_transport.hpp).
-using disk_cluster_store = basic_store<net::remote_metadata, disk_cluster_transport>;
-
-struct disk_cluster_options : cluster_options {
-  disk_lane_options disk;
-};
-
-// The store is neither copied nor moved: it is built in place.
-inline disk_cluster_store make_disk_cluster_store(boost::asio::any_io_executor ex, disk_cluster_options options) {
-  net::remote_metadata metadata = make_cluster_metadata(ex, options);
-  auto lister = metadata.segment_lister();
-  return disk_cluster_store(
-      ex, std::move(metadata),
-      make_disk_cluster_transport(ex, std::move(lister), std::move(options.transport), options.disk),
-      std::move(options.store));
-}
+// A cluster node with a disk tier is node_store<disk_lane> (node.hpp):
+//
+//   auto kv = corokv::make_node_store<corokv::disk_lane>(ex, node, disk_lane_options{});
+//
+// and with RDMA as well, node_store<rdma_lane, disk_lane>. The names below
+// are what programs called before there was one node type: each a one-line
+// alias of node.hpp's (disk_cluster_options keeps the disk lane's options
+// beside the node's, as it did).
+using disk_cluster_transport = node_transport<disk_lane>;
+using disk_cluster_store = node_store<disk_lane>;
+struct disk_cluster_options : node_options { disk_lane_options disk; };
+inline disk_cluster_store make_disk_cluster_store(boost::asio::any_io_executor ex, disk_cluster_options o) { return make_node_store<disk_lane>(std::move(ex), o, o.disk); }
+inline disk_cluster_transport make_disk_cluster_transport(boost::asio::any_io_executor ex, segment_lister list, node_transport_options o = {}, disk_lane_options disk = {}) { return make_node_transport<disk_lane>(std::move(ex), std::move(list), std::move(o), disk); }
 
 }  // namespace corokv

@@ -35,7 +35,7 @@ using namespace cluster_support;
 
 namespace {
 
-cluster_options node_options(std::uint16_t master_port, bool shared_memory) {
+cluster_options test_node_options(std::uint16_t master_port, bool shared_memory) {
   cluster_options o;
   o.master.port = master_port;
   o.master.request_timeout = 500ms;
@@ -58,8 +58,8 @@ std::uint64_t tcp_bytes(cluster_store& kv) { return tcp_bytes_of(kv.transport().
 TEST_CASE("a value written on one node is read on another over TCP") {
   master_process master;
   io_thread clients;
-  auto a = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
-  auto b = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
+  auto a = make_cluster_store(clients.io.get_executor(), test_node_options(master.port, false));
+  auto b = make_cluster_store(clients.io.get_executor(), test_node_options(master.port, false));
   auto [seg_ec, seg] = wait(a.add_segment(8 << 20, asio::deferred));
   REQUIRE(!seg_ec);
 
@@ -86,8 +86,8 @@ TEST_CASE("a value written on one node is read on another over TCP") {
 TEST_CASE("a batch with more ranges for one node than a frame may carry takes several exchanges") {
   master_process master;
   io_thread clients;
-  auto a = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
-  cluster_options small = node_options(master.port, false);
+  auto a = make_cluster_store(clients.io.get_executor(), test_node_options(master.port, false));
+  cluster_options small = test_node_options(master.port, false);
   small.transport.tcp.limits.max_batch = 4;  // the server accepts more; this client sends at most 4 per frame
   auto b = make_cluster_store(clients.io.get_executor(), small);
   auto [seg_ec, seg] = wait(a.add_segment(4 << 20, asio::deferred));
@@ -103,10 +103,10 @@ TEST_CASE("a cluster store starts no thread: connecting, heartbeats and TCP tran
   master_process master;  // its thread, and the clients' below, are the test's own
   io_thread clients;
   const std::size_t before = thread_count();
-  cluster_options options = node_options(master.port, false);
+  cluster_options options = test_node_options(master.port, false);
   options.master.host = "localhost";  // a name: looked up at construction, on this thread
   auto a = make_cluster_store(clients.io.get_executor(), options);
-  auto b = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
+  auto b = make_cluster_store(clients.io.get_executor(), test_node_options(master.port, false));
   REQUIRE(!std::get<0>(wait(a.add_segment(1 << 20, asio::deferred))));
   dataset d("threads-", 4, 4096);
   put_all(b, d);
@@ -119,8 +119,8 @@ TEST_CASE("a cluster store starts no thread: connecting, heartbeats and TCP tran
 TEST_CASE("a same-host replica is read through shared memory, without a socket") {
   master_process master;
   io_thread clients;
-  auto a = make_cluster_store(clients.io.get_executor(), node_options(master.port, true));
-  auto b = make_cluster_store(clients.io.get_executor(), node_options(master.port, true));
+  auto a = make_cluster_store(clients.io.get_executor(), test_node_options(master.port, true));
+  auto b = make_cluster_store(clients.io.get_executor(), test_node_options(master.port, true));
   auto [seg_ec, seg] = wait(a.add_segment(4 << 20, asio::deferred));
   REQUIRE(!seg_ec);
   dataset d("shm-", 16, 32 * 1024);
@@ -137,8 +137,8 @@ TEST_CASE("after a master restart, nodes remount and go on: a lease from the old
   master_process master(service_options);
   const std::uint16_t port = master.port;
   io_thread clients;
-  auto a = make_cluster_store(clients.io.get_executor(), node_options(port, false));
-  cluster_options reader_options = node_options(port, false);
+  auto a = make_cluster_store(clients.io.get_executor(), test_node_options(port, false));
+  cluster_options reader_options = test_node_options(port, false);
   reader_options.store.lease_ttl = 2s;
   auto b = make_cluster_store(clients.io.get_executor(), reader_options);
   auto [seg_ec, seg] = wait(a.add_segment(64 << 10, asio::deferred));  // room for the values twice, no more
@@ -193,12 +193,12 @@ TEST_CASE("a late TCP read of memory released after a disk copy and reused is ne
   full_is_fine.high_watermark = 1.0;  // one object fills the segment: only a failed allocation evicts
   master_process master(full_is_fine, clock.source());
   io_thread clients;
-  auto owner = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
-  auto writer = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
+  auto owner = make_cluster_store(clients.io.get_executor(), test_node_options(master.port, false));
+  auto writer = make_cluster_store(clients.io.get_executor(), test_node_options(master.port, false));
   // The reader holds its transfers in flight on demand; its leases run on
   // the master's clock.
   using hooked = corokv::test::hooked_transport<cluster_transport>;
-  cluster_options reader_options = node_options(master.port, false);
+  cluster_options reader_options = test_node_options(master.port, false);
   reader_options.store.clock = clock.source();
   auto reader_metadata = make_cluster_metadata(clients.io.get_executor(), reader_options);
   auto lister = reader_metadata.segment_lister();
@@ -263,7 +263,7 @@ TEST_CASE("a late TCP read of memory released after a disk copy and reused is ne
 TEST_CASE("with the master gone, calls fail with typed errors and leased keys are still read") {
   master_process master;
   io_thread clients;
-  auto a = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
+  auto a = make_cluster_store(clients.io.get_executor(), test_node_options(master.port, false));
   auto [seg_ec, seg] = wait(a.add_segment(4 << 20, asio::deferred));
   REQUIRE(!seg_ec);
   dataset d("lease-", 4, 8192);
@@ -360,12 +360,12 @@ TEST_CASE("an io_context destroyed while a call waits for the master destroys th
 
 TEST_CASE("addresses that cannot work are refused when the store is made, not discovered by timeouts") {
   io_thread clients;
-  cluster_options unknown_master = node_options(1, false);
+  cluster_options unknown_master = test_node_options(1, false);
   unknown_master.master.host = "no-such-host.invalid";
   CHECK_THROWS_AS(make_cluster_store(clients.io.get_executor(), unknown_master), boost::system::system_error);
 
   // An IPv6 address advertised for an IPv4 listener: peers could never connect.
-  cluster_options wrong_family = node_options(1, false);
+  cluster_options wrong_family = test_node_options(1, false);
   wrong_family.transport.advertise_host = "::1";
   CHECK_THROWS_AS(make_cluster_store(clients.io.get_executor(), wrong_family), boost::system::system_error);
 }
@@ -373,7 +373,7 @@ TEST_CASE("addresses that cannot work are refused when the store is made, not di
 TEST_CASE("a data server refuses ranges outside its segments and closes only a malformed connection") {
   master_process master;
   io_thread clients;
-  auto a = make_cluster_store(clients.io.get_executor(), node_options(master.port, false));
+  auto a = make_cluster_store(clients.io.get_executor(), test_node_options(master.port, false));
   auto [seg_ec, seg] = wait(a.add_segment(1 << 20, asio::deferred));
   REQUIRE(!seg_ec);
   const tcp::endpoint data = a.transport().lane<tcp_lane>().data_endpoint();
@@ -406,7 +406,7 @@ TEST_CASE("a data server refuses ranges outside its segments and closes only a m
   CHECK(s.items_refused == 1);
 }
 
-TEST_CASE("a data server answers rdma_connect through its RDMA acceptor and drops what it holds with the connection") {
+TEST_CASE("a data server answers rdma_connect through the handler a lane registers and drops what it holds with the connection") {
   io_thread server_thread;
   auto server = std::make_shared<net::data_server>(server_thread.io.get_executor(), std::make_shared<segment_registry>(),
                                                    tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
@@ -444,12 +444,15 @@ TEST_CASE("a data server answers rdma_connect through its RDMA acceptor and drop
   auto held = std::make_shared<int>(1);
   std::weak_ptr<int> watch = held;
   std::uint32_t asked_qpn = 0;
-  server->set_rdma_acceptor([&, held](const wire::rdma_connect_request& r) mutable {
-    asked_qpn = r.initiator.qpn;
-    wire::rdma_connect_response answer;
-    answer.responder.qpn = 99;
-    return std::pair<wire::rdma_connect_response, std::shared_ptr<void>>{answer, std::move(held)};
-  });
+  server->handle(wire::message_type::rdma_connect,
+                 net::call_handler<wire::rdma_connect_request>(
+                     [&, held](const wire::rdma_connect_request& r, net::data_connection& connection) mutable {
+                       asked_qpn = r.initiator.qpn;
+                       wire::rdma_connect_response answer;
+                       answer.responder.qpn = 99;
+                       connection.hold(wire::message_type::rdma_connect, std::move(held));
+                       return answer;
+                     }));
   held.reset();
   tcp::socket peer(io);
   peer.connect(at);
@@ -457,7 +460,7 @@ TEST_CASE("a data server answers rdma_connect through its RDMA acceptor and drop
   CHECK(answer.status == errc::success);
   CHECK(answer.responder.qpn == 99);
   CHECK(asked_qpn == 77);
-  server->set_rdma_acceptor({});  // the acceptor's own copy goes; the connection's stays
+  server->handle(wire::message_type::rdma_connect, {});  // the handler's own copy goes; the connection's stays
   CHECK(!watch.expired());
   peer.close();
   for (int i = 0; i < 200 && !watch.expired(); ++i) std::this_thread::sleep_for(5ms);

@@ -1,27 +1,35 @@
 #pragma once
-// Serves this node's segments to other nodes over TCP: data_read sends the
-// bytes of each requested range, data_write receives bytes into ranges.
-// Every range is checked against its segment before a byte moves; a range
-// that is not inside a segment served here is refused for that item
-// (segment_not_found) and the rest of the batch proceeds. The bytes of a
-// data frame follow the frame (see wire/messages.hpp): a read is answered
-// with one gathered write straight from segment memory, and a write is read
-// straight into it, so values are never copied on the server.
+// This node's data server: one TCP listener that peers' lanes talk to. It is
+// a table of handlers by message type, and the range sources lanes register
+// with it:
+//
+// - data_read and data_write are the server's own handlers. data_read sends
+//   the bytes of each requested range, data_write receives bytes into
+//   ranges. Every range is checked against its segment before a byte moves;
+//   a range that is not inside a segment served here is refused for that
+//   item (segment_not_found) and the rest of the batch proceeds. The bytes
+//   of a data frame follow the frame (see wire/messages.hpp): a read is
+//   answered with one gathered write straight from segment memory, and a
+//   write is read straight into it, so values are never copied on the
+//   server.
+// - Ranges of segments that are not memory (a disk segment of this node)
+//   are read by the range source that holds them (a lane registers one:
+//   the disk lane, through io_uring) into staging memory of the server's,
+//   then sent like the rest. Writes into them are refused per item: only
+//   their owner writes there.
+// - Any other message type is served by the handler a lane registers for
+//   it (handle(); the lane says so by modelling serving_lane, see
+//   transport/lane.hpp): the RDMA lane sets up its queue pairs over these
+//   connections (rdma_connect). A handler may keep state for as long as the
+//   connection it answered on lives (data_connection::hold), so that a peer
+//   that goes away takes, say, its queue pair with it. While no lane serves
+//   rdma_connect it is refused as a call (invalid_argument), the connection
+//   staying open; a request of any other type without a handler (a
+//   metadata request: this is not a master) closes its connection.
 //
 // A malformed frame closes that connection; the server goes on serving the
 // others. A segment removed while a transfer from or into it is running
 // stays mapped until the transfer ends (segment_registry::pin).
-//
-// An RDMA lane on this node sets up its queue pairs over these connections
-// too (rdma_connect, see transport/rdma_lane.hpp): the server hands the
-// request to the lane's acceptor and holds what the acceptor returns (the
-// responding queue pair) for as long as the connection lives, so a peer
-// that goes away takes its queue pair with it.
-//
-// Ranges of segments that are not memory (a disk segment of this node) are
-// read by the range_reader a lane installs (the disk lane, through
-// io_uring) into staging memory of the server's, then sent like the rest.
-// Writes into them are refused per item: only their owner writes there.
 //
 // The range check is all the server knows: it keeps no metadata, so it
 // cannot tell a stale range from a current one. The client's lease and
@@ -41,10 +49,11 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <span>
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -64,27 +73,114 @@ struct data_server_stats {
   std::uint64_t bytes_received = 0;
 };
 
-// Answers an rdma_connect; the second member is held while the connection
-// that asked lives.
-using rdma_acceptor =
-    std::function<std::pair<wire::rdma_connect_response, std::shared_ptr<void>>(const wire::rdma_connect_request&)>;
-
 // Reads the items it holds into `into` (one buffer per item, of its length,
 // block-aligned) and answers each: success, or why not. holds(segment)
-// says which segments it reads.
-struct range_reader {
+// says which segments it reads. Both may outlive the lane that registered
+// them: they then hold nothing.
+struct range_source {
   std::function<bool(segment_id)> holds;
   std::function<asio::awaitable<void>(std::span<const wire::data_item>, std::span<const asio::mutable_buffer>,
                                       std::span<errc>)>
       read;
 };
 
+// One connection of the data server, as a handler answers on it. Lives as
+// long as the connection; used by one request at a time.
+class data_connection {
+ public:
+  data_connection(tcp::socket& socket, const wire::limits& limits) : socket_(socket), limits_(limits) {}
+  data_connection(const data_connection&) = delete;
+  data_connection& operator=(const data_connection&) = delete;
+
+  tcp::socket& socket() noexcept { return socket_; }
+  const wire::limits& limits() const noexcept { return limits_; }
+
+  // Keeps `state` while this connection lives, one per message type: a new
+  // one replaces (and so releases) the last.
+  void hold(wire::message_type type, std::shared_ptr<void> state) {
+    for (auto& [held_type, held] : held_)
+      if (held_type == type) {
+        held = std::move(state);
+        return;
+      }
+    held_.emplace_back(type, std::move(state));
+  }
+
+  // What a handler returns to close the connection.
+  static asio::awaitable<bool> close() { co_return false; }
+
+  // Sends `message` as the response to request `id` of `type`; false if the
+  // message exceeds the limits or the connection failed.
+  template <class Message>
+  asio::awaitable<bool> respond(wire::message_type type, std::uint64_t id, Message message) {
+    out_.clear();
+    if (append_frame(type, true, id, message, out_, limits_) != errc::success) co_return false;
+    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(out_), transfer_all_at_once{},
+                                              asio::as_tuple(asio::use_awaitable));
+    co_return !ec;
+  }
+
+ private:
+  friend class data_server;
+  tcp::socket& socket_;
+  const wire::limits& limits_;
+  std::vector<std::pair<wire::message_type, std::shared_ptr<void>>> held_;
+  // Scratch of the server's own handlers, kept across requests.
+  std::vector<std::byte> out_;
+  std::vector<segment_registry::pinned> pins_;
+  std::vector<asio::const_buffer> gather_;
+};
+
+// Serves one request frame (its header and payload, valid until the
+// returned coroutine ends) and answers it; false closes the connection (a
+// malformed request, a failed send).
+using frame_handler = std::function<asio::awaitable<bool>(data_connection&, const wire::frame_header&,
+                                                          std::span<const std::byte>)>;
+
+// A handler for a call: decodes the request as a `Request` (a request that
+// does not decode closes the connection) and responds with what
+// answer(request, connection) returns.
+template <class Request, class Answer>
+frame_handler call_handler(Answer answer) {
+  return [answer = std::make_shared<Answer>(std::move(answer))](
+             data_connection& connection, const wire::frame_header& h,
+             std::span<const std::byte> payload) -> asio::awaitable<bool> {
+    Request request;
+    if (wire::decode_table(payload, request, connection.limits()) != errc::success) return data_connection::close();
+    return connection.respond(h.type, h.request_id, (*answer)(std::as_const(request), connection));
+  };
+}
+
+// A handler that refuses a well-formed call with `status` (a Response with
+// a status field), keeping the connection open.
+template <class Request, class Response>
+frame_handler refusing_handler(errc status) {
+  return call_handler<Request>([status](const Request&, data_connection&) {
+    Response response{};
+    response.status = status;
+    return response;
+  });
+}
+
 // Held by shared_ptr: its coroutines keep it alive until they end.
 class data_server : public std::enable_shared_from_this<data_server> {
  public:
   data_server(asio::any_io_executor ex, std::shared_ptr<segment_registry> segments, const tcp::endpoint& listen,
               wire::limits limits = {})
-      : executor_(ex), segments_(std::move(segments)), limits_(limits), acceptor_(ex, listen) {}
+      : executor_(ex), segments_(std::move(segments)), limits_(limits), acceptor_(ex, listen) {
+    // `this` is safe: a connection's coroutine holds the server.
+    own_[static_cast<std::size_t>(wire::message_type::data_read)] = std::make_shared<const frame_handler>(
+        [this](data_connection& c, const wire::frame_header& h, std::span<const std::byte> payload) {
+          return read_ranges(c, h, payload);
+        });
+    own_[static_cast<std::size_t>(wire::message_type::data_write)] = std::make_shared<const frame_handler>(
+        [this](data_connection& c, const wire::frame_header& h, std::span<const std::byte> payload) {
+          return write_ranges(c, h, payload);
+        });
+    own_[static_cast<std::size_t>(wire::message_type::rdma_connect)] = std::make_shared<const frame_handler>(
+        refusing_handler<wire::rdma_connect_request, wire::rdma_connect_response>(errc::invalid_argument));
+    handlers_ = own_;
+  }
 
   data_server(const data_server&) = delete;
   data_server& operator=(const data_server&) = delete;
@@ -96,17 +192,20 @@ class data_server : public std::enable_shared_from_this<data_server> {
     return stats_;
   }
 
-  // Without one, ranges of segments not in the registry are refused.
-  // Thread-safe.
-  void set_range_reader(range_reader reader) {
+  // Requests of `type` go to `handler` from now on (those already being
+  // served finish with the one they had); an empty one restores the
+  // server's own answer. Thread-safe.
+  void handle(wire::message_type type, frame_handler handler) {
+    const auto at = static_cast<std::size_t>(type);
     std::lock_guard lock(mu_);
-    range_reader_ = std::make_shared<range_reader>(std::move(reader));
+    handlers_.at(at) = handler ? std::make_shared<const frame_handler>(std::move(handler)) : own_.at(at);
   }
 
-  // Without one, an rdma_connect is answered invalid_argument. Thread-safe.
-  void set_rdma_acceptor(rdma_acceptor acceptor) {
+  // Ranges that are in no segment of the registry are offered to the
+  // sources, in the order they were added. Thread-safe.
+  void add_range_source(range_source source) {
     std::lock_guard lock(mu_);
-    rdma_acceptor_ = std::move(acceptor);
+    range_sources_.push_back(std::make_shared<const range_source>(std::move(source)));
   }
 
   void start() {
@@ -125,6 +224,8 @@ class data_server : public std::enable_shared_from_this<data_server> {
   }
 
  private:
+  using handler_table = std::array<std::shared_ptr<const frame_handler>, wire::last_message_type + 1>;
+
   asio::awaitable<void> accept_loop() {
     // A failed accept (e.g. out of descriptors) affects only that client;
     // the next one waits, so that a lasting failure does not spin.
@@ -159,30 +260,28 @@ class data_server : public std::enable_shared_from_this<data_server> {
     f(stats_);
   }
 
+  std::shared_ptr<const frame_handler> handler_for(wire::message_type type) const {
+    std::lock_guard lock(mu_);
+    return handlers_[static_cast<std::size_t>(type)];  // decode_header bounds the type
+  }
+
   asio::awaitable<void> serve(std::shared_ptr<tcp::socket> socket, std::list<std::shared_ptr<tcp::socket>>::iterator self) {
-    std::vector<std::byte> payload, out;
-    std::vector<segment_registry::pinned> pins;
-    std::vector<asio::const_buffer> gather;
-    std::shared_ptr<void> rdma_peer;  // one queue pair per connection; a new connect replaces it
+    std::vector<std::byte> payload;
+    data_connection connection(*socket, limits_);
     for (;;) {
       wire::frame_header h;
       const frame_status got = co_await read_frame(*socket, limits_, /*response=*/false, h, payload);
       if (got == frame_status::ended || got == frame_status::closed) break;
       bool ok = got == frame_status::ok;
-      if (ok && h.type == wire::message_type::data_read) {
-        wire::data_read_request request;
-        ok = wire::decode_table(payload, request, limits_) == errc::success;
-        if (ok) ok = co_await send_ranges(*socket, h.request_id, request, pins, out, gather);
-      } else if (ok && h.type == wire::message_type::data_write) {
-        wire::data_write_request request;
-        ok = wire::decode_table(payload, request, limits_) == errc::success;
-        if (ok) ok = co_await receive_ranges(*socket, h.request_id, request, pins, out);
-      } else if (ok && h.type == wire::message_type::rdma_connect) {
-        wire::rdma_connect_request request;
-        ok = wire::decode_table(payload, request, limits_) == errc::success;
-        if (ok) ok = co_await answer_rdma_connect(*socket, h.request_id, request, rdma_peer, out);
-      } else if (ok) {
-        ok = false;  // a metadata request: this is not a master
+      if (ok) {
+        // Held until the request is answered, also if replaced meanwhile.
+        const std::shared_ptr<const frame_handler> handler = handler_for(h.type);
+        ok = handler != nullptr;
+        if (ok) {
+          const std::span<const std::byte> body(payload);
+          asio::awaitable<bool> answer = (*handler)(connection, h, body);
+          ok = co_await std::move(answer);
+        }
       }
       if (!ok) {
         count([](auto& s) { ++s.protocol_errors; });
@@ -195,21 +294,16 @@ class data_server : public std::enable_shared_from_this<data_server> {
     connections_.erase(self);
   }
 
-  asio::awaitable<bool> answer_rdma_connect(tcp::socket& socket, std::uint64_t id,
-                                            const wire::rdma_connect_request& request, std::shared_ptr<void>& held,
-                                            std::vector<std::byte>& out) {
-    rdma_acceptor acceptor;
-    {
-      std::lock_guard lock(mu_);
-      acceptor = rdma_acceptor_;
-    }
-    wire::rdma_connect_response response{errc::invalid_argument, {}};
-    if (acceptor) std::tie(response, held) = acceptor(request);
-    out.clear();
-    if (append_frame(wire::message_type::rdma_connect, true, id, response, out, limits_) != errc::success)
-      co_return false;
-    auto [ec, n] = co_await asio::async_write(socket, asio::buffer(out), transfer_all_at_once{}, asio::as_tuple(asio::use_awaitable));
-    co_return !ec;
+  asio::awaitable<bool> read_ranges(data_connection& c, const wire::frame_header& h, std::span<const std::byte> payload) {
+    wire::data_read_request request;
+    if (wire::decode_table(payload, request, limits_) != errc::success) co_return false;
+    co_return co_await send_ranges(c.socket(), h.request_id, request, c.pins_, c.out_, c.gather_);
+  }
+
+  asio::awaitable<bool> write_ranges(data_connection& c, const wire::frame_header& h, std::span<const std::byte> payload) {
+    wire::data_write_request request;
+    if (wire::decode_table(payload, request, limits_) != errc::success) co_return false;
+    co_return co_await receive_ranges(c.socket(), h.request_id, request, c.pins_, c.out_);
   }
 
   // Pins each item's range; refused items get segment_not_found.
@@ -257,8 +351,9 @@ class data_server : public std::enable_shared_from_this<data_server> {
     co_return true;
   }
 
-  // Items refused by the registry that the range reader holds: read into
-  // staging memory; their results are the reader's. at(i) is item i's bytes.
+  // Items refused by the registry that a range source holds: read into
+  // staging memory; their results are the source's. at(i) is item i's
+  // bytes.
   struct staged_ranges {
     struct free_deleter {
       void operator()(std::byte* p) const noexcept { std::free(p); }
@@ -270,36 +365,48 @@ class data_server : public std::enable_shared_from_this<data_server> {
   asio::awaitable<staged_ranges> stage_held_ranges(const std::vector<wire::data_item>& items,
                                                    std::vector<errc>& results) {
     staged_ranges staged;
-    std::shared_ptr<range_reader> reader;
+    std::vector<std::shared_ptr<const range_source>> sources;
     {
       std::lock_guard lock(mu_);
-      reader = range_reader_;
+      sources = range_sources_;
     }
-    if (!reader) co_return staged;
-    constexpr std::uint64_t align = 4096;  // the reader may read with O_DIRECT
-    std::vector<std::size_t> held;
+    if (sources.empty()) co_return staged;
+    constexpr std::uint64_t align = 4096;  // a source may read with O_DIRECT
+    // Each refused item's source (the first that holds it), by index.
+    std::vector<std::size_t> held, source_of;
     std::uint64_t total = 0;
     staged.offset.assign(items.size(), 0);
     for (std::size_t i = 0; i < items.size(); ++i) {
-      if (results[i] != errc::segment_not_found || items[i].length == 0 || !reader->holds(items[i].segment)) continue;
+      if (results[i] != errc::segment_not_found || items[i].length == 0) continue;
+      const auto holder = std::find_if(sources.begin(), sources.end(),
+                                       [&](const auto& source) { return source->holds(items[i].segment); });
+      if (holder == sources.end()) continue;
       held.push_back(i);
+      source_of.push_back(static_cast<std::size_t>(holder - sources.begin()));
       staged.offset[i] = total;
       total += (items[i].length + align - 1) / align * align;
     }
     if (held.empty()) co_return staged;
     staged.memory.reset(static_cast<std::byte*>(std::aligned_alloc(align, total)));
-    std::vector<wire::data_item> wanted;
-    std::vector<asio::mutable_buffer> into;
-    for (std::size_t i : held) {
-      wanted.push_back(items[i]);
-      into.emplace_back(staged.memory.get() + staged.offset[i], items[i].length);
-    }
-    std::vector<errc> answers(held.size(), errc::transfer_failed);
-    if (staged.memory) co_await reader->read(wanted, into, answers);
     std::uint64_t refused_back = 0;
-    for (std::size_t j = 0; j < held.size(); ++j) {
-      results[held[j]] = answers[j];
-      if (answers[j] == errc::success) ++refused_back;  // counted as refused by pin_all
+    for (std::size_t k = 0; k < sources.size(); ++k) {
+      std::vector<std::size_t> mine;
+      std::vector<wire::data_item> wanted;
+      std::vector<asio::mutable_buffer> into;
+      for (std::size_t j = 0; j < held.size(); ++j) {
+        if (source_of[j] != k) continue;
+        const std::size_t i = held[j];
+        mine.push_back(i);
+        wanted.push_back(items[i]);
+        into.emplace_back(staged.memory.get() + staged.offset[i], items[i].length);
+      }
+      if (mine.empty()) continue;
+      std::vector<errc> answers(mine.size(), errc::transfer_failed);
+      if (staged.memory) co_await sources[k]->read(wanted, into, answers);
+      for (std::size_t j = 0; j < mine.size(); ++j) {
+        results[mine[j]] = answers[j];
+        if (answers[j] == errc::success) ++refused_back;  // counted as refused by pin_all
+      }
     }
     if (refused_back) count([&](auto& s) { s.items_refused -= refused_back; });
     co_return staged;
@@ -351,8 +458,9 @@ class data_server : public std::enable_shared_from_this<data_server> {
   mutable std::mutex mu_;
   std::list<std::shared_ptr<tcp::socket>> connections_;
   data_server_stats stats_;
-  rdma_acceptor rdma_acceptor_;
-  std::shared_ptr<range_reader> range_reader_;
+  handler_table own_;       // the server's own answers, by message type
+  handler_table handlers_;  // what answers now: a lane's handler, or the server's own
+  std::vector<std::shared_ptr<const range_source>> range_sources_;
   bool stopped_ = false;
 };
 

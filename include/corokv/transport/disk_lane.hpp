@@ -147,18 +147,19 @@ class disk_lane {
     return {};
   }
 
-  // For this node's data server (net::data_server::set_range_reader): reads
-  // remote readers' ranges of the disk segments attached here.
-  net::range_reader range_reader() const {
+  // Reads remote readers' ranges of the disk segments attached here for
+  // this node's data server (serving_lane: a range source).
+  void serve(net::data_server& server) const {
     std::weak_ptr<state> weak = state_;
-    return {[weak](segment_id id) {
-              auto s = weak.lock();
-              if (!s) return false;
-              std::shared_lock lock(s->mu);
-              return s->files.count(id) != 0;
-            },
-            [weak](std::span<const wire::data_item> items, std::span<const boost::asio::mutable_buffer> into,
-                   std::span<errc> results) { return read_for_server(weak.lock(), items, into, results); }};
+    server.add_range_source(
+        {[weak](segment_id id) {
+           auto s = weak.lock();
+           if (!s) return false;
+           std::shared_lock lock(s->mu);
+           return s->files.count(id) != 0;
+         },
+         [weak](std::span<const wire::data_item> items, std::span<const boost::asio::mutable_buffer> into,
+                std::span<errc> results) { return read_for_server(weak.lock(), items, into, results); }});
   }
 
   // Per request: success, segment_not_found (no such disk segment here, or
@@ -469,5 +470,6 @@ class disk_lane {
 
 static_assert(lane<disk_lane>);
 static_assert(registering_lane<disk_lane>);
+static_assert(serving_lane<disk_lane>);
 
 }  // namespace corokv

@@ -23,6 +23,12 @@
 //   work requests per queue pair).
 // - A request's `registration` is the lane's own lane_registration for the
 //   registered region its buffer lies in, or null (see registering_lane).
+//
+// Beyond moving bytes, a lane may have capabilities, each a concept below
+// that the router looks for: synchronous, registering, publishing,
+// directory-following, hosting (it runs this node's data server) and
+// serving (it answers peers through that server). A lane with none of
+// them, or all, is named in a router's list the same way.
 
 #include <corokv/client/counters.hpp>
 #include <corokv/error.hpp>
@@ -42,6 +48,10 @@
 #include <system_error>
 
 namespace corokv {
+
+namespace net {
+class data_server;
+}  // namespace net
 
 // How well a lane reaches a segment: lower is better.
 using lane_rank = std::uint8_t;
@@ -119,6 +129,25 @@ concept publishing_lane =
 template <class L>
 concept directory_following_lane = lane<L> && requires(L& l, std::span<const segment_id> gone) {
   { l.forget(gone) } -> std::same_as<void>;
+};
+
+// A lane that runs this node's data server (the TCP lane): the server the
+// serving lanes answer peers through. Null when it does not serve.
+template <class L>
+concept hosting_lane = lane<L> && requires(const L& cl) {
+  { cl.data_server() } -> std::same_as<std::shared_ptr<net::data_server>>;
+};
+
+// A lane that also serves peers through this node's data server: it
+// registers handlers for the message types it answers (the RDMA lane's
+// queue-pair set-up) or range sources for segments the server does not
+// hold in memory (the disk lane's disk segments), see net/data_server.hpp.
+// The router calls serve once, when it is made, with the hosting lane's
+// server, if it has one that serves. What the lane registers may outlive
+// it, and must then answer harmlessly (hold the lane's state weakly).
+template <class L>
+concept serving_lane = lane<L> && requires(L& l, net::data_server& server) {
+  { l.serve(server) } -> std::same_as<void>;
 };
 
 }  // namespace corokv

@@ -17,7 +17,10 @@
 // The router also owns what the lanes share: this node's segments (made of
 // the memory the options ask for, published to every publishing_lane), the
 // registered regions (registered with every registering_lane; the regions a
-// batch uses are held until its lanes returned), and counters per lane.
+// batch uses are held until its lanes returned), counters per lane, and
+// this node's data server: the first hosting_lane's, which every
+// serving_lane is given to register its handlers with when the router is
+// made (lane.hpp). A lane that serves therefore plugs in like any other.
 
 #include <corokv/detail/guarded_spawn.hpp>
 #include <corokv/detail/identity.hpp>
@@ -92,6 +95,7 @@ class lane_router {
       });
       if (!found) throw std::invalid_argument("corokv: no lane named '" + wanted + "'");
     }
+    serve_through_data_server();
   }
 
   lane_router(lane_router&&) noexcept = default;
@@ -206,6 +210,19 @@ class lane_router {
   }
 
  private:
+  // Gives every serving lane the first hosting lane's data server.
+  void serve_through_data_server() {
+    std::shared_ptr<net::data_server> server;
+    for_each_lane([&]<std::size_t I>(auto& l) {
+      if constexpr (hosting_lane<std::remove_reference_t<decltype(l)>>)
+        if (!server) server = l.data_server();
+    });
+    if (!server) return;
+    for_each_lane([&]<std::size_t I>(auto& l) {
+      if constexpr (serving_lane<std::remove_reference_t<decltype(l)>>) l.serve(*server);
+    });
+  }
+
   static constexpr std::uint8_t no_lane = 255;
 
   struct counter_block {

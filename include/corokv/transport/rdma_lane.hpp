@@ -184,14 +184,20 @@ class rdma_lane {
             get(s.completion_events), get(s.ad_hoc),   get(s.qp_errors),     get(s.device_events)};
   }
 
-  // What this node's data server answers an rdma_connect with (see
-  // make_rdma_cluster_transport, which wires it up).
-  net::rdma_acceptor acceptor() const {
-    return [weak = std::weak_ptr<state>(state_)](const wire::rdma_connect_request& request) {
-      std::pair<wire::rdma_connect_response, std::shared_ptr<void>> out{{errc::invalid_argument, {}}, nullptr};
-      if (auto s = weak.lock()) out = s->accept(s, request);
-      return out;
-    };
+  // Answers peers' rdma_connect on this node's data server (serving_lane):
+  // the queue pair made for the peer lives as long as the connection it
+  // asked on. After the lane is gone, refused (invalid_argument).
+  void serve(net::data_server& server) {
+    server.handle(wire::message_type::rdma_connect,
+                  net::call_handler<wire::rdma_connect_request>(
+                      [weak = std::weak_ptr<state>(state_)](const wire::rdma_connect_request& request,
+                                                            net::data_connection& connection) {
+                        std::pair<wire::rdma_connect_response, std::shared_ptr<void>> out{{errc::invalid_argument, {}},
+                                                                                          nullptr};
+                        if (auto s = weak.lock()) out = s->accept(s, request);
+                        connection.hold(wire::message_type::rdma_connect, std::move(out.second));
+                        return out.first;
+                      }));
   }
 
   // A segment whose owner registered it with a device and runs a data
@@ -976,5 +982,6 @@ static_assert(lane<rdma_lane>);
 static_assert(publishing_lane<rdma_lane>);
 static_assert(registering_lane<rdma_lane>);
 static_assert(directory_following_lane<rdma_lane>);
+static_assert(serving_lane<rdma_lane>);
 
 }  // namespace corokv

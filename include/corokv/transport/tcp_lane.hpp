@@ -2,9 +2,10 @@
 // The TCP lane: replicas on any node that runs a data server, reached over
 // TCP (rank tcp). A batch's ranges are grouped by node: one exchange per
 // node, all nodes at once (net::data_client). The lane also runs this
-// node's data server (unless options.serve is false), so that the segments
-// published to it are reachable by the others, and announces its address
-// in their endpoints.
+// node's data server (unless options.serve is false; hosting_lane), so
+// that the segments published to it are reachable by the others, and
+// announces its address in their endpoints. Other lanes serve through the
+// same server (serving_lane, lane.hpp).
 
 #include <corokv/detail/guarded_spawn.hpp>
 #include <corokv/error.hpp>
@@ -234,5 +235,6 @@ class tcp_lane {
 static_assert(lane<tcp_lane>);
 static_assert(publishing_lane<tcp_lane>);
 static_assert(directory_following_lane<tcp_lane>);
+static_assert(hosting_lane<tcp_lane>);
 
 }  // namespace corokv
