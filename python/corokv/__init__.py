@@ -172,32 +172,25 @@ class _AsyncMixin:
             pending.clear()
             queues.clear()
 
-    async def batch_put_async(self, keys, values, replicas=1):
-        return await self._await(self.submit_batch_put, keys, values, replicas)
 
-    async def batch_put_from_async(self, keys, sources, replicas=1):
-        return await self._await(self.submit_batch_put_from, keys, sources, replicas)
+def _async_variant(name):
+    """name_async: awaits submit_name on the running loop (see _await)."""
+    submit = "submit_" + name
 
-    async def batch_exist_async(self, keys):
-        return await self._await(self.submit_batch_exist, keys)
+    async def variant(self, *args, **kwargs):
+        return await self._await(getattr(self, submit), *args, **kwargs)
 
-    async def batch_exist_prefix_async(self, keys):
-        return await self._await(self.submit_batch_exist_prefix, keys)
+    variant.__name__ = name + "_async"
+    variant.__qualname__ = "_AsyncMixin." + variant.__name__
+    variant.__doc__ = f"{name}, awaited on the running asyncio loop: takes the arguments of {name}."
+    return variant
 
-    async def batch_query_async(self, keys):
-        return await self._await(self.submit_batch_query, keys)
 
-    async def batch_get_into_async(self, keys, buffers, query_results=None, strict=False):
-        return await self._await(self.submit_batch_get_into, keys, buffers, query_results, strict)
-
-    async def batch_get_async(self, keys, query_results=None, strict=False):
-        return await self._await(self.submit_batch_get, keys, query_results, strict)
-
-    async def batch_remove_async(self, keys):
-        return await self._await(self.submit_batch_remove, keys)
-
-    async def remove_all_async(self):
-        return await self._await(self.submit_remove_all)
+# One for each batch operation the binding declares (its table of store
+# operations), with the arguments of the blocking form.
+for _name in _corokv.Store._operations:
+    setattr(_AsyncMixin, _name + "_async", _async_variant(_name))
+del _name
 
 
 class Store(_AsyncMixin, _corokv.Store):

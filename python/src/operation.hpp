@@ -197,8 +197,6 @@ class completion_flag {
   std::condition_variable woken_;
 };
 
-enum class op_kind { put, exist, exist_prefix, query, get_into, get_owned, remove, remove_all };
-
 class completion_queue;
 
 // Cancellation state, apart from the operation: the posted request that
@@ -210,8 +208,15 @@ struct cancel_state {
   std::atomic<bool> finished{false};
 };
 
+// The arguments and completion of any batch operation; the store's answer
+// is in the typed_operation of its entry (store_operations.hpp), which
+// sets python_result.
 struct operation {
-  op_kind kind = op_kind::exist;
+  operation() = default;
+  operation(const operation&) = delete;
+  operation& operator=(const operation&) = delete;
+  virtual ~operation() = default;
+
   std::uint64_t ticket = 0;
 
   // ---- arguments
@@ -233,13 +238,10 @@ struct operation {
   put_options put_opts;
 
   // ---- outcome
-  boost::system::error_code ec;
-  std::vector<errc> statuses;
-  prefix_result prefix;
-  std::vector<query_result> queried;
-  std::vector<get_result> got;
-  std::vector<get_buffer_result> owned;
-  std::uint64_t count = 0;
+  boost::system::error_code ec;  // a failure of the whole operation
+  // The store's answer as Python's result (with the GIL; once, as it may
+  // move what the answer owns).
+  py::object (*python_result)(operation&) = nullptr;
 
   // ---- completion
   std::shared_ptr<completion_flag> done = std::make_shared<completion_flag>();

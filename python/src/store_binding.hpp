@@ -20,6 +20,7 @@
 #include "operation.hpp"
 #include "outcome.hpp"
 #include "python_types.hpp"
+#include "store_operations.hpp"
 
 #include <corokv/store.hpp>
 
@@ -311,66 +312,19 @@ class py_store final : public exit_participant {
   std::size_t registered_buffers() const { return regions_.size(); }
 
   // ---- operations: build, then run (wait) or submit (queue)
-  std::shared_ptr<operation> put_op(py::handle keys, py::handle values, py::handle replicas, const char* values_name) {
-    auto op = std::make_shared<operation>();
-    op->kind = op_kind::put;
-    take_keys(keys, *op);
-    op->put_opts.replicas = static_cast<std::size_t>(int_arg(replicas, "replicas", 1));
-    items v = per_key_arg(values, values_name);
-    if (v.size() != op->keys.size()) raise_error(errc::invalid_argument);
-    op->values.reserve(v.size());
-    op->buffers.reserve(v.size());
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      std::byte* data = nullptr;
-      std::size_t size = 0;
-      const errc e = resolve_memory(v[i], /*writable=*/false, /*allow_address=*/true, *op, regions_, data, size);
-      if (e != errc::success) op->refuse(i, e);
-      op->values.emplace_back(data, size);
-    }
+  // An operation of entry Op (store_operations.hpp), its arguments taken
+  // and checked; raises for a bad argument.
+  template <class Op, class... Handles>
+  std::shared_ptr<typed_operation<Op>> prepare(Handles... arguments) {
+    auto op = std::make_shared<typed_operation<Op>>();
+    Op::build(*op, regions_, arguments...);
     op->compact();
-    return op;
-  }
-  std::shared_ptr<operation> keys_op(op_kind kind, py::handle keys) {
-    auto op = std::make_shared<operation>();
-    op->kind = kind;
-    if (kind != op_kind::remove_all) take_keys(keys, *op);
-    return op;
-  }
-  std::shared_ptr<operation> get_into_op(py::handle keys, py::handle buffers, py::handle query_results, py::handle strict) {
-    auto op = std::make_shared<operation>();
-    op->kind = op_kind::get_into;
-    take_keys(keys, *op);
-    op->get_opts.strict = bool_arg(strict, "strict");
-    if (!query_results.is_none()) take_query_results(query_results, *op);
-    items b = per_key_arg(buffers, "buffers");
-    if (b.size() != op->keys.size() || (op->use_given && op->given.size() != op->keys.size()))
-      raise_error(errc::invalid_argument);
-    op->destinations.reserve(b.size());
-    op->buffers.reserve(b.size());
-    for (std::size_t i = 0; i < b.size(); ++i) {
-      std::byte* data = nullptr;
-      std::size_t size = 0;
-      const errc e = resolve_memory(b[i], /*writable=*/true, /*allow_address=*/true, *op, regions_, data, size);
-      if (e != errc::success) op->refuse(i, e);
-      op->destinations.emplace_back(data, size);
-    }
-    op->compact();
-    return op;
-  }
-  std::shared_ptr<operation> get_owned_op(py::handle keys, py::handle query_results, py::handle strict) {
-    auto op = std::make_shared<operation>();
-    op->kind = op_kind::get_owned;
-    take_keys(keys, *op);
-    op->get_opts.strict = bool_arg(strict, "strict");
-    if (!query_results.is_none()) {
-      take_query_results(query_results, *op);
-      if (op->given.size() != op->keys.size()) raise_error(errc::invalid_argument);
-    }
     return op;
   }
 
   // Runs the operation with the GIL released; its result, or raises.
-  py::object run(std::shared_ptr<operation> op) {
+  template <class Op>
+  py::object run(std::shared_ptr<typed_operation<Op>> op) {
     begin(*op, nullptr);
     {
       without_gil nogil;
@@ -387,7 +341,8 @@ class py_store final : public exit_participant {
 
   // Starts the operation; its completion lands in `queue` (the store's own
   // if None). Returns its ticket.
-  std::uint64_t submit(std::shared_ptr<operation> op, py::handle queue_arg) {
+  template <class Op>
+  std::uint64_t submit(std::shared_ptr<typed_operation<Op>> op, py::handle queue_arg) {
     std::shared_ptr<completion_queue> queue;
     if (queue_arg.is_none())
       queue = own_queue();
@@ -454,7 +409,7 @@ class py_store final : public exit_participant {
   // program would (no Python in the loop). Seconds it took.
   double cpp_get_into_loop(py::handle keys, py::handle buffers, py::handle query_results, py::handle iterations_arg) {
     const std::size_t iterations = static_cast<std::size_t>(int_arg(iterations_arg, "iterations"));
-    auto op = get_into_op(keys, buffers, query_results, py::bool_(false));
+    auto op = prepare<ops::batch_get_into>(keys, buffers, query_results, py::bool_(false));
     if (!op->refused.empty()) raise_error(errc::invalid_argument);
     begin(*op, nullptr);
     double elapsed = 0;
@@ -501,22 +456,17 @@ class py_store final : public exit_participant {
   }
 
  private:
-  template <class T>
+  // Records the store's answer and completes the operation.
+  template <class Op>
   struct completion {
     py_store* self;
-    std::shared_ptr<operation> op;
-    void operator()(boost::system::error_code ec, T value) {
+    std::shared_ptr<typed_operation<Op>> op;
+    void operator()(boost::system::error_code ec, typename Op::answer value) {
       op->ec = ec;
-      take(*op, std::move(value));
+      op->answer = std::move(value);
       self->complete(std::move(op));
     }
   };
-  static void take(operation& op, std::vector<errc>&& v) { op.statuses = std::move(v); }
-  static void take(operation& op, prefix_result&& v) { op.prefix = v; }
-  static void take(operation& op, std::vector<query_result>&& v) { op.queried = std::move(v); }
-  static void take(operation& op, std::vector<get_result>&& v) { op.got = std::move(v); }
-  static void take(operation& op, std::vector<get_buffer_result>&& v) { op.owned = std::move(v); }
-  static void take(operation& op, std::uint64_t&& v) { op.count = v; }
 
   static asio::awaitable<void> get_into_loop(Store& store, operation& op, std::size_t iterations, double& elapsed,
                                              boost::system::error_code& failure) {
@@ -580,64 +530,24 @@ class py_store final : public exit_participant {
 
   // Without the GIL. Hands the operation to the store (or completes it at
   // once if every key was refused).
-  void start(const std::shared_ptr<operation>& op) {
+  template <class Op>
+  void start(const std::shared_ptr<typed_operation<Op>>& op) {
     if (!op->any_sent()) {
       complete(op);
       return;
     }
     try {
-      switch (op->kind) {
-        case op_kind::put:
-          initiate<std::vector<errc>>(op, [&](auto&& h) { store_->batch_put(op->sent(), op->values, op->put_opts, std::move(h)); });
-          break;
-        case op_kind::exist:
-          initiate<std::vector<errc>>(op, [&](auto&& h) { store_->batch_exist(op->sent(), std::move(h)); });
-          break;
-        case op_kind::remove:
-          initiate<std::vector<errc>>(op, [&](auto&& h) { store_->batch_remove(op->sent(), std::move(h)); });
-          break;
-        case op_kind::exist_prefix:
-          initiate<prefix_result>(op, [&](auto&& h) { store_->batch_exist_prefix(op->sent(), std::move(h)); });
-          break;
-        case op_kind::query:
-          initiate<std::vector<query_result>>(op, [&](auto&& h) { store_->batch_query(op->sent(), std::move(h)); });
-          break;
-        case op_kind::get_into:
-          initiate<std::vector<get_result>>(op, [&](auto&& h) {
-            if (op->use_given)
-              store_->batch_get(op->sent(), std::span<const query_result>(op->given), op->destinations, op->get_opts,
-                                std::move(h));
-            else
-              store_->batch_get(op->sent(), op->destinations, op->get_opts, std::move(h));
-          });
-          break;
-        case op_kind::get_owned:
-          initiate<std::vector<get_buffer_result>>(op, [&](auto&& h) {
-            if (op->use_given)
-              store_->batch_get(op->sent(), std::span<const query_result>(op->given), op->get_opts, std::move(h));
-            else
-              store_->batch_get(op->sent(), op->get_opts, std::move(h));
-          });
-          break;
-        case op_kind::remove_all:
-          initiate<std::uint64_t>(op, [&](auto&& h) { store_->remove_all(std::move(h)); });
-          break;
-      }
+      auto handler = asio::bind_executor(inline_executor(io_), completion<Op>{this, op});
+      if (op->cancel)
+        Op::start(*store_, *op, asio::bind_cancellation_slot(op->cancel->signal.slot(), std::move(handler)));
+      else
+        Op::start(*store_, *op, std::move(handler));
     } catch (...) {
       // Not started: nothing will complete it. (The store reports its own
       // failures through handlers; this is out of memory and the like.)
       finish_outside(*op);
       throw;
     }
-  }
-
-  template <class T, class Initiate>
-  void initiate(const std::shared_ptr<operation>& op, Initiate&& how) {
-    auto handler = asio::bind_executor(inline_executor(io_), completion<T>{this, op});
-    if (op->cancel)
-      how(asio::bind_cancellation_slot(op->cancel->signal.slot(), std::move(handler)));
-    else
-      how(std::move(handler));
   }
 
   // On the I/O thread (or in start(), for a batch the store never saw).
@@ -732,26 +642,30 @@ class py_store final : public exit_participant {
 template <std::size_t>
 using handle_arg = py::handle;
 
-// One operation as `name` (blocking) and `submit_name` (a ticket; the
-// asyncio variants await it): one builder, so both forms take and check
-// their arguments alike. `extra` names the builder's arguments.
-template <class Self, class Class, class Build, std::size_t... I, class... Extra>
-void def_operation_n(Class& cls, const char* name, Build build, std::index_sequence<I...>, const Extra&... extra) {
-  cls.def(name, method<Self>([build](Self& s, handle_arg<I>... a) {
+// One entry of store_operations as `name` (blocking) and `submit_name` (a
+// ticket; the asyncio variants await it): one builder, so both forms take
+// and check their arguments alike.
+template <class Self, class Op, class Class, std::size_t... I, class... Arguments>
+void def_operation_n(Class& cls, std::index_sequence<I...>, const Arguments&... arguments) {
+  cls.def(Op::name, method<Self>([](Self& s, handle_arg<I>... a) {
             s.live();
-            return s.run(build(s, a...));
+            return s.run(s.template prepare<Op>(a...));
           }),
-          extra...);
-  const std::string submit = std::string("submit_") + name;
-  cls.def(submit.c_str(), method<Self>([build](Self& s, handle_arg<I>... a, py::handle queue) {
+          arguments...);
+  const std::string submit = std::string("submit_") + Op::name;
+  cls.def(submit.c_str(), method<Self>([](Self& s, handle_arg<I>... a, py::handle queue) {
             s.live();
-            return s.submit(build(s, a...), queue);
+            return s.submit(s.template prepare<Op>(a...), queue);
           }),
-          extra..., py::arg("queue") = py::none());
+          arguments..., py::arg("queue") = py::none());
 }
-template <class Self, class Class, class Build, class... Extra>
-void def_operation(Class& cls, const char* name, Build build, const Extra&... extra) {
-  def_operation_n<Self>(cls, name, build, std::make_index_sequence<sizeof...(Extra)>{}, extra...);
+template <class Self, class Op, class Class>
+void def_operation(Class& cls) {
+  std::apply(
+      [&](const auto&... arguments) {
+        def_operation_n<Self, Op>(cls, std::make_index_sequence<sizeof...(arguments)>{}, arguments...);
+      },
+      Op::arguments());
 }
 
 // The methods every store type has. `cls` is the pybind11 class of
@@ -761,8 +675,6 @@ void bind_store_methods(Class& cls) {
   using self_t = py_store<Store>;
   using py::arg;
   const py::object none = py::none();
-  const py::object no = py::bool_(false);
-  const py::object one = py::int_(1);
   cls.def("close", method<self_t>(&self_t::close),
           "Wait for the operations in flight, then leave and stop the I/O thread.")
       .def_property_readonly("closed", method<self_t>(&self_t::closed))
@@ -803,34 +715,9 @@ void bind_store_methods(Class& cls) {
            arg("query_results"), arg("iterations"));
 
   // The batch operations: blocking, and submit_* (a ticket now, a
-  // Completion in the queue later).
-  def_operation<self_t>(
-      cls, "batch_put", [](self_t& s, py::handle k, py::handle v, py::handle r) { return s.put_op(k, v, r, "values"); },
-      arg("keys"), arg("values"), arg("replicas") = one);
-  def_operation<self_t>(
-      cls, "batch_put_from",
-      [](self_t& s, py::handle k, py::handle v, py::handle r) { return s.put_op(k, v, r, "sources"); }, arg("keys"),
-      arg("sources"), arg("replicas") = one);
-  def_operation<self_t>(
-      cls, "batch_exist", [](self_t& s, py::handle k) { return s.keys_op(op_kind::exist, k); }, arg("keys"));
-  def_operation<self_t>(
-      cls, "batch_exist_prefix", [](self_t& s, py::handle k) { return s.keys_op(op_kind::exist_prefix, k); },
-      arg("keys"));
-  def_operation<self_t>(
-      cls, "batch_query", [](self_t& s, py::handle k) { return s.keys_op(op_kind::query, k); }, arg("keys"));
-  def_operation<self_t>(
-      cls, "batch_get_into",
-      [](self_t& s, py::handle k, py::handle b, py::handle q, py::handle strict) {
-        return s.get_into_op(k, b, q, strict);
-      },
-      arg("keys"), arg("buffers"), arg("query_results") = none, arg("strict") = no);
-  def_operation<self_t>(
-      cls, "batch_get",
-      [](self_t& s, py::handle k, py::handle q, py::handle strict) { return s.get_owned_op(k, q, strict); },
-      arg("keys"), arg("query_results") = none, arg("strict") = no);
-  def_operation<self_t>(
-      cls, "batch_remove", [](self_t& s, py::handle k) { return s.keys_op(op_kind::remove, k); }, arg("keys"));
-  def_operation<self_t>(cls, "remove_all", [](self_t& s) { return s.keys_op(op_kind::remove_all, py::none()); });
+  // Completion in the queue later); corokv/__init__.py adds *_async.
+  std::apply([&](auto... op) { (def_operation<self_t, decltype(op)>(cls), ...); }, store_operations{});
+  cls.attr("_operations") = store_operation_names();
 }
 
 }  // namespace corokv::python

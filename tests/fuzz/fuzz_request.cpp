@@ -1,7 +1,7 @@
 // libFuzzer target: request decoding, as a server meets it. The first byte
 // picks the message type, the rest is the payload. Whatever decodes must
 // re-encode and decode to an equal message with the same trailing size.
-#include <corokv/wire/messages.hpp>
+#include <corokv/wire/operations.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace corokv::wire;

@@ -2,7 +2,7 @@
 // One well-formed instance of every message, shared by the wire tests and
 // the fuzzers' seed corpus.
 
-#include <corokv/wire/messages.hpp>
+#include <corokv/wire/operations.hpp>
 
 #include <string_view>
 #include <utility>

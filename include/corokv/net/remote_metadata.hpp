@@ -39,6 +39,7 @@
 // connection or the clock completes) are the call_table's; what is redone
 // on a new connection is the rejoin_list's. This file does the I/O.
 
+#include <corokv/client/metadata_calls.hpp>
 #include <corokv/client/metadata_endpoint.hpp>
 #include <corokv/detail/backoff.hpp>
 #include <corokv/error.hpp>
@@ -50,6 +51,7 @@
 #include <corokv/net/socket_deadline.hpp>
 #include <corokv/types.hpp>
 #include <corokv/wire/messages.hpp>
+#include <corokv/wire/operations.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/append.hpp>
@@ -547,7 +549,7 @@ inline void session_registry::shutdown() {
 
 }  // namespace detail
 
-class remote_metadata {
+class remote_metadata : public metadata_calls<remote_metadata> {
  public:
   remote_metadata(asio::any_io_executor ex, remote_metadata_options options)
       : session_(std::make_shared<detail::metadata_session>(std::move(ex), std::move(options))) {
@@ -566,131 +568,64 @@ class remote_metadata {
   // Whether the connection is up and this endpoint's nodes have rejoined.
   bool ready() const noexcept { return session_->ready(); }
 
-  result<std::error_code> register_node(node_id node) {
-    session_->rejoins().remember_node(node);
-    co_return co_await status_call(wire::message_type::register_node, wire::node_request{node});
+  // Any operation (wire/operations.hpp), as one request to the master; the
+  // named calls (metadata_calls.hpp) forward to it. A call answered per
+  // item takes its results from the reply, which must answer every item
+  // sent.
+  template <class Op, class Out, class... Args>
+    requires wire::per_item_operation<Op>
+  result<std::error_code> call(std::span<Out> out, Args... args) {
+    const typename Op::request m = Op::to_request(std::move(args)...);
+    auto reply = co_await session_->call(Op::type, m);
+    typename Op::response r;
+    errc e = decode_reply(*session_, reply, r);
+    if (e == errc::success) e = r.status;
+    if (e == errc::success && r.results.size() != out.size()) e = errc::protocol_error;
+    if (e != errc::success) co_return std::error_code(e);
+    std::move(r.results.begin(), r.results.end(), out.begin());
+    co_return std::error_code{};
+  }
+  template <class Op, class... Args>
+    requires(!wire::per_item_operation<Op>)
+  result<wire::call_answer_t<Op>> call(Args... args) {
+    const typename Op::request m = Op::to_request(std::move(args)...);
+    co_return co_await exchange<Op>(session_, m);
   }
 
+  // Remembered, to register again on a new connection (rejoin_list.hpp).
+  result<std::error_code> register_node(node_id node) {
+    session_->rejoins().remember_node(node);
+    co_return co_await call<wire::ops::register_node>(node);
+  }
+
+  // Remembered with its node, to mount again under the id it got.
   result<std::pair<std::error_code, segment_id>> mount(node_id node, std::uint64_t size, segment_endpoints where,
                                                        segment_id requested,
                                                        storage_tier tier = storage_tier::memory, bool remount = false) {
+    using op = wire::ops::mount_segment;
     session_->rejoins().remember_node(node);
-    wire::mount_request m{node, size, requested, std::move(where), remount, tier};
-    auto r = co_await session_->call(wire::message_type::mount_segment, m);
-    wire::mount_response decoded;
-    const errc e = decode_reply(r, decoded);
-    if (e != errc::success) co_return std::pair<std::error_code, segment_id>{e, 0};
-    if (decoded.status == errc::success) {
-      m.requested = decoded.id;
+    op::request m = op::to_request(node, size, std::move(where), requested, tier, remount);
+    const auto answer = co_await exchange<op>(session_, m);
+    if (!answer.first) {
+      m.requested = answer.second;
       session_->rejoins().remember_mount(m);
     }
-    co_return std::pair<std::error_code, segment_id>{decoded.status, decoded.id};
+    co_return answer;
   }
 
-  result<std::error_code> put_start(key_span keys, std::span<const std::uint64_t> sizes, put_options opts,
-                                    node_id writer, std::span<put_start_result> out) {
-    wire::put_start_request m{views(keys), {sizes.begin(), sizes.end()}, static_cast<std::uint8_t>(opts.replicas), writer};
-    wire::put_start_response r;
-    co_return co_await list_call(wire::message_type::put_start, m, r, out);
-  }
-  result<std::pair<std::error_code, demotion_work>> demote_start(node_id node, std::size_t max_objects,
-                                                                  std::uint64_t max_bytes, std::uint64_t saved_through,
-                                                                  std::uint64_t offered) {
-    using answer = std::pair<std::error_code, demotion_work>;
-    const wire::demote_start_request m{node, static_cast<std::uint32_t>(std::min<std::size_t>(max_objects, UINT32_MAX)),
-                                       max_bytes, saved_through, offered};
-    auto reply = co_await session_->call(wire::message_type::demote_start, m);
-    wire::demotions_response r;
-    errc e = decode_reply(reply, r);
-    if (e == errc::success) e = r.status;
-    if (e != errc::success) co_return answer{e, {}};
-    co_return answer{std::error_code{}, std::move(r.work)};
-  }
   // Unmounts a segment this endpoint mounted (a disk tier that failed to
   // start): it is not mounted again on a new connection.
   result<std::error_code> unmount(segment_id segment) {
     session_->rejoins().forget_mount(segment);
-    auto r = co_await session_->call(wire::message_type::unmount_segment, wire::unmount_request{segment});
-    wire::status_response decoded;
-    const errc e = decode_reply(r, decoded);
-    co_return e != errc::success ? e : decoded.status;
-  }
-  result<std::error_code> adopt_disk_copies(node_id node, std::span<const disk_copy> copies, std::span<errc> out) {
-    const wire::adopt_request m{node, {copies.begin(), copies.end()}};
-    wire::statuses_response r;
-    co_return co_await list_call(wire::message_type::adopt_disk_copies, m, r, out);
-  }
-  result<std::error_code> demote_end(key_span keys, std::span<const version_t> versions, std::span<const errc> copied,
-                                     std::span<errc> out) {
-    wire::demote_end_request m{views(keys), {versions.begin(), versions.end()}, {copied.begin(), copied.end()}};
-    wire::statuses_response r;
-    co_return co_await list_call(wire::message_type::demote_end, m, r, out);
+    co_return co_await call<wire::ops::unmount_segment>(segment);
   }
 
-  result<std::error_code> put_end(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
-    co_return co_await versioned_call(wire::message_type::put_end, keys, versions, out);
-  }
-  result<std::error_code> put_revoke(key_span keys, std::span<const version_t> versions, std::span<errc> out) {
-    co_return co_await versioned_call(wire::message_type::put_revoke, keys, versions, out);
-  }
-  result<std::error_code> validate(key_span keys, std::span<const version_t> versions,
-                                   std::span<const replica_descriptor> read_from, std::span<errc> out) {
-    const wire::validate_request m{views(keys), {versions.begin(), versions.end()}, {read_from.begin(), read_from.end()}};
-    wire::statuses_response r;
-    co_return co_await list_call(wire::message_type::validate, m, r, out);
-  }
-  result<std::error_code> query(key_span keys, duration ttl, std::span<query_result> out) {
-    wire::query_request m{views(keys), ttl.count()};
-    wire::query_response r;
-    co_return co_await list_call(wire::message_type::query, m, r, out);
-  }
-  result<std::error_code> exist(key_span keys, std::span<errc> out) {
-    const wire::keys_request m{views(keys)};
-    wire::statuses_response r;
-    co_return co_await list_call(wire::message_type::exist, m, r, out);
-  }
-  result<std::error_code> remove(key_span keys, std::span<errc> out) {
-    const wire::keys_request m{views(keys)};
-    wire::statuses_response r;
-    co_return co_await list_call(wire::message_type::remove, m, r, out);
-  }
-  result<std::pair<std::error_code, std::uint64_t>> remove_all() {
-    auto r = co_await session_->call(wire::message_type::remove_all, wire::remove_all_request{});
-    wire::count_response decoded;
-    errc e = decode_reply(r, decoded);
-    if (e == errc::success) e = decoded.status;
-    co_return std::pair<std::error_code, std::uint64_t>{e, decoded.count};
-  }
-  result<std::pair<std::error_code, prefix_result>> exist_prefix(key_span keys) {
-    const wire::keys_request m{views(keys)};
-    auto r = co_await session_->call(wire::message_type::exist_prefix, m);
-    wire::prefix_response decoded;
-    errc e = decode_reply(r, decoded);
-    if (e == errc::success) e = decoded.status;
-    co_return std::pair<std::error_code, prefix_result>{e, decoded.result};
-  }
-
-  // Every mounted segment and where it can be reached; transports use it to
-  // find the nodes behind replica descriptors.
-  result<std::pair<std::error_code, std::vector<segment_descriptor>>> list_segments() {
-    auto r = co_await session_->call(wire::message_type::list_segments, wire::list_segments_request{});
-    wire::segments_response decoded;
-    errc e = decode_reply(r, decoded);
-    if (e == errc::success) e = decoded.status;
-    co_return std::pair<std::error_code, std::vector<segment_descriptor>>{e, std::move(decoded.segments)};
-  }
-
-  // The same call as a function object that shares the connection (and
+  // list_segments as a function object that shares the connection (and
   // outlives this handle's moves), for a transport's segment directory.
   std::function<asio::awaitable<std::pair<std::error_code, std::vector<segment_descriptor>>>()> segment_lister() {
     return [session = session_]() -> asio::awaitable<std::pair<std::error_code, std::vector<segment_descriptor>>> {
-      auto r = co_await session->call(wire::message_type::list_segments, wire::list_segments_request{});
-      wire::segments_response decoded;
-      errc e = r.first;
-      if (e == errc::success && wire::decode(r.second, decoded, session->options().limits) != errc::success)
-        e = errc::protocol_error;
-      if (e == errc::success) e = decoded.status;
-      co_return std::pair<std::error_code, std::vector<segment_descriptor>>{e, std::move(decoded.segments)};
+      const wire::list_segments_request m;
+      co_return co_await exchange<wire::ops::list_segments>(session, m);
     };
   }
 
@@ -699,49 +634,30 @@ class remote_metadata {
   // the master declares it dead after node_ttl.
   void leave(node_id node) noexcept {
     session_->rejoins().forget_node(node);
-    session_->send_and_forget(wire::message_type::unregister_node, wire::node_request{node});
+    session_->send_and_forget(wire::ops::unregister_node::type, wire::ops::unregister_node::to_request(node));
   }
 
  private:
-  static std::vector<std::string_view> views(key_span keys) {
-    std::vector<std::string_view> out(keys.size());
-    for (std::size_t i = 0; i < keys.size(); ++i) out[i] = keys[i];
-    return out;
-  }
-
   // The reply's payload decoded as the response it must be; a payload that
   // does not decode is a protocol_error of this call.
   template <class Response>
-  errc decode_reply(const detail::reply& r, Response& out) const {
+  static errc decode_reply(const detail::metadata_session& session, const detail::reply& r, Response& out) {
     if (r.first != errc::success) return r.first;
-    return wire::decode(r.second, out, session_->options().limits);
+    return wire::decode(r.second, out, session.options().limits);
   }
 
-  result<std::error_code> status_call(wire::message_type type, const wire::node_request& m) {
-    auto r = co_await session_->call(type, m);
-    wire::status_response decoded;
-    const errc e = decode_reply(r, decoded);
-    co_return e != errc::success ? e : decoded.status;
-  }
-
-  result<std::error_code> versioned_call(wire::message_type type, key_span keys, std::span<const version_t> versions,
-                                         std::span<errc> out) {
-    wire::versioned_keys_request m{views(keys), {versions.begin(), versions.end()}};
-    wire::statuses_response r;
-    co_return co_await list_call(type, m, r, out);
-  }
-
-  // A call answered per key: the results land in `out`, which must match
-  // the number of keys sent.
-  template <class Request, class Response, class Out>
-  result<std::error_code> list_call(wire::message_type type, const Request& m, Response& r, std::span<Out> out) {
-    auto reply = co_await session_->call(type, m);
-    errc e = decode_reply(reply, r);
-    if (e == errc::success) e = r.status;
-    if (e == errc::success && r.results.size() != out.size()) e = errc::protocol_error;
-    if (e != errc::success) co_return std::error_code(e);
-    std::move(r.results.begin(), r.results.end(), out.begin());
-    co_return std::error_code{};
+  // One request of an operation not answered per item, and its answer; a
+  // call that failed as a whole answers as a response with that status.
+  template <class Op>
+  static result<wire::call_answer_t<Op>> exchange(std::shared_ptr<detail::metadata_session> session,
+                                                  const typename Op::request& m) {
+    auto reply = co_await session->call(Op::type, m);
+    typename Op::response r;
+    if (const errc e = decode_reply(*session, reply, r); e != errc::success) {
+      r = {};
+      r.status = e;
+    }
+    co_return Op::answer(std::move(r));
   }
 
   std::shared_ptr<detail::metadata_session> session_;

@@ -8,6 +8,9 @@
 // succeeded, in order. decode() checks that exactly those bytes follow and
 // hands them back as `trailing`, so large values are never copied by the
 // codec.
+//
+// Which payloads each message type carries, and the message set by type
+// (decode_request, decode_response), are in operations.hpp.
 
 #include <corokv/types.hpp>
 #include <corokv/wire/codec.hpp>
@@ -420,89 +423,6 @@ template <class M>
 errc decode(std::span<const std::byte> payload, M& message, const limits& lim = {}) {
   std::span<const std::byte> trailing;
   return decode(payload, message, trailing, lim);
-}
-
-// ------------------------------------------------------------ by message type
-using request = std::variant<node_request, mount_request, unmount_request, list_segments_request, put_start_request,
-                             versioned_keys_request, validate_request, keys_request, query_request,
-                             data_read_request, data_write_request, rdma_connect_request, remove_all_request,
-                             follow_request, replica_ack_request, demote_start_request, demote_end_request,
-                             adopt_request>;
-using response = std::variant<status_response, mount_response, segments_response, put_start_response,
-                              statuses_response, query_response, prefix_response, data_read_response,
-                              rdma_connect_response, count_response, replication_batch, demotions_response>;
-
-// The request and response shapes of each message type.
-inline request empty_request(message_type t) {
-  switch (t) {
-    case message_type::register_node:
-    case message_type::heartbeat:
-    case message_type::unregister_node: return node_request{};
-    case message_type::mount_segment: return mount_request{};
-    case message_type::unmount_segment: return unmount_request{};
-    case message_type::list_segments: return list_segments_request{};
-    case message_type::put_start: return put_start_request{};
-    case message_type::put_end:
-    case message_type::put_revoke: return versioned_keys_request{};
-    case message_type::validate: return validate_request{};
-    case message_type::query: return query_request{};
-    case message_type::exist:
-    case message_type::exist_prefix:
-    case message_type::remove: return keys_request{};
-    case message_type::data_read: return data_read_request{};
-    case message_type::data_write: return data_write_request{};
-    case message_type::rdma_connect: return rdma_connect_request{};
-    case message_type::remove_all: return remove_all_request{};
-    case message_type::follow: return follow_request{};
-    case message_type::replica_ack: return replica_ack_request{};
-    case message_type::demote_start: return demote_start_request{};
-    case message_type::demote_end: return demote_end_request{};
-    case message_type::adopt_disk_copies: return adopt_request{};
-  }
-  return list_segments_request{};
-}
-
-inline response empty_response(message_type t) {
-  switch (t) {
-    case message_type::register_node:
-    case message_type::heartbeat:
-    case message_type::unregister_node:
-    case message_type::unmount_segment: return status_response{};
-    case message_type::mount_segment: return mount_response{};
-    case message_type::list_segments: return segments_response{};
-    case message_type::put_start: return put_start_response{};
-    case message_type::put_end:
-    case message_type::put_revoke:
-    case message_type::validate:
-    case message_type::exist:
-    case message_type::remove:
-    case message_type::data_write: return statuses_response{};
-    case message_type::query: return query_response{};
-    case message_type::exist_prefix: return prefix_response{};
-    case message_type::data_read: return data_read_response{};
-    case message_type::rdma_connect: return rdma_connect_response{};
-    case message_type::remove_all: return count_response{};
-    case message_type::follow: return replication_batch{};
-    case message_type::replica_ack: return status_response{};  // never sent: an ack is not answered
-    case message_type::demote_start: return demotions_response{};
-    case message_type::demote_end:
-    case message_type::adopt_disk_copies: return statuses_response{};
-  }
-  return status_response{};
-}
-
-// What a server does with a frame whose header was accepted.
-inline errc decode_request(message_type t, std::span<const std::byte> payload, request& out,
-                           std::span<const std::byte>& trailing, const limits& lim = {}) {
-  out = empty_request(t);
-  return std::visit([&](auto& m) { return decode(payload, m, trailing, lim); }, out);
-}
-
-// What a client does with a response frame.
-inline errc decode_response(message_type t, std::span<const std::byte> payload, response& out,
-                            std::span<const std::byte>& trailing, const limits& lim = {}) {
-  out = empty_response(t);
-  return std::visit([&](auto& m) { return decode(payload, m, trailing, lim); }, out);
 }
 
 }  // namespace corokv::wire
