@@ -51,7 +51,7 @@ std::vector<std::string> expected_table() {
 // Where the errors reference lives; COROKV_ERRORS_DOC names another file.
 std::string errors_doc_path() {
   if (const char* given = std::getenv("COROKV_ERRORS_DOC"); given && *given) return given;
-  return std::string(COROKV_SOURCE_DIR) + "/docs/notes/i23-errors.md";
+  return std::string(COROKV_SOURCE_DIR) + "/docs/reference/errors.md";
 }
 
 // The table in the file: from the header line to the first line that is

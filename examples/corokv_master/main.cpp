@@ -8,7 +8,7 @@
 //                  [--sync-followers N] [--ack-timeout-ms N]]
 //
 // With --etcd the master is one of several replicated masters of cluster
-// NAME (README, "High availability"): they elect a leader through etcd, the
+// NAME (docs/guide/high-availability.md): they elect a leader through etcd, the
 // others follow it, and clients find it with --master etcd://HOST:PORT/NAME.
 // --advertise is the address clients reach this master at (default: the
 // listen address; it must not be 0.0.0.0). --lease-ttl-s is the leader's

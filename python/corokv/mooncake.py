@@ -9,7 +9,8 @@ Mooncake's return conventions: 0 or a negative code for puts and removes,
 bytes read or a negative code for reads into caller memory, 1 / 0 / -1 for
 existence, empty bytes for a failed ``get``, None for a failed
 ``get_buffer``. Negative codes are Mooncake's published numbers
-(``MOONCAKE_CODES``, from corokv's error table; the README has the table).
+(``MOONCAKE_CODES``, from corokv's error table; docs/reference/errors.md
+has the table).
 
 What a Mooncake setup names that corokv has no use for (the transfer
 engine's metadata server, RDMA device names, SSD offload, soft pins,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's pip recipe, as written: a virtual environment on Debian's
+# The pip recipe of docs/guide/python.md ("Building it"), as written: a virtual environment on Debian's
 # Python, `pip install --no-build-isolation --no-index` of the source tree
 # (nothing downloaded), then the installed package imported and used.
 #   python/tests/pip_install.sh SOURCE_DIR WORK_DIR

@@ -6,7 +6,8 @@ at random within a few milliseconds. It used to die with SIGSEGV within
 seconds. The peer and the storm run as child interpreters, so that a crash
 is an exit status here, not the end of pytest. COROKV_CANCEL_STORM_SECONDS
 sets the storm's length (5 s here; the C++ process test runs the same storm
-for 10 s in the suite, and both for 60 s in the long run: README, Tests)."""
+for 10 s in the suite, and both for 60 s in the long run: CONTRIBUTING.md,
+"How the tests are organised")."""
 
 import json
 import os

@@ -417,7 +417,7 @@ TEST_CASE("processes: malformed and truncated frames close that connection: mast
 // of its own; a live node serves the rest over TCP. Every call must
 // complete, with its results or as cancelled; no client may crash.
 // COROKV_CANCEL_STORM_SECONDS sets how long they storm: 10 s in the suite,
-// 60 s for the long run (see README, Testing).
+// 60 s for the long run (see CONTRIBUTING.md, "How the tests are organised").
 TEST_CASE("processes: a cancellation storm with a dead peer: every call completes, with its results or cancelled") {
   const char* seconds_env = std::getenv("COROKV_CANCEL_STORM_SECONDS");
   const int seconds = seconds_env ? std::max(1, std::atoi(seconds_env)) : 10;

@@ -296,7 +296,8 @@ TEST_CASE("ha: kill -9 the leader five times under load: a follower leads within
     REQUIRE(!q_ec);
 
     ha_master& victim = c.master_at(old->address);
-    // A follower cut off would make the leader acknowledge alone (README).
+    // A follower cut off would make the leader acknowledge alone
+    // (docs/guide/high-availability.md, "How it works").
     CHECK(victim.metric("corokv_master_followers_cut_off_total") == 0);
     const auto killed_at = std::chrono::steady_clock::now();
     victim.proc->kill_now();

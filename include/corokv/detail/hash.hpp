@@ -3,7 +3,8 @@
 // for duplicate detection, shard choice and the table probe. Multiply-fold
 // mixing over 16-byte strides: fast for the 16..128-byte keys serving engines
 // use. It is not keyed, so it offers no defence against chosen-key flooding;
-// the metadata service trusts its cluster (see README, limitations).
+// the metadata service trusts its cluster (see docs/reference/
+// metadata-service.md, limitations).
 
 #include <cstdint>
 #include <cstring>

@@ -21,7 +21,8 @@
 //   published its final position; when every live copy is known and none
 //   is further, it campaigns.
 // So the winner holds every acknowledged change that any live master holds
-// (the argument is in the README's high-availability section).
+// (the argument is in docs/guide/high-availability.md, "Why nothing
+// acknowledged is lost").
 
 #include <corokv/meta/replica_state.hpp>
 
