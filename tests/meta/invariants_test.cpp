@@ -63,8 +63,9 @@ TEST_CASE("sound state passes, space no object owns, overlaps and unknown segmen
   CHECK(overlap.check().find("overlap") != std::string::npos);
 
   parts gone;
-  meta::object_entry& e = gone.add("a", 64);
-  e.replicas.begin()->segment = 999;
+  gone.add("a", 64);
+  meta::object_entry& e = gone.add("b", 64, /*allocated=*/false);
+  e.replicas.begin()->segment = 999;  // a segment the pool does not have
   CHECK(gone.check().find("not mounted") != std::string::npos);
 }
 
