@@ -21,6 +21,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <unordered_map>
 
 using namespace corokv;
@@ -223,4 +224,22 @@ TEST_CASE("a lane of a test's own that serves through the data server plugs into
   stranger.read_some(asio::buffer(one), closed);
   CHECK((closed == asio::error::eof || closed == asio::error::connection_reset));
   CHECK(writer.transport().lane<tcp_lane>().data_server()->stats().protocol_errors == 1);
+
+  // A handler that throws (a lane's bug) ends that connection only: the
+  // server counts it and goes on accepting.
+  const auto server = writer.transport().lane<tcp_lane>().data_server();
+  server->handle(relay_call, net::call_handler<wire::data_read_request>(
+                                 [](const wire::data_read_request&, net::data_connection&) -> wire::keys_request {
+                                   throw std::runtime_error("a lane's bug");
+                                 }));
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    tcp::socket again(io);
+    again.connect(writer.transport().lane<tcp_lane>().data_endpoint());
+    asio::write(again, asio::buffer(frame));
+    boost::system::error_code ended;
+    again.read_some(asio::buffer(one), ended);
+    CHECK((ended == asio::error::eof || ended == asio::error::connection_reset));
+  }
+  CHECK(server->stats().handler_failures == 2);
+  CHECK(server->stats().protocol_errors == 1);
 }

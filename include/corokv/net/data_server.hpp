@@ -68,6 +68,7 @@ namespace corokv::net {
 struct data_server_stats {
   std::uint64_t connections_accepted = 0;
   std::uint64_t protocol_errors = 0;
+  std::uint64_t handler_failures = 0;  // connections closed because a handler threw
   std::uint64_t items_refused = 0;  // ranges outside every served segment
   std::uint64_t bytes_sent = 0;
   std::uint64_t bytes_received = 0;
@@ -279,8 +280,19 @@ class data_server : public std::enable_shared_from_this<data_server> {
         ok = handler != nullptr;
         if (ok) {
           const std::span<const std::byte> body(payload);
-          asio::awaitable<bool> answer = (*handler)(connection, h, body);
-          ok = co_await std::move(answer);
+          // A lane's handler that throws ends this connection only (its
+          // reply may be half sent); the server and the others go on.
+          bool threw = false;
+          try {
+            asio::awaitable<bool> answer = (*handler)(connection, h, body);
+            ok = co_await std::move(answer);
+          } catch (...) {
+            threw = true;
+          }
+          if (threw) {
+            count([](auto& s) { ++s.handler_failures; });
+            break;
+          }
         }
       }
       if (!ok) {

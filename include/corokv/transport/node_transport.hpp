@@ -59,8 +59,9 @@ static_assert(synchronous_transport<node_transport<>>);
 using segment_lister =
     std::function<boost::asio::awaitable<std::pair<std::error_code, std::vector<segment_descriptor>>>()>;
 
-// Each Extra lane is made as Extra(ex, its options), in order, or Extra(ex)
-// when no options are given. Throws as the lanes do: boost::system::
+// Each Extra lane is made as Extra(ex, its options), or Extra(ex) when no
+// options are given (in an unspecified order: they are a constructor's
+// arguments). Throws as the lanes do: boost::system::
 // system_error for a bad listen or advertise address (the TCP lane, made
 // first) or an RDMA device that is required and cannot be opened.
 template <lane... Extra, class... ExtraOptions>
