@@ -575,7 +575,7 @@ asio::awaitable<void> shm_section(context& c, datasets& sets) {
   get_table_header("shm: batch_get through the mapped memfd against memcpy of the same bytes");
   auto [list_ec, segments] = co_await c.shm.metadata().list_segments();
   if (list_ec || segments.size() != 1) fail("shm: expected the node's one segment");
-  const auto mapping = peer_mapping::open(segments[0]);
+  const auto mapping = memory::peer_mapping::open(segments[0]);
   if (!mapping) fail("shm: the node's segment cannot be mapped");
   for (auto& dp : sets) {
     dataset& d = *dp;

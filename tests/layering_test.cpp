@@ -1,5 +1,6 @@
 // The headers' layers, checked: a header includes only headers of its own
-// folder or of a lower layer, so no include runs back up a layer.
+// folder or of a lower layer, so no include runs back up a layer; and its
+// namespace follows its folder.
 //
 //   0  error.hpp                errc and its category
 //   1  types.hpp                vocabulary
@@ -61,6 +62,23 @@ int ceiling_of(const std::string& folder, int own) {
   return folder == "etcd" ? 2 : own - 1;
 }
 
+// A block that only declares classes of a folder the header could include
+// (a forward declaration instead of the include) may name that folder's
+// namespace: `namespace corokv::net {` then `class data_server;` lines.
+bool forward_declares_lower_layer(const std::string& self, const std::string& name,
+                                  const std::vector<std::string>& lines, std::size_t opening_line) {
+  const std::string theirs = name.substr(std::string("corokv::").size());
+  const int their_layer = layer_of(theirs.substr(0, theirs.find(':')) + "/x.hpp");
+  if (their_layer < 0 || their_layer > ceiling_of(folder_of(self), layer_of(self))) return false;
+  for (std::size_t i = opening_line; i < lines.size(); ++i) {
+    const std::string& l = lines[i];
+    if (l.rfind("}", 0) == 0) return i > opening_line;
+    const bool declaration = (l.rfind("class ", 0) == 0 || l.rfind("struct ", 0) == 0) && l.back() == ';';
+    if (!declaration && l.rfind("//", 0) != 0) return false;
+  }
+  return false;
+}
+
 }  // namespace
 
 TEST_CASE("layering: every header has a layer, and no include runs back up a layer") {
@@ -92,6 +110,56 @@ TEST_CASE("layering: every header has a layer, and no include runs back up a lay
   }
   CHECK(headers > 40);
   CHECK(includes > 100);
+  for (const auto& p : problems) FAIL_CHECK(p);
+  CHECK(problems.empty());
+}
+
+// A header's namespace names its folder: include/corokv/transport/ declares
+// in corokv::transport (or a namespace nested in it, such as
+// corokv::transport::detail), detail/ in corokv::detail, and the top-level
+// headers in corokv. The public names programs call (corokv::memcpy_lane,
+// corokv::store_options...) are using-declarations in the top-level headers.
+// No alias of another library's namespace (such as asio = boost::asio)
+// stands at namespace scope, where it would become a name of corokv.
+TEST_CASE("layering: namespaces follow folders, and no alias of another library's namespace is declared at namespace scope") {
+  const fs::path root = fs::path(COROKV_SOURCE_DIR) / "include" / "corokv";
+  REQUIRE(fs::is_directory(root));
+  std::vector<std::string> problems;
+  std::size_t openings = 0;
+  for (const auto& file : fs::recursive_directory_iterator(root)) {
+    if (file.path().extension() != ".hpp") continue;
+    const std::string self = fs::relative(file.path(), root).generic_string();
+    const std::string folder = folder_of(self);
+    const std::string expected = folder.empty() ? "corokv" : "corokv::" + folder;
+    std::ifstream in(file.path());
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    for (std::size_t line_number = 1; line_number <= lines.size(); ++line_number) {
+      const std::string& line = lines[line_number - 1];
+      // Namespace scope is unindented here; a function-local alias is indented.
+      if (line.rfind("namespace ", 0) != 0) continue;
+      const std::string rest = line.substr(10);
+      const auto name_end = rest.find_first_of(" {=");
+      const std::string name = rest.substr(0, name_end);
+      const std::string where = self + ":" + std::to_string(line_number);
+      if (rest.find('=') != std::string::npos && rest.find('=') < rest.find('{')) {
+        // An alias of one of corokv's own namespaces (ranks = transport::ranks)
+        // re-exports it; one of another library's would make that library a
+        // name of corokv.
+        const std::string target = rest.substr(rest.find('=') + 1);
+        if (target.find("boost::") != std::string::npos || target.find("std::") != std::string::npos)
+          problems.push_back(where + " declares the namespace alias " + name + " of another library at namespace scope");
+        continue;
+      }
+      if (name != "corokv" && name.rfind("corokv::", 0) != 0) continue;  // nested (detail) or another library's
+      ++openings;
+      const bool follows = name == expected || name.rfind(expected + "::", 0) == 0;
+      const bool top_level_detail = folder.empty() && name == "corokv::detail";
+      if (!follows && !top_level_detail && !forward_declares_lower_layer(self, name, lines, line_number))
+        problems.push_back(where + " opens " + name + ", not " + expected);
+    }
+  }
+  CHECK(openings > 80);
   for (const auto& p : problems) FAIL_CHECK(p);
   CHECK(problems.empty());
 }

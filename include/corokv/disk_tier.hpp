@@ -49,6 +49,7 @@
 #include <corokv/disk/crc32c.hpp>
 #include <corokv/disk/disk_file.hpp>
 #include <corokv/disk/tier_index.hpp>
+#include <corokv/embedded.hpp>
 #include <corokv/io/uring_queue.hpp>
 #include <corokv/node.hpp>
 #include <corokv/store.hpp>
@@ -83,6 +84,10 @@
 #include <vector>
 
 namespace corokv {
+
+using transport::disk_lane;
+using transport::disk_lane_options;
+using transport::disk_lane_stats;
 
 struct disk_tier_options {
   std::filesystem::path path;  // the tier's file: created, or reopened at the same size (warm)
@@ -195,7 +200,7 @@ class disk_tier {
     auto [ec, answer] = co_await store_.metadata().demote_start(store_.node(), options_.batch_objects,
                                                                 options_.batch_bytes, saved_through_, offered_);
     if (ec) co_return result{ec, 0};
-    detail::demotion_plan plan;
+    client::demotion_plan plan;
     plan.start(answer);
     for (version_t v : plan.released()) live_.erase(v);
     released_ += plan.released().size();
@@ -204,7 +209,7 @@ class disk_tier {
                               ? nullptr
                               : static_cast<std::byte*>(std::aligned_alloc(disk::block_size, plan.buffer_size())));
     plan.use_buffer(buffer.get());
-    using step = detail::demotion_plan::step;
+    using step = client::demotion_plan::step;
     for (step next = plan.next(); next != step::done; next = plan.next()) {
       switch (next) {
         case step::offer: {
@@ -313,8 +318,8 @@ class disk_tier {
       store_.transport().template lane<tcp_lane>().advertise(where);
     // A fresh id that is taken: another one. The old id (warm): the previous
     // process still holds it until the service declares it dead; wait.
-    const auto proposal = warm ? detail::segment_proposal::again(first_id, clock_type::now() + options_.remount_wait)
-                               : detail::segment_proposal::fresh(first_id);
+    const auto proposal = warm ? client::segment_proposal::again(first_id, clock_type::now() + options_.remount_wait)
+                               : client::segment_proposal::fresh(first_id);
     auto mount = [&](segment_id id) -> boost::asio::awaitable<std::pair<std::error_code, segment_id>> {
       co_return co_await store_.metadata().mount(store_.node(), file_->size(), where, id, storage_tier::disk,
                                                  /*remount=*/warm);
@@ -325,7 +330,7 @@ class disk_tier {
       boost::asio::steady_timer timer(store_.get_executor(), std::chrono::milliseconds(250));
       co_await timer.async_wait(boost::asio::use_awaitable);
     };
-    const auto mounted = co_await detail::mount_proposed(proposal, mount, reach, withdraw, pause);
+    const auto mounted = co_await client::mount_proposed(proposal, mount, reach, withdraw, pause);
     if (mounted.first) co_return mounted.first;
     segment_ = mounted.second;
 

@@ -13,6 +13,16 @@
 
 namespace corokv {
 
+// The embedded store's parts under the names programs call (their own
+// namespaces are those of their folders).
+using client::embedded_metadata;
+using transport::lane_router;
+using transport::local_transport;
+using transport::memcpy_lane;
+using transport::memcpy_lane_options;
+using transport::memcpy_lane_stats;
+using transport::router_options;
+
 using store = basic_store<embedded_metadata, local_transport>;
 
 }  // namespace corokv

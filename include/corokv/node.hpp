@@ -37,6 +37,21 @@
 
 namespace corokv {
 
+// The node's parts under the names programs call (their own namespaces are
+// those of their folders).
+using transport::lane_router;
+using transport::make_node_transport;
+using transport::memcpy_lane;
+using transport::memcpy_lane_options;
+using transport::memcpy_lane_stats;
+using transport::node_transport;
+using transport::node_transport_options;
+using transport::router_options;
+using transport::segment_lister;
+using transport::tcp_lane;
+using transport::tcp_lane_options;
+using transport::tcp_lane_stats;
+
 template <lane... Extra>
 using node_store = basic_store<net::remote_metadata, node_transport<Extra...>>;
 

@@ -26,6 +26,10 @@
 
 namespace corokv {
 
+using transport::rdma_lane;
+using transport::rdma_lane_options;
+using transport::rdma_lane_stats;
+
 // The names programs called before there was one node type: each a
 // one-line alias of node.hpp's (rdma_cluster_options keeps the RDMA lane's
 // options beside the node's, as it did).

@@ -8,8 +8,8 @@
 // Every batch operation is an Asio initiating function whose completion
 // signature is void(corokv::error_code, Result) (boost::system::error_code,
 // the type register_buffer returns too) and whose token defaults to
-// asio::deferred, so `co_await store.batch_get(...)` works in an
-// asio::awaitable, and callbacks, use_future, as_tuple and use_awaitable work
+// boost::asio::deferred, so `co_await store.batch_get(...)` works in an
+// boost::asio::awaitable, and callbacks, use_future, as_tuple and use_awaitable work
 // too. Results are vectors aligned with the keys: index i answers key i. The
 // error_code reports failures of the whole operation (invalid arguments,
 // metadata or transport failure, cancellation); per-key outcomes sit in the
@@ -68,7 +68,35 @@
 
 namespace corokv {
 
-namespace asio = boost::asio;
+// The names programs call, each defined in the namespace of its folder
+// (client/, memory/, transport/) and declared here under corokv.
+using client::get_buffer_result;
+using client::get_options;
+using client::get_result;
+using client::key_source;
+using client::lane_counters;
+using client::metadata_endpoint;
+using client::store_counters;
+using client::store_options;
+using client::tiering_endpoint;
+using memory::buffer_handle;
+using memory::lane_registration;
+using memory::read_request;
+using memory::registered_region;
+using memory::write_request;
+using transport::data_transport;
+using transport::directory_following_lane;
+using transport::hosting_lane;
+using transport::lane;
+using transport::lane_rank;
+using transport::published_segment;
+using transport::publishing_lane;
+using transport::registering_lane;
+using transport::segment_route;
+using transport::serving_lane;
+using transport::synchronous_lane;
+using transport::synchronous_transport;
+namespace ranks = transport::ranks;
 
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -82,7 +110,7 @@ namespace asio = boost::asio;
 template <metadata_endpoint Metadata, data_transport Transport>
 class basic_store {
  public:
-  using executor_type = asio::any_io_executor;
+  using executor_type = boost::asio::any_io_executor;
   using metadata_type = Metadata;
   using transport_type = Transport;
 
@@ -130,8 +158,8 @@ class basic_store {
   const store_options& options() const noexcept { return options_; }
   Metadata& metadata() noexcept { return metadata_; }
   Transport& transport() noexcept { return transport_; }
-  metadata_cache& cache() noexcept { return cache_; }
-  const buffer_pool& pool() const noexcept { return pool_; }
+  client::metadata_cache& cache() noexcept { return cache_; }
+  const memory::buffer_pool& pool() const noexcept { return pool_; }
 
   store_counters counters() const {
     store_counters c = counters_.snapshot();
@@ -143,7 +171,7 @@ class basic_store {
   // ------------------------------------------------------------ memory
   // Contributes `size` bytes of this process's memory to the pool.
   // Completes with the segment id the metadata service assigned.
-  template <asio::completion_token_for<signature<segment_id>> Token = asio::deferred_t>
+  template <boost::asio::completion_token_for<signature<segment_id>> Token = boost::asio::deferred_t>
   auto add_segment(std::uint64_t size, Token&& token = {}) {
     return launch<segment_id>(std::forward<Token>(token), [this, size](detail::cancellation_check) { return add_segment_coro(size); });
   }
@@ -155,8 +183,8 @@ class basic_store {
   // (exactly the region registered) takes effect for new operations at
   // once; an operation already using the region keeps it until it
   // completes.
-  error_code register_buffer(asio::mutable_buffer region) { return transport_.register_buffer(region); }
-  error_code unregister_buffer(asio::mutable_buffer region) { return transport_.unregister_buffer(region); }
+  error_code register_buffer(boost::asio::mutable_buffer region) { return transport_.register_buffer(region); }
+  error_code unregister_buffer(boost::asio::mutable_buffer region) { return transport_.unregister_buffer(region); }
   // Registered regions, the buffer pool's included.
   std::size_t registered_buffers() const { return transport_.registered_buffers(); }
 
@@ -166,25 +194,25 @@ class basic_store {
   // failed to write). Per key: success, or why not (already_exists,
   // put_in_progress, invalid_key, duplicate_key, invalid_argument for an
   // empty value, no_space, replicas_unavailable, a transfer status).
-  template <asio::completion_token_for<signature<std::vector<errc>>> Token = asio::deferred_t>
-  auto batch_put(key_span keys, std::span<const asio::const_buffer> values, Token&& token = {}) {
+  template <boost::asio::completion_token_for<signature<std::vector<errc>>> Token = boost::asio::deferred_t>
+  auto batch_put(key_span keys, std::span<const boost::asio::const_buffer> values, Token&& token = {}) {
     return batch_put(keys, values, put_options{}, std::forward<Token>(token));
   }
-  template <asio::completion_token_for<signature<std::vector<errc>>> Token = asio::deferred_t>
-  auto batch_put(key_span keys, std::span<const asio::const_buffer> values, put_options opts, Token&& token = {}) {
+  template <boost::asio::completion_token_for<signature<std::vector<errc>>> Token = boost::asio::deferred_t>
+  auto batch_put(key_span keys, std::span<const boost::asio::const_buffer> values, put_options opts, Token&& token = {}) {
     return launch<std::vector<errc>>(std::forward<Token>(token), [=, this](detail::cancellation_check cancelled) {
       return put_coro(keys, values, opts, cancelled);
     });
   }
 
   // Existence, per key; grants no lease.
-  template <asio::completion_token_for<signature<std::vector<errc>>> Token = asio::deferred_t>
+  template <boost::asio::completion_token_for<signature<std::vector<errc>>> Token = boost::asio::deferred_t>
   auto batch_exist(key_span keys, Token&& token = {}) {
     return launch<std::vector<errc>>(std::forward<Token>(token), [=, this](detail::cancellation_check) { return exist_coro(keys); });
   }
 
   // How many leading keys exist: the longest cached prefix of a prompt.
-  template <asio::completion_token_for<signature<prefix_result>> Token = asio::deferred_t>
+  template <boost::asio::completion_token_for<signature<prefix_result>> Token = boost::asio::deferred_t>
   auto batch_exist_prefix(key_span keys, Token&& token = {}) {
     return launch<prefix_result>(std::forward<Token>(token), [=, this](detail::cancellation_check) { return exist_prefix_coro(keys); });
   }
@@ -192,19 +220,19 @@ class basic_store {
   // One metadata round trip; grants leases. Each found key's lease_deadline
   // is on this store's clock: sent_at + lease_ttl - lease_margin. The results
   // also fill the metadata cache.
-  template <asio::completion_token_for<signature<std::vector<query_result>>> Token = asio::deferred_t>
+  template <boost::asio::completion_token_for<signature<std::vector<query_result>>> Token = boost::asio::deferred_t>
   auto batch_query(key_span keys, Token&& token = {}) {
     return launch<std::vector<query_result>>(std::forward<Token>(token), [=, this](detail::cancellation_check) { return query_coro(keys); });
   }
 
   // Reads keys[i] into buffers[i], using cached metadata where its lease is
   // valid and re-querying the rest in one round trip.
-  template <asio::completion_token_for<signature<std::vector<get_result>>> Token = asio::deferred_t>
-  auto batch_get(key_span keys, std::span<const asio::mutable_buffer> buffers, Token&& token = {}) {
+  template <boost::asio::completion_token_for<signature<std::vector<get_result>>> Token = boost::asio::deferred_t>
+  auto batch_get(key_span keys, std::span<const boost::asio::mutable_buffer> buffers, Token&& token = {}) {
     return batch_get(keys, buffers, get_options{}, std::forward<Token>(token));
   }
-  template <asio::completion_token_for<signature<std::vector<get_result>>> Token = asio::deferred_t>
-  auto batch_get(key_span keys, std::span<const asio::mutable_buffer> buffers, get_options opts,
+  template <boost::asio::completion_token_for<signature<std::vector<get_result>>> Token = boost::asio::deferred_t>
+  auto batch_get(key_span keys, std::span<const boost::asio::mutable_buffer> buffers, get_options opts,
                  Token&& token = {}) {
     return launch_read<false>(std::forward<Token>(token), keys, {}, false, buffers, opts);
   }
@@ -213,14 +241,14 @@ class basic_store {
   // whose query result is still leased. The others are re-queried together
   // in one round trip, or reported per key in strict mode. query_results of
   // another length than keys fail the operation with invalid_argument.
-  template <asio::completion_token_for<signature<std::vector<get_result>>> Token = asio::deferred_t>
+  template <boost::asio::completion_token_for<signature<std::vector<get_result>>> Token = boost::asio::deferred_t>
   auto batch_get(key_span keys, std::span<const query_result> query_results,
-                 std::span<const asio::mutable_buffer> buffers, Token&& token = {}) {
+                 std::span<const boost::asio::mutable_buffer> buffers, Token&& token = {}) {
     return batch_get(keys, query_results, buffers, get_options{}, std::forward<Token>(token));
   }
-  template <asio::completion_token_for<signature<std::vector<get_result>>> Token = asio::deferred_t>
+  template <boost::asio::completion_token_for<signature<std::vector<get_result>>> Token = boost::asio::deferred_t>
   auto batch_get(key_span keys, std::span<const query_result> query_results,
-                 std::span<const asio::mutable_buffer> buffers, get_options opts, Token&& token = {}) {
+                 std::span<const boost::asio::mutable_buffer> buffers, get_options opts, Token&& token = {}) {
     return launch_read<false>(std::forward<Token>(token), keys, query_results, true, buffers, opts);
   }
 
@@ -230,25 +258,25 @@ class basic_store {
   // or cached metadata. A key whose object does not fit in the pool now
   // fails with pool_exhausted; the rest proceed. A handle may outlive the
   // operation; destroy it before the store.
-  template <asio::completion_token_for<signature<std::vector<get_buffer_result>>> Token = asio::deferred_t>
+  template <boost::asio::completion_token_for<signature<std::vector<get_buffer_result>>> Token = boost::asio::deferred_t>
   auto batch_get(key_span keys, Token&& token = {}) {
     return batch_get(keys, get_options{}, std::forward<Token>(token));
   }
-  template <asio::completion_token_for<signature<std::vector<get_buffer_result>>> Token = asio::deferred_t>
+  template <boost::asio::completion_token_for<signature<std::vector<get_buffer_result>>> Token = boost::asio::deferred_t>
   auto batch_get(key_span keys, get_options opts, Token&& token = {}) {
     return launch_read<true>(std::forward<Token>(token), keys, {}, false, {}, opts);
   }
-  template <asio::completion_token_for<signature<std::vector<get_buffer_result>>> Token = asio::deferred_t>
+  template <boost::asio::completion_token_for<signature<std::vector<get_buffer_result>>> Token = boost::asio::deferred_t>
   auto batch_get(key_span keys, std::span<const query_result> query_results, Token&& token = {}) {
     return batch_get(keys, query_results, get_options{}, std::forward<Token>(token));
   }
-  template <asio::completion_token_for<signature<std::vector<get_buffer_result>>> Token = asio::deferred_t>
+  template <boost::asio::completion_token_for<signature<std::vector<get_buffer_result>>> Token = boost::asio::deferred_t>
   auto batch_get(key_span keys, std::span<const query_result> query_results, get_options opts, Token&& token = {}) {
     return launch_read<true>(std::forward<Token>(token), keys, query_results, true, {}, opts);
   }
 
   // Hides each key at once; memory is freed when no lease holds it.
-  template <asio::completion_token_for<signature<std::vector<errc>>> Token = asio::deferred_t>
+  template <boost::asio::completion_token_for<signature<std::vector<errc>>> Token = boost::asio::deferred_t>
   auto batch_remove(key_span keys, Token&& token = {}) {
     return launch<std::vector<errc>>(std::forward<Token>(token), [=, this](detail::cancellation_check) { return remove_coro(keys); });
   }
@@ -256,14 +284,14 @@ class basic_store {
   // Hides every committed object of the whole store (every node's), as
   // batch_remove would each; memory is freed when no lease holds it. Puts in
   // progress are not affected. Answers how many objects it hid.
-  template <asio::completion_token_for<signature<std::uint64_t>> Token = asio::deferred_t>
+  template <boost::asio::completion_token_for<signature<std::uint64_t>> Token = boost::asio::deferred_t>
   auto remove_all(Token&& token = {}) {
     return launch<std::uint64_t>(std::forward<Token>(token), [this](detail::cancellation_check) { return remove_all_coro(); });
   }
 
  private:
   template <class T>
-  using coro = asio::awaitable<detail::op_result<T>>;
+  using coro = boost::asio::awaitable<detail::op_result<T>>;
 
   static store_options sanitize(store_options o) {
     if (o.node == 0) o.node = detail::random_id();
@@ -280,17 +308,17 @@ class basic_store {
 
   // Times a metadata call and counts it as one round trip.
   struct metadata_timer {
-    detail::counter_set& counters;
+    client::counter_set& counters;
     clock_type::time_point started = clock_type::now();
     ~metadata_timer() {
-      detail::counter_set::add(counters.metadata_round_trips, 1);
-      detail::counter_set::add(counters.metadata_ns, elapsed_ns(started));
+      client::counter_set::add(counters.metadata_round_trips, 1);
+      client::counter_set::add(counters.metadata_ns, elapsed_ns(started));
     }
   };
   struct data_timer {
-    detail::counter_set& counters;
+    client::counter_set& counters;
     clock_type::time_point started = clock_type::now();
-    ~data_timer() { detail::counter_set::add(counters.data_ns, elapsed_ns(started)); }
+    ~data_timer() { client::counter_set::add(counters.data_ns, elapsed_ns(started)); }
   };
   static std::uint64_t elapsed_ns(clock_type::time_point since) {
     return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - since).count());
@@ -298,7 +326,7 @@ class basic_store {
 
   template <class T>
   T finish(T result) {
-    detail::counter_set::add(counters_.batches, 1);
+    client::counter_set::add(counters_.batches, 1);
     return result;
   }
 
@@ -310,7 +338,7 @@ class basic_store {
   coro<segment_id> add_segment_coro(std::uint64_t size) {
     using result = detail::op_result<segment_id>;
     using mount_answer = std::pair<std::error_code, segment_id>;
-    const auto proposal = detail::segment_proposal::fresh();
+    const auto proposal = client::segment_proposal::fresh();
     segment_endpoints where;
     auto reach = [&](segment_id id) {
       auto [made, endpoints] = transport_.add_segment(id, size, options_.populate_segments);
@@ -318,13 +346,13 @@ class basic_store {
       return made;
     };
     if (std::error_code made = reach(proposal.id())) co_return finish(result{made, 0});
-    auto mount = [&](segment_id id) -> asio::awaitable<mount_answer> {
+    auto mount = [&](segment_id id) -> boost::asio::awaitable<mount_answer> {
       metadata_timer timing{counters_};
       co_return co_await metadata_.mount(node_, size, where, id);
     };
     auto withdraw = [&](segment_id id) { transport_.remove_segment(id); };
-    auto no_pause = []() -> asio::awaitable<void> { co_return; };  // fresh ids never wait
-    const mount_answer mounted = co_await detail::mount_proposed(proposal, mount, reach, withdraw, no_pause);
+    auto no_pause = []() -> boost::asio::awaitable<void> { co_return; };  // fresh ids never wait
+    const mount_answer mounted = co_await client::mount_proposed(proposal, mount, reach, withdraw, no_pause);
     if (mounted.first) co_return finish(result{mounted.first, 0});
     {
       std::lock_guard lock(segments_mu_);
@@ -336,9 +364,9 @@ class basic_store {
 
   // One query round trip; results get client-side deadlines and go into the
   // cache, unless the store invalidated their key while the query was out.
-  asio::awaitable<std::error_code> query_metadata(key_span keys, std::span<query_result> out) {
+  boost::asio::awaitable<std::error_code> query_metadata(key_span keys, std::span<query_result> out) {
     const time_point sent_at = options_.clock();
-    metadata_cache::query_scope answer(cache_);
+    client::metadata_cache::query_scope answer(cache_);
     std::error_code ec;
     {
       metadata_timer timing{counters_};
@@ -348,7 +376,7 @@ class basic_store {
     const time_point deadline = sent_at + options_.lease_ttl - options_.lease_margin;
     for (query_result& r : out)
       if (r.ok()) r.lease_deadline = deadline;
-    cache_.locked([&](metadata_cache::view& cache) { cache.store_all(keys, out, answer.ticket()); });
+    cache_.locked([&](client::metadata_cache::view& cache) { cache.store_all(keys, out, answer.ticket()); });
     co_return ec;
   }
 
@@ -381,7 +409,7 @@ class basic_store {
 
   void invalidate(std::span<const std::string_view> keys) {
     if (keys.empty()) return;
-    cache_.locked([&](metadata_cache::view& cache) {
+    cache_.locked([&](client::metadata_cache::view& cache) {
       for (std::string_view key : keys)
         if (check_key(key) == errc::success) cache.invalidate(key);
     });
@@ -396,7 +424,7 @@ class basic_store {
     }
     // Drop cached metadata even if the call failed: whether the removal
     // happened is unknown then.
-    cache_.locked([&](metadata_cache::view& cache) {
+    cache_.locked([&](client::metadata_cache::view& cache) {
       for (std::size_t i = 0; i < keys.size(); ++i)
         if (check_key(keys[i]) == errc::success) cache.invalidate(keys[i]);
     });
@@ -411,22 +439,22 @@ class basic_store {
       r = co_await metadata_.remove_all();
     }
     // Even if the call failed: whether it happened is unknown then.
-    cache_.locked([](metadata_cache::view& cache) { cache.invalidate_all(); });
+    cache_.locked([](client::metadata_cache::view& cache) { cache.invalidate_all(); });
     co_return finish(detail::op_result<std::uint64_t>{r.first, r.first ? 0 : r.second});
   }
 
-  // Does what put_plan asks until it is done.
-  coro<std::vector<errc>> put_coro(key_span keys, std::span<const asio::const_buffer> values, put_options opts,
+  // Does what client::put_plan asks until it is done.
+  coro<std::vector<errc>> put_coro(key_span keys, std::span<const boost::asio::const_buffer> values, put_options opts,
                                    detail::cancellation_check cancelled) {
     using result = detail::op_result<std::vector<errc>>;
     // Cancellation is handled by the plan, step by step, not by exceptions.
-    co_await asio::this_coro::throw_if_cancelled(false);
+    co_await boost::asio::this_coro::throw_if_cancelled(false);
     if (values.size() != keys.size() || opts.replicas == 0 || opts.replicas > max_replicas)
       co_return finish(detail::failed<typename result::second_type>(errc::invalid_argument));
     auto lease = put_plans_.take();
-    detail::put_plan& plan = *lease;
+    client::put_plan& plan = *lease;
     plan.start(keys, values, registered_.load(std::memory_order_relaxed));
-    using step = detail::put_plan::step;
+    using step = client::put_plan::step;
     for (;;) {
       const step next = plan.next(cancelled());
       if (next == step::done) break;
@@ -471,7 +499,7 @@ class basic_store {
           break;
       }
     }
-    detail::counter_set::add(counters_.bytes_written, plan.bytes_written());
+    client::counter_set::add(counters_.bytes_written, plan.bytes_written());
     invalidate(plan.touched_keys());
     if (plan.error()) co_return finish(detail::failed<typename result::second_type>(plan.error()));
     co_return finish(detail::succeeded(plan.take_results()));
@@ -480,7 +508,7 @@ class basic_store {
   // Step 1 of every read: where the bytes go, and the metadata each key is
   // read with, from the caller's results or from the cache.
   template <class Destination>
-  void plan_metadata(detail::read_plan& plan, key_span keys, std::span<const query_result> given, bool use_given,
+  void plan_metadata(client::read_plan& plan, key_span keys, std::span<const query_result> given, bool use_given,
                      get_options opts, Destination&& into) {
     const time_point started = options_.clock();
     plan.start(keys, started, opts);
@@ -489,21 +517,21 @@ class basic_store {
       plan.use_results(given);
       return;
     }
-    cache_.locked([&](metadata_cache::view& cache) {
+    cache_.locked([&](client::metadata_cache::view& cache) {
       plan.use_cache([&](std::string_view key, std::uint64_t hash) { return cache.find(key, hash, started); });
     });
   }
 
-  void count_read(const detail::read_plan::tally& t) {
-    detail::counter_set::add(counters_.bytes_read, t.bytes);
-    detail::counter_set::add(counters_.keys_from_caller, t.from_caller);
-    detail::counter_set::add(counters_.keys_from_cache, t.from_cache);
-    detail::counter_set::add(counters_.keys_requeried, t.from_requery);
-    detail::counter_set::add(counters_.keys_revalidated, t.revalidated);
-    detail::counter_set::add(counters_.lease_expiries, t.expired);
+  void count_read(const client::read_plan::tally& t) {
+    client::counter_set::add(counters_.bytes_read, t.bytes);
+    client::counter_set::add(counters_.keys_from_caller, t.from_caller);
+    client::counter_set::add(counters_.keys_from_cache, t.from_cache);
+    client::counter_set::add(counters_.keys_requeried, t.from_requery);
+    client::counter_set::add(counters_.keys_revalidated, t.revalidated);
+    client::counter_set::add(counters_.lease_expiries, t.expired);
   }
 
-  // Every form of batch_get: does what read_plan asks until it is done.
+  // Every form of batch_get: does what client::read_plan asks until it is done.
   // Into the caller's buffers (Owned = false: vector<get_result>), or into
   // handles from the pool (Owned = true: vector<get_buffer_result>).
   template <bool Owned>
@@ -511,8 +539,8 @@ class basic_store {
 
   // A read under way: its plan, and the step it waits to take.
   struct read_job {
-    std::optional<typename detail::scratch_pool<detail::read_plan>::lease> plan;
-    detail::read_plan::step pending = detail::read_plan::step::done;
+    std::optional<typename detail::scratch_pool<client::read_plan>::lease> plan;
+    client::read_plan::step pending = client::read_plan::step::done;
   };
 
   // A read is first attempted in the initiating call: with every key's
@@ -522,7 +550,7 @@ class basic_store {
   // attempt stopped.
   template <bool Owned, class Token>
   auto launch_read(Token&& token, key_span keys, std::span<const query_result> given, bool use_given,
-                   std::span<const asio::mutable_buffer> buffers, get_options opts) {
+                   std::span<const boost::asio::mutable_buffer> buffers, get_options opts) {
     return detail::launch_attempt<read_results<Owned>>(
         executor_, std::forward<Token>(token),
         [=, this] { return attempt_read<Owned>(keys, given, use_given, buffers, opts); },
@@ -533,14 +561,14 @@ class basic_store {
 
   template <bool Owned>
   bool read_arguments_valid(key_span keys, std::span<const query_result> given, bool use_given,
-                            std::span<const asio::mutable_buffer> buffers) const {
+                            std::span<const boost::asio::mutable_buffer> buffers) const {
     return !((!Owned && buffers.size() != keys.size()) || (use_given && given.size() != keys.size()));
   }
 
   // Takes a plan and plans the batch's metadata and destinations.
   template <bool Owned>
   read_job start_read(key_span keys, std::span<const query_result> given, bool use_given,
-                      std::span<const asio::mutable_buffer> buffers, get_options opts) {
+                      std::span<const boost::asio::mutable_buffer> buffers, get_options opts) {
     read_job job;
     job.plan.emplace(read_plans_.take());
     if constexpr (Owned)
@@ -552,8 +580,8 @@ class basic_store {
 
   // Takes every step that needs no waiting; returns the first that does
   // (or done).
-  detail::read_plan::step advance(detail::read_plan& plan, bool cancelled) {
-    using step = detail::read_plan::step;
+  client::read_plan::step advance(client::read_plan& plan, bool cancelled) {
+    using step = client::read_plan::step;
     auto now = [this] { return options_.clock(); };
     for (;;) {
       const step next = plan.next(now, cancelled);
@@ -572,34 +600,34 @@ class basic_store {
 
   template <bool Owned>
   std::pair<std::optional<detail::op_result<read_results<Owned>>>, read_job> attempt_read(
-      key_span keys, std::span<const query_result> given, bool use_given, std::span<const asio::mutable_buffer> buffers,
+      key_span keys, std::span<const query_result> given, bool use_given, std::span<const boost::asio::mutable_buffer> buffers,
       get_options opts) {
     using results = read_results<Owned>;
     if (!read_arguments_valid<Owned>(keys, given, use_given, buffers))
       return {finish(detail::failed<results>(errc::invalid_argument)), read_job{}};
     read_job job = start_read<Owned>(keys, given, use_given, buffers, opts);
     job.pending = advance(**job.plan, false);
-    if (job.pending == detail::read_plan::step::done) return {finish_read<Owned>(**job.plan), read_job{}};
+    if (job.pending == client::read_plan::step::done) return {finish_read<Owned>(**job.plan), read_job{}};
     return {std::nullopt, std::move(job)};
   }
 
   template <bool Owned>
   coro<read_results<Owned>> read_coro(key_span keys, std::span<const query_result> given, bool use_given,
-                                      std::span<const asio::mutable_buffer> buffers, get_options opts,
+                                      std::span<const boost::asio::mutable_buffer> buffers, get_options opts,
                                       detail::cancellation_check cancelled, read_job job) {
     using results = read_results<Owned>;
-    using step = detail::read_plan::step;
+    using step = client::read_plan::step;
     // Cancellation is handled by the plan, step by step, not by exceptions.
     // Once a transfer has started, the operation completes only after it
     // returned: nothing may write into the caller's buffers after completion.
-    co_await asio::this_coro::throw_if_cancelled(false);
+    co_await boost::asio::this_coro::throw_if_cancelled(false);
     if (!job.plan) {  // nothing was attempted
       if (!read_arguments_valid<Owned>(keys, given, use_given, buffers))
         co_return finish(detail::failed<results>(errc::invalid_argument));
       job = start_read<Owned>(keys, given, use_given, buffers, opts);
       job.pending = advance(**job.plan, cancelled());
     }
-    detail::read_plan& plan = **job.plan;
+    client::read_plan& plan = **job.plan;
     for (step next = job.pending; next != step::done; next = advance(plan, cancelled())) {
       switch (next) {
         case step::query:
@@ -634,7 +662,7 @@ class basic_store {
 
   // The operation's outcome from a finished plan.
   template <bool Owned>
-  detail::op_result<read_results<Owned>> finish_read(detail::read_plan& plan) {
+  detail::op_result<read_results<Owned>> finish_read(client::read_plan& plan) {
     using results = read_results<Owned>;
     count_read(plan.counts());
     if (plan.error()) return finish(detail::failed<results>(plan.error()));
@@ -658,12 +686,12 @@ class basic_store {
   store_options options_;
   node_id node_;
   Metadata metadata_;
-  buffer_pool pool_;       // before the transport: its region is registered there
+  memory::buffer_pool pool_;       // before the transport: its region is registered there
   Transport transport_;
-  metadata_cache cache_;
-  detail::counter_set counters_;
-  detail::scratch_pool<detail::read_plan> read_plans_;
-  detail::scratch_pool<detail::put_plan> put_plans_;
+  client::metadata_cache cache_;
+  client::counter_set counters_;
+  detail::scratch_pool<client::read_plan> read_plans_;
+  detail::scratch_pool<client::put_plan> put_plans_;
   std::atomic<bool> registered_{false};
   std::mutex segments_mu_;
   std::vector<segment_id> segments_;

@@ -18,7 +18,7 @@ void bind_embedded_store(py::module_& m) {
   cls.def(py::init([](py::handle segment_size, py::handle lease_ttl, py::handle cache_capacity,
                       py::handle buffer_pool_size, py::handle populate) {
             const std::uint64_t segment = memory_size_arg(segment_size, "segment_size", /*none_allowed=*/true);
-            const store_options o = python_store_options(lease_ttl, cache_capacity, buffer_pool_size, populate);
+            const client::store_options o = python_store_options(lease_ttl, cache_capacity, buffer_pool_size, populate);
             return new self_t([o](asio::any_io_executor ex) { return new store(ex, o); }, segment);
           }),
           py::arg("segment_size") = py::int_(std::uint64_t{256} << 20), py::arg("lease_ttl") = py::float_(5.0),

@@ -114,7 +114,7 @@ PYBIND11_MODULE(_corokv, m) {
   m.attr("mooncake_codes") = mooncake;
   auto& t = types();
   for (const error_entry& e : error_table) t.statuses.push_back(status(py::int_(static_cast<int>(e.code))));
-  for (const char* name : {"none", "caller", "cache", "requery"})  // key_source order
+  for (const char* name : {"none", "caller", "cache", "requery"})  // client::key_source order
     t.sources.push_back(py::reinterpret_steal<py::object>(PyUnicode_InternFromString(name)));
   m.def(
       "status_message",

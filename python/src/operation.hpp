@@ -234,7 +234,7 @@ struct operation {
   std::vector<asio::mutable_buffer> destinations;
   std::vector<query_result> given;
   bool use_given = false;
-  get_options get_opts;
+  client::get_options get_opts;
   put_options put_opts;
 
   // ---- outcome

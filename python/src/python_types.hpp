@@ -21,7 +21,7 @@ namespace py = pybind11;
 
 struct python_types {
   std::vector<py::object> statuses;  // Status members, indexed by errc
-  std::vector<py::object> sources;   // "none", "caller", "cache", "requery", indexed by key_source
+  std::vector<py::object> sources;   // "none", "caller", "cache", "requery", indexed by client::key_source
   py::object error_type;             // corokv.Error
   PyTypeObject* query_result_type = nullptr;  // QueryResult, for the fast path back in
   PyTypeObject* get_result = nullptr;
@@ -57,24 +57,24 @@ py::object make_struct(PyTypeObject* type, Items&&... items) {
 }
 
 // Where a read found its metadata, as an interned str (made once).
-inline py::object source_object(key_source s) {
+inline py::object source_object(client::key_source s) {
   return types().sources.at(static_cast<std::size_t>(s));
 }
 
-// Bytes the store owns (a buffer_handle from its pool), exported through
+// Bytes the store owns (a memory::buffer_handle from its pool), exported through
 // the buffer protocol: memoryview(buffer) reads them in place. The memory
 // returns to the pool when the Buffer and every view of it are gone (a
 // view holds the Buffer); there is no early release, which could leave a
 // view pointing at memory the pool reuses.
 class owned_buffer {
  public:
-  explicit owned_buffer(buffer_handle h) : handle_(std::move(h)) {}
+  explicit owned_buffer(memory::buffer_handle h) : handle_(std::move(h)) {}
   std::byte* data() const noexcept { return handle_.data(); }
   std::size_t size() const noexcept { return handle_.size(); }
   std::uintptr_t address() const noexcept { return reinterpret_cast<std::uintptr_t>(handle_.data()); }
 
  private:
-  buffer_handle handle_;
+  memory::buffer_handle handle_;
 };
 
 }  // namespace corokv::python

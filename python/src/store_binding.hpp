@@ -64,9 +64,9 @@ inline duration seconds(double s) { return std::chrono::duration_cast<duration>(
 inline constexpr std::uint64_t bytes_per_cached_key = 256;
 
 // The store options both Python store classes take.
-inline store_options python_store_options(py::handle lease_ttl, py::handle cache_capacity, py::handle buffer_pool_size,
+inline client::store_options python_store_options(py::handle lease_ttl, py::handle cache_capacity, py::handle buffer_pool_size,
                                           py::handle populate) {
-  store_options o;
+  client::store_options o;
   o.lease_ttl = seconds(seconds_arg(lease_ttl, "lease_ttl"));
   o.cache_capacity =
       static_cast<std::size_t>(int_arg(cache_capacity, "cache_capacity", 0, physical_memory() / bytes_per_cached_key));
@@ -472,7 +472,7 @@ class py_store final : public exit_participant {
                                              boost::system::error_code& failure) {
     const auto started = clock_type::now();
     for (std::size_t i = 0; i < iterations && !failure; ++i) {
-      std::vector<get_result> got;
+      std::vector<client::get_result> got;
       if (op.use_given)
         std::tie(failure, got) = co_await store.batch_get(op.sent(), std::span<const query_result>(op.given), op.destinations,
                                                           op.get_opts, asio::as_tuple(asio::deferred));

@@ -147,7 +147,7 @@ struct batch_query {
 // memory).
 struct batch_get_into {
   static constexpr const char* name = "batch_get_into";
-  using answer = std::vector<get_result>;
+  using answer = std::vector<client::get_result>;
   static auto arguments() {
     return std::tuple{py::arg("keys"), py::arg("buffers"), py::arg("query_results") = py::none(),
                       py::arg("strict") = false};
@@ -181,13 +181,13 @@ struct batch_get_into {
     return per_key(
         op,
         [&](std::size_t j) {
-          const get_result& g = a[j];
+          const client::get_result& g = a[j];
           return make_struct(types().get_result, status_object(g.status), py::int_(g.size), py::int_(g.version),
                              source_object(g.source));
         },
         [](errc e) {
           return make_struct(types().get_result, status_object(e), py::int_(0), py::int_(0),
-                             source_object(key_source::none));
+                             source_object(client::key_source::none));
         });
   }
 };
@@ -195,7 +195,7 @@ struct batch_get_into {
 // Reads into buffers the store owns, handed out as memoryviews.
 struct batch_get {
   static constexpr const char* name = "batch_get";
-  using answer = std::vector<get_buffer_result>;
+  using answer = std::vector<client::get_buffer_result>;
   static auto arguments() {
     return std::tuple{py::arg("keys"), py::arg("query_results") = py::none(), py::arg("strict") = false};
   }
@@ -216,7 +216,7 @@ struct batch_get {
     return per_key(
         op,
         [&](std::size_t j) {
-          get_buffer_result& g = a[j];
+          client::get_buffer_result& g = a[j];
           py::object data = py::none();
           if (g.ok()) {
             py::object buffer = py::cast(owned_buffer(std::move(g.buffer)));
@@ -228,7 +228,7 @@ struct batch_get {
         },
         [](errc e) {
           return make_struct(types().buffer_result, status_object(e), py::none(), py::int_(0),
-                             source_object(key_source::none));
+                             source_object(client::key_source::none));
         });
   }
 };

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-namespace corokv {
+namespace corokv::client {
 
 // What a transport counts per lane (a way of moving bytes: memcpy, TCP,
 // RDMA, disk).
@@ -74,8 +74,6 @@ inline void to_json(nlohmann::json& j, const store_counters& c) {
   j["lanes"] = std::move(lanes);
 }
 
-namespace detail {
-
 class counter_set {
  public:
   using counter = std::atomic<std::uint64_t>;
@@ -102,5 +100,4 @@ class counter_set {
   }
 };
 
-}  // namespace detail
-}  // namespace corokv
+}  // namespace corokv::client

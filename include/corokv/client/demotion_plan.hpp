@@ -40,7 +40,7 @@
 #include <system_error>
 #include <vector>
 
-namespace corokv::detail {
+namespace corokv::client {
 
 class demotion_plan {
  public:
@@ -114,12 +114,12 @@ class demotion_plan {
   }
 
   // Each copy read from its memory replica into its place in the buffer.
-  std::span<const read_request> reads() const noexcept { return reads_; }
+  std::span<const memory::read_request> reads() const noexcept { return reads_; }
   std::span<errc> read_status() noexcept { return transfer_status_; }
   void on_read(std::error_code ec) { settle(ec, read_index_); }
 
   // Each copy that was read, written to its disk extent.
-  std::span<const write_request> writes() const noexcept { return writes_; }
+  std::span<const memory::write_request> writes() const noexcept { return writes_; }
   std::span<errc> write_status() noexcept { return transfer_status_; }
   void on_written(std::error_code ec) { settle(ec, write_index_); }
 
@@ -219,8 +219,8 @@ class demotion_plan {
   std::byte* base_ = nullptr;
   std::vector<errc> copied_;
   std::vector<std::uint32_t> crc_;
-  std::vector<read_request> reads_;
-  std::vector<write_request> writes_;
+  std::vector<memory::read_request> reads_;
+  std::vector<memory::write_request> writes_;
   std::vector<std::size_t> read_index_, write_index_;
   std::vector<errc> transfer_status_;
   std::vector<std::string_view> report_keys_;
@@ -228,4 +228,4 @@ class demotion_plan {
   std::vector<errc> answers_;
 };
 
-}  // namespace corokv::detail
+}  // namespace corokv::client

@@ -27,7 +27,7 @@
 #include <system_error>
 #include <utility>
 
-namespace corokv {
+namespace corokv::client {
 
 class embedded_metadata : public metadata_calls<embedded_metadata> {
  public:
@@ -96,4 +96,4 @@ class embedded_metadata : public metadata_calls<embedded_metadata> {
 static_assert(metadata_endpoint<embedded_metadata>);
 static_assert(tiering_endpoint<embedded_metadata>);
 
-}  // namespace corokv
+}  // namespace corokv::client

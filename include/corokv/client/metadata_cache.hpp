@@ -29,7 +29,7 @@
 #include <string_view>
 #include <vector>
 
-namespace corokv {
+namespace corokv::client {
 
 class metadata_cache {
  public:
@@ -254,4 +254,4 @@ class metadata_cache {
   detail::intrusive_list<entry> free_;
 };
 
-}  // namespace corokv
+}  // namespace corokv::client

@@ -23,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-namespace corokv {
+namespace corokv::client {
 
 template <class Endpoint>
 class metadata_calls {
@@ -90,4 +90,4 @@ class metadata_calls {
   Endpoint& self() noexcept { return static_cast<Endpoint&>(*this); }
 };
 
-}  // namespace corokv
+}  // namespace corokv::client

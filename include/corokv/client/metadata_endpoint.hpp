@@ -40,7 +40,7 @@
 #include <utility>
 #include <vector>
 
-namespace corokv {
+namespace corokv::client {
 
 template <class M>
 concept metadata_endpoint =
@@ -83,4 +83,4 @@ concept tiering_endpoint =
       { m.unmount(id) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
     };
 
-}  // namespace corokv
+}  // namespace corokv::client

@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <system_error>
 
-namespace corokv {
+namespace corokv::client {
 
 struct store_options {
   node_id node = 0;  // this store's node id; 0 picks a random one
@@ -63,11 +63,11 @@ struct get_buffer_result {
   errc status = errc::not_found;
   version_t version = no_version;
   key_source source = key_source::none;
-  buffer_handle buffer;  // the object's bytes if ok(), else empty
+  memory::buffer_handle buffer;  // the object's bytes if ok(), else empty
 
   bool ok() const noexcept { return status == errc::success; }
   std::error_code ec() const noexcept { return status; }
   std::size_t size() const noexcept { return buffer.size(); }
 };
 
-}  // namespace corokv
+}  // namespace corokv::client

@@ -26,7 +26,7 @@
 #include <system_error>
 #include <vector>
 
-namespace corokv::detail {
+namespace corokv::client {
 
 class put_plan {
  public:
@@ -140,7 +140,7 @@ class put_plan {
   }
 
   // write: the replicas' bytes.
-  std::span<const write_request> writes() const noexcept { return writes_; }
+  std::span<const memory::write_request> writes() const noexcept { return writes_; }
   std::span<errc> write_status() noexcept { return write_status_; }
   // A whole-call failure abandons the batch: nothing is committed, every
   // reservation revoked, the operation fails with it. A failed replica
@@ -245,7 +245,7 @@ class put_plan {
   bool retried_registration_ = false;
   phase phase_ = phase::finished;
   std::uint64_t bytes_written_ = 0;
-  batch_plan admission_;
+  detail::batch_plan admission_;
   std::span<const boost::asio::const_buffer> values_;
   std::vector<errc> status_;                   // per key of the batch
   std::vector<std::uint32_t> index_;           // admitted keys, by index into the batch
@@ -253,7 +253,7 @@ class put_plan {
   std::vector<std::uint64_t> sizes_;           // ... and value sizes
   std::vector<put_start_result> reservations_;
   std::vector<errc> outcome_;                  // per admitted key
-  std::vector<write_request> writes_;
+  std::vector<memory::write_request> writes_;
   std::vector<std::uint32_t> write_owner_;     // index into keys_
   std::vector<errc> write_status_;
   std::vector<std::string_view> commit_keys_, revoke_keys_;
@@ -262,4 +262,4 @@ class put_plan {
   std::vector<errc> commit_status_, revoke_status_;
 };
 
-}  // namespace corokv::detail
+}  // namespace corokv::client

@@ -47,7 +47,7 @@
 #include <utility>
 #include <vector>
 
-namespace corokv::detail {
+namespace corokv::client {
 
 // Whether a caller-supplied result describes one object consistently.
 inline bool describes_object(const query_result& q) noexcept {
@@ -108,7 +108,7 @@ class read_plan {
   void read_into(std::span<const boost::asio::mutable_buffer> buffers) { buffers_ = buffers; }
   // ... or a handle from the store's pool per key, allocated once the sizes
   // are known (pool_exhausted for a key that does not fit).
-  void read_into(buffer_pool& pool) {
+  void read_into(memory::buffer_pool& pool) {
     pool_ = &pool;
     sizes_.assign(keys_.size(), 0);
     handles_.resize(keys_.size());
@@ -215,7 +215,7 @@ class read_plan {
   }
 
   // A transfer pass: one request per key still to read, on its next replica.
-  std::span<const read_request> transfers() const noexcept { return {reads_.data(), read_count_}; }
+  std::span<const memory::read_request> transfers() const noexcept { return {reads_.data(), read_count_}; }
   std::span<errc> transfer_status() noexcept { return {read_status_.data(), read_count_}; }
   // A whole-call failure ends the operation with it; a key that failed
   // tries its next replica in the next pass.
@@ -258,7 +258,7 @@ class read_plan {
   std::vector<get_result> take_results() { return std::move(results_); }
   // Per key, the handle holding its bytes (read_into(pool) only; empty for
   // keys that failed).
-  std::vector<buffer_handle> take_handles() { return std::move(handles_); }
+  std::vector<memory::buffer_handle> take_handles() { return std::move(handles_); }
   // Keys whose cached metadata turned out stale.
   std::span<const std::string_view> expired_keys() const noexcept { return expired_; }
   const tally& counts() noexcept {
@@ -394,7 +394,7 @@ class read_plan {
   tally tally_;
   std::array<std::uint64_t, 4> by_source_{};  // keys that stood, by key_source
   std::size_t pass_ = 0;  // every key reads replica pass_ in this pass
-  key_admission admission_;
+  detail::key_admission admission_;
   std::vector<get_result> results_;
   std::vector<const query_result*> meta_;  // the metadata each key is read with
   std::vector<query_result> copies_;       // cache hits, copied
@@ -402,11 +402,11 @@ class read_plan {
   std::vector<std::string_view> query_keys_;
   std::vector<query_result> query_results_;
   std::span<const boost::asio::mutable_buffer> buffers_;
-  buffer_pool* pool_ = nullptr;
+  memory::buffer_pool* pool_ = nullptr;
   std::vector<std::uint64_t> sizes_;
-  std::vector<buffer_handle> handles_;
+  std::vector<memory::buffer_handle> handles_;
   std::vector<std::uint32_t> pending_;
-  std::vector<read_request> reads_;        // the pass's reads: the first read_count_
+  std::vector<memory::read_request> reads_;        // the pass's reads: the first read_count_
   std::vector<std::uint32_t> read_owner_;
   std::size_t read_count_ = 0;
   std::vector<errc> read_status_;
@@ -418,4 +418,4 @@ class read_plan {
   std::vector<std::string_view> expired_;
 };
 
-}  // namespace corokv::detail
+}  // namespace corokv::client

@@ -19,7 +19,7 @@
 #include <system_error>
 #include <utility>
 
-namespace corokv::detail {
+namespace corokv::client {
 
 class segment_proposal {
  public:
@@ -31,7 +31,7 @@ class segment_proposal {
   };
 
   // Fresh random ids (`first` the first of them), at most `proposals`.
-  static segment_proposal fresh(segment_id first = random_id(), int proposals = 3) {
+  static segment_proposal fresh(segment_id first = detail::random_id(), int proposals = 3) {
     return segment_proposal(first, proposals, {});
   }
   // `id` again (a remount), asked until `give_up`.
@@ -47,7 +47,7 @@ class segment_proposal {
     if (proposals_ == 0) return now < give_up_ ? step::ask_again_later : step::failed;
     if (--proposals_ == 0) return step::failed;
     previous_ = id_;
-    id_ = random_id();
+    id_ = detail::random_id();
     return step::propose_another;
   }
 
@@ -89,4 +89,4 @@ boost::asio::awaitable<std::pair<std::error_code, segment_id>> mount_proposed(se
   }
 }
 
-}  // namespace corokv::detail
+}  // namespace corokv::client

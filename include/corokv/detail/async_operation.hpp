@@ -7,7 +7,7 @@
 // As with an Asio I/O object, the work runs on the object's executor (the
 // store's), and the handler is invoked through its own associated executor
 // (the awaiting coroutine's, a strand it is bound to). Running the work on
-// the handler's executor instead would put it, for asio::use_future, on
+// the handler's executor instead would put it, for boost::asio::use_future, on
 // Asio's system executor: a pool of threads the library must not start.
 // The handler's cancellation slot is connected to the coroutine:
 // a cancellation signal reaches whatever the coroutine is awaiting, and the
@@ -37,8 +37,6 @@
 #include <utility>
 
 namespace corokv::detail {
-
-namespace asio = boost::asio;
 
 template <class T>
 using op_result = std::pair<std::error_code, T>;
@@ -93,18 +91,18 @@ inline boost::system::error_code to_boost(const std::error_code& ec) {
 template <class T, class Handler>
 class completion_adapter {
  public:
-  completion_adapter(Handler handler, asio::any_io_executor fallback)
+  completion_adapter(Handler handler, boost::asio::any_io_executor fallback)
       : handler_(std::move(handler)), fallback_(std::move(fallback)) {}
 
-  using executor_type = asio::associated_executor_t<Handler, asio::any_io_executor>;
-  executor_type get_executor() const noexcept { return asio::get_associated_executor(handler_, fallback_); }
+  using executor_type = boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>;
+  executor_type get_executor() const noexcept { return boost::asio::get_associated_executor(handler_, fallback_); }
 
-  using allocator_type = asio::associated_allocator_t<Handler>;
-  allocator_type get_allocator() const noexcept { return asio::get_associated_allocator(handler_); }
+  using allocator_type = boost::asio::associated_allocator_t<Handler>;
+  allocator_type get_allocator() const noexcept { return boost::asio::get_associated_allocator(handler_); }
 
-  using cancellation_slot_type = asio::associated_cancellation_slot_t<Handler>;
+  using cancellation_slot_type = boost::asio::associated_cancellation_slot_t<Handler>;
   cancellation_slot_type get_cancellation_slot() const noexcept {
-    return asio::get_associated_cancellation_slot(handler_);
+    return boost::asio::get_associated_cancellation_slot(handler_);
   }
 
   void operator()(std::exception_ptr failure, op_result<T> result) {
@@ -117,18 +115,18 @@ class completion_adapter {
 
  private:
   Handler handler_;
-  asio::any_io_executor fallback_;
+  boost::asio::any_io_executor fallback_;
 };
 
 // `make(cancellation_check)` creates the coroutine; it is called when the
-// operation is initiated, which for asio::deferred is when the deferred
+// operation is initiated, which for boost::asio::deferred is when the deferred
 // operation is first awaited or invoked.
 // Starts the coroutine make(cancellation_check) for `handler`, on the
 // object's executor, completing through the handler's.
 template <class T, class Handler, class MakeCoroutine>
-void spawn_operation(Handler handler, const asio::any_io_executor& work_ex, MakeCoroutine& make_coroutine) {
-  if (!asio::get_associated_cancellation_slot(handler).is_connected()) {
-    asio::co_spawn(work_ex, make_coroutine(cancellation_check()), completion_adapter<T, Handler>(std::move(handler), work_ex));
+void spawn_operation(Handler handler, const boost::asio::any_io_executor& work_ex, MakeCoroutine& make_coroutine) {
+  if (!boost::asio::get_associated_cancellation_slot(handler).is_connected()) {
+    boost::asio::co_spawn(work_ex, make_coroutine(cancellation_check()), completion_adapter<T, Handler>(std::move(handler), work_ex));
     return;
   }
   // Cancellable: the coroutine runs on a strand of its own, behind a
@@ -136,16 +134,16 @@ void spawn_operation(Handler handler, const asio::any_io_executor& work_ex, Make
   // request onto that strand, so that a request never runs beside the
   // coroutine on another thread of a pool, and never reaches co_spawn's
   // own cancellation handler from outside that strand.
-  auto bridge = std::make_shared<cancellation_bridge>(asio::make_strand(work_ex));
+  auto bridge = std::make_shared<cancellation_bridge>(boost::asio::make_strand(work_ex));
   auto coroutine = make_coroutine(cancellation_check(bridge));
   spawn_bridged<op_result<T>>(std::move(bridge), std::move(coroutine),
                               completion_adapter<T, Handler>(std::move(handler), work_ex));
 }
 
 template <class T, class Token, class MakeCoroutine>
-auto launch(const asio::any_io_executor& executor, Token&& token, MakeCoroutine make) {
-  return asio::async_initiate<Token, void(boost::system::error_code, T)>(
-      [](auto handler, const asio::any_io_executor& work_ex, MakeCoroutine make_coroutine) {
+auto launch(const boost::asio::any_io_executor& executor, Token&& token, MakeCoroutine make) {
+  return boost::asio::async_initiate<Token, void(boost::system::error_code, T)>(
+      [](auto handler, const boost::asio::any_io_executor& work_ex, MakeCoroutine make_coroutine) {
         spawn_operation<T>(std::move(handler), work_ex, make_coroutine);
       },
       token, executor, std::move(make));
@@ -162,19 +160,19 @@ auto launch(const asio::any_io_executor& executor, Token&& token, MakeCoroutine 
 // the attempt (carry_on gets a default-constructed state: nothing done): a
 // cancellable operation always starts on its own strand.
 template <class T, class Token, class Attempt, class CarryOn>
-auto launch_attempt(const asio::any_io_executor& executor, Token&& token, Attempt attempt, CarryOn carry_on) {
-  return asio::async_initiate<Token, void(boost::system::error_code, T)>(
-      [](auto handler, const asio::any_io_executor& work_ex, Attempt try_now, CarryOn rest) {
+auto launch_attempt(const boost::asio::any_io_executor& executor, Token&& token, Attempt attempt, CarryOn carry_on) {
+  return boost::asio::async_initiate<Token, void(boost::system::error_code, T)>(
+      [](auto handler, const boost::asio::any_io_executor& work_ex, Attempt try_now, CarryOn rest) {
         using state_type = decltype(try_now().second);
-        if (asio::get_associated_cancellation_slot(handler).is_connected()) {
+        if (boost::asio::get_associated_cancellation_slot(handler).is_connected()) {
           auto from_scratch = [&](cancellation_check check) { return rest(check, state_type{}); };
           spawn_operation<T>(std::move(handler), work_ex, from_scratch);
           return;
         }
         auto attempted = try_now();
         if (auto& done = attempted.first) {
-          auto ex = asio::get_associated_executor(handler, work_ex);
-          asio::post(ex, asio::append(std::move(handler), to_boost(done->first), std::move(done->second)));
+          auto ex = boost::asio::get_associated_executor(handler, work_ex);
+          boost::asio::post(ex, boost::asio::append(std::move(handler), to_boost(done->first), std::move(done->second)));
           return;
         }
         auto carry_on_from_state = [&](cancellation_check check) { return rest(check, std::move(attempted.second)); };

@@ -1,6 +1,6 @@
 #pragma once
 // Runs a piece of work (an awaitable) on a strand and completes a handler
-// on the handler's own executor, as asio::co_spawn does, but safe to cancel
+// on the handler's own executor, as boost::asio::co_spawn does, but safe to cancel
 // with Asio 1.81 (Debian's; the floor of this library).
 //
 // Why a bare co_spawn is not (boost/asio/impl/co_spawn.hpp, 1.81): for a
@@ -59,9 +59,7 @@
 
 namespace corokv::detail {
 
-namespace asio = boost::asio;
-
-using spawn_strand = asio::strand<asio::any_io_executor>;
+using spawn_strand = boost::asio::strand<boost::asio::any_io_executor>;
 
 // Sits between the caller's cancellation slot and work running on a strand.
 // A request is remembered at once (the work can ask for it even before it
@@ -72,14 +70,14 @@ class cancellation_bridge : public std::enable_shared_from_this<cancellation_bri
  public:
   explicit cancellation_bridge(spawn_strand strand) : strand_(std::move(strand)) {}
 
-  void request(asio::cancellation_type type) {
+  void request(boost::asio::cancellation_type type) {
     requested_.fetch_or(static_cast<unsigned>(type), std::memory_order_acq_rel);
-    asio::dispatch(strand_, [self = shared_from_this(), type] {
+    boost::asio::dispatch(strand_, [self = shared_from_this(), type] {
       if (!self->finished_) self->signal_.emit(type);
     });
   }
   bool requested() const noexcept { return requested_.load(std::memory_order_acquire) != 0; }
-  asio::cancellation_slot slot() noexcept { return signal_.slot(); }
+  boost::asio::cancellation_slot slot() noexcept { return signal_.slot(); }
   const spawn_strand& strand() const noexcept { return strand_; }
 
   // Called on the strand as the work ends: later requests are dropped.
@@ -87,7 +85,7 @@ class cancellation_bridge : public std::enable_shared_from_this<cancellation_bri
 
  private:
   spawn_strand strand_;
-  asio::cancellation_signal signal_;
+  boost::asio::cancellation_signal signal_;
   std::atomic<unsigned> requested_{0};
   bool finished_ = false;  // strand state
 };
@@ -95,7 +93,7 @@ class cancellation_bridge : public std::enable_shared_from_this<cancellation_bri
 // Runs the work and marks its bridge finished on the way out, on the
 // strand, however the work ends.
 template <class T>
-asio::awaitable<T> finishing(asio::awaitable<T> work, std::shared_ptr<cancellation_bridge> bridge) {
+boost::asio::awaitable<T> finishing(boost::asio::awaitable<T> work, std::shared_ptr<cancellation_bridge> bridge) {
   struct on_exit {
     cancellation_bridge& bridge;
     ~on_exit() { bridge.finish(); }
@@ -109,38 +107,38 @@ asio::awaitable<T> finishing(asio::awaitable<T> work, std::shared_ptr<cancellati
 template <class Handler>
 class bridged_handler {
  public:
-  bridged_handler(Handler handler, asio::any_io_executor fallback, std::shared_ptr<cancellation_bridge> bridge)
+  bridged_handler(Handler handler, boost::asio::any_io_executor fallback, std::shared_ptr<cancellation_bridge> bridge)
       : handler_(std::move(handler)), fallback_(std::move(fallback)), bridge_(std::move(bridge)) {}
 
-  using executor_type = asio::associated_executor_t<Handler, asio::any_io_executor>;
-  executor_type get_executor() const noexcept { return asio::get_associated_executor(handler_, fallback_); }
+  using executor_type = boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>;
+  executor_type get_executor() const noexcept { return boost::asio::get_associated_executor(handler_, fallback_); }
 
-  using allocator_type = asio::associated_allocator_t<Handler>;
-  allocator_type get_allocator() const noexcept { return asio::get_associated_allocator(handler_); }
+  using allocator_type = boost::asio::associated_allocator_t<Handler>;
+  allocator_type get_allocator() const noexcept { return boost::asio::get_associated_allocator(handler_); }
 
-  using cancellation_slot_type = asio::cancellation_slot;
+  using cancellation_slot_type = boost::asio::cancellation_slot;
   cancellation_slot_type get_cancellation_slot() const noexcept { return bridge_->slot(); }
 
   template <class... Args>
   void operator()(Args&&... args) {
-    asio::get_associated_cancellation_slot(handler_).clear();
+    boost::asio::get_associated_cancellation_slot(handler_).clear();
     std::move(handler_)(std::forward<Args>(args)...);
   }
 
  private:
   Handler handler_;
-  asio::any_io_executor fallback_;
+  boost::asio::any_io_executor fallback_;
   std::shared_ptr<cancellation_bridge> bridge_;
 };
 
 // Starts `work` on the bridge's strand for `handler`, whose cancellation
 // slot must be connected: it is given to the bridge.
 template <class T, class Handler>
-void spawn_bridged(std::shared_ptr<cancellation_bridge> bridge, asio::awaitable<T> work, Handler handler) {
-  asio::get_associated_cancellation_slot(handler).assign(
-      [bridge](asio::cancellation_type type) { bridge->request(type); });
+void spawn_bridged(std::shared_ptr<cancellation_bridge> bridge, boost::asio::awaitable<T> work, Handler handler) {
+  boost::asio::get_associated_cancellation_slot(handler).assign(
+      [bridge](boost::asio::cancellation_type type) { bridge->request(type); });
   const spawn_strand strand = bridge->strand();
-  asio::co_spawn(strand, finishing<T>(std::move(work), bridge),
+  boost::asio::co_spawn(strand, finishing<T>(std::move(work), bridge),
                  bridged_handler<Handler>(std::move(handler), strand, bridge));
 }
 
@@ -159,7 +157,7 @@ spawn_strand strand_for(const Executor& ex) {
   if constexpr (std::is_same_v<Executor, spawn_strand>)
     return ex;
   else
-    return asio::make_strand(asio::any_io_executor(ex));
+    return boost::asio::make_strand(boost::asio::any_io_executor(ex));
 }
 
 // co_spawn(ex, work, token), safe to cancel from the caller's side. A
@@ -168,11 +166,11 @@ spawn_strand strand_for(const Executor& ex) {
 // requests reaching it are serialised with it; one that cannot is a plain
 // co_spawn on `ex`. Completes with co_spawn's signature.
 template <class Executor, class T, class Token>
-auto guarded_spawn(const Executor& ex, asio::awaitable<T> work, Token&& token) {
-  return asio::async_initiate<Token, typename spawn_signature<T>::type>(
-      [](auto handler, const Executor& on, asio::awaitable<T> w) {
-        if (!asio::get_associated_cancellation_slot(handler).is_connected()) {
-          asio::co_spawn(on, std::move(w), std::move(handler));
+auto guarded_spawn(const Executor& ex, boost::asio::awaitable<T> work, Token&& token) {
+  return boost::asio::async_initiate<Token, typename spawn_signature<T>::type>(
+      [](auto handler, const Executor& on, boost::asio::awaitable<T> w) {
+        if (!boost::asio::get_associated_cancellation_slot(handler).is_connected()) {
+          boost::asio::co_spawn(on, std::move(w), std::move(handler));
           return;
         }
         spawn_bridged<T>(std::make_shared<cancellation_bridge>(strand_for(on)), std::move(w), std::move(handler));
@@ -184,20 +182,20 @@ auto guarded_spawn(const Executor& ex, asio::awaitable<T> work, Token&& token) {
 // otherwise starts with Asio's default (true), whatever its awaiting
 // caller chose.
 template <class T>
-asio::awaitable<T> throwing_if_cancelled(bool throws, asio::awaitable<T> work) {
-  co_await asio::this_coro::throw_if_cancelled(throws);
+boost::asio::awaitable<T> throwing_if_cancelled(bool throws, boost::asio::awaitable<T> work) {
+  co_await boost::asio::this_coro::throw_if_cancelled(throws);
   co_return co_await std::move(work);
 }
 
 // Awaits `work` run on `ex` (see guarded_spawn), with the caller's
 // throw_if_cancelled: cancelled as if it were awaited here.
 template <class Executor, class T>
-asio::awaitable<T> run_on(Executor ex, asio::awaitable<T> work) {
-  const bool throws = co_await asio::this_coro::throw_if_cancelled();
+boost::asio::awaitable<T> run_on(Executor ex, boost::asio::awaitable<T> work) {
+  const bool throws = co_await boost::asio::this_coro::throw_if_cancelled();
   // Named before the co_await: GCC 12 destroys temporaries inside one
   // twice. (use_awaitable: Asio 1.81 cannot await a deferred operation that
   // completes with (exception_ptr, T).)
-  auto op = guarded_spawn(ex, throwing_if_cancelled(throws, std::move(work)), asio::use_awaitable);
+  auto op = guarded_spawn(ex, throwing_if_cancelled(throws, std::move(work)), boost::asio::use_awaitable);
   co_return co_await std::move(op);
 }
 

@@ -52,9 +52,6 @@
 
 namespace corokv::etcd {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = boost::beast::http;
 
 struct endpoint {
   std::string host;  // an address or a name to resolve
@@ -79,17 +76,17 @@ class client {
   // The largest unary response accepted (a range of a large prefix).
   static constexpr std::uint64_t max_response_body = 64 * 1024 * 1024;
 
-  client(asio::any_io_executor ex, client_options options)
+  client(boost::asio::any_io_executor ex, client_options options)
       : executor_(std::move(ex)), options_(std::move(options)), idle_(options_.endpoints.size()) {}
   client(const client&) = delete;
   client& operator=(const client&) = delete;
   ~client() { cancel_watches(); }
 
   const client_options& options() const noexcept { return options_; }
-  const asio::any_io_executor& get_executor() const noexcept { return executor_; }
+  const boost::asio::any_io_executor& get_executor() const noexcept { return executor_; }
 
   // The key (an empty range_result::kvs if absent) and the store's revision.
-  asio::awaitable<result<range_result>> range(std::string key) {
+  boost::asio::awaitable<result<range_result>> range(std::string key) {
     if (key.empty()) co_return failed<range_result>(errc::invalid_key);
     std::string request = gateway::range_request(key);
     auto [ec, body] = co_await post(gateway::range_path, std::move(request));
@@ -97,14 +94,14 @@ class client {
   }
 
   // Every key starting with `prefix` (all keys if it is empty), in key order.
-  asio::awaitable<result<range_result>> range_prefix(std::string prefix) {
+  boost::asio::awaitable<result<range_result>> range_prefix(std::string prefix) {
     std::string request = gateway::range_prefix_request(prefix);
     auto [ec, body] = co_await post(gateway::range_path, std::move(request));
     co_return ec ? failed<range_result>(ec) : gateway::parse_range(body);
   }
 
   // The revision of the put. not_found if lease_id names no lease.
-  asio::awaitable<result<std::int64_t>> put(std::string key, std::string value, std::int64_t lease_id = 0) {
+  boost::asio::awaitable<result<std::int64_t>> put(std::string key, std::string value, std::int64_t lease_id = 0) {
     if (key.empty()) co_return failed<std::int64_t>(errc::invalid_key);
     std::string request = gateway::put_request(key, value, lease_id);
     auto [ec, body] = co_await post(gateway::put_path, std::move(request));
@@ -113,7 +110,7 @@ class client {
 
   // Puts the key only if it does not exist: created, with the key's
   // create_revision; or not, with the key as it exists.
-  asio::awaitable<result<create_result>> create_if_absent(std::string key, std::string value,
+  boost::asio::awaitable<result<create_result>> create_if_absent(std::string key, std::string value,
                                                          std::int64_t lease_id = 0) {
     if (key.empty()) co_return failed<create_result>(errc::invalid_key);
     std::string request = gateway::create_if_absent_request(key, value, lease_id);
@@ -123,7 +120,7 @@ class client {
 
   // Deletes the key only if its create_revision is `create_revision` (the
   // caller's own incarnation of it); whether it did.
-  asio::awaitable<result<bool>> delete_if_created_at(std::string key, std::int64_t create_revision) {
+  boost::asio::awaitable<result<bool>> delete_if_created_at(std::string key, std::int64_t create_revision) {
     if (key.empty()) co_return failed<bool>(errc::invalid_key);
     // 0 would match an absent key: the call would "succeed" deleting nothing.
     if (create_revision <= 0) co_return failed<bool>(errc::invalid_argument);
@@ -132,7 +129,7 @@ class client {
     co_return ec ? failed<bool>(ec) : gateway::parse_delete_if_created_at(body);
   }
 
-  asio::awaitable<result<lease_grant>> grant_lease(std::chrono::seconds ttl) {
+  boost::asio::awaitable<result<lease_grant>> grant_lease(std::chrono::seconds ttl) {
     if (ttl.count() <= 0) co_return failed<lease_grant>(errc::invalid_argument);
     std::string request = gateway::lease_grant_request(ttl.count());
     auto [ec, body] = co_await post(gateway::lease_grant_path, std::move(request));
@@ -141,14 +138,14 @@ class client {
 
   // Renews the lease once: its TTL from now on, in seconds; not_found when
   // the lease has expired or was revoked.
-  asio::awaitable<result<std::int64_t>> keep_alive_once(std::int64_t lease_id) {
+  boost::asio::awaitable<result<std::int64_t>> keep_alive_once(std::int64_t lease_id) {
     std::string request = gateway::lease_keep_alive_request(lease_id);
     auto [ec, body] = co_await post(gateway::lease_keep_alive_path, std::move(request));
     co_return ec ? failed<std::int64_t>(ec) : gateway::parse_lease_keep_alive(body);
   }
 
   // Revokes the lease, deleting the keys bound to it; not_found if it is gone.
-  asio::awaitable<std::error_code> revoke_lease(std::int64_t lease_id) {
+  boost::asio::awaitable<std::error_code> revoke_lease(std::int64_t lease_id) {
     std::string request = gateway::lease_revoke_request(lease_id);
     auto [ec, body] = co_await post(gateway::lease_revoke_path, std::move(request));
     co_return ec ? ec : gateway::parse_lease_revoke(body);
@@ -163,7 +160,7 @@ class client {
   // away), rpc_failed when the connection was lost or the stream ended,
   // timeout if it could not be set up within request_timeout. Once created,
   // a watch has no deadline.
-  asio::awaitable<std::error_code> watch(std::string key, std::int64_t start_revision,
+  boost::asio::awaitable<std::error_code> watch(std::string key, std::int64_t start_revision,
                                          std::function<void(const watch_message&)> on_message) {
     if (key.empty()) co_return errc::invalid_key;
     if (options_.endpoints.empty()) co_return errc::invalid_argument;
@@ -199,12 +196,12 @@ class client {
   }
 
  private:
-  using tcp = asio::ip::tcp;
+  using tcp = boost::asio::ip::tcp;
 
   struct connection {
-    explicit connection(const asio::any_io_executor& ex) : stream(ex) {}
-    beast::tcp_stream stream;
-    beast::flat_buffer buffer;  // kept with its connection: it may hold bytes of the next response
+    explicit connection(const boost::asio::any_io_executor& ex) : stream(ex) {}
+    boost::beast::tcp_stream stream;
+    boost::beast::flat_buffer buffer;  // kept with its connection: it may hold bytes of the next response
   };
 
   struct watch_state {
@@ -237,11 +234,11 @@ class client {
   }
 
   static std::error_code transport_error(const boost::system::error_code& ec) {
-    if (ec == beast::error::timeout) return errc::timeout;
-    if (ec == asio::error::operation_aborted) return errc::cancelled;
-    if (ec == http::error::end_of_stream || ec == http::error::partial_message) return errc::rpc_failed;
+    if (ec == boost::beast::error::timeout) return errc::timeout;
+    if (ec == boost::asio::error::operation_aborted) return errc::cancelled;
+    if (ec == boost::beast::http::error::end_of_stream || ec == boost::beast::http::error::partial_message) return errc::rpc_failed;
     // Any other HTTP parse error: the peer broke the framing or the limits.
-    if (ec.category() == http::make_error_code(http::error::end_of_stream).category()) return errc::protocol_error;
+    if (ec.category() == boost::beast::http::make_error_code(boost::beast::http::error::end_of_stream).category()) return errc::protocol_error;
     return errc::rpc_failed;  // refused, reset, unreachable, ...
   }
 
@@ -256,7 +253,7 @@ class client {
   // One call: the endpoints in turn, from the one that answered last, all
   // under one deadline. Callers name the body before the co_await: GCC 12
   // destroys temporaries inside a co_await expression twice.
-  asio::awaitable<result<std::string>> post(std::string_view path, std::string body) {
+  boost::asio::awaitable<result<std::string>> post(std::string_view path, std::string body) {
     if (options_.endpoints.empty()) co_return failed<std::string>(errc::invalid_argument);
     const time_point deadline = clock_type::now() + options_.request_timeout;
     const std::size_t n = options_.endpoints.size();
@@ -276,36 +273,36 @@ class client {
   }
 
   // One POST to one endpoint: the response body if the status is 200.
-  asio::awaitable<result<std::string>> exchange(std::size_t index, std::string_view path, const std::string& body,
+  boost::asio::awaitable<result<std::string>> exchange(std::size_t index, std::string_view path, const std::string& body,
                                                 time_point deadline) {
     std::unique_ptr<connection> conn = take_idle(index);
     if (!conn) {
       conn = std::make_unique<connection>(executor_);
       if (const auto ec = co_await open(*conn, index, deadline)) co_return failed<std::string>(ec);
     }
-    beast::tcp_stream& stream = conn->stream;
+    boost::beast::tcp_stream& stream = conn->stream;
     stream.expires_at(deadline);
     auto req = make_request(index, path, body);
-    auto [write_ec, written] = co_await http::async_write(stream, req, asio::as_tuple(asio::use_awaitable));
+    auto [write_ec, written] = co_await boost::beast::http::async_write(stream, req, boost::asio::as_tuple(boost::asio::use_awaitable));
     if (write_ec) co_return failed<std::string>(transport_error(write_ec));
-    http::response_parser<http::string_body> parser;
+    boost::beast::http::response_parser<boost::beast::http::string_body> parser;
     parser.body_limit(max_response_body);
     auto [read_ec, read] =
-        co_await http::async_read(stream, conn->buffer, parser, asio::as_tuple(asio::use_awaitable));
+        co_await boost::beast::http::async_read(stream, conn->buffer, parser, boost::asio::as_tuple(boost::asio::use_awaitable));
     if (read_ec) co_return failed<std::string>(transport_error(read_ec));
     auto res = parser.release();
     if (options_.reuse_connections && res.keep_alive()) give_back(index, std::move(conn));
-    if (res.result() != http::status::ok) co_return failed<std::string>(status_error(res.result_int(), res.body()));
+    if (res.result() != boost::beast::http::status::ok) co_return failed<std::string>(status_error(res.result_int(), res.body()));
     co_return result<std::string>(std::error_code{}, std::move(res.body()));
   }
 
-  http::request<http::string_body> make_request(std::size_t index, std::string_view path,
+  boost::beast::http::request<boost::beast::http::string_body> make_request(std::size_t index, std::string_view path,
                                                 const std::string& body) const {
     const endpoint& ep = options_.endpoints[index];
-    http::request<http::string_body> req{http::verb::post, path, 11};
+    boost::beast::http::request<boost::beast::http::string_body> req{boost::beast::http::verb::post, path, 11};
     const bool v6 = ep.host.find(':') != std::string::npos;
-    req.set(http::field::host, (v6 ? "[" + ep.host + "]" : ep.host) + ":" + std::to_string(ep.port));
-    req.set(http::field::content_type, "application/json");
+    req.set(boost::beast::http::field::host, (v6 ? "[" + ep.host + "]" : ep.host) + ":" + std::to_string(ep.port));
+    req.set(boost::beast::http::field::content_type, "application/json");
     req.keep_alive(options_.reuse_connections);
     req.body() = body;
     req.prepare_payload();
@@ -314,11 +311,11 @@ class client {
 
   // Connects `conn` to the endpoint by the deadline. After each wait only
   // `conn` is touched: a watch's connection may outlive the client.
-  asio::awaitable<std::error_code> open(connection& conn, std::size_t index, time_point deadline) {
+  boost::asio::awaitable<std::error_code> open(connection& conn, std::size_t index, time_point deadline) {
     const endpoint& ep = options_.endpoints[index];
     std::vector<tcp::endpoint> targets;
     boost::system::error_code ec;
-    const auto address = asio::ip::make_address(ep.host, ec);
+    const auto address = boost::asio::ip::make_address(ep.host, ec);
     if (!ec) {
       targets.emplace_back(address, ep.port);
     } else {
@@ -327,7 +324,7 @@ class client {
       for (const auto& entry : found) targets.push_back(entry.endpoint());
     }
     conn.stream.expires_at(deadline);
-    auto [connect_ec, connected] = co_await conn.stream.async_connect(targets, asio::as_tuple(asio::use_awaitable));
+    auto [connect_ec, connected] = co_await conn.stream.async_connect(targets, boost::asio::as_tuple(boost::asio::use_awaitable));
     if (connect_ec) co_return transport_error(connect_ec);
     conn.stream.socket().set_option(tcp::no_delay(true), ec);
     co_return std::error_code{};
@@ -335,10 +332,10 @@ class client {
 
   // A resolver cannot take a deadline: a timer cancels it. Both handlers
   // hold what they use, since either may run after this frame has moved on.
-  asio::awaitable<result<tcp::resolver::results_type>> resolve(const endpoint& ep, time_point deadline) {
+  boost::asio::awaitable<result<tcp::resolver::results_type>> resolve(const endpoint& ep, time_point deadline) {
     auto resolver = std::make_shared<tcp::resolver>(executor_);
     auto expired = std::make_shared<bool>(false);
-    asio::steady_timer timer(executor_, deadline);
+    boost::asio::steady_timer timer(executor_, deadline);
     timer.async_wait([resolver, expired](const boost::system::error_code& ec) {
       if (ec) return;
       *expired = true;
@@ -346,10 +343,10 @@ class client {
     });
     const std::string service = std::to_string(ep.port);  // named: see post()
     auto [ec, found] = co_await resolver->async_resolve(ep.host, service,
-                                                        asio::as_tuple(asio::use_awaitable));
+                                                        boost::asio::as_tuple(boost::asio::use_awaitable));
     timer.cancel();
     if (!ec) co_return result<tcp::resolver::results_type>(std::error_code{}, std::move(found));
-    const errc e = *expired ? errc::timeout : ec == asio::error::operation_aborted ? errc::cancelled : errc::rpc_failed;
+    const errc e = *expired ? errc::timeout : ec == boost::asio::error::operation_aborted ? errc::cancelled : errc::rpc_failed;
     co_return failed<tcp::resolver::results_type>(e);
   }
 
@@ -372,8 +369,8 @@ class client {
     socket.non_blocking(true, ec);
     if (ec) return false;
     char byte;
-    socket.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
-    const bool open = ec == asio::error::would_block;
+    socket.receive(boost::asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
+    const bool open = ec == boost::asio::error::would_block;
     socket.non_blocking(false, ec);
     return open && !ec;
   }
@@ -385,41 +382,41 @@ class client {
 
   // One watch on one endpoint; see watch(). After each wait, `w.cancelled`
   // is checked before anything else: the client may be gone.
-  asio::awaitable<std::error_code> watch_on(std::size_t index, const std::string& body, time_point deadline,
+  boost::asio::awaitable<std::error_code> watch_on(std::size_t index, const std::string& body, time_point deadline,
                                             watch_state& w,
                                             const std::function<void(const watch_message&)>& on_message) {
     connection& conn = *w.conn;
     const std::error_code open_ec = co_await open(conn, index, deadline);
     if (w.cancelled) co_return errc::cancelled;
     if (open_ec) co_return open_ec;
-    beast::tcp_stream& stream = conn.stream;
+    boost::beast::tcp_stream& stream = conn.stream;
     stream.expires_at(deadline);  // until the first message
     auto req = make_request(index, gateway::watch_path, body);
-    auto [write_ec, written] = co_await http::async_write(stream, req, asio::as_tuple(asio::use_awaitable));
+    auto [write_ec, written] = co_await boost::beast::http::async_write(stream, req, boost::asio::as_tuple(boost::asio::use_awaitable));
     if (w.cancelled) co_return errc::cancelled;
     if (write_ec) co_return transport_error(write_ec);
 
     // The body is chunked and endless: chunk data goes to the line splitter,
     // not to the string body, which only holds a (non-chunked) error answer.
-    http::response_parser<http::string_body> parser;
+    boost::beast::http::response_parser<boost::beast::http::string_body> parser;
     parser.body_limit(max_response_body);
     gateway::line_splitter lines;
     bool overflow = false;
-    auto on_chunk = [&](std::uint64_t, beast::string_view data, boost::system::error_code& ec) -> std::size_t {
+    auto on_chunk = [&](std::uint64_t, boost::beast::string_view data, boost::system::error_code& ec) -> std::size_t {
       if (!lines.append(std::string_view(data.data(), data.size()))) {
         overflow = true;
-        ec = http::error::body_limit;
+        ec = boost::beast::http::error::body_limit;
       }
       return data.size();
     };
     parser.on_chunk_body(on_chunk);
     auto [header_ec, header_n] =
-        co_await http::async_read_header(stream, conn.buffer, parser, asio::as_tuple(asio::use_awaitable));
+        co_await boost::beast::http::async_read_header(stream, conn.buffer, parser, boost::asio::as_tuple(boost::asio::use_awaitable));
     if (w.cancelled) co_return errc::cancelled;
     if (header_ec) co_return transport_error(header_ec);
-    if (parser.get().result() != http::status::ok) {
+    if (parser.get().result() != boost::beast::http::status::ok) {
       auto [body_ec, body_n] =
-          co_await http::async_read(stream, conn.buffer, parser, asio::as_tuple(asio::use_awaitable));
+          co_await boost::beast::http::async_read(stream, conn.buffer, parser, boost::asio::as_tuple(boost::asio::use_awaitable));
       if (w.cancelled) co_return errc::cancelled;
       if (body_ec) co_return transport_error(body_ec);
       std::string error_body = parser.get().body();
@@ -444,14 +441,14 @@ class client {
       }
       if (parser.is_done()) co_return errc::rpc_failed;  // the server ended the stream
       auto [read_ec, read] =
-          co_await http::async_read_some(stream, conn.buffer, parser, asio::as_tuple(asio::use_awaitable));
+          co_await boost::beast::http::async_read_some(stream, conn.buffer, parser, boost::asio::as_tuple(boost::asio::use_awaitable));
       if (w.cancelled) co_return errc::cancelled;
       if (overflow) co_return errc::protocol_error;
       if (read_ec) co_return transport_error(read_ec);
     }
   }
 
-  asio::any_io_executor executor_;
+  boost::asio::any_io_executor executor_;
   client_options options_;
   std::vector<std::vector<std::unique_ptr<connection>>> idle_;  // per endpoint
   std::size_t preferred_ = 0;                                   // the endpoint that answered last

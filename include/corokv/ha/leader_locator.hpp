@@ -25,12 +25,10 @@
 
 namespace corokv::ha {
 
-namespace asio = boost::asio;
-
 class leader_locator final : public net::master_locator, public std::enable_shared_from_this<leader_locator> {
  public:
-  leader_locator(asio::any_io_executor ex, cluster_address where, duration etcd_timeout = std::chrono::seconds(1))
-      : strand_(asio::make_strand(ex)),
+  leader_locator(boost::asio::any_io_executor ex, cluster_address where, duration etcd_timeout = std::chrono::seconds(1))
+      : strand_(boost::asio::make_strand(ex)),
         where_(std::move(where)),
         key_(where_.leader_key()),
         etcd_(strand_, {where_.endpoints, etcd_timeout}),
@@ -40,20 +38,20 @@ class leader_locator final : public net::master_locator, public std::enable_shar
 
   // The operations are named before the co_await: GCC 12 destroys
   // temporaries inside one twice.
-  asio::awaitable<std::pair<errc, net::located_master>> locate() override {
+  boost::asio::awaitable<std::pair<errc, net::located_master>> locate() override {
     auto op = locate_here(shared_from_this());
     auto on_strand = detail::run_on(strand_, std::move(op));
     co_return co_await std::move(on_strand);
   }
 
-  asio::awaitable<std::pair<errc, net::located_master>> next_leader(std::uint64_t term, duration within) override {
+  boost::asio::awaitable<std::pair<errc, net::located_master>> next_leader(std::uint64_t term, duration within) override {
     auto op = next_leader_here(shared_from_this(), term, within);
     auto on_strand = detail::run_on(strand_, std::move(op));
     co_return co_await std::move(on_strand);
   }
 
   void cancel() override {
-    asio::post(strand_, [self = shared_from_this()] {
+    boost::asio::post(strand_, [self = shared_from_this()] {
       self->cancelled_ = true;
       self->watcher_.cancel_watches();
       if (self->limit_) self->limit_->cancel();
@@ -62,7 +60,7 @@ class leader_locator final : public net::master_locator, public std::enable_shar
 
  private:
   // On the strand from here on.
-  static asio::awaitable<std::pair<errc, net::located_master>> locate_here(std::shared_ptr<leader_locator> self) {
+  static boost::asio::awaitable<std::pair<errc, net::located_master>> locate_here(std::shared_ptr<leader_locator> self) {
     auto [ec, found] = co_await self->etcd_.range(self->key_);
     if (ec) co_return std::pair{to_errc(ec), net::located_master{}};
     self->last_revision_ = found.revision;  // a watch for the next leader starts after it
@@ -70,7 +68,7 @@ class leader_locator final : public net::master_locator, public std::enable_shar
     co_return parse(found.kvs.front());
   }
 
-  static asio::awaitable<std::pair<errc, net::located_master>> next_leader_here(std::shared_ptr<leader_locator> self,
+  static boost::asio::awaitable<std::pair<errc, net::located_master>> next_leader_here(std::shared_ptr<leader_locator> self,
                                                                                std::uint64_t term, duration within) {
     if (self->cancelled_) co_return std::pair{errc::cancelled, net::located_master{}};
     // Already there (elected while we were not watching)?
@@ -84,7 +82,7 @@ class leader_locator final : public net::master_locator, public std::enable_shar
       net::located_master leader;
     };
     auto result = std::make_shared<outcome>();
-    auto limit = std::make_shared<asio::steady_timer>(self->strand_, within);
+    auto limit = std::make_shared<boost::asio::steady_timer>(self->strand_, within);
     self->limit_ = limit;
     limit->async_wait([self, result](boost::system::error_code ec) {
       if (ec) return;
@@ -123,14 +121,14 @@ class leader_locator final : public net::master_locator, public std::enable_shar
     return {errc::success, net::located_master{at->host, at->port, static_cast<std::uint64_t>(kv.create_revision)}};
   }
 
-  asio::strand<asio::any_io_executor> strand_;
+  boost::asio::strand<boost::asio::any_io_executor> strand_;
   cluster_address where_;
   std::string key_;
   etcd::client etcd_;
   etcd::client watcher_;
   // Strand state.
   std::int64_t last_revision_ = 0;
-  std::shared_ptr<asio::steady_timer> limit_;
+  std::shared_ptr<boost::asio::steady_timer> limit_;
   bool cancelled_ = false;
 };
 

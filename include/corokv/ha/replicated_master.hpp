@@ -58,8 +58,7 @@
 
 namespace corokv::ha {
 
-namespace asio = boost::asio;
-using tcp = asio::ip::tcp;
+using tcp = boost::asio::ip::tcp;
 
 struct replicated_master_options {
   cluster_address cluster;
@@ -94,7 +93,7 @@ struct replicated_master_stats {
 
 class replicated_master final : public net::master_role, public std::enable_shared_from_this<replicated_master> {
  public:
-  replicated_master(asio::any_io_executor ex, net::master_server& server, replicated_master_options options)
+  replicated_master(boost::asio::any_io_executor ex, net::master_server& server, replicated_master_options options)
       : executor_(ex),
         server_(server),
         options_(std::move(options)),
@@ -112,7 +111,7 @@ class replicated_master final : public net::master_role, public std::enable_shar
     server_.set_service(std::make_shared<meta::service>(options_.service));  // answers nothing until it leads
     auto self = shared_from_this();
     std::weak_ptr<replicated_master> weak = self;
-    link_->on_snapshot([weak](meta::copy_position) -> asio::awaitable<bool> {
+    link_->on_snapshot([weak](meta::copy_position) -> boost::asio::awaitable<bool> {
       auto master = weak.lock();
       if (!master) co_return false;
       co_return co_await master->publish();
@@ -121,8 +120,8 @@ class replicated_master final : public net::master_role, public std::enable_shar
       auto master = weak.lock();
       return master && master->may_acknowledge();
     });
-    asio::co_spawn(executor_, [self] { return self->run(); }, asio::detached);
-    asio::co_spawn(executor_, [self] { return self->keep_lease(); }, asio::detached);
+    boost::asio::co_spawn(executor_, [self] { return self->run(); }, boost::asio::detached);
+    boost::asio::co_spawn(executor_, [self] { return self->keep_lease(); }, boost::asio::detached);
   }
 
   // Stops; a leader revokes its lease so that another master can lead at
@@ -138,9 +137,9 @@ class replicated_master final : public net::master_role, public std::enable_shar
     // The role stays: a stopped master answers nothing (may_answer()), so
     // that revoking the lease below can never let two masters answer.
     if (lease_id_ != 0)
-      asio::co_spawn(executor_, [self = shared_from_this(), id = lease_id_]() -> asio::awaitable<void> {
+      boost::asio::co_spawn(executor_, [self = shared_from_this(), id = lease_id_]() -> boost::asio::awaitable<void> {
         co_await self->etcd_.revoke_lease(id);
-      }, asio::detached);
+      }, boost::asio::detached);
   }
 
   replicated_master_stats stats() const {
@@ -171,12 +170,12 @@ class replicated_master final : public net::master_role, public std::enable_shar
     tick_.cancel();  // the lead() loop notices at once
   }
   std::uint64_t position() const override { return hub_ ? hub_->position() : 0; }
-  asio::awaitable<bool> replicated(std::uint64_t position) override {
+  boost::asio::awaitable<bool> replicated(std::uint64_t position) override {
     auto hub = hub_;  // kept alive across the wait, even if we step down meanwhile
     if (!hub) co_return false;
     co_return co_await hub->replicated(position);
   }
-  asio::awaitable<void> serve_follower(std::shared_ptr<tcp::socket> socket, std::uint64_t request_id,
+  boost::asio::awaitable<void> serve_follower(std::shared_ptr<tcp::socket> socket, std::uint64_t request_id,
                                        std::string_view name) override {
     auto hub = hub_;
     if (hub) co_await hub->serve_follower(std::move(socket), request_id, name);
@@ -187,14 +186,14 @@ class replicated_master final : public net::master_role, public std::enable_shar
     if (options_.log) options_.log(line);
   }
 
-  asio::awaitable<void> pause(duration d) {
-    asio::steady_timer t(executor_, d);
-    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  boost::asio::awaitable<void> pause(duration d) {
+    boost::asio::steady_timer t(executor_, d);
+    co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
   }
 
   // After a failure: a wait that grows while failures go on (reset by the
   // next success).
-  asio::awaitable<void> back_off() { co_await pause(retry_.next()); }
+  boost::asio::awaitable<void> back_off() { co_await pause(retry_.next()); }
 
   std::string members_prefix() const { return "/corokv/" + options_.cluster.cluster + "/members/"; }
 
@@ -213,12 +212,12 @@ class replicated_master final : public net::master_role, public std::enable_shar
   // Puts current_status() under /corokv/NAME/members/<name>, bound to the
   // lease; whether etcd holds it now. One put at a time, each with the
   // status as it is when it starts, so the last one to land is the newest.
-  asio::awaitable<bool> publish() {
+  boost::asio::awaitable<bool> publish() {
     while (publishing_ && !stopped_) {
-      asio::steady_timer turn(executor_, asio::steady_timer::time_point::max());
+      boost::asio::steady_timer turn(executor_, boost::asio::steady_timer::time_point::max());
       publish_queue_.push_back(&turn);
       auto it = std::prev(publish_queue_.end());
-      co_await turn.async_wait(asio::as_tuple(asio::use_awaitable));
+      co_await turn.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
       publish_queue_.erase(it);
     }
     if (stopped_) co_return false;
@@ -251,7 +250,7 @@ class replicated_master final : public net::master_role, public std::enable_shar
   // ------------------------------------------------------------ the lease
   // Grants a lease when there is none (then publishes this master's status
   // under it), and renews it every lease_ttl / 3.
-  asio::awaitable<void> keep_lease() {
+  boost::asio::awaitable<void> keep_lease() {
     const duration period = std::chrono::duration_cast<duration>(options_.lease_ttl) / 3;
     while (!stopped_) {
       const time_point sent = clock_type::now();
@@ -288,7 +287,7 @@ class replicated_master final : public net::master_role, public std::enable_shar
   }
 
   // ------------------------------------------------------------ the roles
-  asio::awaitable<void> run() {
+  boost::asio::awaitable<void> run() {
     const std::string key = options_.cluster.leader_key();
     while (!stopped_) {
       if (lease_id_ == 0 || !leadership_.lease_valid(clock_type::now())) {
@@ -358,7 +357,7 @@ class replicated_master final : public net::master_role, public std::enable_shar
 
   // Publishes this master's position and decides from everyone's
   // (election.hpp); false when etcd could not be asked.
-  asio::awaitable<std::pair<bool, election_verdict>> elect() {
+  boost::asio::awaitable<std::pair<bool, election_verdict>> elect() {
     using outcome = std::pair<bool, election_verdict>;
     if (!co_await publish()) co_return outcome{false, election_verdict::wait};
     const std::string prefix = members_prefix();
@@ -392,7 +391,7 @@ class replicated_master final : public net::master_role, public std::enable_shar
   }
 
   // Follows `leader` until its key changes or the link ends.
-  asio::awaitable<void> follow(const etcd::key_value& leader, std::int64_t revision) {
+  boost::asio::awaitable<void> follow(const etcd::key_value& leader, std::int64_t revision) {
     const auto term = static_cast<std::uint64_t>(leader.create_revision);
     if (leadership_.state() != master_state::follower || leadership_.term() != term)
       say(fmt::format("following {} in term {}", leader.value, term));
@@ -411,7 +410,7 @@ class replicated_master final : public net::master_role, public std::enable_shar
     // the leader key changes.
     auto changed = std::make_shared<bool>(false);
     auto link = link_;
-    auto wake = std::make_shared<asio::steady_timer>(executor_);
+    auto wake = std::make_shared<boost::asio::steady_timer>(executor_);
     std::function<void(const etcd::watch_message&)> on_message = [link, changed, wake,
                                                                   term](const etcd::watch_message& m) {
       for (auto& e : m.events)
@@ -422,15 +421,15 @@ class replicated_master final : public net::master_role, public std::enable_shar
         }
       if (m.canceled) link->stop();
     };
-    asio::co_spawn(
+    boost::asio::co_spawn(
         executor_,
-        [self = shared_from_this(), on_message = std::move(on_message), revision]() -> asio::awaitable<void> {
+        [self = shared_from_this(), on_message = std::move(on_message), revision]() -> boost::asio::awaitable<void> {
           // Named, not temporaries inside the co_await: GCC 12 destroys those twice.
           const std::string key = self->options_.cluster.leader_key();
           auto callback = on_message;
           co_await self->watcher_.watch(key, revision + 1, std::move(callback));
         },
-        asio::detached);
+        boost::asio::detached);
     const std::uint64_t snapshots_before = link_->stats().snapshots;
     if (!*changed)  // not changed already: the link takes its socket before its first wait
       co_await link_->follow(where.front(), options_.name, copy_, term, options_.connect_timeout);
@@ -440,14 +439,14 @@ class replicated_master final : public net::master_role, public std::enable_shar
       // which the leader key's change ends at once.
       if (link_->stats().snapshots != snapshots_before) retry_.reset();
       wake->expires_after(retry_.next());
-      co_await wake->async_wait(asio::as_tuple(asio::use_awaitable));
+      co_await wake->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
     }
     watcher_.cancel_watches();
   }
 
   // Leads in `term` until the lease can no longer be trusted or a newer
   // term is seen.
-  asio::awaitable<void> lead(std::uint64_t term) {
+  boost::asio::awaitable<void> lead(std::uint64_t term) {
     leadership_.won(term);
     absent_seen_ = 0;
     const meta::copy_position took = link_->position();
@@ -477,7 +476,7 @@ class replicated_master final : public net::master_role, public std::enable_shar
         break;
       }
       tick_.expires_after(std::chrono::milliseconds(20));
-      co_await tick_.async_wait(asio::as_tuple(asio::use_awaitable));
+      co_await tick_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
     }
     hub->stop();
     server_.drop_connections();
@@ -512,7 +511,7 @@ class replicated_master final : public net::master_role, public std::enable_shar
     link_->set_position({true, term, position});
   }
 
-  asio::any_io_executor executor_;
+  boost::asio::any_io_executor executor_;
   net::master_server& server_;
   replicated_master_options options_;
   etcd::client etcd_;
@@ -521,7 +520,7 @@ class replicated_master final : public net::master_role, public std::enable_shar
   std::shared_ptr<net::follower_link> link_;
   meta::replica_state copy_;
   std::shared_ptr<net::replication_hub> hub_;
-  asio::steady_timer tick_;
+  boost::asio::steady_timer tick_;
   corokv::detail::backoff retry_;
   std::int64_t lease_id_ = 0;
   std::int64_t abandoned_lease_ = 0;  // a lease we led under and could not revoke
@@ -530,7 +529,7 @@ class replicated_master final : public net::master_role, public std::enable_shar
   member_status published_;
   std::int64_t published_lease_ = 0;
   bool publishing_ = false;
-  std::list<asio::steady_timer*> publish_queue_;  // publish() calls waiting for their turn
+  std::list<boost::asio::steady_timer*> publish_queue_;  // publish() calls waiting for their turn
   election_verdict last_verdict_ = election_verdict::campaign;
   meta::copy_position last_position_;
   std::uint64_t promoted_objects_ = 0;

@@ -21,7 +21,7 @@
 #include <string>
 #include <system_error>
 
-namespace corokv::verbs {
+namespace corokv::io::verbs {
 
 struct context_deleter {
   void operator()(ibv_context* c) const noexcept { ibv_close_device(c); }
@@ -227,4 +227,4 @@ inline std::uint32_t random_psn() {
   return static_cast<std::uint32_t>(gen()) & 0xffffff;
 }
 
-}  // namespace corokv::verbs
+}  // namespace corokv::io::verbs

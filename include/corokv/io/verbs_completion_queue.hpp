@@ -25,7 +25,7 @@
 #include <cerrno>
 #include <system_error>
 
-namespace corokv::verbs {
+namespace corokv::io::verbs {
 
 class completion_queue {
  public:
@@ -129,4 +129,4 @@ class completion_queue {
   std::atomic<bool> closed_{false};
 };
 
-}  // namespace corokv::verbs
+}  // namespace corokv::io::verbs

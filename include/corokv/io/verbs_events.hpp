@@ -17,7 +17,7 @@
 #include <cerrno>
 #include <system_error>
 
-namespace corokv::verbs {
+namespace corokv::io::verbs {
 
 class device_events {
  public:
@@ -59,4 +59,4 @@ class device_events {
   std::atomic<bool> closed_{false};
 };
 
-}  // namespace corokv::verbs
+}  // namespace corokv::io::verbs

@@ -29,7 +29,7 @@
 #include <system_error>
 #include <utility>
 
-namespace corokv {
+namespace corokv::memory {
 
 namespace detail {
 
@@ -143,4 +143,4 @@ class buffer_pool {
   std::shared_ptr<detail::pool_core> core_;
 };
 
-}  // namespace corokv
+}  // namespace corokv::memory

@@ -26,7 +26,7 @@
 #include <system_error>
 #include <utility>
 
-namespace corokv {
+namespace corokv::memory {
 
 enum class segment_memory { private_anonymous, shareable };
 
@@ -103,4 +103,4 @@ class local_segment {
   std::error_code error_;
 };
 
-}  // namespace corokv
+}  // namespace corokv::memory

@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-namespace corokv {
+namespace corokv::memory {
 
 class offset_allocator {
  public:
@@ -287,4 +287,4 @@ class offset_allocator {
   std::uint32_t top_ = 0;
 };
 
-}  // namespace corokv
+}  // namespace corokv::memory

@@ -21,7 +21,7 @@
 #include <memory>
 #include <string>
 
-namespace corokv {
+namespace corokv::memory {
 
 class peer_mapping {
  public:
@@ -65,4 +65,4 @@ class peer_mapping {
   std::uint64_t size_;
 };
 
-}  // namespace corokv
+}  // namespace corokv::memory

@@ -25,7 +25,7 @@
 #include <system_error>
 #include <vector>
 
-namespace corokv {
+namespace corokv::memory {
 
 // What one lane keeps for one registered region; its destructor undoes the
 // registration.
@@ -141,4 +141,4 @@ class region_registry {
   std::vector<region_ptr> regions_;  // by address
 };
 
-}  // namespace corokv
+}  // namespace corokv::memory

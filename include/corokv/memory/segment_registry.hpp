@@ -19,7 +19,7 @@
 #include <span>
 #include <unordered_map>
 
-namespace corokv {
+namespace corokv::memory {
 
 class segment_registry {
   struct region {
@@ -108,4 +108,4 @@ class segment_registry {
   std::unordered_map<segment_id, region> segments_;
 };
 
-}  // namespace corokv
+}  // namespace corokv::memory

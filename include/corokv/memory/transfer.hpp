@@ -13,7 +13,7 @@
 
 #include <boost/asio/buffer.hpp>
 
-namespace corokv {
+namespace corokv::memory {
 
 struct read_request {
   replica_descriptor replica;
@@ -27,4 +27,4 @@ struct write_request {
   const lane_registration* registration = nullptr;
 };
 
-}  // namespace corokv
+}  // namespace corokv::memory

@@ -57,8 +57,6 @@
 
 namespace corokv::net {
 
-namespace beast = boost::beast;
-namespace http = boost::beast::http;
 
 class admin_server {
  public:
@@ -100,9 +98,9 @@ class admin_server {
   }
 
  private:
-  using response = http::response<http::string_body>;
-  using request = http::request<http::empty_body>;
-  using connection_list = std::list<std::shared_ptr<beast::tcp_stream>>;
+  using response = boost::beast::http::response<boost::beast::http::string_body>;
+  using request = boost::beast::http::request<boost::beast::http::empty_body>;
+  using connection_list = std::list<std::shared_ptr<boost::beast::tcp_stream>>;
 
   asio::awaitable<void> accept_loop() {
     while (!stopped_) {
@@ -117,38 +115,38 @@ class admin_server {
         continue;
       }
       accept_retry_.reset();
-      auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
+      auto stream = std::make_shared<boost::beast::tcp_stream>(std::move(socket));
       connections_.push_back(stream);
       asio::co_spawn(executor_, serve(stream, std::prev(connections_.end())), asio::detached);
     }
   }
 
-  asio::awaitable<void> serve(std::shared_ptr<beast::tcp_stream> stream, connection_list::iterator self) {
+  asio::awaitable<void> serve(std::shared_ptr<boost::beast::tcp_stream> stream, connection_list::iterator self) {
     // Bounded so that a client cannot make the buffer grow; above header_limit
     // so that an oversized header is reported as such rather than as overflow.
-    beast::flat_buffer buffer(2 * header_limit);
+    boost::beast::flat_buffer buffer(2 * header_limit);
     bool linger = false;
     while (!stopped_) {
       // A parser reads one message only: a fresh one per request. The empty
       // body makes it stop after the header; no route takes a body.
-      http::request_parser<http::empty_body> parser;
+      boost::beast::http::request_parser<boost::beast::http::empty_body> parser;
       parser.header_limit(header_limit);
       stream->expires_after(idle_timeout);
       auto [read_ec, n] =
-          co_await http::async_read_header(*stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+          co_await boost::beast::http::async_read_header(*stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
       if (stopped_) break;
       response res;
       if (read_ec) {
         const auto refusal = refusal_for(read_ec);
         if (!refusal) break;  // the client went away or timed out: nobody to answer
-        res = text(*refusal, 11, false, refusal == http::status::payload_too_large ? "header too large\n"
+        res = text(*refusal, 11, false, refusal == boost::beast::http::status::payload_too_large ? "header too large\n"
                                                                                    : "bad request\n");
       } else if (!parser.is_done()) {
         // A body follows the header. It is not read, so the connection can
         // carry no further request: answer and close.
         const request& req = parser.get();
-        if (req.method() == http::verb::get || req.method() == http::verb::head)
-          res = text(http::status::bad_request, req.version(), false, "a GET or HEAD request takes no body\n");
+        if (req.method() == boost::beast::http::verb::get || req.method() == boost::beast::http::verb::head)
+          res = text(boost::beast::http::status::bad_request, req.version(), false, "a GET or HEAD request takes no body\n");
         else
           res = route(req);  // 404 or 405 already: no route accepts another method
         res.keep_alive(false);
@@ -157,7 +155,7 @@ class admin_server {
       }
       // The same deadline for writing: a client that stops reading is dropped.
       stream->expires_after(idle_timeout);
-      auto [write_ec, w] = co_await http::async_write(*stream, res, asio::as_tuple(asio::use_awaitable));
+      auto [write_ec, w] = co_await boost::beast::http::async_write(*stream, res, asio::as_tuple(asio::use_awaitable));
       if (write_ec || stopped_) break;
       if (!res.keep_alive()) {
         linger = true;
@@ -174,7 +172,7 @@ class admin_server {
   // read it (typically after refusing an oversized header or a body). So:
   // half-close, then read and drop input until the client closes too or
   // linger_timeout passes.
-  asio::awaitable<void> linger_close(beast::tcp_stream& stream) {
+  asio::awaitable<void> linger_close(boost::beast::tcp_stream& stream) {
     boost::system::error_code ec;
     stream.socket().shutdown(tcp::socket::shutdown_send, ec);
     if (ec) co_return;
@@ -188,10 +186,10 @@ class admin_server {
 
   // What to answer a request the parser refused; nothing when the error says
   // the client is gone (end of stream, reset, timeout).
-  static std::optional<http::status> refusal_for(const boost::system::error_code& ec) {
-    if (ec == http::error::header_limit || ec == http::error::buffer_overflow) return http::status::payload_too_large;
-    if (ec == http::error::end_of_stream || ec == http::error::partial_message) return std::nullopt;
-    if (ec.category() == http::make_error_code(http::error::bad_method).category()) return http::status::bad_request;
+  static std::optional<boost::beast::http::status> refusal_for(const boost::system::error_code& ec) {
+    if (ec == boost::beast::http::error::header_limit || ec == boost::beast::http::error::buffer_overflow) return boost::beast::http::status::payload_too_large;
+    if (ec == boost::beast::http::error::end_of_stream || ec == boost::beast::http::error::partial_message) return std::nullopt;
+    if (ec.category() == boost::beast::http::make_error_code(boost::beast::http::error::bad_method).category()) return boost::beast::http::status::bad_request;
     return std::nullopt;
   }
 
@@ -209,28 +207,28 @@ class admin_server {
     else if (path == "/segments")
       p = page::segments;
     else
-      return text(http::status::not_found, version, keep_alive, "not found\n");
+      return text(boost::beast::http::status::not_found, version, keep_alive, "not found\n");
 
-    const bool head = req.method() == http::verb::head;
-    if (!head && req.method() != http::verb::get) {
-      response res = text(http::status::method_not_allowed, version, keep_alive, "method not allowed\n");
-      res.set(http::field::allow, "GET, HEAD");
+    const bool head = req.method() == boost::beast::http::verb::head;
+    if (!head && req.method() != boost::beast::http::verb::get) {
+      response res = text(boost::beast::http::status::method_not_allowed, version, keep_alive, "method not allowed\n");
+      res.set(boost::beast::http::field::allow, "GET, HEAD");
       return res;
     }
     response res;
     try {
       switch (p) {
-        case page::health: res = text(http::status::ok, version, keep_alive, "ok\n"); break;
+        case page::health: res = text(boost::beast::http::status::ok, version, keep_alive, "ok\n"); break;
         case page::metrics:
-          res = make(http::status::ok, version, keep_alive, "text/plain; version=0.0.4", metrics_text());
+          res = make(boost::beast::http::status::ok, version, keep_alive, "text/plain; version=0.0.4", metrics_text());
           break;
         case page::segments:
-          res = make(http::status::ok, version, keep_alive, "application/json", segments_json());
+          res = make(boost::beast::http::status::ok, version, keep_alive, "application/json", segments_json());
           break;
       }
     } catch (const std::exception&) {
       // Out of memory while rendering: fail this request, keep the server.
-      return text(http::status::internal_server_error, version, false, "internal error\n");
+      return text(boost::beast::http::status::internal_server_error, version, false, "internal error\n");
     }
     // HEAD: the headers GET would send, Content-Length included, no body.
     if (head) res.body().clear();
@@ -306,19 +304,19 @@ class admin_server {
     return list.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
 
-  static response make(http::status status, unsigned version, bool keep_alive, std::string_view content_type,
+  static response make(boost::beast::http::status status, unsigned version, bool keep_alive, std::string_view content_type,
                        std::string body) {
     response res{status, version};
-    res.set(http::field::content_type, content_type);
+    res.set(boost::beast::http::field::content_type, content_type);
     // Admin data is a snapshot: a cache in between must not replay it.
-    res.set(http::field::cache_control, "no-store");
+    res.set(boost::beast::http::field::cache_control, "no-store");
     res.keep_alive(keep_alive);
     res.body() = std::move(body);
     res.prepare_payload();
     return res;
   }
 
-  static response text(http::status status, unsigned version, bool keep_alive, std::string_view body) {
+  static response text(boost::beast::http::status status, unsigned version, bool keep_alive, std::string_view body) {
     return make(status, version, keep_alive, "text/plain", std::string(body));
   }
 

@@ -68,7 +68,7 @@ class data_client {
   // transfer_failed (the exchange failed) or cancelled. A request names at most
   // limits.max_batch ranges, the most a server accepts in one frame; more
   // take several exchanges, one after another.
-  asio::awaitable<void> read(data_peer peer, std::span<const read_request> requests, std::span<errc> status) {
+  asio::awaitable<void> read(data_peer peer, std::span<const memory::read_request> requests, std::span<errc> status) {
     std::fill(status.begin(), status.end(), errc::transfer_failed);
     const asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
     for (std::size_t at = 0; at < requests.size(); at += per_frame()) {
@@ -86,7 +86,7 @@ class data_client {
   }
 
   // Writes every request's source bytes into its range on `peer`.
-  asio::awaitable<void> write(data_peer peer, std::span<const write_request> requests, std::span<errc> status) {
+  asio::awaitable<void> write(data_peer peer, std::span<const memory::write_request> requests, std::span<errc> status) {
     for (auto& r : requests)
       if (r.source.size() != r.replica.length) {
         std::fill(status.begin(), status.end(), errc::size_mismatch);
@@ -201,7 +201,7 @@ class data_client {
     return append_frame(type, false, id, request, frame, options_.limits) == errc::success;
   }
 
-  asio::awaitable<outcome> read_over(tcp::socket& socket, std::span<const read_request> requests, std::span<errc> status) {
+  asio::awaitable<outcome> read_over(tcp::socket& socket, std::span<const memory::read_request> requests, std::span<errc> status) {
     std::vector<std::byte> frame;
     const std::uint64_t id = ++next_id_;
     if (!request_frame<wire::data_read_request>(wire::message_type::data_read, id, requests, frame))
@@ -236,7 +236,7 @@ class data_client {
     co_return outcome::done;
   }
 
-  asio::awaitable<outcome> write_over(tcp::socket& socket, std::span<const write_request> requests,
+  asio::awaitable<outcome> write_over(tcp::socket& socket, std::span<const memory::write_request> requests,
                                       std::span<errc> status) {
     std::vector<std::byte> frame;
     const std::uint64_t id = ++next_id_;

@@ -29,7 +29,7 @@
 //
 // A malformed frame closes that connection; the server goes on serving the
 // others. A segment removed while a transfer from or into it is running
-// stays mapped until the transfer ends (segment_registry::pin).
+// stays mapped until the transfer ends (memory::segment_registry::pin).
 //
 // The range check is all the server knows: it keeps no metadata, so it
 // cannot tell a stale range from a current one. The client's lease and
@@ -128,7 +128,7 @@ class data_connection {
   std::vector<std::pair<wire::message_type, std::shared_ptr<void>>> held_;
   // Scratch of the server's own handlers, kept across requests.
   std::vector<std::byte> out_;
-  std::vector<segment_registry::pinned> pins_;
+  std::vector<memory::segment_registry::pinned> pins_;
   std::vector<asio::const_buffer> gather_;
 };
 
@@ -166,7 +166,7 @@ frame_handler refusing_handler(errc status) {
 // Held by shared_ptr: its coroutines keep it alive until they end.
 class data_server : public std::enable_shared_from_this<data_server> {
  public:
-  data_server(asio::any_io_executor ex, std::shared_ptr<segment_registry> segments, const tcp::endpoint& listen,
+  data_server(asio::any_io_executor ex, std::shared_ptr<memory::segment_registry> segments, const tcp::endpoint& listen,
               wire::limits limits = {})
       : executor_(ex), segments_(std::move(segments)), limits_(limits), acceptor_(ex, listen) {
     // `this` is safe: a connection's coroutine holds the server.
@@ -319,7 +319,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
   }
 
   // Pins each item's range; refused items get segment_not_found.
-  void pin_all(const std::vector<wire::data_item>& items, std::vector<segment_registry::pinned>& pins,
+  void pin_all(const std::vector<wire::data_item>& items, std::vector<memory::segment_registry::pinned>& pins,
                std::vector<errc>& results) {
     pins.clear();
     results.assign(items.size(), errc::success);
@@ -336,7 +336,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
 
   // Returns false if the connection must close.
   asio::awaitable<bool> send_ranges(tcp::socket& socket, std::uint64_t id, const wire::data_read_request& request,
-                                    std::vector<segment_registry::pinned>& pins, std::vector<std::byte>& out,
+                                    std::vector<memory::segment_registry::pinned>& pins, std::vector<std::byte>& out,
                                     std::vector<asio::const_buffer>& gather) {
     wire::data_read_response response;
     pin_all(request.items, pins, response.results);
@@ -425,7 +425,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
   }
 
   asio::awaitable<bool> receive_ranges(tcp::socket& socket, std::uint64_t id, const wire::data_write_request& request,
-                                       std::vector<segment_registry::pinned>& pins, std::vector<std::byte>& out) {
+                                       std::vector<memory::segment_registry::pinned>& pins, std::vector<std::byte>& out) {
     wire::statuses_response response;
     pin_all(request.items, pins, response.results);
     // Runs of accepted items are read in one scatter read straight into
@@ -464,7 +464,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
   }
 
   asio::any_io_executor executor_;
-  std::shared_ptr<segment_registry> segments_;
+  std::shared_ptr<memory::segment_registry> segments_;
   wire::limits limits_;
   tcp::acceptor acceptor_;
   mutable std::mutex mu_;

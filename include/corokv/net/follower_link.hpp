@@ -34,8 +34,6 @@
 
 namespace corokv::net {
 
-namespace asio = boost::asio;
-
 struct follower_link_stats {
   std::uint64_t snapshots = 0;  // snapshots loaded
   std::uint64_t records = 0;    // records applied, snapshots included
@@ -48,11 +46,11 @@ class follower_link {
  public:
   // Called with the copy's new position once a snapshot is loaded, before
   // it is acknowledged; false ends the link unacknowledged.
-  using snapshot_hook = std::function<asio::awaitable<bool>(meta::copy_position)>;
+  using snapshot_hook = std::function<boost::asio::awaitable<bool>(meta::copy_position)>;
   // Asked before each acknowledgement; false ends the link unacknowledged.
   using ack_gate = std::function<bool()>;
 
-  explicit follower_link(asio::any_io_executor ex, wire::limits limits = {}) : executor_(ex), limits_(limits) {}
+  explicit follower_link(boost::asio::any_io_executor ex, wire::limits limits = {}) : executor_(ex), limits_(limits) {}
 
   void on_snapshot(snapshot_hook hook) { on_snapshot_ = std::move(hook); }
   void may_ack(ack_gate gate) { may_ack_ = std::move(gate); }
@@ -60,13 +58,13 @@ class follower_link {
   // Follows the leader at `leader` until the link ends; why it ended.
   // `copy` is only touched from this coroutine: read it once follow() has
   // returned, or under copy_mutex().
-  asio::awaitable<errc> follow(tcp::endpoint leader, std::string name, meta::replica_state& copy,
+  boost::asio::awaitable<errc> follow(tcp::endpoint leader, std::string name, meta::replica_state& copy,
                                std::uint64_t min_term, duration connect_timeout) {
     auto socket = std::make_shared<tcp::socket>(executor_);
     socket_ = socket;
     {
       socket_deadline deadline(executor_, socket, connect_timeout);
-      auto [ec] = co_await socket->async_connect(leader, asio::as_tuple(asio::use_awaitable));
+      auto [ec] = co_await socket->async_connect(leader, boost::asio::as_tuple(boost::asio::use_awaitable));
       deadline.disarm();
       if (ec || deadline.fired()) co_return errc::rpc_failed;
     }
@@ -76,7 +74,7 @@ class follower_link {
     std::vector<std::byte> out;
     if (append_frame(wire::message_type::follow, false, 1, wire::follow_request{name}, out, limits_) != errc::success)
       co_return errc::invalid_argument;
-    if (auto [ec, n] = co_await asio::async_write(*socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable)); ec)
+    if (auto [ec, n] = co_await boost::asio::async_write(*socket, boost::asio::buffer(out), boost::asio::as_tuple(boost::asio::use_awaitable)); ec)
       co_return errc::rpc_failed;
 
     wire::frame_header h;
@@ -144,7 +142,7 @@ class follower_link {
       if (may_ack_ && !may_ack_()) co_return errc::rpc_failed;
       out.clear();
       append_frame(wire::message_type::replica_ack, false, 0, wire::replica_ack_request{ack}, out, limits_);
-      if (auto [ec, n] = co_await asio::async_write(*socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+      if (auto [ec, n] = co_await boost::asio::async_write(*socket, boost::asio::buffer(out), boost::asio::as_tuple(boost::asio::use_awaitable));
           ec)
         co_return errc::rpc_failed;
     }
@@ -185,7 +183,7 @@ class follower_link {
     f(stats_);
   }
 
-  asio::any_io_executor executor_;
+  boost::asio::any_io_executor executor_;
   wire::limits limits_;
   std::weak_ptr<tcp::socket> socket_;
   snapshot_hook on_snapshot_;

@@ -47,8 +47,6 @@
 
 namespace corokv::net {
 
-namespace asio = boost::asio;
-
 struct master_options {
   wire::limits limits;
   duration maintenance_interval = std::chrono::milliseconds(100);
@@ -56,7 +54,7 @@ struct master_options {
 
 class master_server {
  public:
-  master_server(asio::any_io_executor ex, std::shared_ptr<meta::service> service, const tcp::endpoint& listen,
+  master_server(boost::asio::any_io_executor ex, std::shared_ptr<meta::service> service, const tcp::endpoint& listen,
                 master_options options = {})
       : executor_(ex),
         service_(std::move(service)),
@@ -91,8 +89,8 @@ class master_server {
 
   // Starts accepting and the maintenance timer. Call on the executor.
   void start() {
-    asio::co_spawn(executor_, accept_loop(), asio::detached);
-    asio::co_spawn(executor_, maintenance_loop(), asio::detached);
+    boost::asio::co_spawn(executor_, accept_loop(), boost::asio::detached);
+    boost::asio::co_spawn(executor_, maintenance_loop(), boost::asio::detached);
   }
 
   // Stops accepting, closes every connection and the timer; the coroutines
@@ -108,16 +106,16 @@ class master_server {
   }
 
  private:
-  asio::awaitable<void> accept_loop() {
+  boost::asio::awaitable<void> accept_loop() {
     while (!stopped_) {
-      auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+      auto [ec, socket] = co_await acceptor_.async_accept(boost::asio::as_tuple(boost::asio::use_awaitable));
       if (ec) {
-        if (stopped_ || ec == asio::error::operation_aborted) break;
+        if (stopped_ || ec == boost::asio::error::operation_aborted) break;
         // A failed accept (e.g. out of descriptors) affects only that client;
         // the next one waits, so that a lasting failure does not spin.
         ++stats_.accept_errors;
         accept_pause_.expires_after(accept_retry_.next());
-        co_await accept_pause_.async_wait(asio::as_tuple(asio::use_awaitable));
+        co_await accept_pause_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
         continue;
       }
       accept_retry_.reset();
@@ -125,20 +123,20 @@ class master_server {
       ++stats_.connections_accepted;
       auto shared = std::make_shared<tcp::socket>(std::move(socket));
       connections_.push_back(shared);
-      asio::co_spawn(executor_, serve(shared, std::prev(connections_.end())), asio::detached);
+      boost::asio::co_spawn(executor_, serve(shared, std::prev(connections_.end())), boost::asio::detached);
     }
   }
 
-  asio::awaitable<void> maintenance_loop() {
+  boost::asio::awaitable<void> maintenance_loop() {
     while (!stopped_) {
       timer_.expires_after(options_.maintenance_interval);
-      auto [ec] = co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+      auto [ec] = co_await timer_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
       if (ec || stopped_) break;
       service_->maintain();
     }
   }
 
-  asio::awaitable<void> serve(std::shared_ptr<tcp::socket> socket, std::list<std::shared_ptr<tcp::socket>>::iterator self) {
+  boost::asio::awaitable<void> serve(std::shared_ptr<tcp::socket> socket, std::list<std::shared_ptr<tcp::socket>>::iterator self) {
     ++stats_.connections_open;
     std::vector<std::byte> payload, out;
     for (;;) {
@@ -167,7 +165,7 @@ class master_server {
         }
         wire::stamp_term(out, role->term());
       }
-      auto [write_ec, w] = co_await asio::async_write(*socket, asio::buffer(out), transfer_all_at_once{}, asio::as_tuple(asio::use_awaitable));
+      auto [write_ec, w] = co_await boost::asio::async_write(*socket, boost::asio::buffer(out), transfer_all_at_once{}, boost::asio::as_tuple(boost::asio::use_awaitable));
       if (write_ec) break;
     }
     boost::system::error_code ignored;
@@ -176,12 +174,12 @@ class master_server {
     --stats_.connections_open;
   }
 
-  asio::any_io_executor executor_;
+  boost::asio::any_io_executor executor_;
   std::shared_ptr<meta::service> service_;
   master_options options_;
   tcp::acceptor acceptor_;
-  asio::steady_timer timer_;
-  asio::steady_timer accept_pause_;
+  boost::asio::steady_timer timer_;
+  boost::asio::steady_timer accept_pause_;
   corokv::detail::backoff accept_retry_{{std::chrono::milliseconds(5), std::chrono::milliseconds(500), 0.5}};
   std::list<std::shared_ptr<tcp::socket>> connections_;
   master_stats stats_;

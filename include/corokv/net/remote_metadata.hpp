@@ -1,6 +1,6 @@
 #pragma once
 // The metadata endpoint of a store whose metadata service runs in a
-// corokv-master process: the same member functions as embedded_metadata,
+// corokv-master process: the same member functions as client::embedded_metadata,
 // each one a request over one TCP connection.
 //
 // - Pipelining: any number of calls may be in flight on the connection;
@@ -549,7 +549,7 @@ inline void session_registry::shutdown() {
 
 }  // namespace detail
 
-class remote_metadata : public metadata_calls<remote_metadata> {
+class remote_metadata : public client::metadata_calls<remote_metadata> {
  public:
   remote_metadata(asio::any_io_executor ex, remote_metadata_options options)
       : session_(std::make_shared<detail::metadata_session>(std::move(ex), std::move(options))) {
@@ -663,7 +663,7 @@ class remote_metadata : public metadata_calls<remote_metadata> {
   std::shared_ptr<detail::metadata_session> session_;
 };
 
-static_assert(metadata_endpoint<remote_metadata>);
-static_assert(tiering_endpoint<remote_metadata>);
+static_assert(client::metadata_endpoint<remote_metadata>);
+static_assert(client::tiering_endpoint<remote_metadata>);
 
 }  // namespace corokv::net

@@ -46,8 +46,6 @@
 
 namespace corokv::net {
 
-namespace asio = boost::asio;
-
 struct replication_hub_options {
   replication_log_options log;
   duration ack_timeout = std::chrono::seconds(1);  // the longest a reply waits for followers
@@ -71,7 +69,7 @@ class replication_hub final : public meta::journal,
                               public master_role,
                               public std::enable_shared_from_this<replication_hub> {
  public:
-  replication_hub(asio::any_io_executor ex, std::shared_ptr<meta::service> service,
+  replication_hub(boost::asio::any_io_executor ex, std::shared_ptr<meta::service> service,
                   replication_hub_options options = {})
       : executor_(ex), service_(std::move(service)), options_(options), log_(options.log) {}
 
@@ -112,7 +110,7 @@ class replication_hub final : public meta::journal,
     log_.append(scratch_);
     if (!log_.followers() || wake_posted_) return;
     wake_posted_ = true;
-    asio::post(executor_, [self = weak_from_this()] {
+    boost::asio::post(executor_, [self = weak_from_this()] {
       if (auto hub = self.lock()) hub->wake_writers();
     });
   }
@@ -128,15 +126,15 @@ class replication_hub final : public meta::journal,
     return log_.last();
   }
 
-  asio::awaitable<bool> replicated(std::uint64_t position) override {
+  boost::asio::awaitable<bool> replicated(std::uint64_t position) override {
     {
       std::lock_guard lock(mu_);
       if (log_.is_durable(position)) co_return true;
       ++stats_.waits;
     }
-    auto timer = std::make_shared<asio::steady_timer>(executor_, options_.ack_timeout);
+    auto timer = std::make_shared<boost::asio::steady_timer>(executor_, options_.ack_timeout);
     auto it = waiters_.emplace(position, timer);
-    co_await timer->async_wait(asio::as_tuple(asio::use_awaitable));
+    co_await timer->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
     waiters_.erase(it);
     std::vector<replication_log::follower_id> slow;
     {
@@ -151,7 +149,7 @@ class replication_hub final : public meta::journal,
     co_return false;
   }
 
-  asio::awaitable<void> serve_follower(std::shared_ptr<tcp::socket> socket, std::uint64_t request_id,
+  boost::asio::awaitable<void> serve_follower(std::shared_ptr<tcp::socket> socket, std::uint64_t request_id,
                                        std::string_view) override {
     // The snapshot, encoded under the service's locks; the follower joins
     // the log at the snapshot's cut.
@@ -204,13 +202,13 @@ class replication_hub final : public meta::journal,
       std::lock_guard lock(mu_);
       ++stats_.snapshots_sent;
     }
-    asio::co_spawn(executor_, [self = shared_from_this(), link, id] { return self->read_acks(link, id); },
-                   asio::detached);
+    boost::asio::co_spawn(executor_, [self = shared_from_this(), link, id] { return self->read_acks(link, id); },
+                   boost::asio::detached);
 
     bool ok = true;
     for (auto& f : frames) {
-      auto [ec, n] = co_await asio::async_write(*socket, asio::buffer(f), transfer_all_at_once{},
-                                                asio::as_tuple(asio::use_awaitable));
+      auto [ec, n] = co_await boost::asio::async_write(*socket, boost::asio::buffer(f), transfer_all_at_once{},
+                                                boost::asio::as_tuple(boost::asio::use_awaitable));
       if (ec) {
         ok = false;
         break;
@@ -234,12 +232,12 @@ class replication_hub final : public meta::journal,
         }
       }
       if (frame.empty()) {
-        link->wake.expires_at(asio::steady_timer::time_point::max());
-        co_await link->wake.async_wait(asio::as_tuple(asio::use_awaitable));
+        link->wake.expires_at(boost::asio::steady_timer::time_point::max());
+        co_await link->wake.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
         continue;
       }
-      auto [ec, n] = co_await asio::async_write(*socket, asio::buffer(frame), transfer_all_at_once{},
-                                                asio::as_tuple(asio::use_awaitable));
+      auto [ec, n] = co_await boost::asio::async_write(*socket, boost::asio::buffer(frame), transfer_all_at_once{},
+                                                boost::asio::as_tuple(boost::asio::use_awaitable));
       frame.clear();
       if (ec) break;
       std::lock_guard lock(mu_);
@@ -250,9 +248,9 @@ class replication_hub final : public meta::journal,
 
  private:
   struct follower {
-    follower(std::shared_ptr<tcp::socket> s, asio::any_io_executor ex) : socket(std::move(s)), wake(ex) {}
+    follower(std::shared_ptr<tcp::socket> s, boost::asio::any_io_executor ex) : socket(std::move(s)), wake(ex) {}
     std::shared_ptr<tcp::socket> socket;
-    asio::steady_timer wake;
+    boost::asio::steady_timer wake;
   };
 
   void stamp_term(std::vector<std::byte>& frame) const { wire::stamp_term(frame, term_.load()); }
@@ -274,7 +272,7 @@ class replication_hub final : public meta::journal,
     stamp_term(out);
   }
 
-  asio::awaitable<void> read_acks(std::shared_ptr<follower> link, replication_log::follower_id id) {
+  boost::asio::awaitable<void> read_acks(std::shared_ptr<follower> link, replication_log::follower_id id) {
     wire::frame_header h;
     std::vector<std::byte> payload;
     for (;;) {
@@ -338,7 +336,7 @@ class replication_hub final : public meta::journal,
     for (auto& [pos, timer] : waiters_) timer->cancel();
   }
 
-  asio::any_io_executor executor_;
+  boost::asio::any_io_executor executor_;
   std::shared_ptr<meta::service> service_;
   replication_hub_options options_;
   std::atomic<std::uint64_t> term_{0};
@@ -354,7 +352,7 @@ class replication_hub final : public meta::journal,
 
   // Executor state.
   std::map<replication_log::follower_id, std::shared_ptr<follower>> followers_;
-  std::multimap<std::uint64_t, std::shared_ptr<asio::steady_timer>> waiters_;
+  std::multimap<std::uint64_t, std::shared_ptr<boost::asio::steady_timer>> waiters_;
 };
 
 }  // namespace corokv::net

@@ -39,13 +39,13 @@
 #include <utility>
 #include <vector>
 
-namespace corokv {
+namespace corokv::transport {
 
 template <class T>
 concept data_transport =
     std::move_constructible<T> &&
     requires(T& t, const T& ct, segment_id id, std::uint64_t size, bool populate, boost::asio::mutable_buffer region,
-             std::span<const read_request> reads, std::span<const write_request> writes, std::span<errc> status) {
+             std::span<const memory::read_request> reads, std::span<const memory::write_request> writes, std::span<errc> status) {
       { t.add_segment(id, size, populate) } -> std::same_as<std::pair<std::error_code, segment_endpoints>>;
       { t.remove_segment(id) } -> std::same_as<void>;
       { t.register_buffer(region) } -> std::same_as<std::error_code>;
@@ -53,7 +53,7 @@ concept data_transport =
       { ct.registered_buffers() } -> std::same_as<std::size_t>;
       { t.read(reads, status) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
       { t.write(writes, status) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
-      { ct.counters_by_lane() } -> std::same_as<std::vector<lane_counters>>;
+      { ct.counters_by_lane() } -> std::same_as<std::vector<client::lane_counters>>;
     };
 
 // A transport that can sometimes finish a batch before returning (all of
@@ -62,10 +62,10 @@ concept data_transport =
 // and return nullopt, and the store awaits read/write instead.
 template <class T>
 concept synchronous_transport =
-    data_transport<T> && requires(T& t, std::span<const read_request> reads, std::span<const write_request> writes,
+    data_transport<T> && requires(T& t, std::span<const memory::read_request> reads, std::span<const memory::write_request> writes,
                                   std::span<errc> status) {
       { t.try_read_now(reads, status) } -> std::same_as<std::optional<std::error_code>>;
       { t.try_write_now(writes, status) } -> std::same_as<std::optional<std::error_code>>;
     };
 
-}  // namespace corokv
+}  // namespace corokv::transport

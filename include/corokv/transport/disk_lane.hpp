@@ -51,7 +51,7 @@
 #include <utility>
 #include <vector>
 
-namespace corokv {
+namespace corokv::transport {
 
 struct disk_lane_options {
   io::uring_options ring;
@@ -132,7 +132,7 @@ class disk_lane {
   // Memory the store registers: fixed buffers of the ring, now or when the
   // ring is set up (the first attach). Never refused: memory without a slot
   // is read with plain requests.
-  std::error_code register_region(registered_region& region, std::unique_ptr<lane_registration>& out) {
+  std::error_code register_region(memory::registered_region& region, std::unique_ptr<memory::lane_registration>& out) {
     auto made = std::make_unique<fixed_region>(state_);
     for (std::size_t at = 0; at < region.size(); at += max_fixed_buffer) {
       auto piece = std::make_unique<fixed_piece>();
@@ -167,11 +167,11 @@ class disk_lane {
   // source not of the replica's length), invalid_argument (a write not on
   // a block boundary with O_DIRECT), transfer_failed (the kernel's error or
   // a short transfer), cancelled.
-  boost::asio::awaitable<std::error_code> read(std::span<const read_request> requests, std::span<errc> status) {
-    co_return co_await transfer<read_request>(state_, requests, status);
+  boost::asio::awaitable<std::error_code> read(std::span<const memory::read_request> requests, std::span<errc> status) {
+    co_return co_await transfer<memory::read_request>(state_, requests, status);
   }
-  boost::asio::awaitable<std::error_code> write(std::span<const write_request> requests, std::span<errc> status) {
-    co_return co_await transfer<write_request>(state_, requests, status);
+  boost::asio::awaitable<std::error_code> write(std::span<const memory::write_request> requests, std::span<errc> status) {
+    co_return co_await transfer<memory::write_request>(state_, requests, status);
   }
 
  private:
@@ -190,7 +190,7 @@ class disk_lane {
   struct state;
   // What the lane keeps for a registered region: its pieces' slots, emptied
   // when the store unregisters it and no transfer uses it any more.
-  struct fixed_region : lane_registration {
+  struct fixed_region : memory::lane_registration {
     explicit fixed_region(std::weak_ptr<state> s) : owner(std::move(s)) {}
     ~fixed_region() override {
       if (auto s = owner.lock()) forget(*s, *this);
@@ -302,7 +302,7 @@ class disk_lane {
   static boost::asio::awaitable<std::error_code> transfer(std::shared_ptr<state> s,
                                                           std::span<const Request> requests,
                                                           std::span<errc> status) {
-    constexpr bool reading = std::is_same_v<Request, read_request>;
+    constexpr bool reading = std::is_same_v<Request, memory::read_request>;
     // Group by file, checking each request against its segment.
     std::vector<file_group> groups;
     std::shared_ptr<io::uring_queue> queue;
@@ -457,12 +457,12 @@ class disk_lane {
       std::fill(results.begin(), results.end(), errc::segment_not_found);
       co_return;
     }
-    std::vector<read_request> requests;
+    std::vector<memory::read_request> requests;
     for (std::size_t i = 0; i < items.size(); ++i)
       requests.push_back({{items[i].segment, 0, items[i].offset, items[i].length}, into[i]});
     // Per item statuses are exact whatever the whole call's outcome (a
     // cancellation leaves finished reads success, the rest cancelled).
-    (void)co_await transfer<read_request>(s, requests, results);
+    (void)co_await transfer<memory::read_request>(s, requests, results);
   }
 
   std::shared_ptr<state> state_;
@@ -472,4 +472,4 @@ static_assert(lane<disk_lane>);
 static_assert(registering_lane<disk_lane>);
 static_assert(serving_lane<disk_lane>);
 
-}  // namespace corokv
+}  // namespace corokv::transport

@@ -21,7 +21,7 @@
 // - The requests of one call may name many segments and nodes; a lane
 //   groups them as its medium likes (one exchange per node, one chain of
 //   work requests per queue pair).
-// - A request's `registration` is the lane's own lane_registration for the
+// - A request's `registration` is the lane's own memory::lane_registration for the
 //   registered region its buffer lies in, or null (see registering_lane).
 //
 // Beyond moving bytes, a lane may have capabilities, each a concept below
@@ -47,11 +47,12 @@
 #include <string_view>
 #include <system_error>
 
-namespace corokv {
-
-namespace net {
+// Declared, not included: lanes that do not serve need not compile the server.
+namespace corokv::net {
 class data_server;
-}  // namespace net
+}  // namespace corokv::net
+
+namespace corokv::transport {
 
 // How well a lane reaches a segment: lower is better.
 using lane_rank = std::uint8_t;
@@ -76,15 +77,15 @@ struct segment_route {
 // One of this node's own segments, as it is published to the lanes.
 struct published_segment {
   segment_id id = 0;
-  std::shared_ptr<local_segment> memory;
+  std::shared_ptr<memory::local_segment> memory;
 };
 
 // The lane contract: a name, a rank per segment, and batched reads and
 // writes of replica ranges.
 template <class L>
 concept lane = std::move_constructible<L> &&
-               requires(L& l, const L& cl, const segment_route& where, std::span<const read_request> reads,
-                        std::span<const write_request> writes, std::span<errc> status) {
+               requires(L& l, const L& cl, const segment_route& where, std::span<const memory::read_request> reads,
+                        std::span<const memory::write_request> writes, std::span<errc> status) {
                  { cl.name() } -> std::convertible_to<std::string_view>;
                  { l.rank(where) } -> std::same_as<lane_rank>;
                  { l.read(reads, status) } -> std::same_as<boost::asio::awaitable<std::error_code>>;
@@ -96,8 +97,8 @@ concept lane = std::move_constructible<L> &&
 // batch that only such lanes carry without suspending: no coroutine frame,
 // no trip through the executor.
 template <class L>
-concept synchronous_lane = lane<L> && requires(L& l, std::span<const read_request> reads,
-                                               std::span<const write_request> writes, std::span<errc> status) {
+concept synchronous_lane = lane<L> && requires(L& l, std::span<const memory::read_request> reads,
+                                               std::span<const memory::write_request> writes, std::span<errc> status) {
   { l.read_now(reads, status) } -> std::same_as<std::error_code>;
   { l.write_now(writes, status) } -> std::same_as<std::error_code>;
 };
@@ -109,7 +110,7 @@ concept synchronous_lane = lane<L> && requires(L& l, std::span<const read_reques
 // destroyed when the region is unregistered and no operation uses it.
 template <class L>
 concept registering_lane =
-    lane<L> && requires(L& l, registered_region& region, std::unique_ptr<lane_registration>& out) {
+    lane<L> && requires(L& l, memory::registered_region& region, std::unique_ptr<memory::lane_registration>& out) {
       { l.register_region(region, out) } -> std::same_as<std::error_code>;
     };
 
@@ -150,4 +151,4 @@ concept serving_lane = lane<L> && requires(L& l, net::data_server& server) {
   { l.serve(server) } -> std::same_as<void>;
 };
 
-}  // namespace corokv
+}  // namespace corokv::transport

@@ -57,12 +57,12 @@
 #include <utility>
 #include <vector>
 
-namespace corokv {
+namespace corokv::transport {
 
 struct router_options {
   // What this node's segments are made of: memory private to this process,
-  // or a memfd that same-host peers map (segment_memory::shareable).
-  segment_memory memory = segment_memory::private_anonymous;
+  // or a memfd that same-host peers map (memory::segment_memory::shareable).
+  memory::segment_memory memory = memory::segment_memory::private_anonymous;
   // The metadata service's segment list. Fetched when a batch names a
   // segment that no lane reaches and the directory does not know, at most
   // once per batch. Empty for a store whose lanes need no directory.
@@ -131,7 +131,7 @@ class lane_router {
       std::lock_guard lock(c.segments_mu);
       if (c.segments.count(id)) return {errc::already_exists, {}};
     }
-    auto memory = std::make_shared<local_segment>(size, populate, c.options.memory, id);
+    auto memory = std::make_shared<memory::local_segment>(size, populate, c.options.memory, id);
     if (!memory->valid()) return {memory->error(), {}};
     segment_endpoints where = memory->endpoints();
     const published_segment segment{id, memory};
@@ -154,7 +154,7 @@ class lane_router {
   }
 
   void remove_segment(segment_id id) {
-    std::shared_ptr<local_segment> memory;  // unmapped when the lanes' last pins go
+    std::shared_ptr<memory::local_segment> memory;  // unmapped when the lanes' last pins go
     {
       std::lock_guard lock(core_->segments_mu);
       auto it = core_->segments.find(id);
@@ -167,8 +167,8 @@ class lane_router {
 
   // ------------------------------------------------------------ regions
   std::error_code register_buffer(boost::asio::mutable_buffer region) {
-    return core_->regions.add(region, [this](std::size_t lane_index, registered_region& r,
-                                            std::unique_ptr<lane_registration>& out) {
+    return core_->regions.add(region, [this](std::size_t lane_index, memory::registered_region& r,
+                                            std::unique_ptr<memory::lane_registration>& out) {
       std::error_code ec;
       for_each_lane([&]<std::size_t I>(auto& l) {
         if constexpr (registering_lane<std::remove_reference_t<decltype(l)>>)
@@ -181,25 +181,25 @@ class lane_router {
   std::size_t registered_buffers() const { return core_->regions.size(); }
 
   // ------------------------------------------------------------ transfers
-  boost::asio::awaitable<std::error_code> read(std::span<const read_request> requests, std::span<errc> status) {
-    return transfer<read_request>(requests, status);
+  boost::asio::awaitable<std::error_code> read(std::span<const memory::read_request> requests, std::span<errc> status) {
+    return transfer<memory::read_request>(requests, status);
   }
-  boost::asio::awaitable<std::error_code> write(std::span<const write_request> requests, std::span<errc> status) {
-    return transfer<write_request>(requests, status);
+  boost::asio::awaitable<std::error_code> write(std::span<const memory::write_request> requests, std::span<errc> status) {
+    return transfer<memory::write_request>(requests, status);
   }
 
   // The batch done before returning, if every request goes to one
   // synchronous_lane that needs no registration (memory this process
   // reaches); nullopt, with nothing done, otherwise.
-  std::optional<std::error_code> try_read_now(std::span<const read_request> requests, std::span<errc> status) {
-    return transfer_now<read_request>(requests, status);
+  std::optional<std::error_code> try_read_now(std::span<const memory::read_request> requests, std::span<errc> status) {
+    return transfer_now<memory::read_request>(requests, status);
   }
-  std::optional<std::error_code> try_write_now(std::span<const write_request> requests, std::span<errc> status) {
-    return transfer_now<write_request>(requests, status);
+  std::optional<std::error_code> try_write_now(std::span<const memory::write_request> requests, std::span<errc> status) {
+    return transfer_now<memory::write_request>(requests, status);
   }
 
-  std::vector<lane_counters> counters_by_lane() const {
-    std::vector<lane_counters> out;
+  std::vector<client::lane_counters> counters_by_lane() const {
+    std::vector<client::lane_counters> out;
     for_each_lane([&]<std::size_t I>(auto& l) {
       const auto& c = core_->counters[I];
       auto get = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
@@ -237,7 +237,7 @@ class lane_router {
     std::array<std::vector<Request>, lane_count> requests;
     std::array<std::vector<std::uint32_t>, lane_count> index;
     std::array<std::vector<errc>, lane_count> status;
-    std::vector<region_registry::region_ptr> held;  // regions this batch's lanes use
+    std::vector<memory::region_registry::region_ptr> held;  // regions this batch's lanes use
   };
 
   struct core {
@@ -246,12 +246,12 @@ class lane_router {
     router_options options;
     std::array<bool, lane_count> enabled{};  // options.lanes, by position
     segment_directory directory;
-    region_registry regions{lane_count};
+    memory::region_registry regions{lane_count};
     std::mutex segments_mu;
-    std::unordered_map<segment_id, std::shared_ptr<local_segment>> segments;
+    std::unordered_map<segment_id, std::shared_ptr<memory::local_segment>> segments;
     std::array<counter_block, lane_count> counters;
-    detail::scratch_pool<route_scratch<read_request>> read_scratch;
-    detail::scratch_pool<route_scratch<write_request>> write_scratch;
+    detail::scratch_pool<route_scratch<memory::read_request>> read_scratch;
+    detail::scratch_pool<route_scratch<memory::write_request>> write_scratch;
   };
 
   // f.template operator()<I>(lane) for every lane, in order.
@@ -329,7 +329,7 @@ class lane_router {
     std::optional<boost::asio::awaitable<std::error_code>> op;
     for_each_lane([&]<std::size_t I>(auto& l) {
       if (I != which) return;
-      if constexpr (std::is_same_v<Request, read_request>)
+      if constexpr (std::is_same_v<Request, memory::read_request>)
         op.emplace(l.read(requests, status));
       else
         op.emplace(l.write(requests, status));
@@ -357,7 +357,7 @@ class lane_router {
     const std::uint64_t bytes = bytes_of(requests, status, failures);
     c.batches.fetch_add(1, std::memory_order_relaxed);
     c.requests.fetch_add(requests.size(), std::memory_order_relaxed);
-    (std::is_same_v<Request, read_request> ? c.bytes_read : c.bytes_written).fetch_add(bytes, std::memory_order_relaxed);
+    (std::is_same_v<Request, memory::read_request> ? c.bytes_read : c.bytes_written).fetch_add(bytes, std::memory_order_relaxed);
     if (failures) c.failures.fetch_add(failures, std::memory_order_relaxed);
   }
 
@@ -372,7 +372,7 @@ class lane_router {
 
   template <class Request>
   static const void* buffer_of(const Request& r) {
-    if constexpr (std::is_same_v<Request, read_request>)
+    if constexpr (std::is_same_v<Request, memory::read_request>)
       return r.destination.data();
     else
       return r.source.data();
@@ -380,7 +380,7 @@ class lane_router {
 
   template <class Request>
   detail::scratch_pool<route_scratch<Request>>& scratch_for() {
-    if constexpr (std::is_same_v<Request, read_request>)
+    if constexpr (std::is_same_v<Request, memory::read_request>)
       return core_->read_scratch;
     else
       return core_->write_scratch;
@@ -396,7 +396,7 @@ class lane_router {
 
   template <class Request>
   static std::error_code lane_now(auto& l, std::span<const Request> requests, std::span<errc> status) {
-    if constexpr (std::is_same_v<Request, read_request>)
+    if constexpr (std::is_same_v<Request, memory::read_request>)
       return l.read_now(requests, status);
     else
       return l.write_now(requests, status);
@@ -531,7 +531,7 @@ class lane_router {
     s.held.clear();
     if (core_->regions.empty()) return;
     core_->regions.with_regions([&](auto find) {
-      const region_registry::region_ptr* last = nullptr;
+      const memory::region_registry::region_ptr* last = nullptr;
       for (std::size_t j = 0; j < lane_count; ++j) {
         if (!registers(j)) continue;
         for (Request& r : s.requests[j]) {
@@ -550,4 +550,4 @@ class lane_router {
   std::unique_ptr<core> core_;
 };
 
-}  // namespace corokv
+}  // namespace corokv::transport

@@ -7,11 +7,11 @@
 #include <corokv/transport/lane_router.hpp>
 #include <corokv/transport/memcpy_lane.hpp>
 
-namespace corokv {
+namespace corokv::transport {
 
 using local_transport = lane_router<memcpy_lane>;
 
 static_assert(data_transport<local_transport>);
 static_assert(synchronous_transport<local_transport>);
 
-}  // namespace corokv
+}  // namespace corokv::transport

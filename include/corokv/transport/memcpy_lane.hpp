@@ -5,7 +5,7 @@
 //     other's memory this way;
 //   - a same-host peer's shareable segment (rank same_host): mapped here
 //     the first time a batch names it, after checking it is the memfd it
-//     claims to be (peer_mapping), and unmapped when it leaves the metadata
+//     claims to be (memory::peer_mapping), and unmapped when it leaves the metadata
 //     service's list.
 // Synchronous underneath: its awaitables complete without suspending, and a
 // batch copies under one shared lock per registry, so a segment cannot be
@@ -30,7 +30,7 @@
 #include <system_error>
 #include <unordered_set>
 
-namespace corokv {
+namespace corokv::transport {
 
 struct memcpy_lane_options {
   // Map same-host peers' shareable segments and copy through the mapping.
@@ -45,7 +45,7 @@ struct memcpy_lane_stats {
 
 class memcpy_lane {
  public:
-  explicit memcpy_lane(std::shared_ptr<segment_registry> process_segments = std::make_shared<segment_registry>(),
+  explicit memcpy_lane(std::shared_ptr<memory::segment_registry> process_segments = std::make_shared<memory::segment_registry>(),
                        memcpy_lane_options options = {})
       : state_(std::make_shared<state>(std::move(process_segments), options)) {}
 
@@ -53,8 +53,8 @@ class memcpy_lane {
 
   // This process's segments: share it between stores that should read each
   // other's memory by memcpy.
-  segment_registry& registry() const noexcept { return *state_->process; }
-  const std::shared_ptr<segment_registry>& shared_registry() const noexcept { return state_->process; }
+  memory::segment_registry& registry() const noexcept { return *state_->process; }
+  const std::shared_ptr<memory::segment_registry>& shared_registry() const noexcept { return state_->process; }
   memcpy_lane_stats stats() const noexcept {
     return {state_->bytes_this_process.load(std::memory_order_relaxed),
             state_->bytes_same_host.load(std::memory_order_relaxed),
@@ -74,7 +74,7 @@ class memcpy_lane {
       std::lock_guard lock(s.mu);
       if (!s.tried.insert(where.id).second) return ranks::unreachable;
     }
-    auto mapping = peer_mapping::open(d);
+    auto mapping = memory::peer_mapping::open(d);
     if (!mapping) return ranks::unreachable;
     s.mapped.add(where.id, mapping->data(), mapping->size(), mapping);
     s.mappings.fetch_add(1, std::memory_order_relaxed);
@@ -83,18 +83,18 @@ class memcpy_lane {
 
   // Per request: success, or segment_not_found when the segment is not
   // here or the range falls outside it (nothing is copied then).
-  std::error_code read_now(std::span<const read_request> requests, std::span<errc> status) {
+  std::error_code read_now(std::span<const memory::read_request> requests, std::span<errc> status) {
     copy(requests, status);
     return {};
   }
-  std::error_code write_now(std::span<const write_request> requests, std::span<errc> status) {
+  std::error_code write_now(std::span<const memory::write_request> requests, std::span<errc> status) {
     copy(requests, status);
     return {};
   }
-  boost::asio::awaitable<std::error_code> read(std::span<const read_request> requests, std::span<errc> status) {
+  boost::asio::awaitable<std::error_code> read(std::span<const memory::read_request> requests, std::span<errc> status) {
     co_return read_now(requests, status);
   }
-  boost::asio::awaitable<std::error_code> write(std::span<const write_request> requests, std::span<errc> status) {
+  boost::asio::awaitable<std::error_code> write(std::span<const memory::write_request> requests, std::span<errc> status) {
     co_return write_now(requests, status);
   }
 
@@ -115,10 +115,10 @@ class memcpy_lane {
 
  private:
   struct state {
-    state(std::shared_ptr<segment_registry> p, memcpy_lane_options o)
+    state(std::shared_ptr<memory::segment_registry> p, memcpy_lane_options o)
         : process(std::move(p)), options(o), host(detail::host_id()) {}
-    std::shared_ptr<segment_registry> process;
-    segment_registry mapped;  // same-host peers' segments, owned by their peer_mapping
+    std::shared_ptr<memory::segment_registry> process;
+    memory::segment_registry mapped;  // same-host peers' segments, owned by their memory::peer_mapping
     memcpy_lane_options options;
     std::string host;
     std::mutex mu;
@@ -127,12 +127,12 @@ class memcpy_lane {
   };
 
   // `bytes` is the replica's range (resolved, so of its length).
-  static errc copy_one(const read_request& r, std::span<std::byte> bytes) {
+  static errc copy_one(const memory::read_request& r, std::span<std::byte> bytes) {
     if (r.destination.size() < bytes.size()) return errc::buffer_too_small;
     std::memcpy(r.destination.data(), bytes.data(), bytes.size());
     return errc::success;
   }
-  static errc copy_one(const write_request& r, std::span<std::byte> bytes) {
+  static errc copy_one(const memory::write_request& r, std::span<std::byte> bytes) {
     if (r.source.size() != bytes.size()) return errc::size_mismatch;
     std::memcpy(bytes.data(), r.source.data(), bytes.size());
     return errc::success;
@@ -182,4 +182,4 @@ static_assert(synchronous_lane<memcpy_lane>);
 static_assert(publishing_lane<memcpy_lane>);
 static_assert(directory_following_lane<memcpy_lane>);
 
-}  // namespace corokv
+}  // namespace corokv::transport

@@ -32,7 +32,7 @@
 #include <utility>
 #include <vector>
 
-namespace corokv {
+namespace corokv::transport {
 
 struct node_transport_options {
   // Where this node's data server listens, and the address peers use for it.
@@ -43,7 +43,7 @@ struct node_transport_options {
   net::data_client_options tcp;
   // This process's segment registry: stores that share one read each
   // other's segments by memcpy. Null: a registry of this store's own.
-  std::shared_ptr<segment_registry> process_segments;
+  std::shared_ptr<memory::segment_registry> process_segments;
   // Only these lanes carry transfers ("memcpy", "tcp", "rdma", "disk"); empty: all.
   std::vector<std::string> lanes;
 };
@@ -69,10 +69,10 @@ template <lane... Extra, class... ExtraOptions>
 node_transport<Extra...> make_node_transport(boost::asio::any_io_executor ex, segment_lister list_segments,
                                              node_transport_options options = {}, ExtraOptions&&... extra) {
   router_options routing;
-  routing.memory = options.shared_memory ? segment_memory::shareable : segment_memory::private_anonymous;
+  routing.memory = options.shared_memory ? memory::segment_memory::shareable : memory::segment_memory::private_anonymous;
   routing.list_segments = std::move(list_segments);
   routing.lanes = std::move(options.lanes);
-  auto registry = options.process_segments ? options.process_segments : std::make_shared<segment_registry>();
+  auto registry = options.process_segments ? options.process_segments : std::make_shared<memory::segment_registry>();
   tcp_lane tcp(ex, {options.data_listen, options.advertise_host, options.serve, options.tcp});
   memcpy_lane memcpy(std::move(registry), {options.shared_memory});
   if constexpr (sizeof...(ExtraOptions) == 0)
@@ -82,4 +82,4 @@ node_transport<Extra...> make_node_transport(boost::asio::any_io_executor ex, se
                                     Extra(ex, std::forward<ExtraOptions>(extra))..., std::move(tcp));
 }
 
-}  // namespace corokv
+}  // namespace corokv::transport

@@ -23,7 +23,7 @@
 #include <span>
 #include <vector>
 
-namespace corokv::detail {
+namespace corokv::transport {
 
 // One work request: `length` bytes at `offset` into request `request`'s
 // range (the same offset in the local buffer and in the remote range).
@@ -160,4 +160,4 @@ class rdma_chain_plan {
   errc stop_reason_ = errc::success;
 };
 
-}  // namespace corokv::detail
+}  // namespace corokv::transport

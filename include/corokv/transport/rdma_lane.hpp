@@ -20,7 +20,7 @@
 // - Transfers: a batch's requests are grouped by peer; each group goes out
 //   as chains of work requests, only the last of each chain signalled, as
 //   many as its send queue holds and the completion queue could take if all
-//   of them flushed (detail::rdma_chain_plan decides the chains); groups
+//   of them flushed (rdma_chain_plan decides the chains); groups
 //   that must wait for room are served first come, first served. The
 //   RDMA-read limit agreed at connection bounds the reads the device keeps
 //   outstanding. The lane owns each transfer until its last chain is in:
@@ -87,7 +87,7 @@
 #include <utility>
 #include <vector>
 
-namespace corokv {
+namespace corokv::transport {
 
 struct rdma_lane_options {
   std::string device;      // a device name, as ibv_devices lists them; empty: the first with an active port
@@ -114,12 +114,12 @@ struct rdma_lane_stats {
 };
 
 // What the RDMA lane keeps for a registered region: its memory regions.
-class rdma_registration final : public lane_registration {
+class rdma_registration final : public memory::lane_registration {
  public:
   struct piece {
     std::byte* base = nullptr;
     std::size_t size = 0;
-    verbs::mr_ptr mr;
+    io::verbs::mr_ptr mr;
   };
   // The local key for [p, p + n), if it lies in one piece; 0 and false if not.
   bool find(const void* p, std::size_t n, std::uint32_t& lkey) const noexcept {
@@ -141,11 +141,11 @@ class rdma_lane {
   rdma_lane(boost::asio::any_io_executor ex, rdma_lane_options options = {})
       : state_(std::make_shared<state>(ex, std::move(options))) {
     state& s = *state_;
-    std::error_code ec = verbs::open_device(s.options.device, s.options.port, s.options.gid_index, s.dev);
+    std::error_code ec = io::verbs::open_device(s.options.device, s.options.port, s.options.gid_index, s.dev);
     if (!ec) {
-      s.cq = std::make_unique<verbs::completion_queue>(
+      s.cq = std::make_unique<io::verbs::completion_queue>(
           ex, s.dev.context.get(), std::min(s.options.completion_queue_depth, s.dev.max_cqe), ec);
-      if (!ec) s.events = std::make_unique<verbs::device_events>(ex, s.dev.context.get(), ec);
+      if (!ec) s.events = std::make_unique<io::verbs::device_events>(ex, s.dev.context.get(), ec);
     }
     if (ec) {
       s.why_unavailable = "rdma: " + (s.options.device.empty() ? std::string("no device with an active port")
@@ -175,7 +175,7 @@ class rdma_lane {
   bool available() const noexcept { return state_->available; }
   const std::string& unavailable_reason() const noexcept { return state_->why_unavailable; }
   std::string device_name() const { return state_->dev.name; }
-  std::string gid() const { return state_->available ? verbs::gid_text(state_->dev.gid) : std::string(); }
+  std::string gid() const { return state_->available ? io::verbs::gid_text(state_->dev.gid) : std::string(); }
 
   rdma_lane_stats stats() const noexcept {
     const state& s = *state_;
@@ -224,11 +224,11 @@ class rdma_lane {
     return ranks::rdma;
   }
 
-  boost::asio::awaitable<std::error_code> read(std::span<const read_request> requests, std::span<errc> status) {
-    co_return co_await transfer<read_request>(state_, requests, status);
+  boost::asio::awaitable<std::error_code> read(std::span<const memory::read_request> requests, std::span<errc> status) {
+    co_return co_await transfer<memory::read_request>(state_, requests, status);
   }
-  boost::asio::awaitable<std::error_code> write(std::span<const write_request> requests, std::span<errc> status) {
-    co_return co_await transfer<write_request>(state_, requests, status);
+  boost::asio::awaitable<std::error_code> write(std::span<const memory::write_request> requests, std::span<errc> status) {
+    co_return co_await transfer<memory::write_request>(state_, requests, status);
   }
 
   // Registers one of this node's segments for remote reads and writes. A
@@ -237,11 +237,11 @@ class rdma_lane {
   std::error_code publish(const published_segment& segment, segment_endpoints& where) {
     state& s = *state_;
     if (!s.available || segment.memory->size() > s.dev.max_mr_size) return {};
-    verbs::mr_ptr mr(ibv_reg_mr(s.dev.pd.get(), segment.memory->data(), segment.memory->size(),
+    io::verbs::mr_ptr mr(ibv_reg_mr(s.dev.pd.get(), segment.memory->data(), segment.memory->size(),
                                 IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE));
-    if (!mr) return verbs::last_error();
+    if (!mr) return io::verbs::last_error();
     where.rdma_rkey = mr->rkey;
-    where.rdma_gid = verbs::gid_text(s.dev.gid);
+    where.rdma_gid = io::verbs::gid_text(s.dev.gid);
     std::lock_guard lock(s.mu);
     s.published[segment.id] = published_memory{segment.memory, std::move(mr)};
     return {};
@@ -264,15 +264,15 @@ class rdma_lane {
 
   // Registers a region of the caller's memory with the device, in pieces no
   // larger than the device's largest memory region.
-  std::error_code register_region(registered_region& region, std::unique_ptr<lane_registration>& out) {
+  std::error_code register_region(memory::registered_region& region, std::unique_ptr<memory::lane_registration>& out) {
     state& s = *state_;
     if (!s.available) return {};
     auto made = std::make_unique<rdma_registration>();
     const std::size_t piece = static_cast<std::size_t>(std::max<std::uint64_t>(1, s.dev.max_mr_size));
     for (std::size_t at = 0; at < region.size(); at += piece) {
       const std::size_t n = std::min(piece, region.size() - at);
-      verbs::mr_ptr mr(ibv_reg_mr(s.dev.pd.get(), region.data() + at, n, IBV_ACCESS_LOCAL_WRITE));
-      if (!mr) return verbs::last_error();
+      io::verbs::mr_ptr mr(ibv_reg_mr(s.dev.pd.get(), region.data() + at, n, IBV_ACCESS_LOCAL_WRITE));
+      if (!mr) return io::verbs::last_error();
       made->pieces.push_back({region.data() + at, n, std::move(mr)});
     }
     out = std::move(made);
@@ -289,13 +289,13 @@ class rdma_lane {
     std::uint32_t rkey = 0;
   };
   struct published_memory {
-    std::shared_ptr<local_segment> memory;
-    verbs::mr_ptr mr;
+    std::shared_ptr<memory::local_segment> memory;
+    io::verbs::mr_ptr mr;
   };
   struct transfer_group;
 
   struct queue_pair {
-    verbs::qp_ptr qp;
+    io::verbs::qp_ptr qp;
     std::uint32_t depth = 0;
     std::uint32_t in_flight = 0;  // posted work requests not yet known complete
     bool broken = false;          // in error (or destroyed): not used for new transfers
@@ -327,7 +327,7 @@ class rdma_lane {
     std::vector<std::uint32_t> index;  // positions in the lane call
     std::vector<target> targets;
     std::vector<errc> refused;         // per position: why it was never given to the plan, or success
-    detail::rdma_chain_plan plan;
+    rdma_chain_plan plan;
     std::vector<work_tag> tags;
     std::vector<ibv_send_wr> wrs;  // one chain's work requests and their lists, reused chain after chain
     std::vector<ibv_sge> sges;
@@ -337,7 +337,7 @@ class rdma_lane {
   struct transfer_op {
     bool read = true;
     std::vector<std::unique_ptr<transfer_group>> groups;
-    std::vector<verbs::mr_ptr> ad_hoc;  // registrations of buffers in no registered region
+    std::vector<io::verbs::mr_ptr> ad_hoc;  // registrations of buffers in no registered region
     std::size_t unfinished = 0;
     bool cancelled = false;
     bool completed = false;
@@ -363,9 +363,9 @@ class rdma_lane {
     boost::asio::any_io_executor executor;
     boost::asio::strand<boost::asio::any_io_executor> strand;  // the pump, the event watcher, their closing
     rdma_lane_options options;
-    verbs::device dev;
-    std::unique_ptr<verbs::completion_queue> cq;
-    std::unique_ptr<verbs::device_events> events;
+    io::verbs::device dev;
+    std::unique_ptr<io::verbs::completion_queue> cq;
+    std::unique_ptr<io::verbs::device_events> events;
     bool available = false;
     std::string why_unavailable;
     std::uint32_t depth = 1;
@@ -396,7 +396,7 @@ class rdma_lane {
       if (q.broken) return true;
       q.broken = true;
       qp_errors.fetch_add(1, std::memory_order_relaxed);
-      return !q.qp || !verbs::to_error(q.qp.get());
+      return !q.qp || !io::verbs::to_error(q.qp.get());
     }
     // When a queue pair cannot even be errored: destroyed, nothing it had
     // outstanding touches memory any more (and nothing of it completes).
@@ -407,8 +407,8 @@ class rdma_lane {
       q.in_flight = 0;
     }
 
-    verbs::rc_peer agreed(const wire::rdma_endpoint& other) const {
-      verbs::rc_peer p;
+    io::verbs::rc_peer agreed(const wire::rdma_endpoint& other) const {
+      io::verbs::rc_peer p;
       p.gid = other.gid;
       p.qpn = other.qpn;
       p.psn = other.psn;
@@ -433,7 +433,7 @@ class rdma_lane {
     std::shared_ptr<queue_pair> make_queue_pair(std::uint32_t send_depth, std::error_code& ec) {
       auto q = std::make_shared<queue_pair>();
       q->depth = send_depth;
-      q->qp = verbs::make_rc_queue_pair(dev, cq->get(), send_depth, 1, ec);
+      q->qp = io::verbs::make_rc_queue_pair(dev, cq->get(), send_depth, 1, ec);
       if (ec) return nullptr;
       return q;
     }
@@ -455,8 +455,8 @@ class rdma_lane {
       }
       std::error_code ec;
       auto q = make_queue_pair(1, ec);
-      const std::uint32_t psn = verbs::random_psn();
-      if (!ec) ec = verbs::connect_rc(dev, q->qp.get(), agreed(request.initiator), psn);
+      const std::uint32_t psn = io::verbs::random_psn();
+      if (!ec) ec = io::verbs::connect_rc(dev, q->qp.get(), agreed(request.initiator), psn);
       if (ec) {
         out.first.status = errc::transfer_failed;
         return out;
@@ -515,7 +515,7 @@ class rdma_lane {
     std::error_code ec;
     auto q = s->make_queue_pair(s->depth, ec);
     if (!q) co_return nullptr;
-    const std::uint32_t psn = verbs::random_psn();
+    const std::uint32_t psn = io::verbs::random_psn();
     // The exchange and its deadline run on this coroutine's executor.
     auto ex = co_await asio::this_coro::executor;
     auto socket = std::make_shared<tcp::socket>(ex);
@@ -537,7 +537,7 @@ class rdma_lane {
     if (h.type != wire::message_type::rdma_connect || h.request_id != 1 ||
         wire::decode_table(payload, response) != errc::success || response.status != errc::success)
       co_return nullptr;
-    if (verbs::connect_rc(s->dev, q->qp.get(), s->agreed(response.responder), psn)) co_return nullptr;
+    if (io::verbs::connect_rc(s->dev, q->qp.get(), s->agreed(response.responder), psn)) co_return nullptr;
     deadline.disarm();
     q->link = socket;
     s->connections.fetch_add(1, std::memory_order_relaxed);
@@ -644,7 +644,7 @@ class rdma_lane {
   static boost::asio::awaitable<std::error_code> transfer(std::shared_ptr<state> s, std::span<const Request> requests,
                                                           std::span<errc> status) {
     namespace asio = boost::asio;
-    constexpr bool reading = std::is_same_v<Request, read_request>;
+    constexpr bool reading = std::is_same_v<Request, memory::read_request>;
     if (!s->available) {
       std::fill(status.begin(), status.end(), errc::segment_not_found);
       co_return std::error_code{};
@@ -695,7 +695,7 @@ class rdma_lane {
         const std::size_t n = static_cast<std::size_t>(r.replica.length);
         const auto* registration = static_cast<const rdma_registration*>(r.registration);
         if (registration && registration->find(g->targets[j].local, n, g->targets[j].lkey)) continue;
-        verbs::mr_ptr mr(ibv_reg_mr(s->dev.pd.get(), g->targets[j].local, n, reading ? IBV_ACCESS_LOCAL_WRITE : 0));
+        io::verbs::mr_ptr mr(ibv_reg_mr(s->dev.pd.get(), g->targets[j].local, n, reading ? IBV_ACCESS_LOCAL_WRITE : 0));
         if (!mr) {
           g->refused[j] = errc::transfer_failed;
           continue;
@@ -818,7 +818,7 @@ class rdma_lane {
     }
   }
 
-  static void post_chain(state& s, transfer_group& g, detail::rdma_chain_plan::chain chain,
+  static void post_chain(state& s, transfer_group& g, rdma_chain_plan::chain chain,
                          std::vector<std::shared_ptr<transfer_op>>& done) {
     const bool reading = g.op->read;
     std::vector<ibv_send_wr>& wrs = g.wrs;
@@ -827,7 +827,7 @@ class rdma_lane {
     sges.resize(chain.count);
     for (std::size_t i = 0; i < chain.count; ++i) {
       const std::size_t w = chain.first + i;
-      const detail::rdma_work& work = g.plan.works()[w];
+      const rdma_work& work = g.plan.works()[w];
       const target& t = g.targets[work.request];
       sges[i].addr = reinterpret_cast<std::uintptr_t>(t.local + work.offset);
       sges[i].length = work.length;
@@ -952,10 +952,10 @@ class rdma_lane {
     if (!tag) return;
     transfer_group& g = *tag->group;
     if (g.done) return;  // abandoned with its queue pair
-    const auto outcome = wc.status == IBV_WC_SUCCESS         ? detail::rdma_completion::success
-                         : wc.status == IBV_WC_WR_FLUSH_ERR ? detail::rdma_completion::flushed
-                                                             : detail::rdma_completion::failed;
-    if (outcome != detail::rdma_completion::success) break_queue_pair(s, *g.qp, done);
+    const auto outcome = wc.status == IBV_WC_SUCCESS         ? rdma_completion::success
+                         : wc.status == IBV_WC_WR_FLUSH_ERR ? rdma_completion::flushed
+                                                             : rdma_completion::failed;
+    if (outcome != rdma_completion::success) break_queue_pair(s, *g.qp, done);
     if (g.done) return;
     const std::size_t freed = g.plan.complete(tag->work, outcome);
     if (freed == 0) return;
@@ -984,4 +984,4 @@ static_assert(registering_lane<rdma_lane>);
 static_assert(directory_following_lane<rdma_lane>);
 static_assert(serving_lane<rdma_lane>);
 
-}  // namespace corokv
+}  // namespace corokv::transport

@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-namespace corokv {
+namespace corokv::transport {
 
 class segment_directory {
  public:
@@ -63,4 +63,4 @@ class segment_directory {
   std::uint64_t refreshes_ = 0;
 };
 
-}  // namespace corokv
+}  // namespace corokv::transport

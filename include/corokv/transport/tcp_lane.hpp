@@ -37,7 +37,7 @@
 #include <utility>
 #include <vector>
 
-namespace corokv {
+namespace corokv::transport {
 
 struct tcp_lane_options {
   // Where this node's data server listens, and the address peers use for it.
@@ -117,11 +117,11 @@ class tcp_lane {
     return peer ? ranks::tcp : ranks::unreachable;
   }
 
-  boost::asio::awaitable<std::error_code> read(std::span<const read_request> requests, std::span<errc> status) {
-    co_return co_await transfer<read_request>(requests, status);
+  boost::asio::awaitable<std::error_code> read(std::span<const memory::read_request> requests, std::span<errc> status) {
+    co_return co_await transfer<memory::read_request>(requests, status);
   }
-  boost::asio::awaitable<std::error_code> write(std::span<const write_request> requests, std::span<errc> status) {
-    co_return co_await transfer<write_request>(requests, status);
+  boost::asio::awaitable<std::error_code> write(std::span<const memory::write_request> requests, std::span<errc> status) {
+    co_return co_await transfer<memory::write_request>(requests, status);
   }
 
   std::error_code publish(const published_segment& segment, segment_endpoints& where) {
@@ -142,7 +142,7 @@ class tcp_lane {
     explicit state(tcp_lane_options o) : options(std::move(o)), client(options.client) {}
     tcp_lane_options options;
     net::data_client client;
-    std::shared_ptr<segment_registry> served = std::make_shared<segment_registry>();
+    std::shared_ptr<memory::segment_registry> served = std::make_shared<memory::segment_registry>();
     std::shared_ptr<net::data_server> server;
     std::shared_mutex mu;  // guards peers
     std::unordered_map<segment_id, std::optional<net::data_peer>> peers;
@@ -152,7 +152,7 @@ class tcp_lane {
   template <class Request>
   static boost::asio::awaitable<void> exchange(std::shared_ptr<state> s, net::data_peer peer,
                                                std::span<const Request> requests, std::span<errc> status) {
-    if constexpr (std::is_same_v<Request, read_request>)
+    if constexpr (std::is_same_v<Request, memory::read_request>)
       co_await s->client.read(peer, requests, status);
     else
       co_await s->client.write(peer, requests, status);
@@ -237,4 +237,4 @@ static_assert(publishing_lane<tcp_lane>);
 static_assert(directory_following_lane<tcp_lane>);
 static_assert(hosting_lane<tcp_lane>);
 
-}  // namespace corokv
+}  // namespace corokv::transport
