@@ -155,9 +155,9 @@ class disk_tier {
   // (invalid_argument for a size under one block or a file of another size,
   // EAGAIN when another process holds it), io_uring's (the disk lane), the
   // index's, the mount's.
-  static boost::asio::awaitable<std::pair<std::error_code, std::unique_ptr<disk_tier>>> open(Store& store,
-                                                                                          disk_tier_options o) {
-    using result = std::pair<std::error_code, std::unique_ptr<disk_tier>>;
+  static boost::asio::awaitable<std::pair<error_code, std::unique_ptr<disk_tier>>> open(Store& store,
+                                                                                      disk_tier_options o) {
+    using result = std::pair<error_code, std::unique_ptr<disk_tier>>;
     o.size = o.size / disk::block_size * disk::block_size;
     std::error_code ec;
     auto file = std::make_shared<disk::disk_file>(disk::disk_file::open(o.path, o.size, ec, o.direct));
@@ -165,7 +165,7 @@ class disk_tier {
     auto tier = std::make_unique<disk_tier>(private_tag{}, store, std::move(o), file);
     ec = co_await tier->start();
     if (ec) co_return result{ec, nullptr};
-    co_return result{std::error_code{}, std::move(tier)};
+    co_return result{error_code{}, std::move(tier)};
   }
 
   segment_id segment() const noexcept { return segment_; }
@@ -194,8 +194,8 @@ class disk_tier {
 
   // One demotion pass; the number of disk copies committed. The error_code
   // is a failure of the whole pass (the metadata service unreachable).
-  boost::asio::awaitable<std::pair<std::error_code, std::size_t>> demote() {
-    using result = std::pair<std::error_code, std::size_t>;
+  boost::asio::awaitable<std::pair<error_code, std::size_t>> demote() {
+    using result = std::pair<error_code, std::size_t>;
     ++passes_;
     auto [ec, answer] = co_await store_.metadata().demote_start(store_.node(), options_.batch_objects,
                                                                 options_.batch_bytes, saved_through_, offered_);
@@ -236,7 +236,7 @@ class disk_tier {
           }
           saved_through_ = through;
           offered_ = answer.offer_copies;
-          co_return result{std::error_code{}, 0};
+          co_return result{error_code{}, 0};
         }
         case step::read:
           plan.on_read(co_await store_.transport().read(plan.reads(), plan.read_status()));

@@ -1,6 +1,6 @@
 #pragma once
-// The Python-side vocabulary the bindings share: the Status IntEnum that
-// mirrors corokv::errc, the corokv.Error exception, the result tuples
+// The Python-side vocabulary the bindings share: the Status IntEnum (one
+// member per row of corokv's errors table, error.hpp), the corokv.Error exception, the result tuples
 // (C struct sequences: a tuple with named fields, made without running
 // Python code) and the Buffer over a store-owned handle. Made once, when
 // the module is imported (module.cpp).

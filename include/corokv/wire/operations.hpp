@@ -21,7 +21,7 @@
 // serve is a template over the service, so that this layer needs none.
 //
 // Adding an operation: its message_type (frame.hpp; numbers are the wire
-// format and never reused), its trait here (and in `message_set`), the
+// format and never reused), its trait here (and in `metadata_operations` below), the
 // service method, and a named call in client/metadata_calls.hpp if the
 // store calls it by name. The request and response structs are in
 // messages.hpp when no existing one fits.
