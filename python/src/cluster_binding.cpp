@@ -15,10 +15,10 @@ struct store_class<cluster_store> {
 
 namespace {
 
-asio::ip::address ip_address_arg(py::handle h, const char* name) {
+boost::asio::ip::address ip_address_arg(py::handle h, const char* name) {
   const std::string text = text_arg(h, name);
   boost::system::error_code ec;
-  const asio::ip::address a = asio::ip::make_address(text, ec);
+  const boost::asio::ip::address a = boost::asio::ip::make_address(text, ec);
   if (ec) throw py::value_error(std::string(name) + " must be an IPv4 or IPv6 address, not '" + text + "'");
   return a;
 }
@@ -47,7 +47,7 @@ void bind_cluster_store(py::module_& m) {
             o.master.heartbeat_interval = seconds(seconds_arg(heartbeat_interval, "heartbeat_interval"));
             o.store = python_store_options(lease_ttl, cache_capacity, buffer_pool_size, populate);
             o.store.node = int_arg(node, "node");
-            return new self_t([o](asio::any_io_executor ex) { return new cluster_store(make_cluster_store(ex, o)); },
+            return new self_t([o](boost::asio::any_io_executor ex) { return new cluster_store(make_cluster_store(ex, o)); },
                               segment);
           }),
           py::arg("master_host"), py::arg("master_port"), py::arg("segment_size") = py::int_(0),

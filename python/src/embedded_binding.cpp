@@ -19,7 +19,7 @@ void bind_embedded_store(py::module_& m) {
                       py::handle buffer_pool_size, py::handle populate) {
             const std::uint64_t segment = memory_size_arg(segment_size, "segment_size", /*none_allowed=*/true);
             const client::store_options o = python_store_options(lease_ttl, cache_capacity, buffer_pool_size, populate);
-            return new self_t([o](asio::any_io_executor ex) { return new store(ex, o); }, segment);
+            return new self_t([o](boost::asio::any_io_executor ex) { return new store(ex, o); }, segment);
           }),
           py::arg("segment_size") = py::int_(std::uint64_t{256} << 20), py::arg("lease_ttl") = py::float_(5.0),
           py::arg("cache_capacity") = py::int_(std::size_t{1} << 16),

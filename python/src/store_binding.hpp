@@ -116,14 +116,14 @@ inline py::object json_to_python(const nlohmann::json& j) {
 // a small batch's cost from Python.
 class inline_executor {
  public:
-  explicit inline_executor(asio::execution_context& context) noexcept : context_(&context) {}
-  asio::execution_context& query(asio::execution::context_t) const noexcept { return *context_; }
-  static constexpr asio::execution::blocking_t query(asio::execution::blocking_t) noexcept {
-    return asio::execution::blocking.always;
+  explicit inline_executor(boost::asio::execution_context& context) noexcept : context_(&context) {}
+  boost::asio::execution_context& query(boost::asio::execution::context_t) const noexcept { return *context_; }
+  static constexpr boost::asio::execution::blocking_t query(boost::asio::execution::blocking_t) noexcept {
+    return boost::asio::execution::blocking.always;
   }
-  // asio::post asks for a never-blocking executor; this one answers with
+  // boost::asio::post asks for a never-blocking executor; this one answers with
   // itself: running the handler in place is its purpose (see above).
-  inline_executor require(asio::execution::blocking_t::never_t) const noexcept { return *this; }
+  inline_executor require(boost::asio::execution::blocking_t::never_t) const noexcept { return *this; }
   template <class F>
   void execute(F&& f) const {
     std::forward<F>(f)();
@@ -132,7 +132,7 @@ class inline_executor {
   friend bool operator!=(const inline_executor& a, const inline_executor& b) noexcept { return !(a == b); }
 
  private:
-  asio::execution_context* context_;
+  boost::asio::execution_context* context_;
 };
 
 // ------------------------------------------------------------ the store
@@ -272,7 +272,7 @@ class py_store final : public exit_participant {
     std::error_code ec;
     {
       without_gil nogil;
-      ec = store_->register_buffer(asio::mutable_buffer(reinterpret_cast<void*>(start), r.size));
+      ec = store_->register_buffer(boost::asio::mutable_buffer(reinterpret_cast<void*>(start), r.size));
     }
     if (ec) raise_error(ec);
     const std::size_t size_registered = r.size;
@@ -282,7 +282,7 @@ class py_store final : public exit_participant {
       // region in another thread); undo and say so.
       {
         without_gil nogil;
-        (void)store_->unregister_buffer(asio::mutable_buffer(reinterpret_cast<void*>(start), size_registered));
+        (void)store_->unregister_buffer(boost::asio::mutable_buffer(reinterpret_cast<void*>(start), size_registered));
       }
       raise_error(errc::internal_error);
     }
@@ -304,7 +304,7 @@ class py_store final : public exit_participant {
     std::error_code ec;
     {
       without_gil nogil;
-      ec = store_->unregister_buffer(asio::mutable_buffer(reinterpret_cast<void*>(start), *size));
+      ec = store_->unregister_buffer(boost::asio::mutable_buffer(reinterpret_cast<void*>(start), *size));
     }
     if (ec) raise_error(ec);  // still registered, still in the table
     regions_.erase(start);     // its pin goes here, with the GIL (or with the last batch using it)
@@ -416,7 +416,7 @@ class py_store final : public exit_participant {
     boost::system::error_code failure;
     {
       without_gil nogil;
-      asio::co_spawn(io_, get_into_loop(*store_, *op, iterations, elapsed, failure),
+      boost::asio::co_spawn(io_, get_into_loop(*store_, *op, iterations, elapsed, failure),
                      [done = op->done, &failure](std::exception_ptr e) {
                        if (e) failure = boost::system::error_code(make_error_code(errc::internal_error));
                        done->set();
@@ -468,16 +468,16 @@ class py_store final : public exit_participant {
     }
   };
 
-  static asio::awaitable<void> get_into_loop(Store& store, operation& op, std::size_t iterations, double& elapsed,
+  static boost::asio::awaitable<void> get_into_loop(Store& store, operation& op, std::size_t iterations, double& elapsed,
                                              boost::system::error_code& failure) {
     const auto started = clock_type::now();
     for (std::size_t i = 0; i < iterations && !failure; ++i) {
       std::vector<client::get_result> got;
       if (op.use_given)
         std::tie(failure, got) = co_await store.batch_get(op.sent(), std::span<const query_result>(op.given), op.destinations,
-                                                          op.get_opts, asio::as_tuple(asio::deferred));
+                                                          op.get_opts, boost::asio::as_tuple(boost::asio::deferred));
       else
-        std::tie(failure, got) = co_await store.batch_get(op.sent(), op.destinations, op.get_opts, asio::as_tuple(asio::deferred));
+        std::tie(failure, got) = co_await store.batch_get(op.sent(), op.destinations, op.get_opts, boost::asio::as_tuple(boost::asio::deferred));
       for (const auto& g : got)
         if (!g.ok() && !failure) failure = make_error_code(g.status);
     }
@@ -491,8 +491,8 @@ class py_store final : public exit_participant {
   }
   // Emitted on the I/O thread, where the handler runs: serialised with it.
   void post_cancel(const std::shared_ptr<cancel_state>& c) {
-    asio::post(io_, [c] {
-      if (!c->finished) c->signal.emit(asio::cancellation_type::all);
+    boost::asio::post(io_, [c] {
+      if (!c->finished) c->signal.emit(boost::asio::cancellation_type::all);
     });
   }
   bool torn_down() const {
@@ -537,9 +537,9 @@ class py_store final : public exit_participant {
       return;
     }
     try {
-      auto handler = asio::bind_executor(inline_executor(io_), completion<Op>{this, op});
+      auto handler = boost::asio::bind_executor(inline_executor(io_), completion<Op>{this, op});
       if (op->cancel)
-        Op::start(*store_, *op, asio::bind_cancellation_slot(op->cancel->signal.slot(), std::move(handler)));
+        Op::start(*store_, *op, boost::asio::bind_cancellation_slot(op->cancel->signal.slot(), std::move(handler)));
       else
         Op::start(*store_, *op, std::move(handler));
     } catch (...) {
@@ -616,9 +616,9 @@ class py_store final : public exit_participant {
 
  private:
 
-  asio::io_context io_{1};
+  boost::asio::io_context io_{1};
   static constexpr std::chrono::milliseconds drain_time{1000};
-  asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ = boost::asio::make_work_guard(io_);
   std::unique_ptr<Store> store_;
   std::shared_ptr<completion_flag> ran_out_ = std::make_shared<completion_flag>();  // io_.run() returned
   std::thread runner_;

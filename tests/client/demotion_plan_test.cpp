@@ -14,7 +14,7 @@
 #include <vector>
 
 using namespace corokv;
-using detail::demotion_plan;
+using client::demotion_plan;
 using step = demotion_plan::step;
 
 namespace {

@@ -15,8 +15,8 @@
 
 using namespace corokv;
 using namespace std::chrono_literals;
-using detail::put_plan;
-using detail::read_plan;
+using namespace corokv::client;
+using namespace corokv::memory;
 
 namespace {
 

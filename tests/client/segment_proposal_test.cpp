@@ -16,7 +16,7 @@
 
 using namespace corokv;
 using namespace std::chrono_literals;
-using detail::segment_proposal;
+using client::segment_proposal;
 using step = segment_proposal::step;
 
 TEST_SUITE("segment_proposal") {

@@ -37,6 +37,8 @@
 
 namespace asio = boost::asio;
 using namespace corokv;
+using namespace corokv::memory;
+using namespace corokv::transport;
 using namespace std::chrono_literals;
 
 namespace {

@@ -17,6 +17,7 @@
 #include <vector>
 
 using namespace corokv;
+using namespace corokv::memory;
 
 TEST_CASE("offset allocator: ranges are disjoint, aligned, and an emptied allocator is one range again") {
   offset_allocator a(1 << 20, 1024, 64);

@@ -22,8 +22,10 @@
 #include <string>
 #include <thread>
 
+namespace asio = boost::asio;
 using namespace corokv;
 using namespace corokv::net;
+namespace http = boost::beast::http;
 
 namespace {
 

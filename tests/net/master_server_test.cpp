@@ -16,6 +16,7 @@
 #include <optional>
 #include <thread>
 
+namespace asio = boost::asio;
 using namespace corokv;
 using namespace corokv::net;
 using namespace std::chrono_literals;

@@ -15,6 +15,7 @@
 
 #include <thread>
 
+namespace asio = boost::asio;
 using namespace corokv;
 using namespace corokv::test;
 

@@ -15,13 +15,14 @@
 #include <algorithm>
 #include <cstring>
 
+namespace asio = boost::asio;
 using namespace corokv;
 using namespace corokv::test;
 
 namespace {
 
 struct late_read_fixture : store_fixture<delayed_transport> {
-  std::shared_ptr<segment_registry> registry = process_segments(store.transport());
+  std::shared_ptr<memory::segment_registry> registry = process_segments(store.transport());
   // A second client in this process: it shares the service and reads and
   // writes the same memory.
   basic_store<embedded_metadata, local_transport> other{io.get_executor(), embedded_metadata(service),

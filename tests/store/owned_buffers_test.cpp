@@ -11,6 +11,7 @@
 
 #include <cstring>
 
+namespace asio = boost::asio;
 using namespace corokv;
 using namespace corokv::test;
 

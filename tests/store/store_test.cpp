@@ -5,6 +5,7 @@
 
 #include <boost/asio/deferred.hpp>
 
+namespace asio = boost::asio;
 using namespace corokv;
 using namespace corokv::test;
 

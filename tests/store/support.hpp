@@ -69,7 +69,7 @@ inline std::vector<asio::mutable_buffer> mutable_buffers(std::vector<std::string
 // This process's segment registry of an embedded store's transport: a
 // store built with local_transport(memcpy_lane(it)) reads that store's
 // segments by memcpy.
-inline std::shared_ptr<segment_registry> process_segments(local_transport& t) {
+inline std::shared_ptr<memory::segment_registry> process_segments(local_transport& t) {
   return t.lane<memcpy_lane>().shared_registry();
 }
 
@@ -77,8 +77,8 @@ inline std::shared_ptr<segment_registry> process_segments(local_transport& t) {
 // derive from it and replace what they change.
 class forwarding_transport {
  public:
-  forwarding_transport() : forwarding_transport(std::make_shared<segment_registry>()) {}
-  explicit forwarding_transport(std::shared_ptr<segment_registry> registry) : inner_(memcpy_lane(std::move(registry))) {}
+  forwarding_transport() : forwarding_transport(std::make_shared<memory::segment_registry>()) {}
+  explicit forwarding_transport(std::shared_ptr<memory::segment_registry> registry) : inner_(memcpy_lane(std::move(registry))) {}
 
   local_transport& inner() noexcept { return inner_; }
   std::pair<std::error_code, segment_endpoints> add_segment(segment_id id, std::uint64_t size, bool populate) {
@@ -101,7 +101,7 @@ class forwarding_transport {
 };
 static_assert(data_transport<forwarding_transport>);
 
-inline std::shared_ptr<segment_registry> process_segments(forwarding_transport& t) {
+inline std::shared_ptr<memory::segment_registry> process_segments(forwarding_transport& t) {
   return process_segments(t.inner());
 }
 
@@ -120,7 +120,7 @@ class delayed_transport : public forwarding_transport {
     std::atomic<int> reads_cancelled{0};
   };
 
-  explicit delayed_transport(std::shared_ptr<segment_registry> registry = std::make_shared<segment_registry>())
+  explicit delayed_transport(std::shared_ptr<memory::segment_registry> registry = std::make_shared<memory::segment_registry>())
       : forwarding_transport(std::move(registry)), state_(std::make_shared<state>()) {}
 
   state& control() const { return *state_; }

@@ -10,8 +10,8 @@
 #include <vector>
 
 using namespace corokv;
-using corokv::detail::rdma_chain_plan;
-using corokv::detail::rdma_completion;
+using corokv::transport::rdma_chain_plan;
+using corokv::transport::rdma_completion;
 
 TEST_CASE("rdma chain: a request longer than the largest message becomes several work requests") {
   rdma_chain_plan plan;

@@ -16,6 +16,7 @@
 
 #include <set>
 
+namespace asio = boost::asio;
 using namespace corokv;
 using namespace corokv::test;
 
