@@ -16,7 +16,6 @@
 using namespace corokv;
 using namespace std::chrono_literals;
 using namespace corokv::client;
-using namespace corokv::memory;
 
 namespace {
 
@@ -307,7 +306,7 @@ TEST_CASE("read plan: the cache is asked with each admitted key and its hash, an
 }
 
 TEST_CASE("read plan: into the pool, each key gets a handle of its object's size, and too large fails pool_exhausted") {
-  buffer_pool pool(64 << 10);
+  memory::buffer_pool pool(64 << 10);
   reader r({"small", "huge", "failing"});
   std::vector<query_result> given{leased(1000, 1, t0 + 5s), leased(1 << 20, 2, t0 + 5s), leased(500, 3, t0 + 5s)};
   r.plan.start(r.keys, t0, {});

@@ -76,7 +76,7 @@ TEST_CASE("the driver: each id is reachable while it is asked, a taken one is wi
         ++pauses;
         co_return;
       };
-      boost::asio::co_spawn(io, detail::mount_proposed(proposal, mount, reach, withdraw, pause),
+      boost::asio::co_spawn(io, client::mount_proposed(proposal, mount, reach, withdraw, pause),
                             [this](std::exception_ptr e, std::pair<std::error_code, segment_id> r) {
                               REQUIRE(!e);
                               result = r;

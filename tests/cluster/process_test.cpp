@@ -500,7 +500,7 @@ int stalled_writer_main(const std::string& host, std::uint16_t port, const std::
         for (auto& d : segments)
           if (d.id == r.segment) data_port = d.endpoints.tcp_port;
         std::vector<char> half(size / 2, 'p');
-        std::vector<write_request> writes{{{r.segment, r.node, r.offset, half.size()}, asio::buffer(half)}};
+        std::vector<memory::write_request> writes{{{r.segment, r.node, r.offset, half.size()}, asio::buffer(half)}};
         std::vector<errc> status(1);
         net::data_client client;
         const net::data_peer peer{asio::ip::make_address("127.0.0.1"), data_port};

@@ -25,6 +25,7 @@
 namespace asio = boost::asio;
 using namespace corokv;
 using namespace corokv::net;
+namespace beast = boost::beast;
 namespace http = boost::beast::http;
 
 namespace {

@@ -408,7 +408,7 @@ TEST_CASE("a data server refuses ranges outside its segments and closes only a m
 
 TEST_CASE("a data server answers rdma_connect through the handler a lane registers and drops what it holds with the connection") {
   io_thread server_thread;
-  auto server = std::make_shared<net::data_server>(server_thread.io.get_executor(), std::make_shared<segment_registry>(),
+  auto server = std::make_shared<net::data_server>(server_thread.io.get_executor(), std::make_shared<memory::segment_registry>(),
                                                    tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
   server->start();
   const tcp::endpoint at = server->local_endpoint();
@@ -484,7 +484,7 @@ TEST_CASE("a data server answers rdma_connect through the handler a lane registe
 
 TEST_CASE("a data server restarted on the same port: the client's pooled connection is replaced, the batch succeeds") {
   io_thread server_thread;
-  auto segments = std::make_shared<segment_registry>();
+  auto segments = std::make_shared<memory::segment_registry>();
   std::vector<std::byte> memory(4096, std::byte{0x5a});
   segments->add(7, memory.data(), memory.size());
   const tcp::endpoint any(asio::ip::make_address("127.0.0.1"), 0);
@@ -813,7 +813,7 @@ TEST_CASE("a data exchange cancelled before, during the send, during the receive
 
 TEST_CASE("data exchanges cancelled at random moments against a data server: each item is read whole or cancelled") {
   io_thread server_thread;
-  auto segments = std::make_shared<segment_registry>();
+  auto segments = std::make_shared<memory::segment_registry>();
   constexpr std::size_t item = 16 * 1024, items = 4;
   std::vector<std::byte> memory = pattern(items * item, 5);
   segments->add(7, memory.data(), memory.size());

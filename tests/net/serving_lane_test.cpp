@@ -91,10 +91,10 @@ class relay_lane {
                                                             net::data_connection& connection) {
                         wire::keys_request answer;
                         // The segments answered from stay mapped while the connection lives.
-                        auto holding = std::make_shared<std::vector<std::shared_ptr<local_segment>>>();
+                        auto holding = std::make_shared<std::vector<std::shared_ptr<memory::local_segment>>>();
                         auto s = weak.lock();
                         for (const wire::data_item& item : request.items) {
-                          std::shared_ptr<local_segment> memory;
+                          std::shared_ptr<memory::local_segment> memory;
                           if (s) {
                             std::lock_guard lock(s->mu);
                             if (auto it = s->own.find(item.segment); it != s->own.end()) memory = it->second;
@@ -117,7 +117,7 @@ class relay_lane {
  private:
   struct state {
     std::mutex mu;
-    std::unordered_map<segment_id, std::shared_ptr<local_segment>> own;
+    std::unordered_map<segment_id, std::shared_ptr<memory::local_segment>> own;
     std::unordered_map<segment_id, tcp::endpoint> peers;
     std::atomic<std::uint64_t> served{0}, servers{0};
   };

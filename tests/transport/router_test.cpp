@@ -27,13 +27,13 @@ namespace {
 // given. Optionally holds each read for a while before copying.
 class recording_lane {
  public:
-  struct registration : lane_registration {
+  struct registration : memory::lane_registration {
     explicit registration(std::atomic<int>& counter) : live(counter) { ++live; }
     ~registration() override { --live; }
     std::atomic<int>& live;
   };
   struct state {
-    std::shared_ptr<segment_registry> memory = std::make_shared<segment_registry>();
+    std::shared_ptr<memory::segment_registry> memory = std::make_shared<memory::segment_registry>();
     std::set<segment_id> reachable;
     bool reach_all_published = true;
     lane_rank rank = ranks::this_process;
@@ -42,7 +42,7 @@ class recording_lane {
     std::atomic<int> in_flight{0};
     int batches = 0;
     std::size_t requests = 0;
-    std::vector<const lane_registration*> registrations_seen;
+    std::vector<const memory::lane_registration*> registrations_seen;
     std::vector<segment_id> published, withdrawn;
   };
 
@@ -86,7 +86,7 @@ class recording_lane {
     });
     co_return std::error_code{};
   }
-  std::error_code register_region(registered_region&, std::unique_ptr<lane_registration>& out) {
+  std::error_code register_region(memory::registered_region&, std::unique_ptr<memory::lane_registration>& out) {
     out = std::make_unique<registration>(state_->live_registrations);
     return {};
   }
