@@ -59,6 +59,15 @@ struct run {
   disk::index_replay index;
 };
 
+// What a finished pass leaves: its counts, error, committed copies and index.
+run outcome_of(demotion_plan& plan, run out) {
+  out.counts = plan.counts();
+  out.error = plan.error();
+  for (auto& e : plan.committed()) out.committed.push_back(e.version);
+  out.index = disk::replay_index(plan.index_records(), 1 << 20);
+  return out;
+}
+
 // Drives a pass over `w`: `fail` fails that step as a whole, `key_fails`
 // fails one key (transfer_failed) in the step `key_step`, and the service
 // refuses the key `refused` (if any).
@@ -111,11 +120,7 @@ run drive(const demotion_work& w, failure fail, std::optional<step> key_step = {
         break;
     }
   }
-  out.counts = plan.counts();
-  out.error = plan.error();
-  for (auto& e : plan.committed()) out.committed.push_back(e.version);
-  out.index = disk::replay_index(plan.index_records(), 1 << 20);
-  return out;
+  return outcome_of(plan, std::move(out));
 }
 
 // A pass over `w` driven through test::fail_each_step: the step `f` names
@@ -157,11 +162,7 @@ run drive_failing(const demotion_work& w, test::step_failure& f) {
         break;
     }
   }
-  out.counts = plan.counts();
-  out.error = plan.error();
-  for (auto& e : plan.committed()) out.committed.push_back(e.version);
-  out.index = disk::replay_index(plan.index_records(), 1 << 20);
-  return out;
+  return outcome_of(plan, std::move(out));
 }
 
 }  // namespace
