@@ -1,23 +1,92 @@
 #pragma once
-// What the benchmarks share: a timed loop over an awaitable step, latency
-// percentiles, throughput, and the JSON file written beside the table.
+// What the benchmarks share: their command line, a timed loop over an
+// awaitable step, latency percentiles, throughput, and the JSON file written
+// beside the table.
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstdio>
+#include <map>
 #include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 namespace corokv::bench {
 
+// The command line: "--flag value" pairs, each flag one the program names
+// (with what its value is, for the usage line). parse() says what is wrong
+// and prints the usage on an unknown flag or one without a value; the
+// program then exits 2.
+class arguments {
+ public:
+  struct flag {
+    std::string name;   // "--seconds"
+    std::string value;  // "S", for the usage line
+  };
+
+  arguments(std::string program, std::vector<flag> flags) : program_(std::move(program)), flags_(std::move(flags)) {}
+
+  bool parse(int argc, char** argv) {
+    for (int i = 1; i < argc; i += 2) {
+      const std::string name = argv[i];
+      const bool known = std::any_of(flags_.begin(), flags_.end(), [&](const flag& f) { return f.name == name; });
+      if (!known || i + 1 >= argc) {
+        if (known) std::fprintf(stderr, "%s: %s needs a value\n", program_.c_str(), name.c_str());
+        std::fprintf(stderr, "%s\n", usage().c_str());
+        return false;
+      }
+      given_[name] = argv[i + 1];
+    }
+    return true;
+  }
+
+  bool has(std::string_view name) const { return given_.count(std::string(name)) != 0; }
+  std::string text(std::string_view name, std::string otherwise) const {
+    const auto it = given_.find(std::string(name));
+    return it == given_.end() ? otherwise : it->second;
+  }
+  double number(std::string_view name, double otherwise) const {
+    const auto it = given_.find(std::string(name));
+    return it == given_.end() ? otherwise : std::stod(it->second);
+  }
+  std::uint64_t count(std::string_view name, std::uint64_t otherwise) const {
+    const auto it = given_.find(std::string(name));
+    return it == given_.end() ? otherwise : std::stoull(it->second);
+  }
+
+  std::string usage() const {
+    std::string u = "usage: " + program_;
+    for (const flag& f : flags_) u += " [" + f.name + " " + f.value + "]";
+    return u;
+  }
+
+ private:
+  std::string program_;
+  std::vector<flag> flags_;
+  std::map<std::string, std::string, std::less<>> given_;
+};
+
 using bench_clock = std::chrono::steady_clock;
+
+// Runs a coroutine on `io` to its end (what it throws is rethrown).
+template <class T>
+T run_to_completion(boost::asio::io_context& io, boost::asio::awaitable<T> task) {
+  auto done = boost::asio::co_spawn(io, std::move(task), boost::asio::use_future);
+  io.restart();
+  io.run();
+  return done.get();
+}
 
 // Calls step(round) until `seconds` passed (at least once); returns the
 // rounds done and the seconds they took.

@@ -22,6 +22,8 @@
 
 #include <corokv/disk_tier.hpp>
 
+#include "bench_support.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
@@ -49,14 +51,6 @@ using namespace corokv;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
-
-template <class T>
-T await_on(asio::io_context& io, asio::awaitable<T> task) {
-  auto f = asio::co_spawn(io, std::move(task), asio::use_future);
-  io.restart();
-  io.run();
-  return f.get();
-}
 
 struct aligned {
   std::byte* p;
@@ -90,19 +84,11 @@ constexpr const char* side_names[sides] = {"store", "raw", "store_registered", "
 }  // namespace
 
 int main(int argc, char** argv) {
-  double seconds = 2;
-  std::filesystem::path dir = "/var/tmp";
-  std::string json_path;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--seconds") seconds = std::stod(argv[i + 1]);
-    else if (flag == "--dir") dir = argv[i + 1];
-    else if (flag == "--json") json_path = argv[i + 1];
-    else {
-      std::fprintf(stderr, "usage: disk_bench [--seconds S] [--dir DIR] [--json PATH]\n");
-      return 2;
-    }
-  }
+  bench::arguments args("disk_bench", {{"--seconds", "S"}, {"--dir", "DIR"}, {"--json", "PATH"}});
+  if (!args.parse(argc, argv)) return 2;
+  const double seconds = args.number("--seconds", 2);
+  const std::filesystem::path dir = args.text("--dir", "/var/tmp");
+  const std::string json_path = args.text("--json", "");
   const auto scratch = dir / fmt::format("corokv-disk-bench-{}", ::getpid());
   std::filesystem::create_directories(scratch);
   struct cleanup {
@@ -120,8 +106,8 @@ int main(int argc, char** argv) {
   embedded_disk_store kv(io.get_executor(), embedded_metadata(service),
                          embedded_disk_transport(router_options{}, memcpy_lane(), disk_lane(io.get_executor())),
                          store_options{.buffer_pool_size = 0});
-  if (await_on(io, kv.add_segment(32u << 20, asio::use_awaitable)) == 0) return 1;
-  auto [open_ec, tier] = await_on(io, disk_tier<embedded_disk_store>::open(kv, {scratch / "tier", 512u << 20}));
+  if (bench::run_to_completion(io, kv.add_segment(32u << 20, asio::use_awaitable)) == 0) return 1;
+  auto [open_ec, tier] = bench::run_to_completion(io, disk_tier<embedded_disk_store>::open(kv, {scratch / "tier", 512u << 20}));
   if (open_ec) {
     std::fprintf(stderr, "disk_bench: disk tier: %s\n", open_ec.message().c_str());
     return 1;
@@ -144,17 +130,17 @@ int main(int argc, char** argv) {
       for (auto& b : v) b = static_cast<std::byte>(rng());
     std::vector<asio::const_buffer> in;
     for (auto& v : values) in.emplace_back(v.data(), v.size());
-    for (auto e : await_on(io, kv.batch_put(keys, in, asio::use_awaitable)))
+    for (auto e : bench::run_to_completion(io, kv.batch_put(keys, in, asio::use_awaitable)))
       if (e != errc::success) return 1;
     const std::vector<std::byte> filler(1 << 20);
     for (int round = 0; round < 64; ++round) {
-      (void)await_on(io, tier->demote());
+      (void)bench::run_to_completion(io, tier->demote());
       const std::string k = fmt::format("{}filler-{}", prefix, round);
-      (void)await_on(io, kv.batch_put(std::vector<std::string>{k}, std::vector<asio::const_buffer>{asio::buffer(filler)},
+      (void)bench::run_to_completion(io, kv.batch_put(std::vector<std::string>{k}, std::vector<asio::const_buffer>{asio::buffer(filler)},
                                       asio::use_awaitable));
     }
-    (void)await_on(io, tier->demote());
-    auto q = await_on(io, kv.batch_query(keys, asio::use_awaitable));
+    (void)bench::run_to_completion(io, tier->demote());
+    auto q = bench::run_to_completion(io, kv.batch_query(keys, asio::use_awaitable));
     for (auto& r : q)
       if (!r.ok() || r.replicas.size() != 1 || r.replicas[0].segment != tier->segment()) {
         std::fprintf(stderr, "disk_bench: a key is not on disk only; memory too large for this run\n");
@@ -174,7 +160,7 @@ int main(int argc, char** argv) {
     }
     // Once each, checked.
     for (auto* into : {&buffers, &registered_buffers}) {
-      auto got = await_on(io, kv.batch_get(keys, q, *into, asio::use_awaitable));
+      auto got = bench::run_to_completion(io, kv.batch_get(keys, q, *into, asio::use_awaitable));
       for (std::size_t i = 0; i < sh.keys; ++i)
         if (!got[i].ok() || std::memcmp((*into)[i].data(), values[i].data(), sh.size) != 0) {
           std::fprintf(stderr, "disk_bench: wrong bytes from the store\n");
@@ -214,7 +200,7 @@ int main(int argc, char** argv) {
       return ok;
     };
     auto store_batch = [&](const std::vector<asio::mutable_buffer>& into) {
-      auto r = await_on(io, kv.batch_get(keys, q, into, asio::use_awaitable));
+      auto r = bench::run_to_completion(io, kv.batch_get(keys, q, into, asio::use_awaitable));
       bool ok = true;
       for (auto& g : r) ok &= g.ok();
       return ok;

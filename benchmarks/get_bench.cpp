@@ -142,17 +142,10 @@ asio::awaitable<nlohmann::json> run_all(store& kv, double seconds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  double seconds = 0.3;
-  std::string json_path;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--seconds") seconds = std::stod(argv[i + 1]);
-    else if (flag == "--json") json_path = argv[i + 1];
-    else {
-      std::fprintf(stderr, "usage: get_bench [--seconds S] [--json PATH]\n");
-      return 2;
-    }
-  }
+  bench::arguments args("get_bench", {{"--seconds", "S"}, {"--json", "PATH"}});
+  if (!args.parse(argc, argv)) return 2;
+  const double seconds = args.number("--seconds", 0.3);
+  const std::string json_path = args.text("--json", "");
   asio::io_context io;
   store_options options;
   options.lease_ttl = std::chrono::seconds(30);  // the longest a master grants: leases outlive each measured run

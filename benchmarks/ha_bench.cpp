@@ -111,17 +111,10 @@ asio::awaitable<void> query_once(net::remote_metadata& m, const keys_of& k) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  double seconds = 2;
-  std::string json_path;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--seconds") seconds = std::stod(argv[i + 1]);
-    else if (flag == "--json") json_path = argv[i + 1];
-    else {
-      fmt::print(stderr, "usage: ha_bench [--seconds S] [--json PATH]\n");
-      return 2;
-    }
-  }
+  bench::arguments args("ha_bench", {{"--seconds", "S"}, {"--json", "PATH"}});
+  if (!args.parse(argc, argv)) return 2;
+  const double seconds = args.number("--seconds", 2);
+  const std::string json_path = args.text("--json", "");
 
   master lone(false), leader(true);
   io_thread follower_thread;

@@ -6,6 +6,8 @@
 
 #include <corokv/meta/service.hpp>
 
+#include "bench_support.hpp"
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -59,16 +61,11 @@ double run(std::size_t threads, std::size_t batch, double seconds, F batch_fn) {
 
 int main(int argc, char** argv) {
   config cfg;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string flag = argv[i];
-    if (flag == "--seconds") cfg.seconds = std::stod(argv[i + 1]);
-    else if (flag == "--keys") cfg.keys = std::stoul(argv[i + 1]);
-    else if (flag == "--json") cfg.json_path = argv[i + 1];
-    else {
-      std::fprintf(stderr, "usage: meta_bench [--seconds S] [--keys N] [--json PATH]\n");
-      return 2;
-    }
-  }
+  bench::arguments args("meta_bench", {{"--seconds", "S"}, {"--keys", "N"}, {"--json", "PATH"}});
+  if (!args.parse(argc, argv)) return 2;
+  cfg.seconds = args.number("--seconds", cfg.seconds);
+  cfg.keys = static_cast<decltype(cfg.keys)>(args.count("--keys", cfg.keys));
+  cfg.json_path = args.text("--json", cfg.json_path);
 
   if (cfg.keys <= 4096) {
     std::fprintf(stderr, "meta_bench: --keys must exceed the largest batch (4096)\n");

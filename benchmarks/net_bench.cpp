@@ -809,18 +809,11 @@ cluster_store client_store(asio::io_context& io, std::uint16_t master_port, bool
 }  // namespace
 
 int main(int argc, char** argv) {
-  double seconds = 0.5;
-  std::string json_path, sections;
-  for (int i = 1; i < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--seconds" && i + 1 < argc) seconds = std::stod(argv[i + 1]);
-    else if (flag == "--json" && i + 1 < argc) json_path = argv[i + 1];
-    else if (flag == "--sections" && i + 1 < argc) sections = argv[i + 1];
-    else {
-      std::fprintf(stderr, "usage: net_bench [--seconds S] [--json PATH] [--sections query,tcp,shm,two-step,redis]\n");
-      return 2;
-    }
-  }
+  bench::arguments args("net_bench",
+                        {{"--seconds", "S"}, {"--json", "PATH"}, {"--sections", "query,tcp,shm,two-step,redis"}});
+  if (!args.parse(argc, argv)) return 2;
+  const double seconds = args.number("--seconds", 0.5);
+  const std::string json_path = args.text("--json", ""), sections = args.text("--sections", "");
   try {
     // Children first, while this process has no threads and no io_context.
     constexpr std::size_t raw_block = 16u << 20, raw_windows = 4;

@@ -98,28 +98,21 @@ asio::awaitable<nlohmann::json> measure(rdma_cluster_store& reader, const shape&
 
 int main(int argc, char** argv) {
   settings s;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--seconds") s.seconds = std::stod(value);
-    else if (flag == "--device") s.device = value;
-    else if (flag == "--json") s.json_path = value;
-    else if (flag == "--shapes") {
-      s.shapes.clear();
-      for (std::size_t at = 0; at < value.size();) {
-        const std::size_t comma = std::min(value.find(',', at), value.size());
-        const std::string one = value.substr(at, comma - at);
-        const std::size_t x = one.find('x');
-        s.shapes.push_back({std::stoull(one.substr(0, x)), std::stoull(one.substr(x + 1))});
-        at = comma + 1;
-      }
-    } else {
-      std::fprintf(stderr, "usage: rdma_bench [--seconds S] [--device NAME] [--json PATH] [--shapes KxB,...]\n");
-      return 2;
+  bench::arguments args("rdma_bench", {{"--seconds", "S"}, {"--device", "NAME"}, {"--json", "PATH"}, {"--shapes", "KxB,..."}});
+  if (!args.parse(argc, argv)) return 2;
+  s.seconds = args.number("--seconds", s.seconds);
+  s.device = args.text("--device", s.device);
+  s.json_path = args.text("--json", s.json_path);
+  if (args.has("--shapes")) {
+    const std::string value = args.text("--shapes", "");
+    s.shapes.clear();
+    for (std::size_t at = 0; at < value.size();) {
+      const std::size_t comma = std::min(value.find(',', at), value.size());
+      const std::string one = value.substr(at, comma - at);
+      const std::size_t x = one.find('x');
+      s.shapes.push_back({std::stoull(one.substr(0, x)), std::stoull(one.substr(x + 1))});
+      at = comma + 1;
     }
-  }
-  if (argc % 2 == 0) {
-    std::fprintf(stderr, "rdma_bench: %s needs a value\n", argv[argc - 1]);
-    return 2;
   }
   try {
     asio::io_context io(1);

@@ -1,4 +1,4 @@
 #define DOCTEST_CONFIG_IMPLEMENT
-#include "doctest_main.hpp"
+#include "support/doctest_main.hpp"
 
 int main(int argc, char** argv) { return corokv::test::run_tests(argc, argv); }

@@ -3,6 +3,8 @@
 
 #include <corokv/client/demotion_plan.hpp>
 
+#include "../support/step_failure.hpp"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -57,6 +59,15 @@ struct run {
   disk::index_replay index;
 };
 
+// What a finished pass leaves: its counts, error, committed copies and index.
+run outcome_of(demotion_plan& plan, run out) {
+  out.counts = plan.counts();
+  out.error = plan.error();
+  for (auto& e : plan.committed()) out.committed.push_back(e.version);
+  out.index = disk::replay_index(plan.index_records(), 1 << 20);
+  return out;
+}
+
 // Drives a pass over `w`: `fail` fails that step as a whole, `key_fails`
 // fails one key (transfer_failed) in the step `key_step`, and the service
 // refuses the key `refused` (if any).
@@ -109,11 +120,49 @@ run drive(const demotion_work& w, failure fail, std::optional<step> key_step = {
         break;
     }
   }
-  out.counts = plan.counts();
-  out.error = plan.error();
-  for (auto& e : plan.committed()) out.committed.push_back(e.version);
-  out.index = disk::replay_index(plan.index_records(), 1 << 20);
-  return out;
+  return outcome_of(plan, std::move(out));
+}
+
+// A pass over `w` driven through test::fail_each_step: the step `f` names
+// fails as a whole (a read or write error, a flush that failed, demote_end
+// lost); the service refuses the last copy.
+run drive_failing(const demotion_work& w, test::step_failure& f) {
+  demotion_plan plan;
+  plan.start(w);
+  aligned buffer(std::max<std::uint64_t>(plan.buffer_size(), disk::block_size));
+  plan.use_buffer(buffer.p);
+  run out;
+  for (step s = plan.next(); s != step::done; s = plan.next()) {
+    out.steps.push_back(s);
+    const bool fails = f.fails();
+    const std::error_code failure = fails ? std::error_code(errc::transfer_failed) : std::error_code{};
+    switch (s) {
+      case step::read:
+        for (const auto& r : plan.reads()) std::memset(r.destination.data(), 'r', r.destination.size());
+        std::fill(plan.read_status().begin(), plan.read_status().end(), errc::success);
+        plan.on_read(failure);
+        break;
+      case step::write:
+        std::fill(plan.write_status().begin(), plan.write_status().end(), errc::success);
+        plan.on_written(failure);
+        break;
+      case step::sync:
+        plan.on_synced(!fails);
+        break;
+      case step::report: {
+        out.reported.assign(plan.copied().begin(), plan.copied().end());
+        auto answers = plan.answers();
+        std::fill(answers.begin(), answers.end(), errc::success);
+        answers.back() = errc::not_found;
+        plan.on_reported(fails ? std::error_code(errc::rpc_failed) : std::error_code{});
+        break;
+      }
+      case step::offer:
+      case step::done:
+        break;
+    }
+  }
+  return outcome_of(plan, std::move(out));
 }
 
 }  // namespace
@@ -193,6 +242,40 @@ TEST_CASE("demotion plan: an answer asking for the disk's copies is an offer and
   const run nothing = drive(empty, failure::none);
   CHECK(nothing.steps.empty());
   CHECK(nothing.index.records == 1);
+}
+
+TEST_CASE("demotion plan: each step failing in turn: the pass ends, every copy is reported, only what the service took is indexed") {
+  const auto w = three_copies();
+  const auto steps = test::fail_each_step(
+      [&](test::step_failure& f) { return drive_failing(w, f); },
+      [&](const run& r, const test::step_failure& f) {
+        REQUIRE(!r.steps.empty());
+        CHECK(r.steps.back() == step::report);  // every failure still ends in a report
+        // Every copy handed out is reported, made or not: the service
+        // frees the disk extent of each one that is not there.
+        REQUIRE(r.reported.size() == w.copies.size());
+        CHECK(r.index.records == 2 + r.index.entries.size());  // the released copies are written down always
+        CHECK(r.index.entries.size() == r.committed.size());
+        if (!f.failed_any()) {
+          CHECK_FALSE(r.error);
+          CHECK(r.reported == std::vector<errc>(3, errc::success));
+          CHECK(r.committed == std::vector<version_t>{10, 11});  // the last one refused
+          CHECK(r.counts.refused == 1);
+          return;
+        }
+        CHECK(r.committed.empty());
+        if (f.failing_step() + 1 == r.steps.size()) {
+          // demote_end itself lost: nothing is committed, the service's
+          // reservations expire.
+          CHECK(r.error == errc::rpc_failed);
+        } else {
+          CHECK_FALSE(r.error);
+          CHECK(r.reported == std::vector<errc>(3, errc::transfer_failed));
+          CHECK(r.counts.failed == 3);
+        }
+      },
+      {test::step_fault::error});
+  CHECK(steps == 4);  // read, write, sync, report
 }
 
 }  // TEST_SUITE

@@ -291,6 +291,11 @@ TEST_CASE("processes: a writer killed mid-put leaves nothing visible: the put ti
   CHECK(master.metric("corokv_master_expired_puts_total") == 1);
 }
 
+// The disk tier's process tests: they need a corokv-node built with the
+// disk tier (io_uring on); without it they are skipped and counted as such
+// (tests/cluster/main.cpp).
+TEST_SUITE("disk_tier") {
+
 TEST_CASE("processes: a node's disk tier keeps what its memory cannot: demoted, read by another node from disk") {
   scratch_dir dir;
   // Demotion from a quarter of memory up; the node passes every 100 ms.
@@ -378,6 +383,8 @@ TEST_CASE("processes: a node with a disk tier stopped until the master declares 
   CHECK(r.ok + r.absent == rounds * per_round);      // the memory-only ones cleanly gone
   CHECK(r.corrupt == 0);
 }
+
+}  // TEST_SUITE("disk_tier")
 
 TEST_CASE("processes: malformed and truncated frames close that connection: master and data server go on") {
   scratch_dir dir;

@@ -1,7 +1,7 @@
 // Writes the fuzzers' seed corpus: one file per sample message (type byte +
 // payload, data bytes included) and one per frame header.
 //   make_corpus <dir>   creates <dir>/header, <dir>/request, <dir>/response
-#include "../wire/samples.hpp"
+#include "../support/wire_samples.hpp"
 
 #include <filesystem>
 #include <fstream>

@@ -4,7 +4,8 @@
 // (silent, garbled); "etcd" runs it against a real etcd process, and is
 // skipped (see main.cpp) where there is no etcd.
 
-#include "etcd_process.hpp"
+#include "../support/etcd_process.hpp"
+#include "../support/run.hpp"
 
 #include <corokv/etcd/client.hpp>
 #include <corokv/etcd/gateway.hpp>
@@ -55,12 +56,8 @@ using steady = std::chrono::steady_clock;
 template <class Body>
 void run(Body body, std::chrono::seconds limit = 30s) {
   asio::io_context io;
-  auto done = asio::co_spawn(io, body(io), asio::use_future);
-  const auto deadline = steady::now() + limit;
-  while (done.wait_for(0s) != std::future_status::ready)
-    if (io.run_one_until(deadline) == 0) break;
-  REQUIRE_MESSAGE(done.wait_for(0s) == std::future_status::ready, "the test did not finish within its limit");
-  done.get();  // rethrows what escaped the body
+  // Rethrows what escaped the body.
+  REQUIRE_MESSAGE(corokv::test::run_within(io, body(io), limit), "the test did not finish within its limit");
 }
 
 asio::awaitable<void> sleep_for(steady::duration d) {

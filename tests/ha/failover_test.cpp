@@ -9,10 +9,10 @@
 // namespace linked to this one by a veth pair and a bridge (test_hosts.hpp);
 // where namespaces cannot be made, all share 127.0.0.1, and the test says so.
 
-#include "../net/cluster_support.hpp"
+#include "../support/cluster.hpp"
 #include "../support/process.hpp"
-#include "etcd_process.hpp"
-#include "test_hosts.hpp"
+#include "../support/etcd_process.hpp"
+#include "../support/test_hosts.hpp"
 
 #include <corokv/cluster.hpp>
 

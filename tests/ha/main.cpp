@@ -3,7 +3,7 @@
 // nothing else was selected (ctest's ha.etcd), the run exits 77, which
 // ctest and meson count as skipped rather than passed.
 #define DOCTEST_CONFIG_IMPLEMENT
-#include "../doctest_main.hpp"
+#include "../support/doctest_main.hpp"
 
 #include <cstdio>
 #include <string>
@@ -13,14 +13,7 @@ bool etcd_available(std::string& executable);
 
 int main(int argc, char** argv) {
   std::string executable;
-  if (etcd_available(executable)) return corokv::test::run_tests(argc, argv);
-  std::fprintf(stderr, "etcd not found at %s (set COROKV_ETCD): the real-etcd tests are skipped\n",
-               executable.c_str());
-  doctest::Context context(argc, argv);
-  context.addFilter("test-suite-exclude", "etcd");
-  const int status = context.run();
-  if (status != 0 || context.shouldExit()) return status;
-  using listener = corokv::test::selection_listener;
-  if (listener::ran && listener::selected == 0) return 77;
-  return status;
+  const bool available = etcd_available(executable);
+  const std::string why = "etcd not found at " + executable + " (set COROKV_ETCD)";
+  return corokv::test::run_tests_without(argc, argv, available, "etcd", why.c_str());
 }

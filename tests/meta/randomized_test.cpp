@@ -4,7 +4,7 @@
 // the end, everything freed must be reusable: each emptied segment takes one
 // object of its whole capacity.
 
-#include "fixture.hpp"
+#include "../support/service_fixture.hpp"
 
 #include <map>
 #include <random>

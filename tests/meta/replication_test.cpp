@@ -2,7 +2,7 @@
 // records agrees with a snapshot taken at the same moment, and a copy
 // promoted to a service serves exactly what the leader had committed.
 
-#include "fixture.hpp"
+#include "../support/service_fixture.hpp"
 
 #include <corokv/meta/replica_state.hpp>
 

@@ -1,6 +1,6 @@
 // Behaviour of the metadata service, one behaviour per case, on a manual clock.
 
-#include "fixture.hpp"
+#include "../support/service_fixture.hpp"
 
 #include <algorithm>
 

@@ -3,7 +3,7 @@
 // keeps objects with a disk copy, disk eviction, and the journal's view of
 // it (a follower's copy promotes to the same state).
 
-#include "fixture.hpp"
+#include "../support/service_fixture.hpp"
 
 #include <corokv/meta/replica_state.hpp>
 

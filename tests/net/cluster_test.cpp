@@ -7,7 +7,7 @@
 #include <corokv/cluster.hpp>
 #include <corokv/net/master_server.hpp>
 
-#include "cluster_support.hpp"
+#include "../support/cluster.hpp"
 #include "../support/hooked_transport.hpp"
 
 #include <boost/asio/as_tuple.hpp>

@@ -6,7 +6,7 @@
 #include <corokv/node.hpp>
 #include <corokv/net/master_server.hpp>
 
-#include "cluster_support.hpp"
+#include "../support/cluster.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>

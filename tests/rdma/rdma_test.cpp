@@ -5,11 +5,11 @@
 // binary says so and exits 77, which ctest counts as skipped.
 
 #define DOCTEST_CONFIG_IMPLEMENT
-#include "../doctest_main.hpp"
+#include "../support/doctest_main.hpp"
 
 #include <corokv/rdma.hpp>
 
-#include "../net/cluster_support.hpp"
+#include "../support/cluster.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>

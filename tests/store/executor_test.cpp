@@ -1,7 +1,7 @@
 // Where completions run, concurrency, and cancellation (the store's, and
 // detail::guarded_spawn's, through which nested work is cancelled).
 
-#include "support.hpp"
+#include "../support/embedded_store.hpp"
 
 #include <corokv/detail/guarded_spawn.hpp>
 
@@ -323,7 +323,7 @@ TEST_CASE("guarded_spawn and run_on: a cancellation reaches the waiting work, an
     auto op = detail::guarded_spawn(elsewhere, check(elsewhere), asio::use_awaitable);
     co_return co_await std::move(op);
   };
-  CHECK(run(io, on_strand()));
+  CHECK(run_to_completion(io, on_strand()));
 }
 
 namespace {

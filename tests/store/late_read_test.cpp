@@ -10,7 +10,7 @@
 // segment's id, so its replicas are read by memcpy and the test writes what
 // a tier would. (tests/disk runs the same paths with io_uring and a file.)
 
-#include "support.hpp"
+#include "../support/embedded_store.hpp"
 
 #include <algorithm>
 #include <cstring>

@@ -5,7 +5,7 @@
 // defect: an answer older than the store's own remove and put must not
 // enter the cache.
 
-#include "support.hpp"
+#include "../support/embedded_store.hpp"
 
 #include <boost/asio/deferred.hpp>
 
@@ -73,7 +73,7 @@ TEST_CASE("owned buffers: a key that does not fit in the pool fails with pool_ex
   store_options o = store_fixture<>::client_options(clock, 1024);
   o.buffer_pool_size = 256 << 10;
   store kv(io.get_executor(), embedded_metadata(service), local_transport{}, o);
-  run(io, [&]() -> asio::awaitable<void> {
+  run_to_completion(io, [&]() -> asio::awaitable<void> {
     co_await kv.add_segment(8 << 20);
     std::vector<std::string> keys{"small", "huge", "also-small", "missing"};
     std::vector<std::string> values{value_for(0, 1000), value_for(1, 1 << 20), value_for(2, 2000)};
@@ -114,7 +114,7 @@ TEST_CASE("owned buffers: a store without a pool fails every key of the handle f
   o.buffer_pool_size = 0;
   store kv(io.get_executor(), embedded_metadata(std::make_shared<meta::service>(store_fixture<>::service_options(), clock.source())),
            local_transport{}, o);
-  run(io, [&]() -> asio::awaitable<void> {
+  run_to_completion(io, [&]() -> asio::awaitable<void> {
     co_await kv.add_segment(1 << 20);
     std::vector<std::string> keys{"k"};
     std::vector<std::string> values{value_for(0, 100)};
@@ -287,7 +287,7 @@ TEST_CASE("the cache refuses a query answer older than the store's own remove an
                                                     store_fixture<>::client_options(clock, 1024));
   std::vector<std::string> keys{"k"};
   std::vector<std::string> old_value{value_for(1, 1000, 'o')}, new_value{value_for(2, 1000, 'n')};
-  run(io, [&]() -> asio::awaitable<void> {
+  run_to_completion(io, [&]() -> asio::awaitable<void> {
     co_await kv.add_segment(1 << 20);
     auto old_in = const_buffers(old_value);
     co_await kv.batch_put(keys, old_in);
@@ -297,7 +297,7 @@ TEST_CASE("the cache refuses a query answer older than the store's own remove an
   kv.metadata().g->hold_next = true;
   bool answered = false;
   kv.batch_query(keys, [&](boost::system::error_code, std::vector<query_result>) { answered = true; });
-  run(io, [&]() -> asio::awaitable<void> {
+  run_to_completion(io, [&]() -> asio::awaitable<void> {
     while (!kv.metadata().g->holding) {
       asio::steady_timer tick(io, 1ms);
       co_await tick.async_wait(asio::use_awaitable);
@@ -317,7 +317,7 @@ TEST_CASE("the cache refuses a query answer older than the store's own remove an
   std::vector<std::string> out{std::string(1000, '\0')};
   auto buffers = mutable_buffers(out);
   const auto before = kv.counters().metadata_round_trips;
-  auto got = run(io, [&]() -> asio::awaitable<std::vector<get_result>> { co_return co_await kv.batch_get(keys, buffers); }());
+  auto got = run_to_completion(io, [&]() -> asio::awaitable<std::vector<get_result>> { co_return co_await kv.batch_get(keys, buffers); }());
   REQUIRE(got[0].ok());
   CHECK(got[0].source == key_source::requery);
   CHECK(kv.counters().metadata_round_trips - before == 1);

@@ -1,7 +1,7 @@
 // The store's batch API on the embedded default: data, the two-step read and
 // its round-trip counts, the cache, leases, bad input and completion tokens.
 
-#include "support.hpp"
+#include "../support/embedded_store.hpp"
 
 #include <boost/asio/deferred.hpp>
 
@@ -527,7 +527,7 @@ TEST_CASE("a commit that fails as a whole revokes every reservation and reports 
   std::vector<std::string> keys{"a", "b"};
   std::vector<std::string> values{value_for(0, 100), value_for(1, 100)};
   auto buffers = const_buffers(values);
-  auto [ec, put] = run(io, [&]() -> asio::awaitable<std::tuple<boost::system::error_code, std::vector<errc>>> {
+  auto [ec, put] = run_to_completion(io, [&]() -> asio::awaitable<std::tuple<boost::system::error_code, std::vector<errc>>> {
     co_await st.add_segment(1 << 20);
     co_return co_await st.batch_put(keys, buffers, asio::as_tuple(asio::deferred));
   }());
@@ -544,7 +544,7 @@ TEST_CASE("an exception inside an operation completes it with an error instead o
   std::vector<std::string> out{std::string(10, '\0')};
   auto in = const_buffers(values);
   auto bufs = mutable_buffers(out);
-  auto [ec, got] = run(io, [&]() -> asio::awaitable<std::tuple<boost::system::error_code, std::vector<get_result>>> {
+  auto [ec, got] = run_to_completion(io, [&]() -> asio::awaitable<std::tuple<boost::system::error_code, std::vector<get_result>>> {
     co_await st.add_segment(1 << 20);
     co_await st.batch_put(keys, in);
     co_return co_await st.batch_get(keys, bufs, asio::as_tuple(asio::deferred));

@@ -4,6 +4,8 @@
 // when the test process itself dies (PR_SET_PDEATHSIG), so that no test
 // leaves a process behind. Every wait has a deadline.
 
+#include "scratch_dir.hpp"
+
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
@@ -124,23 +126,6 @@ inline nlohmann::json wait_for_json(const std::filesystem::path& path,
   FAIL("no ready file at " << path);
   return {};
 }
-
-// A fresh directory per test for ready files and process output.
-struct scratch_dir {
-  std::filesystem::path path;
-  scratch_dir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "corokv-test-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  scratch_dir(const scratch_dir&) = delete;
-  scratch_dir& operator=(const scratch_dir&) = delete;
-  ~scratch_dir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-  std::filesystem::path operator/(const std::string& name) const { return path / name; }
-};
 
 // GET http://host:port/target (an admin port; host an IPv4 address): the
 // body, or empty if unreachable. Blocking, with a 5 s receive timeout.

@@ -26,7 +26,7 @@
 // The usual batch (every key leased, into the caller's buffers) is touched
 // in two passes over its keys: one admits each key, checks its result and
 // buffer and builds its read; one after the transfer settles each read.
-// Tested step by step without an io_context (tests/client/plans_test).
+// Tested step by step without an io_context (tests/client/read_plan_test).
 // A plan is reused across batches: its vectors keep their capacity.
 
 #include <corokv/client/options.hpp>

@@ -5,6 +5,8 @@
 #include <corokv/embedded.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include "run.hpp"
+
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -25,15 +27,6 @@ namespace corokv::test {
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
-
-// Runs the coroutine on io until it finishes; rethrows what it threw.
-template <class T>
-T run(asio::io_context& io, asio::awaitable<T> coroutine) {
-  auto future = asio::co_spawn(io, std::move(coroutine), asio::use_future);
-  io.restart();
-  io.run();
-  return future.get();
-}
 
 // Bytes of the value stored under key number `i`: distinct per key and tag.
 inline std::string value_for(std::size_t i, std::size_t size, char tag = 'v') {
@@ -185,7 +178,7 @@ struct store_fixture {
 
   template <class T>
   T run(asio::awaitable<T> coroutine) {
-    return test::run(io, std::move(coroutine));
+    return test::run_to_completion(io, std::move(coroutine));
   }
 
   segment_id add_segment(std::uint64_t size) {

@@ -1,11 +1,12 @@
-// The store's decisions without I/O: the read plan and the put plan driven
-// step by step as the store's coroutines drive them, with the outcomes a
-// metadata endpoint and a transport could give; and the metadata cache
-// refusing answers older than an invalidation. No io_context anywhere.
+// The store's read decisions without I/O: the read plan driven step by step
+// as the store's coroutine drives it, with the outcomes a metadata endpoint
+// and a transport could give, and each step failing in turn
+// (tests/support/step_failure.hpp). No io_context anywhere.
 
-#include <corokv/client/metadata_cache.hpp>
-#include <corokv/client/put_plan.hpp>
 #include <corokv/client/read_plan.hpp>
+
+#include "../support/query_results.hpp"
+#include "../support/step_failure.hpp"
 
 #include <doctest/doctest.h>
 
@@ -15,21 +16,11 @@
 
 using namespace corokv;
 using namespace std::chrono_literals;
-using namespace corokv::client;
+using client::read_plan;
+using test::leased;
+using test::t0;
 
 namespace {
-
-const time_point t0 = time_point{} + 1h;
-
-query_result leased(std::uint64_t size, version_t version, time_point deadline, std::size_t replicas = 1) {
-  query_result q;
-  q.status = errc::success;
-  q.size = size;
-  q.version = version;
-  q.lease_deadline = deadline;
-  for (std::size_t r = 0; r < replicas; ++r) q.replicas.push_back({100 + r, 7, 4096 * version, size, version + r});
-  return q;
-}
 
 struct reader {
   std::vector<std::string> keys;
@@ -73,7 +64,7 @@ TEST_CASE("read plan: valid caller results are read with no metadata step, into 
   CHECK_FALSE(r.plan.error());
   auto results = r.plan.take_results();
   CHECK(results[0].ok());
-  CHECK(results[0].source == key_source::caller);
+  CHECK(results[0].source == client::key_source::caller);
   CHECK(results[0].size == 100);
   CHECK(results[1].version == 2);
   CHECK(r.plan.counts().from_caller == 2);
@@ -100,14 +91,14 @@ TEST_CASE("read plan: missing and expired results are re-queried together, stric
     r.transfer({errc::success, errc::success});
     REQUIRE(r.next() == read_plan::step::done);
     auto results = r.plan.take_results();
-    CHECK(results[0].source == key_source::caller);
-    CHECK(results[1].source == key_source::requery);
+    CHECK(results[0].source == client::key_source::caller);
+    CHECK(results[1].source == client::key_source::requery);
     CHECK(results[1].version == 3);
     CHECK(results[2].status == errc::not_found);
   }
   {
     reader r({"ok", "expired", "missing"});
-    r.plan.start(r.keys, t0, get_options{.strict = true});
+    r.plan.start(r.keys, t0, client::get_options{.strict = true});
     r.plan.read_into(r.buffers);
     r.plan.use_results(given);
     REQUIRE(r.next() == read_plan::step::transfer);  // no query step at all
@@ -299,7 +290,7 @@ TEST_CASE("read plan: the cache is asked with each admitted key and its hash, an
   r.transfer({errc::success});
   REQUIRE(r.next() == read_plan::step::done);
   auto results = r.plan.take_results();
-  CHECK(results[0].source == key_source::cache);
+  CHECK(results[0].source == client::key_source::cache);
   CHECK(results[0].version == 5);
   CHECK(results[1].status == errc::not_found);
   CHECK(results[2].status == errc::invalid_key);
@@ -331,205 +322,144 @@ TEST_CASE("read plan: into the pool, each key gets a handle of its object's size
   CHECK(pool.used() == 0);
 }
 
-// ------------------------------------------------------------ put plan
-
 namespace {
 
-struct writer {
-  std::vector<std::string> keys;
-  std::vector<std::string> values;
-  std::vector<boost::asio::const_buffer> buffers;
-  put_plan plan;
-
-  writer(std::vector<std::string> k, std::vector<std::string> v) : keys(std::move(k)), values(std::move(v)) {
-    for (auto& x : values) buffers.push_back(boost::asio::buffer(x));
-  }
-  // Grants every key `replicas` replicas, except those given a status.
-  void reserve(std::size_t replicas, std::vector<errc> statuses = {}) {
-    auto out = plan.reservations();
-    for (std::size_t k = 0; k < out.size(); ++k) {
-      out[k].replicas.clear();
-      out[k].status = k < statuses.size() ? statuses[k] : errc::success;
-      out[k].version = 10 + k;
-      if (!out[k].ok()) continue;
-      for (std::size_t r = 0; r < replicas; ++r) {
-        replica_descriptor where;
-        where.segment = 200 + r;
-        where.node = 1;
-        where.offset = 64 * k;
-        where.length = plan.reserve_sizes()[k];
-        out[k].replicas.push_back(where);
-      }
-    }
-    plan.on_reserved({});
-  }
-  void written(std::vector<errc> status) {
-    REQUIRE(plan.write_status().size() == status.size());
-    std::copy(status.begin(), status.end(), plan.write_status().begin());
-    plan.on_written({});
-  }
+// What a read did, as the caller saw it.
+struct read_outcome {
+  std::vector<read_plan::step> steps;
+  std::error_code error;
+  std::vector<client::get_result> results;
+  std::size_t handles_held = 0;        // non-empty handles the caller got
+  std::uint64_t handle_bytes = 0;      // ... their bytes
+  std::uint64_t pool_used = 0;         // the pool's bytes out, with those handles held
+  std::uint64_t pool_left = 0;         // ... and once the caller let go of them
 };
+
+// Three keys into a pool: "given" with the caller's result (two replicas,
+// lease until t0 + 1.5 s), "missing" and "gone" re-queried (the service
+// knows "missing" and not "gone"). The first replica of "given" fails, so a
+// second pass reads its next one; that read ends after its lease, so it is
+// re-validated. Every transfer pass takes a second. Steps: query, transfer,
+// transfer, validate.
+read_outcome read_with(test::step_failure& f) {
+  memory::buffer_pool pool(64 << 10);
+  reader r({"given", "missing", "gone"});
+  query_result absent;
+  absent.status = errc::not_found;
+  const std::vector<query_result> given{leased(100, 1, t0 + 1500ms, 2), absent, absent};
+  r.plan.start(r.keys, t0, {});
+  r.plan.read_into(pool);
+  r.plan.use_results(given);
+  read_outcome out;
+  for (;;) {
+    const auto s = r.next(f.cancelled());
+    if (s == read_plan::step::done) break;
+    out.steps.push_back(s);
+    const bool fails = f.fails();
+    switch (s) {
+      case read_plan::step::query:
+        if (!fails) {
+          REQUIRE(r.plan.query_keys().size() == 2);
+          r.plan.query_results()[0] = leased(200, 2, t0 + 10s);
+          r.plan.query_results()[1].status = errc::not_found;
+        }
+        r.plan.on_query(fails ? std::error_code(errc::rpc_failed) : std::error_code{});
+        break;
+      case read_plan::step::transfer: {
+        auto status = r.plan.transfer_status();
+        for (std::size_t k = 0; k < status.size(); ++k)
+          status[k] = r.plan.transfers()[k].replica == given[0].replicas[0] ? errc::transfer_failed : errc::success;
+        r.now += 1s;
+        r.plan.on_transfer(fails ? std::error_code(errc::transfer_failed) : std::error_code{});
+        break;
+      }
+      case read_plan::step::validate:
+        REQUIRE(r.plan.validate_keys().size() == 1);
+        CHECK(r.plan.validate_replicas()[0] == given[0].replicas[1]);
+        r.plan.validate_status()[0] = errc::success;
+        r.plan.on_validate(fails ? std::error_code(errc::rpc_failed) : std::error_code{});
+        break;
+      case read_plan::step::done:
+        break;
+    }
+  }
+  out.error = r.plan.error();
+  out.results = r.plan.take_results();
+  {
+    const auto handles = r.plan.take_handles();
+    for (const auto& h : handles)
+      if (h) {
+        ++out.handles_held;
+        out.handle_bytes += h.size();
+      }
+    out.pool_used = pool.used();
+  }
+  out.pool_left = pool.used();
+  return out;
+}
 
 }  // namespace
 
-TEST_CASE("put plan: reserve, write every replica, commit") {
-  writer w({"a", "b"}, {"xx", "yyy"});
-  w.plan.start(w.keys, w.buffers, true);
-  REQUIRE(w.plan.next(false) == put_plan::step::reserve);
-  CHECK(w.plan.reserve_sizes()[1] == 3);
-  w.reserve(2);
-  REQUIRE(w.plan.next(false) == put_plan::step::write);
-  REQUIRE(w.plan.writes().size() == 4);  // 2 keys x 2 replicas
-  CHECK(w.plan.writes()[1].source.data() == w.buffers[0].data());
-  w.written({errc::success, errc::success, errc::success, errc::success});
-  REQUIRE(w.plan.next(false) == put_plan::step::commit);
-  CHECK(w.plan.commit_keys().size() == 2);
-  CHECK(w.plan.commit_versions()[1] == 11);
-  w.plan.on_committed({});
-  CHECK(w.plan.next(false) == put_plan::step::done);
-  CHECK_FALSE(w.plan.error());
-  CHECK(w.plan.take_results() == std::vector<errc>{errc::success, errc::success});
-  CHECK(w.plan.bytes_written() == 2 * 2 + 2 * 3);
+TEST_CASE("read plan: each step failing in turn, or cancelled at it: it ends, per-key statuses stand, no pool memory is kept") {
+  const auto steps = test::fail_each_step(
+      read_with,
+      [](const read_outcome& o, const test::step_failure& f) {
+        if (o.error) {
+          // The operation failed as a whole: the caller holds nothing and
+          // every handle went back to the pool.
+          REQUIRE(f.failed_any());
+          if (f.how() == test::step_fault::cancelled)
+            CHECK(o.error == errc::cancelled);
+          else
+            CHECK((o.error == errc::rpc_failed || o.error == errc::transfer_failed));
+          CHECK(o.handles_held == 0);
+          CHECK(o.pool_used == 0);
+          CHECK(o.pool_left == 0);
+          return;
+        }
+        // Per key: one that stands has its bytes in a handle of its object's
+        // size; one that failed has a status and holds no pool memory.
+        REQUIRE(o.results.size() == 3);
+        std::size_t standing = 0;
+        std::uint64_t bytes = 0;
+        for (const auto& r : o.results) {
+          if (r.ok()) {
+            ++standing;
+            bytes += r.size;
+          } else {
+            CHECK(r.status != errc::success);
+          }
+        }
+        CHECK(o.handles_held == standing);
+        CHECK(o.handle_bytes == bytes);
+        CHECK(o.pool_used >= bytes);
+        CHECK(o.pool_left == 0);  // nothing kept for "gone" or for the failed first replica
+        CHECK(o.results[2].status != errc::success);  // "gone" never stands
+        if (!f.failed_any()) {
+          CHECK(standing == 2);
+          CHECK(o.results[0].version == 1);
+          CHECK(o.results[1].size == 200);
+          CHECK(o.results[2].status == errc::not_found);
+          CHECK(o.steps == std::vector<read_plan::step>{read_plan::step::query, read_plan::step::transfer,
+                                                        read_plan::step::transfer, read_plan::step::validate});
+          return;
+        }
+        // A metadata call that failed while other keys still read fails the
+        // keys it was for, per key, and the rest stand.
+        REQUIRE(f.how() == test::step_fault::error);
+        REQUIRE(f.failing_step() < o.steps.size());
+        const auto failed = o.steps[f.failing_step()];
+        if (failed == read_plan::step::query) {
+          CHECK(o.results[0].ok());
+          CHECK(o.results[1].status == errc::rpc_failed);
+          CHECK(o.results[2].status == errc::rpc_failed);
+        } else {
+          REQUIRE(failed == read_plan::step::validate);
+          CHECK(o.results[0].status == errc::rpc_failed);  // read after its lease, and not confirmed
+          CHECK(o.results[1].ok());
+        }
+      },
+      {test::step_fault::error, test::step_fault::cancelled});
+  CHECK(steps == 4);
 }
 
-TEST_CASE("put plan: an unregistered writer registers first, and node_unknown registers once more, then fails") {
-  writer w({"a"}, {"x"});
-  w.plan.start(w.keys, w.buffers, false);
-  REQUIRE(w.plan.next(false) == put_plan::step::register_node);
-  w.plan.on_registered({});
-  REQUIRE(w.plan.next(false) == put_plan::step::reserve);
-  w.plan.on_reserved(errc::node_unknown);
-  REQUIRE(w.plan.next(false) == put_plan::step::register_node);
-  w.plan.on_registered({});
-  REQUIRE(w.plan.next(false) == put_plan::step::reserve);
-  w.plan.on_reserved(errc::node_unknown);
-  CHECK(w.plan.next(false) == put_plan::step::done);
-  CHECK(w.plan.error() == errc::node_unknown);
-}
-
-TEST_CASE("put plan: a failed reservation or replica write fails its key, which is revoked, and the rest commit") {
-  writer w({"no-room", "bad-write", "fine"}, {"1", "2", "3"});
-  w.plan.start(w.keys, w.buffers, true);
-  REQUIRE(w.plan.next(false) == put_plan::step::reserve);
-  w.reserve(2, {errc::no_space});
-  REQUIRE(w.plan.next(false) == put_plan::step::write);
-  REQUIRE(w.plan.writes().size() == 4);
-  w.written({errc::success, errc::transfer_failed, errc::success, errc::success});
-  REQUIRE(w.plan.next(false) == put_plan::step::commit);
-  REQUIRE(w.plan.commit_keys().size() == 1);
-  CHECK(w.plan.commit_keys()[0] == "fine");
-  w.plan.on_committed({});
-  REQUIRE(w.plan.next(false) == put_plan::step::revoke);
-  REQUIRE(w.plan.revoke_keys().size() == 1);
-  CHECK(w.plan.revoke_keys()[0] == "bad-write");
-  CHECK(w.plan.revoke_versions()[0] == 11);
-  w.plan.on_revoked({});
-  CHECK(w.plan.next(false) == put_plan::step::done);
-  CHECK(w.plan.take_results() == std::vector<errc>{errc::no_space, errc::transfer_failed, errc::success});
-}
-
-TEST_CASE("put plan: a write failing as a whole, or a cancellation, commits nothing and revokes everything") {
-  for (int which = 0; which < 3; ++which) {
-    CAPTURE(which);
-    writer w({"a", "b"}, {"1", "2"});
-    w.plan.start(w.keys, w.buffers, true);
-    REQUIRE(w.plan.next(false) == put_plan::step::reserve);
-    w.reserve(1);
-    if (which == 0) {  // cancelled before the writes: none happens
-      REQUIRE(w.plan.next(true) == put_plan::step::revoke);
-    } else {
-      REQUIRE(w.plan.next(false) == put_plan::step::write);
-      if (which == 1) {
-        w.plan.on_written(errc::transfer_failed);
-        REQUIRE(w.plan.next(false) == put_plan::step::revoke);
-      } else {  // cancelled while writing
-        w.written({errc::success, errc::success});
-        REQUIRE(w.plan.next(true) == put_plan::step::revoke);
-      }
-    }
-    CHECK(w.plan.revoke_keys().size() == 2);
-    w.plan.on_revoked({});
-    CHECK(w.plan.next(false) == put_plan::step::done);
-    CHECK(w.plan.error() == (which == 1 ? errc::transfer_failed : errc::cancelled));
-  }
-}
-
-TEST_CASE("put plan: a commit failing as a whole revokes what it tried to commit and reports the failure") {
-  writer w({"a", "b"}, {"1", "2"});
-  w.plan.start(w.keys, w.buffers, true);
-  REQUIRE(w.plan.next(false) == put_plan::step::reserve);
-  w.reserve(1, {errc::success, errc::put_in_progress});
-  REQUIRE(w.plan.next(false) == put_plan::step::write);
-  w.written({errc::success});
-  REQUIRE(w.plan.next(false) == put_plan::step::commit);
-  w.plan.on_committed(errc::rpc_failed);
-  REQUIRE(w.plan.next(false) == put_plan::step::revoke);
-  REQUIRE(w.plan.revoke_keys().size() == 1);
-  CHECK(w.plan.revoke_keys()[0] == "a");
-  w.plan.on_revoked(errc::rpc_failed);  // best effort: the put timeout reclaims it
-  CHECK(w.plan.next(false) == put_plan::step::done);
-  CHECK(w.plan.error() == errc::rpc_failed);
-}
-
-TEST_CASE("put plan: bad input fails per key, and a batch with nothing valid needs no step") {
-  writer w({"", "empty", "ok", "ok"}, {"x", "", "v", "w"});
-  w.plan.start(w.keys, w.buffers, true);
-  REQUIRE(w.plan.next(false) == put_plan::step::reserve);
-  CHECK(w.plan.reserve_keys().size() == 1);
-  w.reserve(1);
-  REQUIRE(w.plan.next(false) == put_plan::step::write);
-  w.written({errc::success});
-  REQUIRE(w.plan.next(false) == put_plan::step::commit);
-  w.plan.on_committed({});
-  REQUIRE(w.plan.next(false) == put_plan::step::done);
-  CHECK(w.plan.take_results() ==
-        std::vector<errc>{errc::invalid_key, errc::invalid_argument, errc::success, errc::duplicate_key});
-  CHECK(w.plan.touched_keys().size() == 1);
-
-  writer none({"", "e"}, {"x", ""});
-  none.plan.start(none.keys, none.buffers, false);
-  CHECK(none.plan.next(false) == put_plan::step::done);
-  CHECK(none.plan.take_results() == std::vector<errc>{errc::invalid_key, errc::invalid_argument});
-}
-
-// ------------------------------------------------------------ cache
-
-TEST_CASE("metadata cache: an answer to a query sent before an invalidation of its key does not enter") {
-  metadata_cache cache(16);
-  std::vector<std::string> keys{"k", "other"};
-  std::vector<query_result> old_answer{leased(10, 1, t0 + 5s), leased(10, 2, t0 + 5s)};
-  auto sent = cache.begin_query();                                          // a query goes out
-  cache.locked([&](metadata_cache::view& v) { v.invalidate("k"); });        // the store removes and puts "k"
-  auto fresh = cache.begin_query();                                         // a later query
-  cache.locked([&](metadata_cache::view& v) { v.store_all(keys, old_answer, sent); });  // the old answer lands
-  cache.end_query(sent);
-  cache.locked([&](metadata_cache::view& v) {
-    CHECK(v.find("k", t0) == nullptr);       // refused: older than the invalidation
-    CHECK(v.find("other", t0) != nullptr);   // untouched keys are stored
-  });
-  std::vector<query_result> new_answer{leased(10, 3, t0 + 5s), leased(10, 2, t0 + 5s)};
-  cache.locked([&](metadata_cache::view& v) { v.store_all(keys, new_answer, fresh); });
-  cache.end_query(fresh);
-  cache.locked([&](metadata_cache::view& v) {
-    REQUIRE(v.find("k", t0) != nullptr);
-    CHECK(v.find("k", t0)->version == 3);
-  });
-}
-
-TEST_CASE("metadata cache: with more invalidations in flight than it records, older answers are refused whole") {
-  metadata_cache cache(4096);
-  auto sent = cache.begin_query();
-  cache.locked([&](metadata_cache::view& v) {
-    for (int i = 0; i < 2000; ++i) v.invalidate("x" + std::to_string(i));
-  });
-  std::vector<std::string> keys{"untouched"};
-  std::vector<query_result> answer{leased(10, 1, t0 + 5s)};
-  cache.locked([&](metadata_cache::view& v) { v.store_all(keys, answer, sent); });
-  cache.end_query(sent);
-  cache.locked([&](metadata_cache::view& v) { CHECK(v.find("untouched", t0) == nullptr); });
-  // With no query out any more, the record is cleared: new answers enter.
-  auto later = cache.begin_query();
-  cache.locked([&](metadata_cache::view& v) { v.store_all(keys, answer, later); });
-  cache.end_query(later);
-  cache.locked([&](metadata_cache::view& v) { CHECK(v.find("untouched", t0) != nullptr); });
-}

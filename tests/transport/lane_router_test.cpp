@@ -7,7 +7,7 @@
 // an unknown segment refreshes the directory once, and that the counters
 // say which lane moved what.
 
-#include "../store/support.hpp"
+#include "../support/embedded_store.hpp"
 
 #include <corokv/transport/lane_router.hpp>
 #include <corokv/transport/memcpy_lane.hpp>
@@ -345,7 +345,7 @@ TEST_CASE("router: an unknown segment refreshes the directory once per batch, an
     std::vector<read_request> reads;
     for (auto id : segments) reads.push_back({{id, 1, 0, 64}, asio::buffer(into)});
     std::vector<errc> status(reads.size());
-    run(io, router.read(reads, status));
+    run_to_completion(io, router.read(reads, status));
     return status;
   };
   auto first = read({5, 6, 9});

@@ -16,6 +16,9 @@
 
 #include <corokv/disk_tier.hpp>
 
+#include "support/run.hpp"
+#include "support/scratch_dir.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -172,10 +175,7 @@ struct torture {
 
   template <class T>
   T await(asio::awaitable<T> task) {
-    auto f = asio::co_spawn(io, std::move(task), asio::use_future);
-    io.restart();
-    io.run();
-    return f.get();
+    return test::run_to_completion(io, std::move(task));
   }
 
   bool running() const { return clock_type::now() < deadline; }
@@ -360,21 +360,12 @@ std::chrono::seconds torture_length() {
   return std::chrono::seconds(s ? std::max(1, std::atoi(s)) : 4);
 }
 
-struct scratch_dir {
-  std::filesystem::path path;
-  scratch_dir() {
-    char tmpl[] = "/var/tmp/corokv-torture-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~scratch_dir() { std::filesystem::remove_all(path); }
-};
-
 }  // namespace
 
 TEST_SUITE("disk") {
 
 TEST_CASE("disk tier torture: demotion, release and disk eviction churn under late reads, and no read is ever another's bytes") {
-  scratch_dir dir;
+  test::scratch_dir dir(test::disk_backed_tmp);
   const torture_shape shape = torture_sizes();
   torture t(dir.path, shape);
   t.run(torture_length());

@@ -2,7 +2,7 @@
 // malformed input is refused with protocol_error without reading out of
 // bounds or allocating for what was not sent.
 
-#include "samples.hpp"
+#include "../support/wire_samples.hpp"
 
 #include <doctest/doctest.h>
 

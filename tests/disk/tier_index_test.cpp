@@ -1,14 +1,11 @@
-// The disk tier's index and checksums, without I/O: CRC-32C against its
-// published check value (hardware and tables alike), and the index log's
-// replay: last copy per key, dropped copies, overwritten extents, and a log
-// that ends at its first torn or corrupted record.
+// The disk tier's index without I/O: the index log's replay: last copy per
+// key, dropped copies, overwritten extents, and a log that ends at its first
+// torn or corrupted record. No io_uring: runs in corokv_tests.
 
-#include <corokv/disk/crc32c.hpp>
 #include <corokv/disk/tier_index.hpp>
 
 #include <doctest/doctest.h>
 
-#include <random>
 #include <string>
 #include <vector>
 
@@ -17,10 +14,6 @@ using namespace corokv::disk;
 
 namespace {
 
-std::span<const std::byte> bytes_of(const std::string& s) {
-  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
-}
-
 index_entry entry(std::string key, version_t v, std::uint64_t offset, std::uint64_t length) {
   return {std::move(key), v, offset, length, static_cast<std::uint32_t>(v * 2654435761u)};
 }
@@ -28,21 +21,6 @@ index_entry entry(std::string key, version_t v, std::uint64_t offset, std::uint6
 }  // namespace
 
 TEST_SUITE("disk") {
-
-TEST_CASE("crc32c: the published check value, in hardware and from tables, whole or in parts") {
-  CHECK(crc32c(bytes_of("123456789")) == 0xE3069283u);
-  CHECK(crc32c_without_hardware(bytes_of("123456789")) == 0xE3069283u);
-  CHECK(crc32c(bytes_of("")) == 0u);
-  std::mt19937_64 rng(5);
-  std::vector<std::byte> data(100003);
-  for (auto& b : data) b = static_cast<std::byte>(rng());
-  const auto whole = crc32c(data);
-  CHECK(crc32c_without_hardware(data) == whole);
-  const auto first = crc32c(std::span<const std::byte>(data).first(4097));
-  CHECK(crc32c(std::span<const std::byte>(data).subspan(4097), first) == whole);
-  data[777] ^= std::byte{1};
-  CHECK(crc32c(data) != whole);
-}
 
 TEST_CASE("tier index: replay keeps the last copy per key, forgets dropped ones and the segment is remembered") {
   std::vector<std::byte> log;

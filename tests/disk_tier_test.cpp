@@ -5,6 +5,9 @@
 
 #include <corokv/disk_tier.hpp>
 
+#include "support/run.hpp"
+#include "support/scratch_dir.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
@@ -25,23 +28,6 @@ using namespace corokv;
 using namespace std::chrono_literals;
 
 namespace {
-
-struct tier_scratch {
-  std::filesystem::path dir;
-  tier_scratch() {
-    char tmpl[] = "/var/tmp/corokv-tier-XXXXXX";
-    dir = ::mkdtemp(tmpl);
-  }
-  ~tier_scratch() { std::filesystem::remove_all(dir); }
-};
-
-template <class T>
-T await_on(asio::io_context& io, asio::awaitable<T> task) {
-  auto f = asio::co_spawn(io, std::move(task), asio::use_future);
-  io.restart();
-  io.run();
-  return f.get();
-}
 
 std::vector<std::byte> value_of(std::size_t i, std::size_t n) {
   std::mt19937_64 rng(i * 7919 + 1);
@@ -72,8 +58,8 @@ struct tiered {
         store(io.get_executor(), embedded_metadata(service),
               embedded_disk_transport(router_options{}, memcpy_lane(), disk_lane(io.get_executor())),
               store_options{.buffer_pool_size = 0}) {
-    REQUIRE(await_on(io, store.add_segment(memory, asio::use_awaitable)) != 0);
-    auto [ec, t] = await_on(io, disk_tier<embedded_disk_store>::open(store, {file, disk}));
+    REQUIRE(test::run_to_completion(io, store.add_segment(memory, asio::use_awaitable)) != 0);
+    auto [ec, t] = test::run_to_completion(io, disk_tier<embedded_disk_store>::open(store, {file, disk}));
     REQUIRE_FALSE(ec);
     tier = std::move(t);
   }
@@ -90,7 +76,7 @@ struct tiered {
     for (std::size_t i = from; i < from + n; ++i) values.push_back(value_of(i, size));
     for (auto& v : values) buffers.emplace_back(v.data(), v.size());
     const auto k = keys(from, n);
-    auto st = await_on(io, store.batch_put(k, buffers, asio::use_awaitable));
+    auto st = test::run_to_completion(io, store.batch_put(k, buffers, asio::use_awaitable));
     for (auto s : st) REQUIRE(s == errc::success);
   }
 
@@ -103,7 +89,7 @@ struct tiered {
     std::vector<asio::mutable_buffer> buffers;
     for (auto& o : out) buffers.emplace_back(o.data(), o.size());
     const auto k = keys(from, n);
-    auto got = await_on(io, store.batch_get(k, buffers, asio::use_awaitable));
+    auto got = test::run_to_completion(io, store.batch_get(k, buffers, asio::use_awaitable));
     tally t;
     for (std::size_t i = 0; i < n; ++i) {
       if (!got[i].ok()) {
@@ -127,7 +113,7 @@ struct tiered {
   std::size_t demote_all() {
     std::size_t total = 0;
     for (;;) {
-      auto [ec, n] = await_on(io, tier->demote());
+      auto [ec, n] = test::run_to_completion(io, tier->demote());
       REQUIRE_FALSE(ec);
       if (n == 0) return total;
       total += n;
@@ -146,9 +132,9 @@ struct tiered {
 TEST_SUITE("disk") {
 
 TEST_CASE("disk tier: under memory pressure every object is demoted, not dropped, and read back exact from disk") {
-  tier_scratch s;
+  test::scratch_dir s(test::disk_backed_tmp);
   constexpr std::size_t size = 64 * 1024, batch = 4, total = 64;  // 4 MiB through 1 MiB of memory
-  tiered t(s.dir / "tier", 1 << 20, 16 << 20);
+  tiered t(s.path / "tier", 1 << 20, 16 << 20);
   CHECK(t.tier->file().direct());
   t.put_demoting(total, batch, size);
   const auto st = t.service->stats();
@@ -167,7 +153,7 @@ TEST_CASE("disk tier: under memory pressure every object is demoted, not dropped
 }
 
 TEST_CASE("disk tier: a lease holds a disk extent: a full disk drops only objects nobody leases") {
-  tier_scratch s;
+  test::scratch_dir s(test::disk_backed_tmp);
   constexpr std::size_t size = 64 * 1024;
   auto o = tiered::service_options();
   o.lease_ttl = 30s;
@@ -176,7 +162,7 @@ TEST_CASE("disk tier: a lease holds a disk extent: a full disk drops only object
   // demotion that needs room tries to, which is the case under test.
   o.disk_high_watermark = 1.0;
   o.disk_low_watermark = 1.0;
-  tiered t(s.dir / "tier", 1 << 20, 1 << 20, o);  // 16 objects fit on disk
+  tiered t(s.path / "tier", 1 << 20, 1 << 20, o);  // 16 objects fit on disk
   t.put(0, 8, size);
   t.demote_all();
   t.put(8, 8, size);
@@ -184,7 +170,7 @@ TEST_CASE("disk tier: a lease holds a disk extent: a full disk drops only object
   REQUIRE(t.service->stats().disk.used == 16 * size);  // the disk is full
   // Lease all sixteen (queries through the store).
   const auto k = t.keys(0, 16);
-  auto q = await_on(t.io, t.store.batch_query(k, asio::use_awaitable));
+  auto q = test::run_to_completion(t.io, t.store.batch_query(k, asio::use_awaitable));
   for (auto& r : q) REQUIRE(r.ok());
   // More puts (what leased memory leaves room for): demotion wants disk
   // room, but every disk object is leased, so none is dropped.
@@ -196,7 +182,7 @@ TEST_CASE("disk tier: a lease holds a disk extent: a full disk drops only object
   std::vector<std::vector<std::byte>> out(k.size(), std::vector<std::byte>(size));
   std::vector<asio::mutable_buffer> buffers;
   for (auto& b : out) buffers.emplace_back(b.data(), b.size());
-  auto got = await_on(t.io, t.store.batch_get(k, q, buffers, asio::use_awaitable));
+  auto got = test::run_to_completion(t.io, t.store.batch_get(k, q, buffers, asio::use_awaitable));
   for (std::size_t i = 0; i < k.size(); ++i) {
     REQUIRE(got[i].ok());
     CHECK(out[i] == value_of(i, size));
@@ -207,9 +193,9 @@ TEST_CASE("disk tier: a lease holds a disk extent: a full disk drops only object
 }
 
 TEST_CASE("disk tier: after a restart every copy is found again, a corrupted one is dropped, a removed one stays gone") {
-  tier_scratch s;
+  test::scratch_dir s(test::disk_backed_tmp);
   constexpr std::size_t size = 64 * 1024, total = 24;
-  const auto file = s.dir / "tier";
+  const auto file = s.path / "tier";
   std::vector<std::size_t> on_disk;  // keys with a disk copy before the restart
   std::uint64_t corrupt_offset = 0;
   std::size_t corrupted = total, removed = total;
@@ -217,7 +203,7 @@ TEST_CASE("disk tier: after a restart every copy is found again, a corrupted one
     tiered t(file, 1 << 20, 8 << 20);
     t.put_demoting(total, 4, size);
     const auto k = t.keys(0, total);
-    auto q = await_on(t.io, t.store.batch_query(k, asio::use_awaitable));
+    auto q = test::run_to_completion(t.io, t.store.batch_query(k, asio::use_awaitable));
     for (std::size_t i = 0; i < total; ++i)
       for (auto& r : q[i].replicas)
         if (r.segment == t.tier->segment()) on_disk.push_back(i);
@@ -229,7 +215,7 @@ TEST_CASE("disk tier: after a restart every copy is found again, a corrupted one
       if (r.segment == t.tier->segment()) corrupt_offset = r.offset;
     removed = on_disk[2];
     const std::vector<std::string> gone{k[removed]};
-    auto st = await_on(t.io, t.store.batch_remove(gone, asio::use_awaitable));
+    auto st = test::run_to_completion(t.io, t.store.batch_remove(gone, asio::use_awaitable));
     REQUIRE(st[0] == errc::success);
     t.demote_all();
     CHECK(t.tier->stats().released >= 1);
@@ -259,16 +245,16 @@ TEST_CASE("disk tier: after a restart every copy is found again, a corrupted one
 }
 
 TEST_CASE("disk tier: a disk mounted again while the process lives on offers its copies again: the unchanged come back, the rest stay gone, also after a restart") {
-  tier_scratch s;
+  test::scratch_dir s(test::disk_backed_tmp);
   constexpr std::size_t size = 64 * 1024, total = 24;
-  const auto file = s.dir / "tier";
+  const auto file = s.path / "tier";
   std::vector<std::size_t> disk_only;  // keys whose only copy is on disk
   std::size_t removed = total, rewritten = total;
   {
     tiered t(file, 1 << 20, 8 << 20);
     t.put_demoting(total, 4, size);
     const auto k = t.keys(0, total);
-    auto q = await_on(t.io, t.store.batch_query(k, asio::use_awaitable));
+    auto q = test::run_to_completion(t.io, t.store.batch_query(k, asio::use_awaitable));
     for (std::size_t i = 0; i < total; ++i)
       if (q[i].replicas.size() == 1 && q[i].replicas[0].segment == t.tier->segment()) disk_only.push_back(i);
     REQUIRE(disk_only.size() >= 6);
@@ -282,12 +268,12 @@ TEST_CASE("disk tier: a disk mounted again while the process lives on offers its
     removed = disk_only[1];
     rewritten = disk_only[2];
     const std::vector<std::string> gone{k[removed]};
-    (void)await_on(t.io, t.store.batch_remove(gone, asio::use_awaitable));
+    (void)test::run_to_completion(t.io, t.store.batch_remove(gone, asio::use_awaitable));
     {
       const auto fresh = value_of(1000, size);
       const std::vector<std::string> again{k[rewritten]};
       const std::vector<asio::const_buffer> b{asio::buffer(fresh)};
-      auto st = await_on(t.io, t.store.batch_put(again, b, asio::use_awaitable));
+      auto st = test::run_to_completion(t.io, t.store.batch_put(again, b, asio::use_awaitable));
       REQUIRE(st[0] == errc::success);
     }
     // ... and the node's connection mounts it again under its id.
@@ -296,7 +282,7 @@ TEST_CASE("disk tier: a disk mounted again while the process lives on offers its
     REQUIRE(back.id == disk);
     CHECK(t.service->stats().disks_away == 1);
     // The next pass offers the copies again instead of demoting.
-    auto [ec, n] = await_on(t.io, t.tier->demote());
+    auto [ec, n] = test::run_to_completion(t.io, t.tier->demote());
     REQUIRE_FALSE(ec);
     CHECK(n == 0);
     const auto st = t.tier->stats();
@@ -325,9 +311,9 @@ TEST_CASE("disk tier: a disk mounted again while the process lives on offers its
 }
 
 TEST_CASE("disk tier: a torn index tail (a crash mid-append) loses only that record") {
-  tier_scratch s;
+  test::scratch_dir s(test::disk_backed_tmp);
   constexpr std::size_t size = 64 * 1024;
-  const auto file = s.dir / "tier";
+  const auto file = s.path / "tier";
   std::size_t with_copy = 0;
   {
     tiered t(file, 1 << 20, 8 << 20);
@@ -346,15 +332,15 @@ TEST_CASE("disk tier: a torn index tail (a crash mid-append) loses only that rec
 }
 
 TEST_CASE("disk tier: a file held by another tier, or of another size, or a second disk for one node is refused at open") {
-  tier_scratch s;
-  tiered t(s.dir / "tier", 1 << 20, 1 << 20);
-  auto [busy, none] = await_on(t.io, disk_tier<embedded_disk_store>::open(t.store, {s.dir / "tier", 1 << 20}));
+  test::scratch_dir s(test::disk_backed_tmp);
+  tiered t(s.path / "tier", 1 << 20, 1 << 20);
+  auto [busy, none] = test::run_to_completion(t.io, disk_tier<embedded_disk_store>::open(t.store, {s.path / "tier", 1 << 20}));
   CHECK(busy == std::error_code(EAGAIN, std::system_category()));
   CHECK(none == nullptr);
-  auto [other, none2] = await_on(t.io, disk_tier<embedded_disk_store>::open(t.store, {s.dir / "x", 1000}));
+  auto [other, none2] = test::run_to_completion(t.io, disk_tier<embedded_disk_store>::open(t.store, {s.path / "x", 1000}));
   CHECK(other == std::errc::invalid_argument);  // under one block
   // A second disk for the same node: its tier numbers one disk's records.
-  auto [second, none3] = await_on(t.io, disk_tier<embedded_disk_store>::open(t.store, {s.dir / "y", 1 << 20}));
+  auto [second, none3] = test::run_to_completion(t.io, disk_tier<embedded_disk_store>::open(t.store, {s.path / "y", 1 << 20}));
   CHECK(second == errc::invalid_argument);
   CHECK(none3 == nullptr);
 }
