@@ -159,7 +159,7 @@ TEST_CASE("rdma post scheduler: a new batch queues behind waiting groups even wh
   CHECK(d.posted[2].group->name == 2);
 }
 
-TEST_CASE("rdma post scheduler: one chain completes its batch; a failed one errors the queue pair and fails its requests") {
+TEST_CASE("rdma post scheduler: one chain completes its batch, and a failed one errors the queue pair and fails its requests") {
   scheduler s;
   s.set_capacity(100);
   fake_device d;
