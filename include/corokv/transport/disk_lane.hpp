@@ -30,7 +30,9 @@
 #include <corokv/io/uring_queue.hpp>
 #include <corokv/memory/transfer.hpp>
 #include <corokv/net/data_server.hpp>
+#include <corokv/transport/destination_groups.hpp>
 #include <corokv/transport/lane.hpp>
+#include <corokv/transport/request_shape.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -294,7 +296,7 @@ class disk_lane {
   // Requests of one file, in the batch's order.
   struct file_group {
     std::shared_ptr<const disk::disk_file> file;
-    std::vector<std::uint32_t> index;  // into the batch
+    std::span<const std::uint32_t> index;  // into the batch (held by the batch's destination_groups)
     disk::io_plan plan;
   };
 
@@ -303,31 +305,25 @@ class disk_lane {
                                                           std::span<const Request> requests,
                                                           std::span<errc> status) {
     constexpr bool reading = std::is_same_v<Request, memory::read_request>;
-    // Group by file, checking each request against its segment.
+    // Group by file, checking each request against its segment (and its
+    // shape, for a caller other than the router: request_shape.hpp).
     std::vector<file_group> groups;
+    destination_groups<segment_id> by_file;
     std::shared_ptr<io::uring_queue> queue;
     {
-      std::unordered_map<segment_id, std::size_t> group_of;
       std::shared_lock lock(s->mu);
       queue = s->queue;  // set before any file is attached
       for (std::uint32_t k = 0; k < requests.size(); ++k) {
         const replica_descriptor& r = requests[k].replica;
-        status[k] = errc::success;
         auto f = s->files.find(r.segment);
         if (f == s->files.end() || r.offset > f->second->size() || r.length > f->second->size() - r.offset) {
           status[k] = errc::segment_not_found;
           continue;
         }
-        if constexpr (reading) {
-          if (requests[k].destination.size() < r.length) status[k] = errc::buffer_too_small;
-        } else {
-          if (requests[k].source.size() != r.length) status[k] = errc::size_mismatch;
-        }
-        if (status[k] != errc::success) continue;
-        auto [it, fresh] = group_of.try_emplace(r.segment, groups.size());
-        if (fresh) groups.push_back({f->second, {}, {}});
-        groups[it->second].index.push_back(k);
+        if ((status[k] = request_shape(requests[k])) != errc::success) continue;
+        if (by_file.add(r.segment, k) == groups.size()) groups.push_back({f->second, {}, {}});
       }
+      for (std::size_t g = 0; g < groups.size(); ++g) groups[g].index = by_file.index(g);
     }
     // Plans, and the bounce memory they need, laid end to end.
     std::uint64_t bounce_needed = 0;

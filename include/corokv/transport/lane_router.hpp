@@ -1,7 +1,10 @@
 #pragma once
 // The transport of every store: a router over an ordered set of lanes.
 //
-// Per batch, for each request it finds the replica's segment in the
+// Per batch, it first checks every request's shape (request_shape.hpp: a
+// read's buffer holds the replica, a write's is exactly its length): one
+// that is wrong fails (buffer_too_small, size_mismatch) and goes to no
+// lane. For each other request it finds the replica's segment in the
 // directory (the metadata service's segment list, if the store has one),
 // asks every lane how well it reaches that segment (lane::rank; ties go to
 // the lane listed first), and gives the request to the best. Each lane with
@@ -30,7 +33,9 @@
 #include <corokv/memory/registered_region.hpp>
 #include <corokv/memory/transfer.hpp>
 #include <corokv/transport/data_transport.hpp>
+#include <corokv/transport/destination_groups.hpp>
 #include <corokv/transport/lane.hpp>
+#include <corokv/transport/request_shape.hpp>
 #include <corokv/transport/segment_directory.hpp>
 
 #include <boost/asio/awaitable.hpp>
@@ -198,8 +203,8 @@ class lane_router {
     return transfer_now<memory::write_request>(requests, status);
   }
 
-  std::vector<client::lane_counters> counters_by_lane() const {
-    std::vector<client::lane_counters> out;
+  std::vector<lane_counters> counters_by_lane() const {
+    std::vector<lane_counters> out;
     for_each_lane([&]<std::size_t I>(auto& l) {
       const auto& c = core_->counters[I];
       auto get = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
@@ -234,9 +239,9 @@ class lane_router {
   template <class Request>
   struct route_scratch {
     std::vector<std::uint8_t> lane_of;  // per request
-    std::array<std::vector<Request>, lane_count> requests;
-    std::array<std::vector<std::uint32_t>, lane_count> index;
-    std::array<std::vector<errc>, lane_count> status;
+    destination_groups<std::uint8_t> by_lane;  // a group per lane with work, keyed by the lane's position
+    std::array<std::vector<Request>, lane_count> requests;  // per group
+    std::array<std::vector<errc>, lane_count> status;       // per group
     std::vector<memory::region_registry::region_ptr> held;  // regions this batch's lanes use
   };
 
@@ -405,6 +410,9 @@ class lane_router {
   template <class Request>
   std::optional<std::error_code> transfer_now(std::span<const Request> requests, std::span<errc> status) {
     if (requests.empty()) return std::error_code{};
+    // A request of the wrong shape goes the awaited way, which fails it alone.
+    if (!std::all_of(requests.begin(), requests.end(), [](const Request& r) { return request_shape(r) == errc::success; }))
+      return std::nullopt;
     if (passes_through()) {
       std::optional<std::error_code> out;
       for_each_lane([&]<std::size_t I>(auto& l) {
@@ -438,7 +446,8 @@ class lane_router {
   boost::asio::awaitable<std::error_code> transfer(std::span<const Request> requests, std::span<errc> status) {
     namespace asio = boost::asio;
     if (requests.empty()) co_return std::error_code{};
-    if (passes_through()) {
+    const bool well_formed = check_request_shapes(requests, status);
+    if (well_formed && passes_through()) {
       const std::error_code ec = co_await call_lane<Request>(0, requests, status);
       count<Request>(0, requests, status);
       co_return ec;
@@ -455,24 +464,24 @@ class lane_router {
     const std::uint8_t first = s.lane_of[0];
     const bool one_lane = first != no_lane &&
                           std::all_of(s.lane_of.begin(), s.lane_of.end(), [&](std::uint8_t j) { return j == first; });
-    if (one_lane && !registers(first)) {
+    if (well_formed && one_lane && !registers(first)) {
       const std::error_code ec = co_await call_lane<Request>(first, requests, status);
       count<Request>(first, requests, status);
       co_return ec;
     }
 
-    for (std::size_t j = 0; j < lane_count; ++j) {
-      s.requests[j].clear();
-      s.index[j].clear();
-    }
+    // A group per lane; a request no lane reaches, or of the wrong shape
+    // (its status set above), goes to none.
+    for (std::size_t g = 0; g < lane_count; ++g) s.requests[g].clear();
+    s.by_lane.clear();
     for (std::size_t k = 0; k < requests.size(); ++k) {
       const std::uint8_t j = s.lane_of[k];
       if (j == no_lane) {
         status[k] = errc::segment_not_found;
         continue;
       }
-      s.requests[j].push_back(requests[k]);
-      s.index[j].push_back(static_cast<std::uint32_t>(k));
+      if (!well_formed && request_shape(requests[k]) != errc::success) continue;
+      s.requests[s.by_lane.add(j, static_cast<std::uint32_t>(k))].push_back(requests[k]);
     }
     // The regions this batch's lanes use are held until they returned (also
     // if one throws).
@@ -482,17 +491,11 @@ class lane_router {
     } release{s};
     if constexpr (any_registers) attach_registrations(s);
 
-    std::size_t busy = 0, last_busy = 0;
-    for (std::size_t j = 0; j < lane_count; ++j) {
-      s.status[j].assign(s.requests[j].size(), errc::transfer_failed);
-      if (!s.requests[j].empty()) {
-        ++busy;
-        last_busy = j;
-      }
-    }
+    const std::size_t busy = s.by_lane.size();
+    for (std::size_t g = 0; g < busy; ++g) s.status[g].assign(s.requests[g].size(), errc::transfer_failed);
     std::error_code ec;
     if (busy == 1) {
-      ec = co_await call_lane<Request>(last_busy, s.requests[last_busy], s.status[last_busy]);
+      ec = co_await call_lane<Request>(s.by_lane.key(0), s.requests[0], s.status[0]);
     } else if (busy > 1) {
       // Each lane's call is spawned safe to cancel (detail/guarded_spawn.hpp:
       // a bare co_spawn is not, with Asio 1.81) and with this coroutine's
@@ -504,11 +507,10 @@ class lane_router {
           decltype(detail::guarded_spawn(ex, std::declval<asio::awaitable<std::error_code>>(), asio::deferred));
       std::vector<op_type> ops;
       ops.reserve(busy);
-      for (std::size_t j = 0; j < lane_count; ++j)
-        if (!s.requests[j].empty()) {
-          auto call = detail::throwing_if_cancelled(throws, call_lane<Request>(j, s.requests[j], s.status[j]));
-          ops.push_back(detail::guarded_spawn(ex, std::move(call), asio::deferred));
-        }
+      for (std::size_t g = 0; g < busy; ++g) {
+        auto call = detail::throwing_if_cancelled(throws, call_lane<Request>(s.by_lane.key(g), s.requests[g], s.status[g]));
+        ops.push_back(detail::guarded_spawn(ex, std::move(call), asio::deferred));
+      }
       auto [order, failures, results] = co_await asio::experimental::make_parallel_group(std::move(ops))
                                             .async_wait(asio::experimental::wait_for_all(), asio::deferred);
       for (auto& failure : failures)
@@ -516,10 +518,9 @@ class lane_router {
       for (auto& r : results)
         if (r && !ec) ec = r;
     }
-    for (std::size_t j = 0; j < lane_count; ++j) {
-      if (s.requests[j].empty()) continue;
-      for (std::size_t m = 0; m < s.index[j].size(); ++m) status[s.index[j][m]] = s.status[j][m];
-      count<Request>(j, s.requests[j], s.status[j]);
+    for (std::size_t g = 0; g < busy; ++g) {
+      s.by_lane.scatter(g, s.status[g], status);
+      count<Request>(s.by_lane.key(g), s.requests[g], s.status[g]);
     }
     co_return ec;
   }
@@ -532,9 +533,10 @@ class lane_router {
     if (core_->regions.empty()) return;
     core_->regions.with_regions([&](auto find) {
       const memory::region_registry::region_ptr* last = nullptr;
-      for (std::size_t j = 0; j < lane_count; ++j) {
+      for (std::size_t g = 0; g < s.by_lane.size(); ++g) {
+        const std::size_t j = s.by_lane.key(g);
         if (!registers(j)) continue;
-        for (Request& r : s.requests[j]) {
+        for (Request& r : s.requests[g]) {
           const void* p = buffer_of(r);
           const std::size_t n = static_cast<std::size_t>(r.replica.length);
           if (!last || !(*last)->contains(p, n)) {

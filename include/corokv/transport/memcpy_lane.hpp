@@ -17,6 +17,7 @@
 #include <corokv/memory/segment_registry.hpp>
 #include <corokv/memory/transfer.hpp>
 #include <corokv/transport/lane.hpp>
+#include <corokv/transport/request_shape.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -126,14 +127,15 @@ class memcpy_lane {
     std::atomic<std::uint64_t> bytes_this_process{0}, bytes_same_host{0}, mappings{0};
   };
 
-  // `bytes` is the replica's range (resolved, so of its length).
+  // `bytes` is the replica's range (resolved, so of its length). The shape
+  // is checked again for a caller other than the router (request_shape.hpp).
   static errc copy_one(const memory::read_request& r, std::span<std::byte> bytes) {
-    if (r.destination.size() < bytes.size()) return errc::buffer_too_small;
+    if (const errc e = request_shape(r); e != errc::success) return e;
     std::memcpy(r.destination.data(), bytes.data(), bytes.size());
     return errc::success;
   }
   static errc copy_one(const memory::write_request& r, std::span<std::byte> bytes) {
-    if (r.source.size() != bytes.size()) return errc::size_mismatch;
+    if (const errc e = request_shape(r); e != errc::success) return e;
     std::memcpy(bytes.data(), r.source.data(), bytes.size());
     return errc::success;
   }

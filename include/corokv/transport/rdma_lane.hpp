@@ -11,20 +11,15 @@
 //   store registers (its buffer pool, register_buffer) once, split at the
 //   device's largest memory region. A buffer in no registered region is
 //   registered for its batch alone (slower; counted in stats).
-// - Queue pairs: one per peer node, connected over a connection to the
-//   peer's data server (rdma_connect): both ends tell their GID, queue pair
-//   number, first PSN, MTU and RDMA-read limits, and use the smaller of
-//   both. That connection stays open while the queue pair lives: the peer
-//   drops its end when it closes, and this end errors its queue pair at
-//   once when the peer goes away.
+// - Queue pairs: one per peer node, set up over a connection to the peer's
+//   data server (rdma_handshake.hpp), which stays open while the queue pair
+//   lives: this end errors its queue pair at once when the peer goes away.
 // - Transfers: a batch's requests are grouped by peer; each group goes out
-//   as chains of work requests, only the last of each chain signalled, as
-//   many as its send queue holds and the completion queue could take if all
-//   of them flushed (rdma_chain_plan decides the chains); groups
-//   that must wait for room are served first come, first served. The
-//   RDMA-read limit agreed at connection bounds the reads the device keeps
-//   outstanding. The lane owns each transfer until its last chain is in:
-//   the work requests' ids point into it.
+//   as chains of work requests (rdma_chain.hpp), as many as its send queue
+//   and the completion queue have room for; groups that wait for room are
+//   served first come, first served (rdma_post_scheduler.hpp). The lane
+//   owns each transfer until its last chain is in: the work requests' ids
+//   point into it.
 // - Completions: a coroutine on the lane's strand (the completion pump)
 //   waits on the completion channel's fd while transfers are outstanding
 //   (io/verbs_completion_queue.hpp), polls, and completes each transfer on
@@ -49,11 +44,14 @@
 #include <corokv/io/verbs_events.hpp>
 #include <corokv/memory/registered_region.hpp>
 #include <corokv/memory/transfer.hpp>
+#include <corokv/detail/scratch_pool.hpp>
 #include <corokv/net/data_server.hpp>
-#include <corokv/net/frame_io.hpp>
-#include <corokv/net/socket_deadline.hpp>
+#include <corokv/transport/destination_groups.hpp>
 #include <corokv/transport/lane.hpp>
 #include <corokv/transport/rdma_chain.hpp>
+#include <corokv/transport/rdma_handshake.hpp>
+#include <corokv/transport/rdma_post_scheduler.hpp>
+#include <corokv/transport/request_shape.hpp>
 #include <corokv/wire/messages.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -67,14 +65,12 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <boost/system/system_error.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -158,6 +154,8 @@ class rdma_lane {
       if (s.options.required) throw boost::system::system_error(ec, "corokv: " + s.why_unavailable);
       return;
     }
+    s.scheduler.set_capacity(s.cq->capacity());
+    s.port = {s.dev.gid, static_cast<std::uint8_t>(s.dev.mtu), s.dev.lid, s.dev.initiator_depth, s.dev.responder_resources};
     s.depth = std::max<std::uint32_t>(
         1, std::min<std::uint32_t>(s.options.send_queue_depth, static_cast<std::uint32_t>(s.dev.max_qp_wr)));
     s.available = true;
@@ -292,13 +290,10 @@ class rdma_lane {
     std::shared_ptr<memory::local_segment> memory;
     io::verbs::mr_ptr mr;
   };
-  struct transfer_group;
 
-  struct queue_pair {
+  // A queue pair, and its send queue as the scheduler counts it.
+  struct queue_pair : rdma_send_queue {
     io::verbs::qp_ptr qp;
-    std::uint32_t depth = 0;
-    std::uint32_t in_flight = 0;  // posted work requests not yet known complete
-    bool broken = false;          // in error (or destroyed): not used for new transfers
     std::shared_ptr<tcp::socket> link;  // the data-server connection it was set up over
     ~queue_pair() {
       if (link) {
@@ -308,7 +303,7 @@ class rdma_lane {
     }
   };
 
-  struct transfer_op;
+  struct transfer_group;
   // Where the tag of a work request points: its group and its place.
   struct work_tag {
     transfer_group* group = nullptr;
@@ -320,30 +315,30 @@ class rdma_lane {
     std::uint64_t remote = 0;
     std::uint32_t rkey = 0;
   };
-  struct transfer_group {
-    transfer_op* op = nullptr;
+  // A batch's requests to one peer (rdma_post_scheduler.hpp).
+  struct transfer_group : rdma_post_group {
+    bool read = true;
     tcp::endpoint peer;
     std::shared_ptr<queue_pair> qp;
-    std::vector<std::uint32_t> index;  // positions in the lane call
+    std::span<const std::uint32_t> index;  // positions in the lane call (held by the batch's by_peer)
     std::vector<target> targets;
-    std::vector<errc> refused;         // per position: why it was never given to the plan, or success
-    rdma_chain_plan plan;
+    std::vector<errc> refused;  // per position: why it was never given to the plan, or success
     std::vector<work_tag> tags;
     std::vector<ibv_send_wr> wrs;  // one chain's work requests and their lists, reused chain after chain
     std::vector<ibv_sge> sges;
-    bool done = false;
-    bool waiting = false;
   };
-  struct transfer_op {
-    bool read = true;
-    std::vector<std::unique_ptr<transfer_group>> groups;
+  using peer_groups = destination_groups<tcp::endpoint>;
+  struct transfer_op : rdma_post_batch<transfer_group> {
+    explicit transfer_op(detail::scratch_pool<peer_groups>::lease leased) : by_peer(std::move(leased)) {
+      by_peer->clear();
+    }
+    detail::scratch_pool<peer_groups>::lease by_peer;  // the groups' request positions, reused batch after batch
     std::vector<io::verbs::mr_ptr> ad_hoc;  // registrations of buffers in no registered region
-    std::size_t unfinished = 0;
     bool cancelled = false;
-    bool completed = false;
     std::unique_ptr<detail::posted_completion> handler;  // the awaiting coroutine's
     boost::asio::cancellation_slot slot;
   };
+  using done_list = std::vector<std::shared_ptr<transfer_op>>;
 
   struct state {
     state(boost::asio::any_io_executor e, rdma_lane_options o)
@@ -356,7 +351,8 @@ class rdma_lane {
     // the protection domain and the device.
     ~state() {
       if (!available) return;
-      for (auto& [peer, q] : peers) (void)error_queue_pair(*q);
+      for (auto& [peer, q] : peers)
+        if (!std::exchange(q->broken, true)) (void)to_error(*q);
       cq->drain([](const ibv_wc&) {});
     }
 
@@ -364,10 +360,12 @@ class rdma_lane {
     boost::asio::strand<boost::asio::any_io_executor> strand;  // the pump, the event watcher, their closing
     rdma_lane_options options;
     io::verbs::device dev;
+    rdma_port_limits port;  // what the device offers a queue pair
     std::unique_ptr<io::verbs::completion_queue> cq;
     std::unique_ptr<io::verbs::device_events> events;
     bool available = false;
     std::string why_unavailable;
+    detail::scratch_pool<peer_groups> grouping;  // outlives the transfers that lease from it
     std::uint32_t depth = 1;
     std::atomic<bool> port_active{true};
     std::atomic<bool> usable{true};  // false once the completion queue failed: nothing would complete
@@ -380,54 +378,21 @@ class rdma_lane {
     // Transfers in flight, owned here until they complete: the tags of their
     // work requests point into them.
     std::vector<std::shared_ptr<transfer_op>> active;
-    // Groups with work to post, first come first served, once their queue
-    // pair has room and the completion queue has room for what could flush.
-    std::deque<transfer_group*> waiting;
-    std::size_t in_flight = 0;  // over every queue pair: at most the completion queue's capacity
+    rdma_post_scheduler<transfer_group> scheduler;  // what is posted when
     bool pump_running = false;
     bool shutting_down = false;
 
     std::atomic<std::uint64_t> connections{0}, accepted{0}, work_requests{0}, chains{0}, completion_events{0},
         ad_hoc{0}, qp_errors{0}, device_events{0}, chain_completions{0};
 
-    // Moves a queue pair to error once; what it has outstanding then
-    // flushes. False if it could not be errored (see break_queue_pair).
-    bool error_queue_pair(queue_pair& q) {
-      if (q.broken) return true;
-      q.broken = true;
-      qp_errors.fetch_add(1, std::memory_order_relaxed);
-      return !q.qp || !io::verbs::to_error(q.qp.get());
-    }
-    // When a queue pair cannot even be errored: destroyed, nothing it had
+    // The queue pair to error, so that what it has outstanding flushes;
+    // false if it could not be, and then it is destroyed: nothing it had
     // outstanding touches memory any more (and nothing of it completes).
-    void destroy_queue_pair(queue_pair& q) {
-      q.broken = true;
+    bool to_error(queue_pair& q) {
+      qp_errors.fetch_add(1, std::memory_order_relaxed);
+      if (!q.qp || !io::verbs::to_error(q.qp.get())) return true;
       q.qp.reset();
-      in_flight -= q.in_flight;
-      q.in_flight = 0;
-    }
-
-    io::verbs::rc_peer agreed(const wire::rdma_endpoint& other) const {
-      io::verbs::rc_peer p;
-      p.gid = other.gid;
-      p.qpn = other.qpn;
-      p.psn = other.psn;
-      p.mtu = static_cast<ibv_mtu>(std::clamp<int>(std::min<int>(other.mtu, dev.mtu), IBV_MTU_256, IBV_MTU_4096));
-      p.lid = other.lid;
-      p.reads_out = std::max<std::uint8_t>(1, std::min(dev.initiator_depth, other.responder_resources));
-      p.reads_in = std::max<std::uint8_t>(1, std::min(dev.responder_resources, other.initiator_depth));
-      return p;
-    }
-    wire::rdma_endpoint own_endpoint(const queue_pair& q, std::uint32_t psn) const {
-      wire::rdma_endpoint e;
-      e.gid = dev.gid;
-      e.qpn = q.qp->qp_num;
-      e.psn = psn;
-      e.initiator_depth = dev.initiator_depth;
-      e.responder_resources = dev.responder_resources;
-      e.mtu = static_cast<std::uint8_t>(dev.mtu);
-      e.lid = dev.lid;
-      return e;
+      return false;
     }
 
     std::shared_ptr<queue_pair> make_queue_pair(std::uint32_t send_depth, std::error_code& ec) {
@@ -436,6 +401,11 @@ class rdma_lane {
       q->qp = io::verbs::make_rc_queue_pair(dev, cq->get(), send_depth, 1, ec);
       if (ec) return nullptr;
       return q;
+    }
+    std::error_code connect_queue_pair(queue_pair& q, const wire::rdma_endpoint& other, std::uint32_t psn) const {
+      const rdma_agreement a = agree(port, other);
+      return io::verbs::connect_rc(dev, q.qp.get(), {a.gid, a.qpn, a.psn, static_cast<ibv_mtu>(a.mtu), a.lid, a.reads_out, a.reads_in},
+                               psn);
     }
 
     // The data server's side of rdma_connect: a queue pair for the peer,
@@ -448,20 +418,18 @@ class rdma_lane {
       {
         std::lock_guard lock(mu);
         std::erase_if(responders, [](const auto& w) { return w.expired(); });
-        if (responders.size() >= options.max_peers) {
-          out.first.status = errc::no_space;
+        if ((out.first.status = admit_rdma_peer(responders.size(), options.max_peers)) != errc::success)
           return out;
-        }
       }
       std::error_code ec;
       auto q = make_queue_pair(1, ec);
       const std::uint32_t psn = io::verbs::random_psn();
-      if (!ec) ec = io::verbs::connect_rc(dev, q->qp.get(), agreed(request.initiator), psn);
+      if (!ec) ec = connect_queue_pair(*q, request.initiator, psn);
       if (ec) {
         out.first.status = errc::transfer_failed;
         return out;
       }
-      out.first = {errc::success, own_endpoint(*q, psn)};
+      out.first = {errc::success, own_rdma_endpoint(port, q->qp->qp_num, psn)};
       {
         std::lock_guard lock(mu);
         responders.push_back(q);
@@ -477,20 +445,25 @@ class rdma_lane {
     }
   };
 
-  // Under the lock: a queue pair errored once, so that what it has
-  // outstanding flushes. One that cannot be errored is destroyed instead
-  // (then none of its work touches memory, and none of it completes): the
-  // groups using it are abandoned.
-  static void break_queue_pair(state& s, queue_pair& q, std::vector<std::shared_ptr<transfer_op>>& done) {
-    if (s.error_queue_pair(q)) return;
-    s.destroy_queue_pair(q);
-    const auto ops = s.active;
-    for (auto& op : ops)
-      for (auto& g : op->groups)
-        if (g->qp.get() == &q && !g->done) {
-          g->plan.abandon(errc::transfer_failed);
-          group_finished(s, *g, done);
-        }
+  // What the scheduler posts through, under the lock; the transfers it
+  // finishes are completed once the lock is let go (complete()).
+  struct verbs_device {
+    state& s;
+    done_list& done;
+    std::size_t post(transfer_group& g, rdma_chain_plan::chain chain) { return post_chain(s, g, chain); }
+    bool to_error(rdma_send_queue& q) { return s.to_error(static_cast<queue_pair&>(q)); }
+    void finished(rdma_post_batch<transfer_group>& b) {
+      auto it = std::find_if(s.active.begin(), s.active.end(), [&](const auto& a) { return a.get() == &b; });
+      if (it == s.active.end()) return;
+      done.push_back(std::move(*it));
+      s.active.erase(it);
+    }
+  };
+
+  // Under the lock: a queue pair errored once (or destroyed, see to_error).
+  static void break_queue_pair(state& s, queue_pair& q, done_list& done) {
+    verbs_device device{s, done};
+    s.scheduler.break_queue(device, q);
   }
 
   // ------------------------------------------------------------ connecting
@@ -510,38 +483,21 @@ class rdma_lane {
     co_return q;
   }
 
+  // The exchange (rdma_handshake.hpp) and its deadline run on this
+  // coroutine's executor.
   static boost::asio::awaitable<std::shared_ptr<queue_pair>> connect(std::shared_ptr<state> s, tcp::endpoint peer) {
     namespace asio = boost::asio;
     std::error_code ec;
     auto q = s->make_queue_pair(s->depth, ec);
     if (!q) co_return nullptr;
     const std::uint32_t psn = io::verbs::random_psn();
-    // The exchange and its deadline run on this coroutine's executor.
-    auto ex = co_await asio::this_coro::executor;
-    auto socket = std::make_shared<tcp::socket>(ex);
-    net::socket_deadline deadline(ex, socket, s->options.connect_timeout);
-    auto [connect_ec] = co_await socket->async_connect(peer, asio::as_tuple(asio::use_awaitable));
-    if (connect_ec) co_return nullptr;
-    boost::system::error_code ignored;
-    socket->set_option(tcp::no_delay(true), ignored);
-    std::vector<std::byte> frame;
-    if (net::append_frame(wire::message_type::rdma_connect, false, 1, wire::rdma_connect_request{s->own_endpoint(*q, psn)},
-                          frame) != errc::success)
-      co_return nullptr;
-    auto [write_ec, written] = co_await asio::async_write(*socket, asio::buffer(frame), asio::as_tuple(asio::use_awaitable));
-    if (write_ec) co_return nullptr;
-    wire::frame_header h;
-    std::vector<std::byte> payload;
-    if (co_await net::read_frame(*socket, {}, /*response=*/true, h, payload) != net::frame_status::ok) co_return nullptr;
-    wire::rdma_connect_response response;
-    if (h.type != wire::message_type::rdma_connect || h.request_id != 1 ||
-        wire::decode_table(payload, response) != errc::success || response.status != errc::success)
-      co_return nullptr;
-    if (io::verbs::connect_rc(s->dev, q->qp.get(), s->agreed(response.responder), psn)) co_return nullptr;
-    deadline.disarm();
-    q->link = socket;
+    const wire::rdma_endpoint own = own_rdma_endpoint(s->port, q->qp->qp_num, psn);
+    rdma_exchange_result exchanged = co_await exchange_rdma_endpoints(peer, own, s->options.connect_timeout);
+    if (!exchanged.responder || s->connect_queue_pair(*q, *exchanged.responder, psn)) co_return nullptr;
+    q->link = std::move(exchanged.link);
     s->connections.fetch_add(1, std::memory_order_relaxed);
-    asio::co_spawn(ex, watch_link(std::weak_ptr<state>(s), std::weak_ptr<queue_pair>(q), socket), asio::detached);
+    auto ex = co_await asio::this_coro::executor;
+    asio::co_spawn(ex, watch_link(std::weak_ptr<state>(s), std::weak_ptr<queue_pair>(q), q->link), asio::detached);
     co_return q;
   }
 
@@ -556,7 +512,7 @@ class rdma_lane {
     auto s = weak.lock();
     auto q = weak_qp.lock();
     if (!s || !q) co_return;
-    std::vector<std::shared_ptr<transfer_op>> done;
+    done_list done;
     {
       std::lock_guard lock(s->mu);
       break_queue_pair(*s, *q, done);
@@ -575,7 +531,7 @@ class rdma_lane {
       const ibv_event_type type = event.event_type;
       const void* which_qp = event.element.qp;  // compared, never used
       ibv_ack_async_event(&event);
-      std::vector<std::shared_ptr<transfer_op>> done;
+      done_list done;
       {
         std::lock_guard lock(s->mu);
         switch (type) {
@@ -615,23 +571,18 @@ class rdma_lane {
   // Under the lock: every queue pair destroyed (after which none of them
   // touches memory), the completion queue drained of what is left, and
   // every transfer still out finished with transfer_failed.
-  static void fail_everything(state& s, std::vector<std::shared_ptr<transfer_op>>& done, bool drain) {
-    for (auto& [peer, q] : s.peers) s.destroy_queue_pair(*q);
+  static void fail_everything(state& s, done_list& done, bool drain) {
+    auto destroy = [&](queue_pair& q) {
+      q.qp.reset();
+      s.scheduler.forget(q);
+    };
+    for (auto& [peer, q] : s.peers) destroy(*q);
     for (auto& op : s.active)
       for (auto& g : op->groups)
-        if (g->qp) s.destroy_queue_pair(*g->qp);
+        if (g->qp) destroy(*g->qp);
     if (drain) s.cq->drain([&](const ibv_wc& wc) { on_completion(s, wc, done); });
-    s.waiting.clear();
-    const auto ops = s.active;  // finish() edits the list
-    for (auto& op : ops) {
-      for (auto& g : op->groups) {
-        g->waiting = false;
-        if (g->done) continue;
-        g->plan.abandon(errc::transfer_failed);
-        group_finished(s, *g, done);
-      }
-    }
-    s.in_flight = 0;
+    verbs_device device{s, done};
+    s.scheduler.abandon_all(device);
   }
 
   // ------------------------------------------------------------ transfers
@@ -649,22 +600,14 @@ class rdma_lane {
       std::fill(status.begin(), status.end(), errc::segment_not_found);
       co_return std::error_code{};
     }
-    auto op = std::make_shared<transfer_op>();
-    op->read = reading;
-    // Group by peer; check each range against its segment and its buffer.
+    auto op = std::make_shared<transfer_op>(s->grouping.take());
+    // Group by peer; check each range against its segment and its buffer
+    // (request_shape.hpp: for a caller other than the router).
     {
       std::lock_guard lock(s->mu);
       for (std::size_t k = 0; k < requests.size(); ++k) {
         const replica_descriptor& r = requests[k].replica;
-        if constexpr (reading) {
-          if (requests[k].destination.size() < r.length) {
-            status[k] = errc::buffer_too_small;
-            continue;
-          }
-        } else if (requests[k].source.size() != r.length) {
-          status[k] = errc::size_mismatch;
-          continue;
-        }
+        if ((status[k] = request_shape(requests[k])) != errc::success) continue;
         auto it = s->segments.find(r.segment);
         if (it == s->segments.end() || r.length == 0 || r.offset > it->second.size ||
             r.length > it->second.size - r.offset) {
@@ -672,21 +615,21 @@ class rdma_lane {
           continue;
         }
         const remote_segment& seg = it->second;
-        auto g = std::find_if(op->groups.begin(), op->groups.end(), [&](const auto& x) { return x->peer == seg.peer; });
-        if (g == op->groups.end()) {
-          g = op->groups.insert(op->groups.end(), std::make_unique<transfer_group>());
-          (*g)->op = op.get();
-          (*g)->peer = seg.peer;
+        const std::size_t at = op->by_peer->add(seg.peer, static_cast<std::uint32_t>(k));
+        if (at == op->groups.size()) {
+          transfer_group& g = op->add();
+          g.read = reading;
+          g.peer = seg.peer;
         }
-        (*g)->index.push_back(static_cast<std::uint32_t>(k));
         std::byte* local;
         if constexpr (reading)
           local = static_cast<std::byte*>(requests[k].destination.data());
         else
           local = static_cast<std::byte*>(const_cast<void*>(requests[k].source.data()));
-        (*g)->targets.push_back({local, 0, seg.base + r.offset, seg.rkey});
-        (*g)->refused.push_back(errc::success);
+        op->groups[at]->targets.push_back({local, 0, seg.base + r.offset, seg.rkey});
+        op->groups[at]->refused.push_back(errc::success);
       }
+      for (std::size_t at = 0; at < op->groups.size(); ++at) op->groups[at]->index = op->by_peer->index(at);
     }
     // Local keys: the registered region's, or a registration for this batch.
     for (auto& g : op->groups) {
@@ -711,11 +654,12 @@ class rdma_lane {
     for (auto& g : op->groups) {
       if (co_await terminal_cancellation_requested()) break;
       g->qp = co_await queue_pair_for(s, g->peer);
+      g->queue = g->qp.get();
       if (!g->qp) std::fill(g->refused.begin(), g->refused.end(), errc::transfer_failed);
     }
     if (co_await terminal_cancellation_requested()) {
       for (auto& g : op->groups)
-        for (std::size_t j = 0; j < g->index.size(); ++j) status[g->index[j]] = errc::cancelled;
+        for (std::uint32_t k : g->index) status[k] = errc::cancelled;
       co_return std::error_code(errc::cancelled);
     }
 
@@ -730,42 +674,37 @@ class rdma_lane {
       for (std::size_t w = 0; w < g->tags.size(); ++w) g->tags[w] = {g.get(), static_cast<std::uint32_t>(w)};
     }
     const std::error_code ec = co_await run(s, op, asio::use_awaitable);
-    for (auto& g : op->groups)
-      for (std::size_t j = 0; j < g->index.size(); ++j)
-        status[g->index[j]] = g->refused[j] != errc::success ? g->refused[j] : g->plan.statuses()[j];
+    for (std::size_t at = 0; at < op->groups.size(); ++at) {
+      const transfer_group& g = *op->groups[at];
+      op->by_peer->scatter(at, g.plan.statuses(), status);
+      for (std::size_t j = 0; j < g.index.size(); ++j)
+        if (g.refused[j] != errc::success) status[g.index[j]] = g.refused[j];
+    }
     co_return ec;
   }
 
-  // Posts every group's first chains and completes once all are in: the
-  // verbs awaiter. Completes on the awaiting coroutine's executor.
+  // Starts the batch on the scheduler and completes once all of it is in:
+  // the verbs awaiter. Completes on the awaiting coroutine's executor.
   template <class Token>
   static auto run(std::shared_ptr<state> lane_state, std::shared_ptr<transfer_op> batch, Token&& token) {
     return boost::asio::async_initiate<Token, void(std::error_code)>(
         [](auto handler, std::shared_ptr<state> s, std::shared_ptr<transfer_op> op) {
           namespace asio = boost::asio;
           auto slot = asio::get_associated_cancellation_slot(handler);
-          std::vector<std::shared_ptr<transfer_op>> done;
+          done_list done;
           std::unique_lock lock(s->mu);
           op->handler = detail::posted_completion::make(std::move(handler), s->executor);
-          op->unfinished = op->groups.size();
           s->active.push_back(op);
-          if (s->shutting_down || !s->usable) {
-            for (auto& g : op->groups) g->plan.abandon(errc::transfer_failed);
-          } else if (slot.is_connected()) {
+          const bool usable = !s->shutting_down && s->usable;
+          if (usable && slot.is_connected()) {
             op->slot = slot;
             slot.assign([weak = std::weak_ptr<state>(s), op](asio::cancellation_type type) {
               if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none) return;
               if (auto alive = weak.lock()) cancel(alive, op);
             });
           }
-          // First come, first served: behind groups already waiting.
-          for (auto& g : op->groups) {
-            if (!s->waiting.empty() && g->plan.has_unposted() && !g->plan.stopped() && g->qp && !g->qp->broken)
-              enqueue(*s, *g);
-            else
-              post_group(*s, *g, done);
-          }
-          if (op->unfinished == 0 && !op->completed) finish(*s, op, done);
+          verbs_device device{*s, done};
+          s->scheduler.start(device, *op, usable);
           const bool start = pump_needed(*s);
           lock.unlock();
           if (start) start_pump(s);
@@ -774,53 +713,9 @@ class rdma_lane {
         token, std::move(lane_state), std::move(batch));
   }
 
-  static void enqueue(state& s, transfer_group& g) {
-    if (g.waiting) return;
-    g.waiting = true;
-    s.waiting.push_back(&g);
-  }
-
-  // Under the lock. Posts as many chains of the group as there is room for,
-  // in its queue pair and in the completion queue; waits in line if some
-  // are left.
-  static void post_group(state& s, transfer_group& g, std::vector<std::shared_ptr<transfer_op>>& done) {
-    if (g.done) return;
-    if (!g.qp || g.qp->broken) {
-      if (!g.plan.stopped()) g.plan.stop(errc::transfer_failed);
-    } else {
-      const std::size_t budget = s.cq->capacity();
-      for (;;) {
-        const std::size_t room = std::min<std::size_t>(g.qp->depth - g.qp->in_flight,
-                                                       budget > s.in_flight ? budget - s.in_flight : 0);
-        const auto chain = g.plan.next(room);
-        if (chain.count == 0) break;
-        post_chain(s, g, chain, done);
-        if (g.qp->broken) break;
-      }
-      if (g.plan.has_unposted() && !g.qp->broken) enqueue(s, g);
-    }
-    group_finished(s, g, done);
-  }
-
-  // Under the lock: if the group's plan is finished, the group is done, and
-  // its transfer too once all its groups are.
-  static void group_finished(state& s, transfer_group& g, std::vector<std::shared_ptr<transfer_op>>& done) {
-    if (g.done || !g.plan.finished()) return;
-    g.done = true;
-    if (g.waiting) {
-      std::erase(s.waiting, &g);
-      g.waiting = false;
-    }
-    transfer_op& op = *g.op;
-    if (--op.unfinished == 0 && !op.completed) {
-      auto it = std::find_if(s.active.begin(), s.active.end(), [&](const auto& a) { return a.get() == &op; });
-      if (it != s.active.end()) finish(s, *it, done);
-    }
-  }
-
-  static void post_chain(state& s, transfer_group& g, rdma_chain_plan::chain chain,
-                         std::vector<std::shared_ptr<transfer_op>>& done) {
-    const bool reading = g.op->read;
+  // Under the lock: the chain's work requests to the device. How many it
+  // took: all of them, or those before the one it refused.
+  static std::size_t post_chain(state& s, transfer_group& g, rdma_chain_plan::chain chain) {
     std::vector<ibv_send_wr>& wrs = g.wrs;
     std::vector<ibv_sge>& sges = g.sges;
     wrs.resize(chain.count);
@@ -837,34 +732,17 @@ class rdma_lane {
       wr.wr_id = reinterpret_cast<std::uintptr_t>(&g.tags[w]);
       wr.sg_list = &sges[i];
       wr.num_sge = 1;
-      wr.opcode = reading ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE;
+      wr.opcode = g.read ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE;
       wr.send_flags = i + 1 == chain.count ? IBV_SEND_SIGNALED : 0;
       wr.wr.rdma.remote_addr = t.remote + work.offset;
       wr.wr.rdma.rkey = t.rkey;
       wr.next = i + 1 < chain.count ? &wrs[i + 1] : nullptr;
     }
-    g.qp->in_flight += static_cast<std::uint32_t>(chain.count);
-    s.in_flight += chain.count;
     s.work_requests.fetch_add(chain.count, std::memory_order_relaxed);
     s.chains.fetch_add(1, std::memory_order_relaxed);
     ibv_send_wr* bad = nullptr;
-    if (ibv_post_send(g.qp->qp.get(), wrs.data(), &bad) == 0) return;
-    // Only the works before `bad` went out, unsignalled. The chain now ends
-    // at the last of them, and the queue pair is errored, so that each of
-    // them completes (flushed, or done before) and the last one ends the
-    // chain. A queue pair that cannot be errored is destroyed instead.
-    const std::size_t posted = bad ? static_cast<std::size_t>(bad - wrs.data()) : 0;
-    const std::size_t refused = g.plan.truncate(chain, posted);
-    g.qp->in_flight -= static_cast<std::uint32_t>(refused);
-    s.in_flight -= refused;
-    break_queue_pair(s, *g.qp, done);
-  }
-
-  // Under the lock.
-  static void finish(state& s, std::shared_ptr<transfer_op> op, std::vector<std::shared_ptr<transfer_op>>& done) {
-    op->completed = true;
-    done.push_back(op);
-    std::erase(s.active, op);
+    if (ibv_post_send(g.qp->qp.get(), wrs.data(), &bad) == 0) return chain.count;
+    return bad ? static_cast<std::size_t>(bad - wrs.data()) : 0;
   }
 
   // Outside the lock: hands the result to the awaiting coroutine's executor.
@@ -876,22 +754,19 @@ class rdma_lane {
   }
 
   static void cancel(const std::shared_ptr<state>& s, const std::shared_ptr<transfer_op>& op) {
-    std::vector<std::shared_ptr<transfer_op>> done;
+    done_list done;
     {
       std::lock_guard lock(s->mu);
-      if (op->completed || op->cancelled) return;
+      if (op->finished || op->cancelled) return;
       op->cancelled = true;
-      for (auto& g : op->groups) {
-        if (g->done) continue;
-        if (g->plan.stop(errc::cancelled) && g->qp) break_queue_pair(*s, *g->qp, done);  // flushes what is in flight
-        group_finished(*s, *g, done);
-      }
+      verbs_device device{*s, done};
+      s->scheduler.cancel(device, *op);
     }
     for (auto& d : done) complete(d);
   }
 
   static void shut_down(const std::shared_ptr<state>& s) {
-    std::vector<std::shared_ptr<transfer_op>> done;
+    done_list done;
     {
       std::lock_guard lock(s->mu);
       s->shutting_down = true;
@@ -929,7 +804,7 @@ class rdma_lane {
         }
       }
       const std::error_code waited = co_await s->cq->wait();
-      std::vector<std::shared_ptr<transfer_op>> done;
+      done_list done;
       {
         std::lock_guard lock(s->mu);
         if (waited) {
@@ -947,32 +822,15 @@ class rdma_lane {
   }
 
   // Under the lock.
-  static void on_completion(state& s, const ibv_wc& wc, std::vector<std::shared_ptr<transfer_op>>& done) {
+  static void on_completion(state& s, const ibv_wc& wc, done_list& done) {
     auto* tag = reinterpret_cast<work_tag*>(static_cast<std::uintptr_t>(wc.wr_id));
     if (!tag) return;
-    transfer_group& g = *tag->group;
-    if (g.done) return;  // abandoned with its queue pair
     const auto outcome = wc.status == IBV_WC_SUCCESS         ? rdma_completion::success
                          : wc.status == IBV_WC_WR_FLUSH_ERR ? rdma_completion::flushed
                                                              : rdma_completion::failed;
-    if (outcome != rdma_completion::success) break_queue_pair(s, *g.qp, done);
-    if (g.done) return;
-    const std::size_t freed = g.plan.complete(tag->work, outcome);
-    if (freed == 0) return;
-    s.chain_completions.fetch_add(1, std::memory_order_relaxed);
-    g.qp->in_flight -= static_cast<std::uint32_t>(freed);
-    s.in_flight -= freed;
-    // Slots came free: the groups in line go first, this one behind them.
-    if (!s.waiting.empty() && g.plan.has_unposted() && !g.qp->broken)
-      enqueue(s, g);
-    else
-      post_group(s, g, done);
-    std::deque<transfer_group*> line;
-    line.swap(s.waiting);
-    for (transfer_group* next : line) {
-      next->waiting = false;
-      post_group(s, *next, done);
-    }
+    verbs_device device{s, done};
+    if (s.scheduler.complete(device, *tag->group, tag->work, outcome) != 0)
+      s.chain_completions.fetch_add(1, std::memory_order_relaxed);
   }
 
   std::shared_ptr<state> state_;

@@ -14,7 +14,9 @@
 #include <corokv/net/address.hpp>
 #include <corokv/net/data_client.hpp>
 #include <corokv/net/data_server.hpp>
+#include <corokv/transport/destination_groups.hpp>
 #include <corokv/transport/lane.hpp>
+#include <corokv/transport/request_shape.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -178,8 +180,13 @@ class tcp_lane {
         if (known[k]) peer_of[k] = *it->second;
       }
     }
-    for (std::size_t k = 0; k < requests.size(); ++k)
-      if (!known[k]) status[k] = errc::segment_not_found;
+    // The shape, for a caller other than the router (request_shape.hpp).
+    for (std::size_t k = 0; k < requests.size(); ++k) {
+      if (!known[k])
+        status[k] = errc::segment_not_found;
+      else if ((status[k] = request_shape(requests[k])) != errc::success)
+        known[k] = false;
+    }
 
     // The usual batch names one node: its ranges go as they are.
     const bool one_peer = std::all_of(known.begin(), known.end(), [](bool b) { return b; }) &&
@@ -190,25 +197,23 @@ class tcp_lane {
       co_return std::error_code{};
     }
 
-    struct group {
-      net::data_peer peer;
-      std::vector<std::size_t> index;
+    // One exchange per node, all at once.
+    destination_groups<net::data_peer> by_peer;
+    for (std::size_t k = 0; k < requests.size(); ++k)
+      if (known[k]) by_peer.add(peer_of[k], static_cast<std::uint32_t>(k));
+    struct part {
       std::vector<Request> batch;
       std::vector<errc> status;
     };
-    std::vector<group> groups;
-    for (std::size_t k = 0; k < requests.size(); ++k) {
-      if (!known[k]) continue;
-      auto g = std::find_if(groups.begin(), groups.end(), [&](const group& x) { return x.peer == peer_of[k]; });
-      if (g == groups.end()) g = groups.insert(groups.end(), group{peer_of[k], {}, {}, {}});
-      g->index.push_back(k);
-      g->batch.push_back(requests[k]);
+    std::vector<part> parts(by_peer.size());
+    for (std::size_t g = 0; g < parts.size(); ++g) {
+      for (std::uint32_t k : by_peer.index(g)) parts[g].batch.push_back(requests[k]);
+      parts[g].status.assign(parts[g].batch.size(), errc::transfer_failed);
     }
-    for (auto& g : groups) g.status.assign(g.batch.size(), errc::transfer_failed);
-    s->exchanges.fetch_add(groups.size(), std::memory_order_relaxed);
-    if (groups.size() == 1) {
-      co_await exchange<Request>(s, groups[0].peer, groups[0].batch, groups[0].status);
-    } else if (groups.size() > 1) {
+    s->exchanges.fetch_add(parts.size(), std::memory_order_relaxed);
+    if (parts.size() == 1) {
+      co_await exchange<Request>(s, by_peer.key(0), parts[0].batch, parts[0].status);
+    } else if (parts.size() > 1) {
       // Each exchange is spawned safe to cancel (detail/guarded_spawn.hpp: a
       // bare co_spawn is not, with Asio 1.81) and with this coroutine's
       // throw_if_cancelled, as if awaited here.
@@ -216,16 +221,15 @@ class tcp_lane {
       const bool throws = co_await asio::this_coro::throw_if_cancelled();
       using op = decltype(detail::guarded_spawn(ex, std::declval<asio::awaitable<void>>(), asio::deferred));
       std::vector<op> ops;
-      ops.reserve(groups.size());
-      for (auto& g : groups) {
-        auto one = detail::throwing_if_cancelled(throws, exchange<Request>(s, g.peer, g.batch, g.status));
+      ops.reserve(parts.size());
+      for (std::size_t g = 0; g < parts.size(); ++g) {
+        auto one = detail::throwing_if_cancelled(throws, exchange<Request>(s, by_peer.key(g), parts[g].batch, parts[g].status));
         ops.push_back(detail::guarded_spawn(ex, std::move(one), asio::deferred));
       }
       co_await asio::experimental::make_parallel_group(std::move(ops))
           .async_wait(asio::experimental::wait_for_all(), asio::deferred);
     }
-    for (auto& g : groups)
-      for (std::size_t j = 0; j < g.index.size(); ++j) status[g.index[j]] = g.status[j];
+    for (std::size_t g = 0; g < parts.size(); ++g) by_peer.scatter(g, parts[g].status, status);
     co_return std::error_code{};
   }
 
