@@ -23,6 +23,7 @@
 
 #include <corokv/detail/guarded_spawn.hpp>
 #include <corokv/net/frame_io.hpp>
+#include <corokv/net/one_exchange.hpp>
 #include <corokv/net/socket_deadline.hpp>
 #include <corokv/memory/transfer.hpp>
 #include <corokv/wire/messages.hpp>
@@ -278,12 +279,7 @@ class data_client {
     }
     auto ex = co_await asio::this_coro::executor;
     auto socket = std::make_shared<tcp::socket>(ex);
-    socket_deadline deadline(ex, socket, options_.io_timeout);
-    auto [ec] = co_await socket->async_connect(peer, asio::as_tuple(asio::use_awaitable));
-    deadline.disarm();
-    if (ec || deadline.fired()) co_return std::pair{socket_ptr{}, false};
-    boost::system::error_code ignored;
-    socket->set_option(tcp::no_delay(true), ignored);
+    if (!co_await connect_within(socket, peer, options_.io_timeout)) co_return std::pair{socket_ptr{}, false};
     co_return std::pair{std::move(socket), false};
   }
 
