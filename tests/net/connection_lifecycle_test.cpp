@@ -62,7 +62,7 @@ lifecycle in_state(state target) {
 
 }  // namespace
 
-TEST_CASE("connection lifecycle: connect, rejoin before any other traffic, then send; a failed attempt backs off") {
+TEST_CASE("connection lifecycle: connect, rejoin before any other traffic, then send, and a failed attempt backs off") {
   lifecycle l(exact_options());
   CHECK(l.start(started) == connect);
   CHECK(l.current() == state::connecting);
@@ -154,7 +154,7 @@ TEST_CASE("connection lifecycle: an answer during the rejoin counts, one on a dr
   CHECK(l.after_drop() == back_off(40ms));
 }
 
-TEST_CASE("connection lifecycle: a reply from an older term is refused and drops the connection; a newer term is adopted") {
+TEST_CASE("connection lifecycle: a reply from an older term is refused and drops the connection, and a newer term is adopted") {
   lifecycle l = in_state(state::ready);
   CHECK(l.reply(3) == nothing);
   CHECK(l.newest_term() == 3);
@@ -237,7 +237,7 @@ TEST_CASE("connection lifecycle: a heartbeat answered node_unknown asks for that
   CHECK(l.heartbeat_answered(errc::node_unknown) == nothing);
 }
 
-TEST_CASE("connection lifecycle: a leader in a newer term mid-call moves the connection at once; an older one changes nothing") {
+TEST_CASE("connection lifecycle: a leader in a newer term mid-call moves the connection at once, and an older one changes nothing") {
   lifecycle l(exact_options());
   l.start(started);
   REQUIRE(l.located(3));

@@ -660,7 +660,7 @@ asio::awaitable<bool> connect_once(tcp::endpoint peer) {
 
 }  // namespace
 
-TEST_CASE("one exchange: connect, one framed request and its reply within a deadline; a silent peer is cut off at it") {
+TEST_CASE("one exchange: connect, one framed request and its reply within a deadline, and a silent peer is cut off at it") {
   running_server s;
   asio::io_context io;
   auto answered = asio::co_spawn(io, register_once(s.server.local_endpoint(), 2s), asio::use_future);
