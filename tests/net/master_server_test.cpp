@@ -3,12 +3,14 @@
 
 #include <corokv/net/follower_link.hpp>
 #include <corokv/net/master_server.hpp>
+#include <corokv/net/one_exchange.hpp>
 #include <corokv/net/replication_hub.hpp>
 
 #include <boost/asio/use_future.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
 
 #include <doctest/doctest.h>
 
@@ -630,4 +632,59 @@ TEST_CASE("a lone master refuses follow and replica_ack by closing that connecti
   a.send(wire::message_type::replica_ack, wire::replica_ack_request{1}, 1);
   CHECK(a.closed_by_server());
   CHECK(s.stats().protocol_errors == 2);
+}
+
+namespace {
+
+// A register_node asked of `peer` as one exchange; the outcome, the
+// response, and how long it took.
+struct exchanged {
+  errc outcome = errc::success;  // set by the exchange
+  wire::status_response response;
+  duration took{};
+};
+asio::awaitable<exchanged> register_once(tcp::endpoint peer, duration timeout) {
+  auto ex = co_await asio::this_coro::executor;
+  auto socket = std::make_shared<tcp::socket>(ex);
+  exchanged out;
+  const auto began = clock_type::now();
+  out.outcome = co_await connect_and_exchange(socket, peer, wire::message_type::register_node, wire::node_request{5},
+                                              out.response, timeout);
+  out.took = clock_type::now() - began;
+  co_return out;
+}
+asio::awaitable<bool> connect_once(tcp::endpoint peer) {
+  auto ex = co_await asio::this_coro::executor;
+  auto socket = std::make_shared<tcp::socket>(ex);
+  co_return co_await connect_within(socket, peer, 1s);
+}
+
+}  // namespace
+
+TEST_CASE("one exchange: connect, one framed request and its reply within a deadline, and a silent peer is cut off at it") {
+  running_server s;
+  asio::io_context io;
+  auto answered = asio::co_spawn(io, register_once(s.server.local_endpoint(), 2s), asio::use_future);
+  // Listening, never reading or answering: the connect succeeds (the
+  // kernel's backlog), the reply never comes.
+  tcp::acceptor silent(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  auto unanswered = asio::co_spawn(io, register_once(silent.local_endpoint(), 100ms), asio::use_future);
+  // Nothing listens there any more: refused.
+  tcp::endpoint gone;
+  {
+    tcp::acceptor closed(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    gone = closed.local_endpoint();
+  }
+  auto refused = asio::co_spawn(io, connect_once(gone), asio::use_future);
+  auto reached = asio::co_spawn(io, connect_once(s.server.local_endpoint()), asio::use_future);
+  io.run();
+  const exchanged a = answered.get();
+  CHECK(a.outcome == errc::success);
+  CHECK(a.response.status == errc::success);
+  const exchanged u = unanswered.get();
+  CHECK(u.outcome == errc::rpc_failed);
+  CHECK(u.took >= 100ms);
+  CHECK(u.took < 2s);
+  CHECK_FALSE(refused.get());
+  CHECK(reached.get());
 }

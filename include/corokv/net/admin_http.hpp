@@ -66,7 +66,7 @@ class admin_server {
   // (and dropping) what its client had already sent; see linger_close().
   static constexpr std::chrono::seconds linger_timeout{1};
 
-  admin_server(asio::any_io_executor ex, const master_server& master, const tcp::endpoint& listen)
+  admin_server(boost::asio::any_io_executor ex, const master_server& master, const tcp::endpoint& listen)
       : executor_(ex), master_(master), acceptor_(ex, listen), accept_pause_(ex) {}
 
   admin_server(const admin_server&) = delete;
@@ -85,7 +85,7 @@ class admin_server {
   void set_extra_metrics(std::function<std::vector<extra_metric>()> f) { extra_metrics_ = std::move(f); }
 
   // Starts accepting. Call on the executor.
-  void start() { asio::co_spawn(executor_, accept_loop(), asio::detached); }
+  void start() { boost::asio::co_spawn(executor_, accept_loop(), boost::asio::detached); }
 
   // Stops accepting and closes every connection; the coroutines end on their
   // own once their pending operations are cancelled. Call on the executor.
@@ -102,26 +102,26 @@ class admin_server {
   using request = boost::beast::http::request<boost::beast::http::empty_body>;
   using connection_list = std::list<std::shared_ptr<boost::beast::tcp_stream>>;
 
-  asio::awaitable<void> accept_loop() {
+  boost::asio::awaitable<void> accept_loop() {
     while (!stopped_) {
-      auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+      auto [ec, socket] = co_await acceptor_.async_accept(boost::asio::as_tuple(boost::asio::use_awaitable));
       if (stopped_) break;  // an accept that completed just before stop()
       if (ec) {
-        if (ec == asio::error::operation_aborted) break;
+        if (ec == boost::asio::error::operation_aborted) break;
         // A failed accept (e.g. out of descriptors) affects only that client;
         // the next one waits, so that a lasting failure does not spin.
         accept_pause_.expires_after(accept_retry_.next());
-        co_await accept_pause_.async_wait(asio::as_tuple(asio::use_awaitable));
+        co_await accept_pause_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
         continue;
       }
       accept_retry_.reset();
       auto stream = std::make_shared<boost::beast::tcp_stream>(std::move(socket));
       connections_.push_back(stream);
-      asio::co_spawn(executor_, serve(stream, std::prev(connections_.end())), asio::detached);
+      boost::asio::co_spawn(executor_, serve(stream, std::prev(connections_.end())), boost::asio::detached);
     }
   }
 
-  asio::awaitable<void> serve(std::shared_ptr<boost::beast::tcp_stream> stream, connection_list::iterator self) {
+  boost::asio::awaitable<void> serve(std::shared_ptr<boost::beast::tcp_stream> stream, connection_list::iterator self) {
     // Bounded so that a client cannot make the buffer grow; above header_limit
     // so that an oversized header is reported as such rather than as overflow.
     boost::beast::flat_buffer buffer(2 * header_limit);
@@ -133,7 +133,7 @@ class admin_server {
       parser.header_limit(header_limit);
       stream->expires_after(idle_timeout);
       auto [read_ec, n] =
-          co_await boost::beast::http::async_read_header(*stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+          co_await boost::beast::http::async_read_header(*stream, buffer, parser, boost::asio::as_tuple(boost::asio::use_awaitable));
       if (stopped_) break;
       response res;
       if (read_ec) {
@@ -155,7 +155,7 @@ class admin_server {
       }
       // The same deadline for writing: a client that stops reading is dropped.
       stream->expires_after(idle_timeout);
-      auto [write_ec, w] = co_await boost::beast::http::async_write(*stream, res, asio::as_tuple(asio::use_awaitable));
+      auto [write_ec, w] = co_await boost::beast::http::async_write(*stream, res, boost::asio::as_tuple(boost::asio::use_awaitable));
       if (write_ec || stopped_) break;
       if (!res.keep_alive()) {
         linger = true;
@@ -172,14 +172,14 @@ class admin_server {
   // read it (typically after refusing an oversized header or a body). So:
   // half-close, then read and drop input until the client closes too or
   // linger_timeout passes.
-  asio::awaitable<void> linger_close(boost::beast::tcp_stream& stream) {
+  boost::asio::awaitable<void> linger_close(boost::beast::tcp_stream& stream) {
     boost::system::error_code ec;
     stream.socket().shutdown(tcp::socket::shutdown_send, ec);
     if (ec) co_return;
     stream.expires_after(linger_timeout);
     std::array<char, 4096> scratch;
     for (;;) {
-      auto [read_ec, n] = co_await stream.async_read_some(asio::buffer(scratch), asio::as_tuple(asio::use_awaitable));
+      auto [read_ec, n] = co_await stream.async_read_some(boost::asio::buffer(scratch), boost::asio::as_tuple(boost::asio::use_awaitable));
       if (read_ec || stopped_) break;
     }
   }
@@ -320,11 +320,11 @@ class admin_server {
     return make(status, version, keep_alive, "text/plain", std::string(body));
   }
 
-  asio::any_io_executor executor_;
+  boost::asio::any_io_executor executor_;
   const master_server& master_;
   std::function<std::vector<extra_metric>()> extra_metrics_;
   tcp::acceptor acceptor_;
-  asio::steady_timer accept_pause_;
+  boost::asio::steady_timer accept_pause_;
   corokv::detail::backoff accept_retry_{{std::chrono::milliseconds(5), std::chrono::milliseconds(500), 0.5}};
   connection_list connections_;
   bool stopped_ = false;

@@ -81,8 +81,8 @@ boost::asio::awaitable<std::pair<boost::system::error_code, std::size_t>> move_f
   remaining_buffers<Buffer> left(buffers);
   while (!ec && !left.empty()) {
     const std::size_t n = step(left.window(), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      std::tie(ec) = co_await socket.async_wait(ready, asio::as_tuple(asio::use_awaitable));
+    if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
+      std::tie(ec) = co_await socket.async_wait(ready, boost::asio::as_tuple(boost::asio::use_awaitable));
       continue;
     }
     total += n;

@@ -23,6 +23,7 @@
 
 #include <corokv/detail/guarded_spawn.hpp>
 #include <corokv/net/frame_io.hpp>
+#include <corokv/net/one_exchange.hpp>
 #include <corokv/net/socket_deadline.hpp>
 #include <corokv/memory/transfer.hpp>
 #include <corokv/wire/messages.hpp>
@@ -68,9 +69,9 @@ class data_client {
   // transfer_failed (the exchange failed) or cancelled. A request names at most
   // limits.max_batch ranges, the most a server accepts in one frame; more
   // take several exchanges, one after another.
-  asio::awaitable<void> read(data_peer peer, std::span<const memory::read_request> requests, std::span<errc> status) {
+  boost::asio::awaitable<void> read(data_peer peer, std::span<const memory::read_request> requests, std::span<errc> status) {
     std::fill(status.begin(), status.end(), errc::transfer_failed);
-    const asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+    const boost::asio::cancellation_state state = co_await boost::asio::this_coro::cancellation_state;
     for (std::size_t at = 0; at < requests.size(); at += per_frame()) {
       if (cancelled(state)) {
         std::fill(status.begin() + static_cast<std::ptrdiff_t>(at), status.end(), errc::cancelled);
@@ -86,14 +87,14 @@ class data_client {
   }
 
   // Writes every request's source bytes into its range on `peer`.
-  asio::awaitable<void> write(data_peer peer, std::span<const memory::write_request> requests, std::span<errc> status) {
+  boost::asio::awaitable<void> write(data_peer peer, std::span<const memory::write_request> requests, std::span<errc> status) {
     for (auto& r : requests)
       if (r.source.size() != r.replica.length) {
         std::fill(status.begin(), status.end(), errc::size_mismatch);
         co_return;
       }
     std::fill(status.begin(), status.end(), errc::transfer_failed);
-    const asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+    const boost::asio::cancellation_state state = co_await boost::asio::this_coro::cancellation_state;
     for (std::size_t at = 0; at < requests.size(); at += per_frame()) {
       if (cancelled(state)) {
         std::fill(status.begin() + static_cast<std::ptrdiff_t>(at), status.end(), errc::cancelled);
@@ -127,14 +128,14 @@ class data_client {
   // see detail/guarded_spawn.hpp). Coroutines and lambdas are named before
   // the co_await that takes them: GCC 12 destroys temporaries inside one
   // twice.
-  static asio::awaitable<void> on_own_strand(asio::awaitable<void> exchange) {
-    auto ex = co_await asio::this_coro::executor;
-    auto on_strand = corokv::detail::run_on(asio::make_strand(ex), std::move(exchange));
+  static boost::asio::awaitable<void> on_own_strand(boost::asio::awaitable<void> exchange) {
+    auto ex = co_await boost::asio::this_coro::executor;
+    auto on_strand = corokv::detail::run_on(boost::asio::make_strand(ex), std::move(exchange));
     co_await std::move(on_strand);
   }
 
-  static bool cancelled(const asio::cancellation_state& state) noexcept {
-    return state.cancelled() != asio::cancellation_type::none;
+  static bool cancelled(const boost::asio::cancellation_state& state) noexcept {
+    return state.cancelled() != boost::asio::cancellation_type::none;
   }
 
   enum class outcome {
@@ -153,11 +154,11 @@ class data_client {
   // `cancelled`, unless the exchange was answered in full.
   enum class once_sent { may_abandon, finish };
   template <class Body>
-  asio::awaitable<void> exchange(data_peer peer, std::span<errc> status, once_sent sent, Body body) {
+  boost::asio::awaitable<void> exchange(data_peer peer, std::span<errc> status, once_sent sent, Body body) {
     // Reported per item, never thrown (an awaiting store handles it step by step).
-    co_await asio::this_coro::throw_if_cancelled(false);
-    asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
-    auto ex = co_await asio::this_coro::executor;
+    co_await boost::asio::this_coro::throw_if_cancelled(false);
+    boost::asio::cancellation_state state = co_await boost::asio::this_coro::cancellation_state;
+    auto ex = co_await boost::asio::this_coro::executor;
     for (bool may_pool = true; !cancelled(state); may_pool = false) {
       auto [socket, pooled] = co_await acquire(peer, may_pool);
       if (!socket) {
@@ -170,8 +171,8 @@ class data_client {
       }
       if (sent == once_sent::finish) {
         // From here on this exchange no longer hears cancellation.
-        co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());
-        state = co_await asio::this_coro::cancellation_state;
+        co_await boost::asio::this_coro::reset_cancellation_state(boost::asio::disable_cancellation());
+        state = co_await boost::asio::this_coro::cancellation_state;
       }
       socket_deadline deadline(ex, socket, options_.io_timeout);
       const outcome o = co_await body(*socket);
@@ -201,12 +202,12 @@ class data_client {
     return append_frame(type, false, id, request, frame, options_.limits) == errc::success;
   }
 
-  asio::awaitable<outcome> read_over(tcp::socket& socket, std::span<const memory::read_request> requests, std::span<errc> status) {
+  boost::asio::awaitable<outcome> read_over(tcp::socket& socket, std::span<const memory::read_request> requests, std::span<errc> status) {
     std::vector<std::byte> frame;
     const std::uint64_t id = ++next_id_;
     if (!request_frame<wire::data_read_request>(wire::message_type::data_read, id, requests, frame))
       co_return outcome::failed;
-    const asio::const_buffer request = asio::buffer(frame);
+    const boost::asio::const_buffer request = boost::asio::buffer(frame);
     auto [wec, w] = co_await write_fully(socket, std::span(&request, 1));
     if (wec) co_return failure(true);
     wire::frame_header h;
@@ -221,14 +222,14 @@ class data_client {
       co_return outcome::failed;
     // The reply must announce exactly the lengths asked for: a peer cannot
     // make us write past a caller's buffer.
-    std::vector<asio::mutable_buffer> scatter;
+    std::vector<boost::asio::mutable_buffer> scatter;
     scatter.reserve(requests.size());
     for (std::size_t i = 0; i < requests.size(); ++i) {
       if (response.results[i] != errc::success) continue;
       if (response.lengths[i] != requests[i].replica.length ||
           requests[i].destination.size() < requests[i].replica.length)
         co_return outcome::failed;
-      append_coalesced(scatter, asio::mutable_buffer(requests[i].destination.data(), requests[i].replica.length));
+      append_coalesced(scatter, boost::asio::mutable_buffer(requests[i].destination.data(), requests[i].replica.length));
     }
     auto [rec, n] = co_await read_fully(socket, scatter);
     if (rec) co_return outcome::failed;
@@ -236,15 +237,15 @@ class data_client {
     co_return outcome::done;
   }
 
-  asio::awaitable<outcome> write_over(tcp::socket& socket, std::span<const memory::write_request> requests,
+  boost::asio::awaitable<outcome> write_over(tcp::socket& socket, std::span<const memory::write_request> requests,
                                       std::span<errc> status) {
     std::vector<std::byte> frame;
     const std::uint64_t id = ++next_id_;
     if (!request_frame<wire::data_write_request>(wire::message_type::data_write, id, requests, frame))
       co_return outcome::failed;
-    std::vector<asio::const_buffer> gather;
+    std::vector<boost::asio::const_buffer> gather;
     gather.reserve(requests.size() + 1);
-    gather.push_back(asio::buffer(frame));
+    gather.push_back(boost::asio::buffer(frame));
     for (auto& r : requests) append_coalesced(gather, r.source);
     auto [wec, w] = co_await write_fully(socket, gather);
     if (wec) co_return failure(true);
@@ -266,7 +267,7 @@ class data_client {
   // An idle connection to `peer` (if `may_pool`), or a new one connected
   // within io_timeout, and whether it came from the pool; a null socket if
   // none can be had.
-  asio::awaitable<std::pair<socket_ptr, bool>> acquire(data_peer peer, bool may_pool) {
+  boost::asio::awaitable<std::pair<socket_ptr, bool>> acquire(data_peer peer, bool may_pool) {
     if (may_pool) {
       std::lock_guard lock(mu_);
       auto& idle = idle_[peer];
@@ -276,14 +277,9 @@ class data_client {
         co_return std::pair{std::move(s), true};
       }
     }
-    auto ex = co_await asio::this_coro::executor;
+    auto ex = co_await boost::asio::this_coro::executor;
     auto socket = std::make_shared<tcp::socket>(ex);
-    socket_deadline deadline(ex, socket, options_.io_timeout);
-    auto [ec] = co_await socket->async_connect(peer, asio::as_tuple(asio::use_awaitable));
-    deadline.disarm();
-    if (ec || deadline.fired()) co_return std::pair{socket_ptr{}, false};
-    boost::system::error_code ignored;
-    socket->set_option(tcp::no_delay(true), ignored);
+    if (!co_await connect_within(socket, peer, options_.io_timeout)) co_return std::pair{socket_ptr{}, false};
     co_return std::pair{std::move(socket), false};
   }
 

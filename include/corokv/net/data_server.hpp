@@ -80,7 +80,7 @@ struct data_server_stats {
 // them: they then hold nothing.
 struct range_source {
   std::function<bool(segment_id)> holds;
-  std::function<asio::awaitable<void>(std::span<const wire::data_item>, std::span<const asio::mutable_buffer>,
+  std::function<boost::asio::awaitable<void>(std::span<const wire::data_item>, std::span<const boost::asio::mutable_buffer>,
                                       std::span<errc>)>
       read;
 };
@@ -108,16 +108,16 @@ class data_connection {
   }
 
   // What a handler returns to close the connection.
-  static asio::awaitable<bool> close() { co_return false; }
+  static boost::asio::awaitable<bool> close() { co_return false; }
 
   // Sends `message` as the response to request `id` of `type`; false if the
   // message exceeds the limits or the connection failed.
   template <class Message>
-  asio::awaitable<bool> respond(wire::message_type type, std::uint64_t id, Message message) {
+  boost::asio::awaitable<bool> respond(wire::message_type type, std::uint64_t id, Message message) {
     out_.clear();
     if (append_frame(type, true, id, message, out_, limits_) != errc::success) co_return false;
-    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(out_), transfer_all_at_once{},
-                                              asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] = co_await boost::asio::async_write(socket_, boost::asio::buffer(out_), transfer_all_at_once{},
+                                              boost::asio::as_tuple(boost::asio::use_awaitable));
     co_return !ec;
   }
 
@@ -129,13 +129,13 @@ class data_connection {
   // Scratch of the server's own handlers, kept across requests.
   std::vector<std::byte> out_;
   std::vector<memory::segment_registry::pinned> pins_;
-  std::vector<asio::const_buffer> gather_;
+  std::vector<boost::asio::const_buffer> gather_;
 };
 
 // Serves one request frame (its header and payload, valid until the
 // returned coroutine ends) and answers it; false closes the connection (a
 // malformed request, a failed send).
-using frame_handler = std::function<asio::awaitable<bool>(data_connection&, const wire::frame_header&,
+using frame_handler = std::function<boost::asio::awaitable<bool>(data_connection&, const wire::frame_header&,
                                                           std::span<const std::byte>)>;
 
 // A handler for a call: decodes the request as a `Request` (a request that
@@ -145,7 +145,7 @@ template <class Request, class Answer>
 frame_handler call_handler(Answer answer) {
   return [answer = std::make_shared<Answer>(std::move(answer))](
              data_connection& connection, const wire::frame_header& h,
-             std::span<const std::byte> payload) -> asio::awaitable<bool> {
+             std::span<const std::byte> payload) -> boost::asio::awaitable<bool> {
     Request request;
     if (wire::decode_table(payload, request, connection.limits()) != errc::success) return data_connection::close();
     return connection.respond(h.type, h.request_id, (*answer)(std::as_const(request), connection));
@@ -166,7 +166,7 @@ frame_handler refusing_handler(errc status) {
 // Held by shared_ptr: its coroutines keep it alive until they end.
 class data_server : public std::enable_shared_from_this<data_server> {
  public:
-  data_server(asio::any_io_executor ex, std::shared_ptr<memory::segment_registry> segments, const tcp::endpoint& listen,
+  data_server(boost::asio::any_io_executor ex, std::shared_ptr<memory::segment_registry> segments, const tcp::endpoint& listen,
               wire::limits limits = {})
       : executor_(ex), segments_(std::move(segments)), limits_(limits), acceptor_(ex, listen) {
     // `this` is safe: a connection's coroutine holds the server.
@@ -210,12 +210,12 @@ class data_server : public std::enable_shared_from_this<data_server> {
   }
 
   void start() {
-    asio::co_spawn(executor_, [self = shared_from_this()] { return self->accept_loop(); }, asio::detached);
+    boost::asio::co_spawn(executor_, [self = shared_from_this()] { return self->accept_loop(); }, boost::asio::detached);
   }
 
   // Stops accepting and closes every connection; thread-safe.
   void stop() {
-    asio::post(executor_, [this, self = shared_from_this()] {
+    boost::asio::post(executor_, [this, self = shared_from_this()] {
       std::lock_guard lock(mu_);
       stopped_ = true;
       boost::system::error_code ignored;
@@ -227,17 +227,17 @@ class data_server : public std::enable_shared_from_this<data_server> {
  private:
   using handler_table = std::array<std::shared_ptr<const frame_handler>, wire::last_message_type + 1>;
 
-  asio::awaitable<void> accept_loop() {
+  boost::asio::awaitable<void> accept_loop() {
     // A failed accept (e.g. out of descriptors) affects only that client;
     // the next one waits, so that a lasting failure does not spin.
     corokv::detail::backoff retry({std::chrono::milliseconds(5), std::chrono::milliseconds(500), 0.5});
-    asio::steady_timer pause(executor_);
+    boost::asio::steady_timer pause(executor_);
     for (;;) {
-      auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+      auto [ec, socket] = co_await acceptor_.async_accept(boost::asio::as_tuple(boost::asio::use_awaitable));
       if (ec) {
-        if (ec == asio::error::operation_aborted || !acceptor_.is_open()) break;
+        if (ec == boost::asio::error::operation_aborted || !acceptor_.is_open()) break;
         pause.expires_after(retry.next());
-        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+        co_await pause.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
         continue;
       }
       retry.reset();
@@ -251,7 +251,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
         connections_.push_back(shared);
         self = std::prev(connections_.end());
       }
-      asio::co_spawn(executor_, [this, keep = shared_from_this(), shared, self] { return serve(shared, self); }, asio::detached);
+      boost::asio::co_spawn(executor_, [this, keep = shared_from_this(), shared, self] { return serve(shared, self); }, boost::asio::detached);
     }
   }
 
@@ -266,7 +266,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
     return handlers_[static_cast<std::size_t>(type)];  // decode_header bounds the type
   }
 
-  asio::awaitable<void> serve(std::shared_ptr<tcp::socket> socket, std::list<std::shared_ptr<tcp::socket>>::iterator self) {
+  boost::asio::awaitable<void> serve(std::shared_ptr<tcp::socket> socket, std::list<std::shared_ptr<tcp::socket>>::iterator self) {
     std::vector<std::byte> payload;
     data_connection connection(*socket, limits_);
     for (;;) {
@@ -284,7 +284,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
           // reply may be half sent); the server and the others go on.
           bool threw = false;
           try {
-            asio::awaitable<bool> answer = (*handler)(connection, h, body);
+            boost::asio::awaitable<bool> answer = (*handler)(connection, h, body);
             ok = co_await std::move(answer);
           } catch (...) {
             threw = true;
@@ -306,13 +306,13 @@ class data_server : public std::enable_shared_from_this<data_server> {
     connections_.erase(self);
   }
 
-  asio::awaitable<bool> read_ranges(data_connection& c, const wire::frame_header& h, std::span<const std::byte> payload) {
+  boost::asio::awaitable<bool> read_ranges(data_connection& c, const wire::frame_header& h, std::span<const std::byte> payload) {
     wire::data_read_request request;
     if (wire::decode_table(payload, request, limits_) != errc::success) co_return false;
     co_return co_await send_ranges(c.socket(), h.request_id, request, c.pins_, c.out_, c.gather_);
   }
 
-  asio::awaitable<bool> write_ranges(data_connection& c, const wire::frame_header& h, std::span<const std::byte> payload) {
+  boost::asio::awaitable<bool> write_ranges(data_connection& c, const wire::frame_header& h, std::span<const std::byte> payload) {
     wire::data_write_request request;
     if (wire::decode_table(payload, request, limits_) != errc::success) co_return false;
     co_return co_await receive_ranges(c.socket(), h.request_id, request, c.pins_, c.out_);
@@ -335,9 +335,9 @@ class data_server : public std::enable_shared_from_this<data_server> {
   }
 
   // Returns false if the connection must close.
-  asio::awaitable<bool> send_ranges(tcp::socket& socket, std::uint64_t id, const wire::data_read_request& request,
+  boost::asio::awaitable<bool> send_ranges(tcp::socket& socket, std::uint64_t id, const wire::data_read_request& request,
                                     std::vector<memory::segment_registry::pinned>& pins, std::vector<std::byte>& out,
-                                    std::vector<asio::const_buffer>& gather) {
+                                    std::vector<boost::asio::const_buffer>& gather) {
     wire::data_read_response response;
     pin_all(request.items, pins, response.results);
     const staged_ranges staged = co_await stage_held_ranges(request.items, response.results);
@@ -348,13 +348,13 @@ class data_server : public std::enable_shared_from_this<data_server> {
     out.clear();
     if (append_frame(wire::message_type::data_read, true, id, response, out, limits_) != errc::success)
       co_return false;
-    gather.assign(1, asio::buffer(out));
+    gather.assign(1, boost::asio::buffer(out));
     for (std::size_t i = 0; i < pins.size(); ++i) {
       if (response.results[i] != errc::success) continue;
       if (pins[i].bytes.size() == request.items[i].length)
-        append_coalesced(gather, asio::const_buffer(pins[i].bytes.data(), pins[i].bytes.size()));
+        append_coalesced(gather, boost::asio::const_buffer(pins[i].bytes.data(), pins[i].bytes.size()));
       else
-        append_coalesced(gather, asio::const_buffer(staged.at(i), request.items[i].length));
+        append_coalesced(gather, boost::asio::const_buffer(staged.at(i), request.items[i].length));
     }
     auto [ec, n] = co_await write_fully(socket, gather);
     pins.clear();
@@ -374,7 +374,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
     std::vector<std::uint64_t> offset;  // by item; meaningful for staged ones
     const std::byte* at(std::size_t i) const { return memory.get() + offset[i]; }
   };
-  asio::awaitable<staged_ranges> stage_held_ranges(const std::vector<wire::data_item>& items,
+  boost::asio::awaitable<staged_ranges> stage_held_ranges(const std::vector<wire::data_item>& items,
                                                    std::vector<errc>& results) {
     staged_ranges staged;
     std::vector<std::shared_ptr<const range_source>> sources;
@@ -404,7 +404,7 @@ class data_server : public std::enable_shared_from_this<data_server> {
     for (std::size_t k = 0; k < sources.size(); ++k) {
       std::vector<std::size_t> mine;
       std::vector<wire::data_item> wanted;
-      std::vector<asio::mutable_buffer> into;
+      std::vector<boost::asio::mutable_buffer> into;
       for (std::size_t j = 0; j < held.size(); ++j) {
         if (source_of[j] != k) continue;
         const std::size_t i = held[j];
@@ -424,16 +424,16 @@ class data_server : public std::enable_shared_from_this<data_server> {
     co_return staged;
   }
 
-  asio::awaitable<bool> receive_ranges(tcp::socket& socket, std::uint64_t id, const wire::data_write_request& request,
+  boost::asio::awaitable<bool> receive_ranges(tcp::socket& socket, std::uint64_t id, const wire::data_write_request& request,
                                        std::vector<memory::segment_registry::pinned>& pins, std::vector<std::byte>& out) {
     wire::statuses_response response;
     pin_all(request.items, pins, response.results);
     // Runs of accepted items are read in one scatter read straight into
     // their segments; a refused item's bytes are read and dropped.
-    std::vector<asio::mutable_buffer> scatter;
+    std::vector<boost::asio::mutable_buffer> scatter;
     std::array<std::byte, 64 * 1024> drain{};
     std::uint64_t bytes = 0;
-    auto flush = [&]() -> asio::awaitable<bool> {
+    auto flush = [&]() -> boost::asio::awaitable<bool> {
       if (scatter.empty()) co_return true;
       auto [ec, n] = co_await read_fully(socket, scatter);
       scatter.clear();
@@ -441,14 +441,14 @@ class data_server : public std::enable_shared_from_this<data_server> {
     };
     for (std::size_t i = 0; i < request.items.size(); ++i) {
       if (response.results[i] == errc::success) {
-        append_coalesced(scatter, asio::mutable_buffer(pins[i].bytes.data(), pins[i].bytes.size()));
+        append_coalesced(scatter, boost::asio::mutable_buffer(pins[i].bytes.data(), pins[i].bytes.size()));
         bytes += pins[i].bytes.size();
         continue;
       }
       if (!co_await flush()) co_return false;
       for (std::uint64_t left = request.items[i].length; left > 0;) {
         const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(left, drain.size()));
-        auto [ec, n] = co_await asio::async_read(socket, asio::buffer(drain.data(), chunk), asio::as_tuple(asio::use_awaitable));
+        auto [ec, n] = co_await boost::asio::async_read(socket, boost::asio::buffer(drain.data(), chunk), boost::asio::as_tuple(boost::asio::use_awaitable));
         if (ec) co_return false;
         left -= chunk;
       }
@@ -459,11 +459,11 @@ class data_server : public std::enable_shared_from_this<data_server> {
     out.clear();
     if (append_frame(wire::message_type::data_write, true, id, response, out, limits_) != errc::success)
       co_return false;
-    auto [ec, n] = co_await asio::async_write(socket, asio::buffer(out), transfer_all_at_once{}, asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] = co_await boost::asio::async_write(socket, boost::asio::buffer(out), transfer_all_at_once{}, boost::asio::as_tuple(boost::asio::use_awaitable));
     co_return !ec;
   }
 
-  asio::any_io_executor executor_;
+  boost::asio::any_io_executor executor_;
   std::shared_ptr<memory::segment_registry> segments_;
   wire::limits limits_;
   tcp::acceptor acceptor_;

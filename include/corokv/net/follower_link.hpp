@@ -17,12 +17,11 @@
 
 #include <corokv/meta/replica_state.hpp>
 #include <corokv/net/frame_io.hpp>
-#include <corokv/net/socket_deadline.hpp>
+#include <corokv/net/one_exchange.hpp>
 #include <corokv/wire/messages.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
@@ -62,15 +61,8 @@ class follower_link {
                                std::uint64_t min_term, duration connect_timeout) {
     auto socket = std::make_shared<tcp::socket>(executor_);
     socket_ = socket;
-    {
-      socket_deadline deadline(executor_, socket, connect_timeout);
-      auto [ec] = co_await socket->async_connect(leader, boost::asio::as_tuple(boost::asio::use_awaitable));
-      deadline.disarm();
-      if (ec || deadline.fired()) co_return errc::rpc_failed;
-    }
+    if (!co_await connect_within(socket, leader, connect_timeout)) co_return errc::rpc_failed;
     count([](auto& s) { ++s.connects; });
-    boost::system::error_code ignored;
-    socket->set_option(tcp::no_delay(true), ignored);
     std::vector<std::byte> out;
     if (append_frame(wire::message_type::follow, false, 1, wire::follow_request{name}, out, limits_) != errc::success)
       co_return errc::invalid_argument;

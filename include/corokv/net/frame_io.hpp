@@ -24,8 +24,7 @@
 
 namespace corokv::net {
 
-namespace asio = boost::asio;
-using tcp = asio::ip::tcp;
+using tcp = boost::asio::ip::tcp;
 
 // Asio's read and write loops move at most 64 KiB per system call unless
 // told otherwise (transfer_all caps each step there). A data frame of
@@ -48,16 +47,16 @@ enum class frame_status {
 
 // Reads one frame whose direction is `response`.
 template <class Stream>
-asio::awaitable<frame_status> read_frame(Stream& stream, const wire::limits& lim, bool response,
+boost::asio::awaitable<frame_status> read_frame(Stream& stream, const wire::limits& lim, bool response,
                                          wire::frame_header& header, std::vector<std::byte>& payload) {
   std::array<std::byte, wire::header_size> head{};
-  auto [ec, n] = co_await asio::async_read(stream, asio::buffer(head), asio::as_tuple(asio::use_awaitable));
-  if (ec) co_return n == 0 && ec != asio::error::operation_aborted ? frame_status::ended : frame_status::closed;
+  auto [ec, n] = co_await boost::asio::async_read(stream, boost::asio::buffer(head), boost::asio::as_tuple(boost::asio::use_awaitable));
+  if (ec) co_return n == 0 && ec != boost::asio::error::operation_aborted ? frame_status::ended : frame_status::closed;
   if (wire::decode_header(head, lim, header) != errc::success || header.response != response)
     co_return frame_status::malformed;
   payload.resize(header.payload_size);
-  auto [payload_ec, m] = co_await asio::async_read(stream, asio::buffer(payload), transfer_all_at_once{},
-                                                   asio::as_tuple(asio::use_awaitable));
+  auto [payload_ec, m] = co_await boost::asio::async_read(stream, boost::asio::buffer(payload), transfer_all_at_once{},
+                                                   boost::asio::as_tuple(boost::asio::use_awaitable));
   co_return payload_ec ? frame_status::closed : frame_status::ok;
 }
 
@@ -65,14 +64,14 @@ asio::awaitable<frame_status> read_frame(Stream& stream, const wire::limits& lim
 // data reply, whose table's size follows from the request): header and
 // payload in one read. Any other size is malformed. The payload is
 // frame[header_size..].
-inline asio::awaitable<frame_status> read_frame_of_size(tcp::socket& stream, const wire::limits& lim, bool response,
+inline boost::asio::awaitable<frame_status> read_frame_of_size(tcp::socket& stream, const wire::limits& lim, bool response,
                                                         std::size_t payload_size, wire::frame_header& header,
                                                         std::vector<std::byte>& frame) {
   frame.resize(wire::header_size + payload_size);
-  const asio::mutable_buffer whole = asio::buffer(frame);
+  const boost::asio::mutable_buffer whole = boost::asio::buffer(frame);
   auto [ec, n] = co_await read_fully(stream, std::span(&whole, 1));
   if (ec && n < wire::header_size)
-    co_return n == 0 && ec != asio::error::operation_aborted ? frame_status::ended : frame_status::closed;
+    co_return n == 0 && ec != boost::asio::error::operation_aborted ? frame_status::ended : frame_status::closed;
   if (wire::decode_header(frame, lim, header) != errc::success || header.response != response ||
       header.payload_size != payload_size)
     co_return frame_status::malformed;

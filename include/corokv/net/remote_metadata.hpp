@@ -35,9 +35,12 @@
 //
 // All connection state lives on a strand of the executor given at
 // construction; calls may come from any executor and complete on their own.
-// The decisions about calls (which go out, which a reply or a lost
-// connection or the clock completes) are the call_table's; what is redone
-// on a new connection is the rejoin_list's. This file does the I/O.
+// The decisions about the connection (when to connect, how long to wait,
+// which replies count, when to heartbeat, rejoin or drop) are the
+// connection_lifecycle's; those about calls (which go out, which a reply or
+// a lost connection or the clock completes) the call_table's; what is
+// redone on a new connection the rejoin_list's. This file does the I/O and
+// follows them.
 
 #include <corokv/client/metadata_calls.hpp>
 #include <corokv/client/metadata_endpoint.hpp>
@@ -45,10 +48,11 @@
 #include <corokv/error.hpp>
 #include <corokv/net/address.hpp>
 #include <corokv/net/call_table.hpp>
+#include <corokv/net/connection_lifecycle.hpp>
 #include <corokv/net/frame_io.hpp>
 #include <corokv/net/master_locator.hpp>
 #include <corokv/net/rejoin_list.hpp>
-#include <corokv/net/socket_deadline.hpp>
+#include <corokv/net/one_exchange.hpp>
 #include <corokv/types.hpp>
 #include <corokv/wire/messages.hpp>
 #include <corokv/wire/operations.hpp>
@@ -60,7 +64,6 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/execution/context.hpp>
 #include <boost/asio/execution_context.hpp>
@@ -88,8 +91,6 @@
 #include <vector>
 
 namespace corokv::net {
-
-namespace asio = boost::asio;
 
 struct remote_metadata_options {
   // The master: an address, or a name looked up once, when the endpoint is
@@ -141,8 +142,8 @@ template <class Handler, class Fallback>
 struct handler_sink final : reply_sink {
   handler_sink(Handler h, Fallback f) : handler(std::move(h)), fallback(std::move(f)) {}
   void deliver(reply r) override {
-    auto ex = asio::get_associated_executor(handler, fallback);
-    asio::post(ex, asio::append(std::move(handler), std::move(r)));
+    auto ex = boost::asio::get_associated_executor(handler, fallback);
+    boost::asio::post(ex, boost::asio::append(std::move(handler), std::move(r)));
   }
   Handler handler;
   Fallback fallback;
@@ -162,12 +163,12 @@ class metadata_session;
 // outlives the context. This service closes the gap: when the context shuts
 // down, every live session destroys its parked handlers, uninvoked, as
 // Asio does with its own.
-class session_registry final : public asio::execution_context::service {
+class session_registry final : public boost::asio::execution_context::service {
  public:
   using key_type = session_registry;
-  static inline asio::execution_context::id id;
+  static inline boost::asio::execution_context::id id;
 
-  explicit session_registry(asio::execution_context& context) : asio::execution_context::service(context) {}
+  explicit session_registry(boost::asio::execution_context& context) : boost::asio::execution_context::service(context) {}
 
   void add(std::weak_ptr<metadata_session> session) {
     std::lock_guard lock(mu_);
@@ -184,33 +185,35 @@ class session_registry final : public asio::execution_context::service {
 
 class metadata_session : public std::enable_shared_from_this<metadata_session> {
  public:
-  metadata_session(asio::any_io_executor ex, remote_metadata_options options)
-      : strand_(asio::make_strand(ex)),
+  metadata_session(boost::asio::any_io_executor ex, remote_metadata_options options)
+      : strand_(boost::asio::make_strand(ex)),
         options_(std::move(options)),
         wake_(strand_),
         tick_(strand_),
-        reconnect_(reconnect_options(options_), backoff_seed()),
-        leader_retry_(reconnect_options(options_), backoff_seed() + 1) {
+        lifecycle_(lifecycle_options(options_), backoff_seed()) {
     if (options_.locator) return;  // looked up before each connection
     boost::system::error_code ec;
     master_ = resolve_now(options_.host, options_.port, ec);
     if (ec || master_.empty())
-      throw boost::system::system_error(ec ? ec : make_error_code(asio::error::host_not_found),
+      throw boost::system::system_error(ec ? ec : make_error_code(boost::asio::error::host_not_found),
                                         "corokv: cannot resolve the master's host " + options_.host);
   }
 
   void start() {
     auto self = shared_from_this();
-    asio::use_service<session_registry>(asio::query(strand_.get_inner_executor(), asio::execution::context)).add(self);
-    asio::co_spawn(strand_, [self]() { return self->run(); }, asio::detached);
-    asio::co_spawn(strand_, [self]() { return self->ticker(); }, asio::detached);
-    if (options_.locator) asio::co_spawn(strand_, [self]() { return self->follow_leader(); }, asio::detached);
+    boost::asio::use_service<session_registry>(boost::asio::query(strand_.get_inner_executor(), boost::asio::execution::context)).add(self);
+    // Before the strand runs anything of this session's: the only access
+    // from outside it.
+    const connection_lifecycle::action first = lifecycle_.start(clock_type::now());
+    boost::asio::co_spawn(strand_, [self, first]() { return self->run(first); }, boost::asio::detached);
+    boost::asio::co_spawn(strand_, [self]() { return self->ticker(); }, boost::asio::detached);
+    if (options_.locator) boost::asio::co_spawn(strand_, [self]() { return self->follow_leader(); }, boost::asio::detached);
   }
 
   // Sends one request and awaits its reply, from any executor. `control`
   // calls (rejoin) may go out before the connection is ready for others.
   template <class Message>
-  asio::awaitable<reply> call(wire::message_type type, const Message& message, bool control = false) {
+  boost::asio::awaitable<reply> call(wire::message_type type, const Message& message, bool control = false) {
     std::vector<std::byte> frame;
     if (append_frame(type, false, 0, message, frame, options_.limits) != errc::success)
       co_return reply{errc::invalid_argument, {}};
@@ -219,12 +222,37 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
     auto initiation = [self = shared_from_this(), type, control](auto handler, std::vector<std::byte> bytes) {
       reply_handler h = std::make_unique<handler_sink<decltype(handler), decltype(self->strand_)>>(std::move(handler),
                                                                                                 self->strand_);
-      asio::post(self->strand_, [self, type, control, frame = std::move(bytes), h = std::move(h)]() mutable {
+      boost::asio::post(self->strand_, [self, type, control, frame = std::move(bytes), h = std::move(h)]() mutable {
         self->enqueue(type, std::move(frame), std::move(h), control);
       });
     };
-    co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(reply)>(initiation, asio::use_awaitable,
+    co_return co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable), void(reply)>(initiation, boost::asio::use_awaitable,
                                                                                        std::move(frame));
+  }
+
+  // One request of operation Op (wire/operations.hpp) and its response; a
+  // call that failed as a whole, or whose reply does not decode as Op's
+  // response, answers as a response with that status.
+  template <class Op>
+  boost::asio::awaitable<typename Op::response> request(const typename Op::request& message, bool control = false) {
+    const reply r = co_await call(Op::type, message, control);
+    co_return decoded<Op>(r);
+  }
+  template <class Op>
+  typename Op::response decoded(const reply& r) const {
+    typename Op::response out;
+    if (const errc e = decode_reply(r, out); e != errc::success) {
+      out = {};
+      out.status = e;
+    }
+    return out;
+  }
+  // The reply's payload decoded as the response it must be; a payload that
+  // does not decode is a protocol_error of this call.
+  template <class Response>
+  errc decode_reply(const reply& r, Response& out) const {
+    if (r.first != errc::success) return r.first;
+    return wire::decode(r.second, out, options_.limits);
   }
 
   // Sends without waiting for the outcome (a leaving node's unregister).
@@ -232,7 +260,7 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   void send_and_forget(wire::message_type type, const Message& message) {
     std::vector<std::byte> frame;
     if (append_frame(type, false, 0, message, frame, options_.limits) != errc::success) return;
-    asio::post(strand_, [self = shared_from_this(), type, frame = std::move(frame)]() mutable {
+    boost::asio::post(strand_, [self = shared_from_this(), type, frame = std::move(frame)]() mutable {
       self->enqueue(type, std::move(frame), std::make_unique<ignore_sink>(), false);
     });
   }
@@ -243,15 +271,17 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   // Ends the session once what is queued went out (at most 500 ms): the
   // unregister of a store being destroyed still reaches the master.
   void shutdown() {
-    asio::co_spawn(strand_, [self = shared_from_this()]() { return self->close_when_drained(); }, asio::detached);
+    boost::asio::co_spawn(strand_, [self = shared_from_this()]() { return self->close_when_drained(); }, boost::asio::detached);
   }
 
   // The execution context is shutting down (no thread runs it): parked
   // handlers are destroyed, not invoked. Destroying one may release the
-  // last other owner of this session, hence the local owner.
+  // last other owner of this session, hence the local owner. The stop's
+  // drop is left to the context: it destroys the socket with its
+  // operations, and nothing may be completed now.
   void abandon_parked_handlers() {
     auto self = shared_from_this();
-    stopped_ = true;
+    (void)lifecycle_.stop();
     calls_.abandon_all();
   }
 
@@ -260,21 +290,32 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
     return stats_;
   }
   bool ready() const noexcept { return ready_flag_.load(std::memory_order_acquire); }
-  const remote_metadata_options& options() const noexcept { return options_; }
 
  private:
+  using act = connection_lifecycle::act;
+
   template <class F>
   void count(F f) {
     std::lock_guard lock(stats_mu_);
     f(stats_);
   }
+  // The lifecycle's counts, copied where other threads may read them.
+  void count_lifecycle() {
+    count([&](auto& s) {
+      s.term = lifecycle_.newest_term();
+      s.stale_replies = lifecycle_.stale_replies();
+      s.leader_changes = lifecycle_.leader_changes();
+      s.backoffs = lifecycle_.backoffs();
+      s.backoff_total = lifecycle_.backoff_total();
+    });
+  }
 
   void enqueue(wire::message_type type, std::vector<std::byte> frame, reply_handler handler, bool control) {
-    if (stopped_) {
+    if (lifecycle_.stopped()) {
       complete(std::move(handler), reply{errc::cancelled, {}});
       return;
     }
-    wire::stamp_term(frame, newest_term_);
+    wire::stamp_term(frame, lifecycle_.newest_term());
     calls_.add(type, std::move(frame), std::move(handler), clock_type::now() + options_.request_timeout, control);
     count([](auto& s) { ++s.calls; });
     pump();
@@ -287,10 +328,10 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   void pump() {
     if (!socket_ || writing_) return;
     write_buffer_.clear();
-    if (calls_.take_sendable(ready_, write_buffer_) == 0) return;
+    if (calls_.take_sendable(lifecycle_.ready(), write_buffer_) == 0) return;
     writing_ = true;
-    asio::async_write(*socket_, asio::buffer(write_buffer_), transfer_all_at_once{},
-                      asio::bind_executor(strand_, [self = shared_from_this(), gen = generation_](
+    boost::asio::async_write(*socket_, boost::asio::buffer(write_buffer_), transfer_all_at_once{},
+                      boost::asio::bind_executor(strand_, [self = shared_from_this(), gen = generation_](
                                                        boost::system::error_code ec, std::size_t) {
                         self->writing_ = false;
                         if (gen != self->generation_) return;
@@ -301,13 +342,26 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
                       }));
   }
 
-  // The connection of generation `gen` broke: what was sent on it fails.
+  // The connection of generation `gen` broke.
   void lose(std::uint64_t gen) {
     if (gen != generation_ || !socket_) return;
+    follow(lifecycle_.lost());
+  }
+
+  // Follows an action the lifecycle decided outside the run loop: a drop,
+  // or the end of a wait to reconnect.
+  void follow(connection_lifecycle::action a) {
+    if (a.what == act::drop) drop();
+    if (a.what == act::connect) wake_.cancel();  // run() is backing off: connect now
+  }
+
+  // Closes the connection: what was sent on it fails; run() takes up what
+  // comes next.
+  void drop() {
+    if (!socket_) return;
     boost::system::error_code ignored;
     socket_->close(ignored);
     socket_.reset();
-    ready_ = false;
     ready_flag_.store(false, std::memory_order_release);
     ++generation_;
     const std::uint64_t lost =
@@ -319,21 +373,23 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
     wake_.cancel();
   }
 
-  asio::awaitable<void> reader(std::shared_ptr<tcp::socket> socket, std::uint64_t gen) {
+  boost::asio::awaitable<void> reader(std::shared_ptr<tcp::socket> socket, std::uint64_t gen) {
     wire::frame_header h;
     std::vector<std::byte> payload;
     for (;;) {
       const frame_status got = co_await read_frame(*socket, options_.limits, /*response=*/true, h, payload);
       if (gen != generation_) co_return;
       if (got != frame_status::ok) break;
-      if (h.term < newest_term_) {  // a deposed master: nothing it says counts
-        count([](auto& s) { ++s.stale_replies; });
-        break;
+      const std::uint64_t term_before = lifecycle_.newest_term();
+      const connection_lifecycle::action verdict = lifecycle_.reply(h.term);
+      if (verdict.what == act::drop || lifecycle_.newest_term() != term_before) count_lifecycle();
+      if (verdict.what == act::drop) {  // a deposed master: nothing it says counts
+        follow(verdict);
+        co_return;
       }
-      note_term(h.term);
       auto match = calls_.on_reply(h);
       if (match.kind == call_table<reply_handler>::reply_kind::mismatched) break;  // the stream is broken
-      answered_generation_ = gen;  // the master answers on this connection: it works
+      lifecycle_.answered();
       if (match.kind == call_table<reply_handler>::reply_kind::stale) continue;    // its caller timed out already
       complete(std::move(*match.handler), reply{errc::success, std::move(payload)});
       payload = {};
@@ -341,73 +397,60 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
     lose(gen);
   }
 
-  asio::awaitable<errc> connect(std::shared_ptr<tcp::socket> socket) {
+  boost::asio::awaitable<errc> connect(std::shared_ptr<tcp::socket> socket) {
     if (options_.locator) {
       auto [e, where] = co_await options_.locator->locate();
-      if (e != errc::success || where.term < newest_term_) co_return errc::rpc_failed;
+      if (e != errc::success || !lifecycle_.located(where.term)) co_return errc::rpc_failed;
+      count_lifecycle();
       boost::system::error_code ec;
       master_ = resolve_now(where.host, where.port, ec);
       if (ec) co_return errc::rpc_failed;
-      note_term(where.term);
-      connected_term_ = where.term;
     }
     if (master_.empty()) co_return errc::rpc_failed;
-    socket_deadline deadline(strand_, socket, options_.connect_timeout);
-    auto [ec, ep] = co_await asio::async_connect(*socket, master_, asio::as_tuple(asio::use_awaitable));
-    deadline.disarm();
-    if (ec || deadline.fired()) co_return errc::rpc_failed;
-    boost::system::error_code ignored;
-    socket->set_option(tcp::no_delay(true), ignored);
-    co_return errc::success;
+    co_return co_await connect_within(socket, master_, options_.connect_timeout) ? errc::success : errc::rpc_failed;
   }
 
-  asio::awaitable<void> run() {
-    while (!stopped_) {
-      auto socket = std::make_shared<tcp::socket>(strand_);
-      if (co_await connect(socket) != errc::success) {
-        co_await back_off();
+  // Follows the lifecycle's actions from `next` (start()'s) until stopped.
+  boost::asio::awaitable<void> run(connection_lifecycle::action next) {
+    while (!lifecycle_.stopped()) {
+      if (next.what == act::back_off) {
+        count_lifecycle();
+        count([&](auto& s) { s.backoff_ceiling = lifecycle_.backoff_ceiling(); });
+        wake_.expires_after(next.wait);  // a new leader named in etcd ends it early (follow_leader)
+        co_await wake_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+        next = lifecycle_.wait_over();
         continue;
       }
-      if (stopped_) break;
+      if (next.what != act::connect) break;  // none: the lifecycle stopped
+      auto socket = std::make_shared<tcp::socket>(strand_);
+      if (co_await connect(socket) != errc::success) {
+        next = lifecycle_.connect_failed();
+        continue;
+      }
+      if (lifecycle_.stopped()) break;
       socket_ = socket;
       const std::uint64_t gen = ++generation_;
       count([](auto& s) { ++s.connects; });
-      asio::co_spawn(strand_, reader(socket, gen), asio::detached);
-      const std::vector<node_id> nodes = rejoins_.nodes();  // named: it lives across the awaits
-      for (node_id node : nodes) co_await rejoin(node);
-      if (gen == generation_) {
-        ready_ = true;
+      boost::asio::co_spawn(strand_, reader(socket, gen), boost::asio::detached);
+      if (lifecycle_.connected().what == act::rejoin) {
+        const std::vector<node_id> nodes = rejoins_.nodes();  // named: it lives across the awaits
+        for (node_id node : nodes) co_await rejoin(node);
+      }
+      if (gen == generation_ && lifecycle_.rejoined().what == act::send) {
         ready_flag_.store(true, std::memory_order_release);
         pump();
       }
-      while (gen == generation_ && !stopped_) {
+      while (gen == generation_ && !lifecycle_.stopped()) {
         wake_.expires_at(clock_type::time_point::max());
-        co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
+        co_await wake_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
       }
-      if (stopped_) break;
-      // Lost. A connection the master answered on worked: the next failure
-      // waits the shortest time again. One closed unanswered did not.
-      if (answered_generation_ == gen) reconnect_.reset();
-      if (std::exchange(leader_moved_, false)) continue;  // to a leader etcd just named: at once
-      co_await back_off();
+      next = lifecycle_.after_drop();
     }
   }
 
-  // The wait before the next connection attempt; a new leader seen in etcd
-  // ends it early (follow_leader).
-  asio::awaitable<void> back_off() {
-    const duration d = reconnect_.next();
-    count([&](auto& s) {
-      ++s.backoffs;
-      s.backoff_total += d;
-      s.backoff_ceiling = reconnect_.ceiling();
-    });
-    wake_.expires_after(d);
-    co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
-  }
-
-  static corokv::detail::backoff_options reconnect_options(const remote_metadata_options& o) {
-    return {o.reconnect_initial, o.reconnect_max, o.reconnect_jitter};
+  static connection_lifecycle_options lifecycle_options(const remote_metadata_options& o) {
+    const corokv::detail::backoff_options reconnect{o.reconnect_initial, o.reconnect_max, o.reconnect_jitter};
+    return {o.heartbeat_interval, reconnect, reconnect};
   }
   // Different in every session and process, so that clients that lost the
   // same master do not come back in step.
@@ -417,119 +460,90 @@ class metadata_session : public std::enable_shared_from_this<metadata_session> {
   }
 
   // Registers the node again and remounts its segments under their ids.
-  asio::awaitable<void> rejoin(node_id node) {
+  boost::asio::awaitable<void> rejoin(node_id node) {
     const std::vector<wire::mount_request> mounts = rejoins_.remounts_of(node);
     count([](auto& s) { ++s.rejoins; });
-    auto registered = co_await call(wire::message_type::register_node, wire::node_request{node}, true);
-    if (registered.first != errc::success) co_return;
-    for (const auto& m : mounts) {
-      auto mounted = co_await call(wire::message_type::mount_segment, m, true);
-      wire::mount_response r;
-      if (mounted.first != errc::success || wire::decode(mounted.second, r, options_.limits) != errc::success ||
-          r.status != errc::success)
-        count([](auto& s) { ++s.remount_failures; });
+    using registration = wire::ops::register_node;
+    const registration::request m = registration::to_request(node);
+    // Only a call that failed as a whole skips the remounts.
+    if (const reply registered = co_await call(registration::type, m, true); registered.first != errc::success)
+      co_return;
+    for (const auto& mount : mounts) {
+      const wire::mount_response r = co_await request<wire::ops::mount_segment>(mount, true);
+      if (r.status != errc::success) count([](auto& s) { ++s.remount_failures; });
     }
   }
 
   // Times out calls and sends heartbeats.
-  asio::awaitable<void> ticker() {
-    auto next_heartbeat = clock_type::now() + options_.heartbeat_interval;
+  boost::asio::awaitable<void> ticker() {
     const duration period = std::min<duration>(options_.heartbeat_interval, std::chrono::milliseconds(50));
-    while (!stopped_) {
+    while (!lifecycle_.stopped()) {
       tick_.expires_after(period);
-      co_await tick_.async_wait(asio::as_tuple(asio::use_awaitable));
-      if (stopped_) break;
+      co_await tick_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+      if (lifecycle_.stopped()) break;
       const auto now = clock_type::now();
       const std::uint64_t expired =
           calls_.expire(now, [](reply_handler h) { complete(std::move(h), reply{errc::timeout, {}}); });
       if (expired) count([&](auto& s) { s.timeouts += expired; });
-      if (ready_ && now >= next_heartbeat) {
-        next_heartbeat = now + options_.heartbeat_interval;
-        for (node_id node : rejoins_.nodes())
-          asio::co_spawn(strand_, heartbeat(node), asio::detached);
-      }
+      if (lifecycle_.tick(now).what == act::heartbeat)
+        for (node_id node : rejoins_.nodes()) boost::asio::co_spawn(strand_, heartbeat(node), boost::asio::detached);
     }
   }
 
-  asio::awaitable<void> heartbeat(node_id node) {
-    auto r = co_await call(wire::message_type::heartbeat, wire::node_request{node});
-    wire::status_response status;
-    if (r.first == errc::success && wire::decode(r.second, status, options_.limits) == errc::success &&
-        status.status == errc::node_unknown)
-      co_await rejoin(node);
+  boost::asio::awaitable<void> heartbeat(node_id node) {
+    const wire::status_response r = co_await request<wire::ops::heartbeat>(wire::ops::heartbeat::to_request(node));
+    if (lifecycle_.heartbeat_answered(r.status).what == act::rejoin) co_await rejoin(node);
   }
 
-  void note_term(std::uint64_t term) {
-    if (term <= newest_term_) return;
-    newest_term_ = term;
-    count([&](auto& s) { s.term = term; });
-  }
-
-  // Watches for a new leader; when one leads in a newer term than the
-  // connected master's, the connection moves to it at once (calls sent on
-  // the old one fail with rpc_failed, as with any lost connection).
-  asio::awaitable<void> follow_leader() {
-    asio::steady_timer pause(strand_);
-    while (!stopped_) {
-      auto [e, where] = co_await options_.locator->next_leader(std::max(newest_term_, connected_term_),
-                                                               std::chrono::seconds(10));
-      if (stopped_) break;
-      if (e == errc::success || e == errc::timeout) leader_retry_.reset();
+  // Watches for a new leader; the lifecycle decides whether the connection
+  // moves to it (calls sent on the old one fail with rpc_failed, as with
+  // any lost connection) or a wait to reconnect ends.
+  boost::asio::awaitable<void> follow_leader() {
+    boost::asio::steady_timer pause(strand_);
+    while (!lifecycle_.stopped()) {
+      auto [e, where] = co_await options_.locator->next_leader(lifecycle_.watch_beyond(), std::chrono::seconds(10));
+      if (lifecycle_.stopped()) break;
       if (e == errc::success) {
-        note_term(where.term);
-        if (socket_ && where.term > connected_term_) {
-          count([](auto& s) { ++s.leader_changes; });
-          leader_moved_ = true;
-          lose(generation_);
-        } else if (!socket_) {
-          reconnect_.reset();  // waiting to reconnect: a leader is known now
-          wake_.cancel();
-        }
-      } else if (e != errc::timeout) {
-        const duration d = leader_retry_.next();  // etcd unreachable: try again later
-        count([&](auto& s) {
-          ++s.backoffs;
-          s.backoff_total += d;
-        });
-        pause.expires_after(d);
-        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+        const connection_lifecycle::action a = lifecycle_.leader_changed(where.term);
+        count_lifecycle();
+        follow(a);
+      } else if (e == errc::timeout) {
+        lifecycle_.leader_unchanged();
+      } else {
+        const connection_lifecycle::action wait = lifecycle_.leader_watch_failed();  // etcd unreachable
+        count_lifecycle();
+        pause.expires_after(wait.wait);
+        co_await pause.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
       }
     }
   }
 
-  asio::awaitable<void> close_when_drained() {
-    asio::steady_timer pause(strand_);
+  boost::asio::awaitable<void> close_when_drained() {
+    boost::asio::steady_timer pause(strand_);
     const auto until = clock_type::now() + std::chrono::milliseconds(500);
-    while (socket_ && ready_ && !calls_.empty() && clock_type::now() < until) {
+    while (socket_ && lifecycle_.ready() && !calls_.empty() && clock_type::now() < until) {
       pause.expires_after(std::chrono::milliseconds(2));
-      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+      co_await pause.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
     }
-    stopped_ = true;
+    const connection_lifecycle::action last = lifecycle_.stop();
     if (options_.locator) options_.locator->cancel();  // ends follow_leader's watch
-    if (socket_) lose(generation_);
+    follow(last);
     calls_.fail_all([](reply_handler h) { complete(std::move(h), reply{errc::cancelled, {}}); });
     tick_.cancel();
     wake_.cancel();
   }
 
-  asio::strand<asio::any_io_executor> strand_;
+  boost::asio::strand<boost::asio::any_io_executor> strand_;
   remote_metadata_options options_;
   std::vector<tcp::endpoint> master_;  // options_.host resolved once, or the located leader
-  std::uint64_t newest_term_ = 0;      // the newest leadership term seen
-  std::uint64_t connected_term_ = 0;   // the term of the located master connected to
   // Strand state.
   std::shared_ptr<tcp::socket> socket_;
-  std::uint64_t generation_ = 0;
-  bool ready_ = false;
+  std::uint64_t generation_ = 0;  // counts connections and drops: an I/O completion of an older one is ignored
   bool writing_ = false;
-  bool stopped_ = false;
   call_table<reply_handler> calls_;
   std::vector<std::byte> write_buffer_;
-  asio::steady_timer wake_, tick_;
-  corokv::detail::backoff reconnect_;     // between connection attempts
-  corokv::detail::backoff leader_retry_;  // between attempts to watch etcd for the leader
-  std::uint64_t answered_generation_ = 0;  // the last connection the master answered on
-  bool leader_moved_ = false;         // the connection was dropped to move to a new leader
+  boost::asio::steady_timer wake_, tick_;
+  connection_lifecycle lifecycle_;  // every decision about the connection
   std::atomic<bool> ready_flag_{false};
   // Any thread.
   rejoin_list rejoins_;
@@ -551,7 +565,7 @@ inline void session_registry::shutdown() {
 
 class remote_metadata : public client::metadata_calls<remote_metadata> {
  public:
-  remote_metadata(asio::any_io_executor ex, remote_metadata_options options)
+  remote_metadata(boost::asio::any_io_executor ex, remote_metadata_options options)
       : session_(std::make_shared<detail::metadata_session>(std::move(ex), std::move(options))) {
     session_->start();
   }
@@ -562,7 +576,7 @@ class remote_metadata : public client::metadata_calls<remote_metadata> {
   }
 
   template <class T>
-  using result = asio::awaitable<T>;
+  using result = boost::asio::awaitable<T>;
 
   remote_metadata_stats stats() const { return session_->stats(); }
   // Whether the connection is up and this endpoint's nodes have rejoined.
@@ -578,7 +592,7 @@ class remote_metadata : public client::metadata_calls<remote_metadata> {
     const typename Op::request m = Op::to_request(std::move(args)...);
     auto reply = co_await session_->call(Op::type, m);
     typename Op::response r;
-    errc e = decode_reply(*session_, reply, r);
+    errc e = session_->decode_reply(reply, r);
     if (e == errc::success) e = r.status;
     if (e == errc::success && r.results.size() != out.size()) e = errc::protocol_error;
     if (e != errc::success) co_return std::error_code(e);
@@ -622,8 +636,8 @@ class remote_metadata : public client::metadata_calls<remote_metadata> {
 
   // list_segments as a function object that shares the connection (and
   // outlives this handle's moves), for a transport's segment directory.
-  std::function<asio::awaitable<std::pair<std::error_code, std::vector<segment_descriptor>>>()> segment_lister() {
-    return [session = session_]() -> asio::awaitable<std::pair<std::error_code, std::vector<segment_descriptor>>> {
+  std::function<boost::asio::awaitable<std::pair<std::error_code, std::vector<segment_descriptor>>>()> segment_lister() {
+    return [session = session_]() -> boost::asio::awaitable<std::pair<std::error_code, std::vector<segment_descriptor>>> {
       const wire::list_segments_request m;
       co_return co_await exchange<wire::ops::list_segments>(session, m);
     };
@@ -638,25 +652,12 @@ class remote_metadata : public client::metadata_calls<remote_metadata> {
   }
 
  private:
-  // The reply's payload decoded as the response it must be; a payload that
-  // does not decode is a protocol_error of this call.
-  template <class Response>
-  static errc decode_reply(const detail::metadata_session& session, const detail::reply& r, Response& out) {
-    if (r.first != errc::success) return r.first;
-    return wire::decode(r.second, out, session.options().limits);
-  }
-
   // One request of an operation not answered per item, and its answer; a
   // call that failed as a whole answers as a response with that status.
   template <class Op>
   static result<wire::call_answer_t<Op>> exchange(std::shared_ptr<detail::metadata_session> session,
                                                   const typename Op::request& m) {
-    auto reply = co_await session->call(Op::type, m);
-    typename Op::response r;
-    if (const errc e = decode_reply(*session, reply, r); e != errc::success) {
-      r = {};
-      r.status = e;
-    }
+    typename Op::response r = co_await session->request<Op>(m);
     co_return Op::answer(std::move(r));
   }
 

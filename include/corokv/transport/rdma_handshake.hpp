@@ -4,9 +4,10 @@
 // the initiator sends rdma_connect with its endpoint (GID, queue pair
 // number, first PSN, MTU, RDMA-read limits) and the responder answers with
 // its own, or refuses. Both ends then use the smaller of both limits
-// (agree). The exchange (exchange_rdma_endpoints) runs under a deadline;
-// the connection it used stays open while the queue pair lives: either end
-// closing it tells the other that the queue pair is gone.
+// (agree). The exchange (exchange_rdma_endpoints, one
+// net::connect_and_exchange) runs under a deadline; the connection it used
+// stays open while the queue pair lives: either end closing it tells the
+// other that the queue pair is gone.
 //
 // The RDMA lane (rdma_lane.hpp) makes the queue pairs and moves them to
 // ready with what agree() says; tests/transport/rdma_handshake_test.cpp
@@ -14,16 +15,12 @@
 
 #include <corokv/error.hpp>
 #include <corokv/net/frame_io.hpp>
-#include <corokv/net/socket_deadline.hpp>
+#include <corokv/net/one_exchange.hpp>
 #include <corokv/wire/messages.hpp>
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 
 #include <algorithm>
 #include <array>
@@ -32,7 +29,6 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <span>
 #include <utility>
 #include <vector>
 
@@ -96,26 +92,6 @@ inline errc admit_rdma_peer(std::size_t held, std::size_t max_peers) noexcept {
   return held >= max_peers ? errc::no_space : errc::success;
 }
 
-// The one request id of the exchange (one request per connection).
-inline constexpr std::uint64_t rdma_connect_request_id = 1;
-
-// The frame the initiator sends.
-inline errc rdma_connect_frame(const wire::rdma_endpoint& own, std::vector<std::byte>& frame) {
-  return net::append_frame(wire::message_type::rdma_connect, false, rdma_connect_request_id,
-                           wire::rdma_connect_request{own}, frame);
-}
-
-// The responder's endpoint, if the answer is a well-formed rdma_connect
-// response to the request and accepts it.
-inline std::optional<wire::rdma_endpoint> accepted_rdma_endpoint(const wire::frame_header& h,
-                                                                 std::span<const std::byte> payload) {
-  wire::rdma_connect_response response;
-  if (h.type != wire::message_type::rdma_connect || h.request_id != rdma_connect_request_id ||
-      wire::decode_table(payload, response) != errc::success || response.status != errc::success)
-    return std::nullopt;
-  return response.responder;
-}
-
 // The initiator's exchange with `peer`'s data server, within `timeout`, on
 // the awaiting coroutine's executor: the responder's endpoint and the
 // connection, open; or nullopt and no connection if the peer cannot be
@@ -128,27 +104,13 @@ struct rdma_exchange_result {
 inline boost::asio::awaitable<rdma_exchange_result> exchange_rdma_endpoints(boost::asio::ip::tcp::endpoint peer,
                                                                             wire::rdma_endpoint own,
                                                                             std::chrono::milliseconds timeout) {
-  namespace asio = boost::asio;
-  using tcp = asio::ip::tcp;
-  auto ex = co_await asio::this_coro::executor;
-  auto socket = std::make_shared<tcp::socket>(ex);
-  net::socket_deadline deadline(ex, socket, timeout);
-  auto [connect_ec] = co_await socket->async_connect(peer, asio::as_tuple(asio::use_awaitable));
-  if (connect_ec) co_return rdma_exchange_result{};
-  boost::system::error_code ignored;
-  socket->set_option(tcp::no_delay(true), ignored);
-  std::vector<std::byte> frame;
-  if (rdma_connect_frame(own, frame) != errc::success) co_return rdma_exchange_result{};
-  auto [write_ec, written] = co_await asio::async_write(*socket, asio::buffer(frame), asio::as_tuple(asio::use_awaitable));
-  if (write_ec) co_return rdma_exchange_result{};
-  wire::frame_header h;
-  std::vector<std::byte> payload;
-  if (co_await net::read_frame(*socket, {}, /*response=*/true, h, payload) != net::frame_status::ok)
-    co_return rdma_exchange_result{};
+  auto socket = std::make_shared<boost::asio::ip::tcp::socket>(co_await boost::asio::this_coro::executor);
+  wire::rdma_connect_response response;
+  const errc answered = co_await net::connect_and_exchange(socket, peer, wire::message_type::rdma_connect,
+                                                           wire::rdma_connect_request{own}, response, timeout);
   rdma_exchange_result out;
-  out.responder = accepted_rdma_endpoint(h, payload);
-  if (!out.responder) co_return out;
-  deadline.disarm();
+  if (answered != errc::success) co_return out;
+  out.responder = response.responder;
   out.link = std::move(socket);
   co_return out;
 }
