@@ -13,7 +13,11 @@
 #include <vector>
 
 using namespace corokv;
+using corokv::memory::read_request;
+using corokv::memory::write_request;
+using corokv::transport::check_request_shapes;
 using corokv::transport::destination_groups;
+using corokv::transport::request_shape;
 
 TEST_CASE("destination groups: groups in order of first request, requests in batch order, statuses back in place") {
   destination_groups<std::string> groups;

@@ -70,20 +70,7 @@ class data_client {
   // limits.max_batch ranges, the most a server accepts in one frame; more
   // take several exchanges, one after another.
   boost::asio::awaitable<void> read(data_peer peer, std::span<const memory::read_request> requests, std::span<errc> status) {
-    std::fill(status.begin(), status.end(), errc::transfer_failed);
-    const boost::asio::cancellation_state state = co_await boost::asio::this_coro::cancellation_state;
-    for (std::size_t at = 0; at < requests.size(); at += per_frame()) {
-      if (cancelled(state)) {
-        std::fill(status.begin() + static_cast<std::ptrdiff_t>(at), status.end(), errc::cancelled);
-        co_return;
-      }
-      const std::size_t n = std::min(per_frame(), requests.size() - at);
-      const std::span<errc> out = status.subspan(at, n);
-      auto body = [this, part = requests.subspan(at, n), out](tcp::socket& socket) { return read_over(socket, part, out); };
-      auto one = exchange(peer, out, once_sent::may_abandon, std::move(body));
-      auto on_strand = on_own_strand(std::move(one));
-      co_await std::move(on_strand);
-    }
+    return in_frames(peer, requests, status, once_sent::may_abandon, &data_client::read_over);
   }
 
   // Writes every request's source bytes into its range on `peer`.
@@ -93,20 +80,7 @@ class data_client {
         std::fill(status.begin(), status.end(), errc::size_mismatch);
         co_return;
       }
-    std::fill(status.begin(), status.end(), errc::transfer_failed);
-    const boost::asio::cancellation_state state = co_await boost::asio::this_coro::cancellation_state;
-    for (std::size_t at = 0; at < requests.size(); at += per_frame()) {
-      if (cancelled(state)) {
-        std::fill(status.begin() + static_cast<std::ptrdiff_t>(at), status.end(), errc::cancelled);
-        co_return;
-      }
-      const std::size_t n = std::min(per_frame(), requests.size() - at);
-      const std::span<errc> out = status.subspan(at, n);
-      auto body = [this, part = requests.subspan(at, n), out](tcp::socket& socket) { return write_over(socket, part, out); };
-      auto one = exchange(peer, out, once_sent::finish, std::move(body));
-      auto on_strand = on_own_strand(std::move(one));
-      co_await std::move(on_strand);
-    }
+    co_await in_frames(peer, requests, status, once_sent::finish, &data_client::write_over);
   }
 
   // Closes idle connections (those in use close when their batch ends).
@@ -153,6 +127,30 @@ class data_client {
   // on the connection afterwards (which is then closed): `status` is then
   // `cancelled`, unless the exchange was answered in full.
   enum class once_sent { may_abandon, finish };
+
+  // The requests in frames of at most limits.max_batch ranges, one exchange
+  // after another, each carried by `over` (read_over or write_over); the
+  // frames not started when the caller cancels answer cancelled.
+  template <class Request>
+  using carrier = boost::asio::awaitable<outcome> (data_client::*)(tcp::socket&, std::span<const Request>, std::span<errc>);
+  template <class Request>
+  boost::asio::awaitable<void> in_frames(data_peer peer, std::span<const Request> requests, std::span<errc> status,
+                                         once_sent sent, carrier<Request> over) {
+    std::fill(status.begin(), status.end(), errc::transfer_failed);
+    const boost::asio::cancellation_state state = co_await boost::asio::this_coro::cancellation_state;
+    for (std::size_t at = 0; at < requests.size(); at += per_frame()) {
+      if (cancelled(state)) {
+        std::fill(status.begin() + static_cast<std::ptrdiff_t>(at), status.end(), errc::cancelled);
+        co_return;
+      }
+      const std::size_t n = std::min(per_frame(), requests.size() - at);
+      const std::span<errc> out = status.subspan(at, n);
+      auto body = [this, part = requests.subspan(at, n), out, over](tcp::socket& socket) { return (this->*over)(socket, part, out); };
+      auto one = exchange(peer, out, sent, std::move(body));
+      auto on_strand = on_own_strand(std::move(one));
+      co_await std::move(on_strand);
+    }
+  }
   template <class Body>
   boost::asio::awaitable<void> exchange(data_peer peer, std::span<errc> status, once_sent sent, Body body) {
     // Reported per item, never thrown (an awaiting store handles it step by step).
