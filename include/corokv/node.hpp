@@ -40,6 +40,7 @@ namespace corokv {
 // The node's parts under the names programs call (their own namespaces are
 // those of their folders).
 using transport::lane_router;
+using memory::segment_registry;
 using transport::make_node_transport;
 using transport::memcpy_lane;
 using transport::memcpy_lane_options;

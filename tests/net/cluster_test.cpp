@@ -55,6 +55,25 @@ std::uint64_t tcp_bytes(cluster_store& kv) { return tcp_bytes_of(kv.transport().
 
 }  // namespace
 
+// Namespaces follow folders (corokv::transport, corokv::memory, ...); the
+// names programs called under corokv before keep resolving there, through
+// the top-level headers' using-declarations.
+TEST_CASE("the names programs call resolve under corokv, each the type of its folder's namespace") {
+  static_assert(std::is_same_v<corokv::memcpy_lane, corokv::transport::memcpy_lane>);
+  static_assert(std::is_same_v<corokv::tcp_lane_options, corokv::transport::tcp_lane_options>);
+  static_assert(std::is_same_v<corokv::store_options, corokv::client::store_options>);
+  static_assert(std::is_same_v<corokv::buffer_handle, corokv::memory::buffer_handle>);
+  static_assert(std::is_same_v<corokv::cluster_store, corokv::node_store<>>);
+  static_assert(corokv::lane<corokv::tcp_lane>);
+  corokv::node_transport_options transport;
+  transport.process_segments = std::make_shared<corokv::segment_registry>();
+  corokv::router_options router;
+  router.memory = corokv::segment_memory::shareable;
+  CHECK(transport.process_segments != nullptr);
+  CHECK(router.memory == corokv::segment_memory::shareable);
+  CHECK(corokv::ranks::tcp > corokv::ranks::this_process);
+}
+
 TEST_CASE("a value written on one node is read on another over TCP") {
   master_process master;
   io_thread clients;
