@@ -8,7 +8,7 @@
 // Every batch operation is an Asio initiating function whose completion
 // signature is void(corokv::error_code, Result) (boost::system::error_code,
 // the type register_buffer returns too) and whose token defaults to
-// boost::asio::deferred, so `co_await store.batch_get(...)` works in an
+// boost::asio::deferred, so `co_await store.batch_get(...)` works in a
 // boost::asio::awaitable, and callbacks, use_future, as_tuple and use_awaitable work
 // too. Results are vectors aligned with the keys: index i answers key i. The
 // error_code reports failures of the whole operation (invalid arguments,
