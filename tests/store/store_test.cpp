@@ -342,10 +342,7 @@ TEST_CASE("puts spread replicas over segments and every replica holds the value"
   f.add_segment(1 << 20);
   std::vector<std::string> keys{"twice"};
   std::vector<std::string> values{value_for(3, 5000)};
-  auto put = f.run([&]() -> asio::awaitable<std::vector<errc>> {
-    auto b = const_buffers(values);
-    co_return co_await f.store.batch_put(keys, b, put_options{2});
-  }());
+  auto put = f.put(keys, values, put_options{2});
   REQUIRE(put[0] == errc::success);
   auto q = f.query(keys);
   REQUIRE(q[0].replicas.size() == 2);

@@ -185,9 +185,12 @@ struct store_fixture {
     return run([&]() -> asio::awaitable<segment_id> { co_return co_await store.add_segment(size); }());
   }
 
-  std::vector<errc> put(const std::vector<std::string>& keys, const std::vector<std::string>& values) {
+  std::vector<errc> put(const std::vector<std::string>& keys, const std::vector<std::string>& values,
+                        put_options options = {}) {
     auto buffers = const_buffers(values);
-    return run([&]() -> asio::awaitable<std::vector<errc>> { co_return co_await store.batch_put(keys, buffers); }());
+    return run([&]() -> asio::awaitable<std::vector<errc>> {
+      co_return co_await store.batch_put(keys, buffers, options);
+    }());
   }
 
   std::vector<query_result> query(const std::vector<std::string>& keys) {
